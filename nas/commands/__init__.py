@@ -1,0 +1,1 @@
+"""One module per `nas` subcommand (see nas.cli). Keep top-level imports to the standard library."""

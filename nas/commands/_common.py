@@ -1,0 +1,84 @@
+"""Pieces several subcommands share: --json output, reading an ArchConfig from flags or files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nas.errors import NasUserError
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+
+
+def emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    """Print `data` as JSON when --json was given, else the human-readable `text`."""
+    if getattr(args, "json", False):
+        json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+def read_json_file(path: str | Path, what: str = "JSON file") -> Any:
+    """Load JSON, turning every failure into one line with the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise NasUserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NasUserError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+
+
+def add_arch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that describe one ArchConfig: a file (nas JSON or HF config.json) and/or explicit fields."""
+    group = parser.add_argument_group("architecture (a file, flags, or a file overridden by flags)")
+    group.add_argument("config", nargs="?", help="ArchConfig JSON (from `nas export --format json`) or HF config.json")
+    group.add_argument("--hidden-size", type=int)
+    group.add_argument("--layers", type=int, dest="num_layers")
+    group.add_argument("--heads", type=int, dest="num_heads")
+    group.add_argument("--kv-heads", type=int, dest="num_kv_heads")
+    group.add_argument("--head-dim", type=int)
+    group.add_argument("--intermediate-size", "--ffn", type=int, dest="intermediate_size")
+    group.add_argument("--vocab-size", type=int)
+    group.add_argument("--ffn-kind", choices=["swiglu", "reglu", "geglu", "gelu"])
+    group.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--qkv-bias", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--max-seq-len", type=int)
+    group.add_argument("--rope-theta", type=float)
+
+
+_ARCH_FLAG_FIELDS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+                     "vocab_size", "ffn_kind", "tie_embeddings", "qkv_bias", "max_seq_len", "rope_theta")
+
+
+def arch_from_args(args: argparse.Namespace):
+    """Build the ArchConfig the user described; a file is read first, flags override its fields."""
+    from nas.arch import ArchConfig
+
+    fields: dict[str, Any] = {}
+    if args.config:
+        data = read_json_file(args.config, "config file")
+        if not isinstance(data, dict):
+            raise NasUserError(f"{args.config}: expected a JSON object, got {type(data).__name__}")
+        fields = (ArchConfig.from_hf_config(data) if "model_type" in data else ArchConfig.from_dict(data)).to_dict()
+        if getattr(args, "head_dim", None) is None and getattr(args, "num_heads", None) is not None:
+            fields.pop("head_dim")  # re-derive from the new head count unless given
+    for name in _ARCH_FLAG_FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            fields[name] = value
+    required = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+    missing = [n for n in required if n not in fields]
+    if missing:
+        flags = ", ".join("--" + {"num_layers": "layers", "num_heads": "heads"}.get(n, n).replace("_", "-")
+                          for n in missing)
+        raise NasUserError(f"no architecture given: pass a config file or the flags {flags}")
+    return ArchConfig.from_dict(fields)

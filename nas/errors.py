@@ -1,0 +1,19 @@
+"""Errors a user can cause. The CLI turns them into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+
+class NasUserError(ValueError):
+    """A mistake in user input: a bad flag, file, name or value.
+
+    The message is one line that names the bad value and what is allowed. The CLI prints it without a
+    traceback and exits with code 2. Internal bugs must not use this class.
+    """
+
+
+class ArchConfigError(NasUserError):
+    """An ArchConfig field holds a value no Llama-family model can have."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"ArchConfig.{field}: {message}")
