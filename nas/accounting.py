@@ -155,3 +155,35 @@ def weight_bytes(precision, vocab, hidden, layers, heads, kv_heads, head_dim, in
 def kv_cache_bytes(layers, kv_heads, head_dim, context_len, bytes_per_element=2):
     """Keys and values of every layer for C tokens (fp16 cache by default)."""
     return 2 * layers * kv_heads * head_dim * context_len * bytes_per_element
+
+
+def working_memory_bytes(vocab, hidden, heads, kv_heads, head_dim, intermediate, n_matrices, tokens, keys,
+                         bytes_per_element=4):
+    """Estimated peak activation memory of one forward pass over `tokens` new tokens attending to `keys` keys.
+
+    Layers run one after another, so one layer's tensors are live at a time: residual and normed hidden
+    states (2*T*h), q/k/v (T*(H+2KV)*d), the score matrix (H*T*K, unfused attention), the FFN's inner
+    activations ((n-1)*T*f), and the last position's logits (V). fp32 activations by default.
+    An estimate: runtimes fuse and reuse buffers differently.
+    """
+    elements = (2 * tokens * hidden + tokens * (heads + 2 * kv_heads) * head_dim + heads * tokens * keys
+                + (n_matrices - 1) * tokens * intermediate + vocab)
+    return elements * bytes_per_element
+
+
+def _maximum(a, b):
+    # max that works for Python ints and numpy arrays alike
+    return (a > b) * a + (a <= b) * b
+
+
+def memory_bytes(precision, vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, tied,
+                 qkv_bias, prompt_len, context_len):
+    """Footprint of generation: weights at `precision` + fp16 KV cache of `context_len` tokens + the larger
+    of the prefill and decode working memory."""
+    weights = weight_bytes(precision, vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices,
+                           tied, qkv_bias)
+    kv = kv_cache_bytes(layers, kv_heads, head_dim, context_len)
+    shape = (vocab, hidden, heads, kv_heads, head_dim, intermediate, n_matrices)
+    prefill = working_memory_bytes(*shape, tokens=prompt_len, keys=prompt_len)
+    decode = working_memory_bytes(*shape, tokens=1, keys=context_len + 1)
+    return weights + kv + _maximum(prefill, decode)

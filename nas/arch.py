@@ -143,6 +143,12 @@ class ArchConfig:
             self.num_layers, self.num_kv_heads, self.head_dim, context_len, bytes_per_element
         )
 
+    def memory_bytes(self, precision: str, prompt_len: int, context_len: int) -> int:
+        """Generation footprint: weights at `precision` + fp16 KV cache at `context_len` + working memory."""
+        self.weight_bytes(precision)  # validates the precision name
+        return accounting.memory_bytes(precision, **self._shape_args(), tied=self.tie_embeddings,
+                                       qkv_bias=self.qkv_bias, prompt_len=prompt_len, context_len=context_len)
+
     def accounting(self, prompt_len: int = 512, context_len: int = 2048) -> dict[str, Any]:
         """Every accounting figure in one dict (what `nas inspect` prints)."""
         return {
@@ -156,6 +162,7 @@ class ArchConfig:
             "decode_flops": self.decode_flops(context_len),
             "weight_bytes": {p: self.weight_bytes(p) for p in accounting.PRECISIONS},
             "kv_cache_bytes_fp16": self.kv_cache_bytes(context_len),
+            "memory_bytes": {p: self.memory_bytes(p, prompt_len, context_len) for p in accounting.PRECISIONS},
         }
 
     # ----- serialisation -----
@@ -250,3 +257,92 @@ class ArchConfig:
             rope_theta=float(rope_theta),
             rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6 if model_type == "qwen2" else 1e-5)),
         )
+
+
+class ArchBatch:
+    """Many ArchConfigs as numpy columns, for vectorised accounting and latency prediction.
+
+    Columns are named like ArchConfig fields; `ffn_kind` is kept as its number of FFN matrices
+    (`ffn_matrices`) since that is all the accounting needs, plus the kind names for rebuilding configs.
+    The formulas are the same `nas.accounting` functions ArchConfig uses, applied to arrays.
+    """
+
+    COLUMNS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+               "intermediate_size", "ffn_matrices", "tie_embeddings", "qkv_bias")
+
+    def __init__(self, columns: Mapping[str, Any], ffn_kinds: Any, extra: Mapping[str, Any] | None = None):
+        import numpy as np
+
+        self.columns = {name: np.asarray(columns[name], dtype=np.int64) for name in self.COLUMNS}
+        self.ffn_kinds = np.asarray(ffn_kinds)
+        # Fields that do not enter the accounting (max_seq_len, rope_theta, rms_norm_eps), per row.
+        self.extra = {k: np.asarray(v) for k, v in (extra or {}).items()}
+        n = {len(v) for v in self.columns.values()} | {len(self.ffn_kinds)}
+        if len(n) != 1:
+            raise ValueError(f"ArchBatch columns have different lengths: {sorted(n)}")
+
+    @classmethod
+    def from_configs(cls, configs: "list[ArchConfig]") -> "ArchBatch":
+        cols = {name: [getattr(c, name) for c in configs] for name in cls.COLUMNS}
+        extra = {name: [getattr(c, name) for c in configs] for name in ("max_seq_len", "rope_theta", "rms_norm_eps")}
+        return cls(cols, [c.ffn_kind for c in configs], extra)
+
+    def __len__(self) -> int:
+        return len(self.ffn_kinds)
+
+    def __getattr__(self, name: str):
+        columns = self.__dict__.get("columns", {})
+        if name in columns:
+            return columns[name]
+        raise AttributeError(name)
+
+    def subset(self, index) -> "ArchBatch":
+        return ArchBatch({k: v[index] for k, v in self.columns.items()}, self.ffn_kinds[index],
+                         {k: v[index] for k, v in self.extra.items()})
+
+    def config(self, i: int) -> ArchConfig:
+        """Row i as an ArchConfig (validated)."""
+        fields = {name: int(self.columns[name][i]) for name in self.COLUMNS if name != "ffn_matrices"}
+        fields["tie_embeddings"] = bool(fields["tie_embeddings"])
+        fields["qkv_bias"] = bool(fields["qkv_bias"])
+        fields["ffn_kind"] = str(self.ffn_kinds[i])
+        for name, values in self.extra.items():
+            fields[name] = values[i].item()
+        return ArchConfig(**fields)
+
+    def _shape_args(self) -> dict[str, Any]:
+        c = self.columns
+        return dict(vocab=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_layers"], heads=c["num_heads"],
+                    kv_heads=c["num_kv_heads"], head_dim=c["head_dim"], intermediate=c["intermediate_size"],
+                    n_matrices=c["ffn_matrices"])
+
+    @property
+    def num_params(self):
+        c = self.columns
+        return accounting.total_params(**self._shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
+
+    @property
+    def num_non_embedding_params(self):
+        c = self.columns
+        return accounting.non_embedding_params(**self._shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
+
+    def prefill_flops(self, prompt_len):
+        return accounting.prefill_flops(**self._shape_args(), prompt_len=prompt_len)
+
+    def decode_flops(self, context_len):
+        return accounting.decode_flops(**self._shape_args(), context_len=context_len)
+
+    def weight_bytes(self, precision: str):
+        c = self.columns
+        return accounting.weight_bytes(precision, **self._shape_args(), tied=c["tie_embeddings"],
+                                       qkv_bias=c["qkv_bias"])
+
+    def kv_cache_bytes(self, context_len, bytes_per_element: int = 2):
+        c = self.columns
+        return accounting.kv_cache_bytes(c["num_layers"], c["num_kv_heads"], c["head_dim"], context_len,
+                                         bytes_per_element)
+
+    def memory_bytes(self, precision: str, prompt_len, context_len):
+        c = self.columns
+        return accounting.memory_bytes(precision, **self._shape_args(), tied=c["tie_embeddings"],
+                                       qkv_bias=c["qkv_bias"], prompt_len=prompt_len, context_len=context_len)
