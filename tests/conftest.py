@@ -1,0 +1,20 @@
+"""Shared fixtures. Every test gets its own NAS_HOME so no test reads or writes the user's data."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def nas_home(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("nas_home")
+    monkeypatch.setenv("NAS_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def tiny_arch():
+    from nas.arch import ArchConfig
+
+    return ArchConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+                      vocab_size=256, max_seq_len=256)
