@@ -1,0 +1,174 @@
+"""On-device profiling bundle: manifest, feeds specs, and the standalone runner, run here as the 'device'."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latency_models.bundle import RUNNER_SOURCE, feed_spec, write_bundle
+from latency_models.measure import Protocol
+from latency_models.profile import ProfileSettings, profile_configs, read_measurements
+from nas.cli import main
+from targets import load_target
+from test_profile import fake_graphs, fake_space, small_arch  # noqa: F401 -- fixtures shared with test_profile
+
+
+def load_runner():
+    spec = importlib.util.spec_from_file_location("nas_runner_under_test", RUNNER_SOURCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_runner(bundle: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The runner as a device would run it: a copied script, its own folder as the working directory."""
+    return subprocess.run([sys.executable, str(bundle / "nas_runner.py"), "--manifest", "manifest.json",
+                           "--out", "measurements.jsonl", *extra], cwd=bundle, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_runner_needs_only_stdlib_numpy_onnxruntime():
+    tree = ast.parse(RUNNER_SOURCE.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names)
+    assert third_party == {"numpy", "onnxruntime"}
+
+
+def test_feed_specs_rebuild_the_feeds():
+    runner = load_runner()
+    rng = np.random.default_rng(0)
+    feeds = {"ids": rng.integers(0, 50, (1, 7), dtype=np.int64), "one": np.array([[5]], dtype=np.int64),
+             "pos": np.arange(3, 9, dtype=np.int64).reshape(1, 6), "mask": np.ones((1, 9), dtype=np.float32),
+             "small": rng.standard_normal((2, 3)).astype(np.float32),
+             "kv": rng.standard_normal((1, 2, 4096, 8)).astype(np.float16)}
+    specs = [feed_spec(k, v) for k, v in feeds.items()]
+    assert "values" in specs[0] and specs[1]["fill"] == 5 and specs[2]["arange"] == 3 and specs[3]["fill"] == 1.0
+    assert "values" in specs[4] and specs[5]["random"] == "normal" and "values" not in specs[5]
+    assert 0.9 < specs[5]["std"] < 1.1
+    json.dumps(specs)  # the manifest is JSON
+    rebuilt = runner.make_feeds(np, json.loads(json.dumps(specs)), seed=0)
+    for name, array in feeds.items():
+        assert rebuilt[name].dtype == array.dtype and rebuilt[name].shape == array.shape
+        if name != "kv":
+            np.testing.assert_array_equal(rebuilt[name], array)
+
+
+def test_prefill_and_decode_share_their_weights_on_disk(tiny_arch, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from latency_models import graphs
+    from latency_models.bundle import save_graphs
+
+    def build():
+        return {phase: graphs.build_graph(tiny_arch, phase, precision="fp32") for phase in graphs.PHASES}
+
+    apart = {phase: tmp_path / "apart" / f"{phase}.onnx" for phase in graphs.PHASES}
+    for phase, model in build().items():
+        graphs.save_graph(model, apart[phase])
+    shared = {phase: tmp_path / "shared" / f"{phase}.onnx" for phase in graphs.PHASES}
+    assert save_graphs(build(), shared, tmp_path / "shared" / "w.weights", graphs.save_graph)
+    size = lambda folder: sum(p.stat().st_size for p in folder.iterdir())  # noqa: E731
+    assert size(tmp_path / "shared") < 0.6 * size(tmp_path / "apart")
+    for phase, path in shared.items():  # the graphs are whole again when loaded, and run
+        onnx.checker.check_model(str(path))
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session.run(None, graphs.graph_feeds(tiny_arch, phase, prompt_len=4, context_len=4))
+
+
+def test_runner_statistics_match_the_protocol():
+    from latency_models.measure import summarize
+
+    runner = load_runner()
+    samples = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6]
+    assert runner.summarize(samples) == pytest.approx(summarize(samples))
+
+
+def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):  # noqa: F811
+    """nas bundle (real graphs) -> nas_runner.py in a subprocess -> read_measurements: same rows as profile."""
+    bundle = tmp_path / "pixel8_bundle"
+    assert main(["bundle", "--target", "pixel8", "--out", str(bundle), "--n-configs", "2", "--prompt-lens", "4,8",
+                 "--context-lens", "8", "--warmup", "1", "--runs", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["graphs"], summary["measurements"], summary["precision"]) == (4, 6, "int4")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["target"] == "pixel8" and manifest["providers"] == list(load_target("pixel8").execution_providers)
+    assert manifest["protocol"]["threads"] == 4 and manifest["protocol"]["runs"] == 2
+    for graph in manifest["graphs"]:
+        assert (bundle / graph["file"]).is_file()
+        assert graph["arch_id"] in graph["file"] and graph["phase"] in graph["file"]
+        assert (bundle / graph["weights"]).stat().st_size > 0  # the weights both phases share
+    decode = next(g for g in manifest["graphs"] if g["phase"] == "decode")
+    past = next(i for i in decode["inputs"] if i["name"] == "past.0.key")
+    assert isinstance(past["shape"][2], str)  # the symbolic C dim
+    assert (bundle / "README.txt").read_text().count("nas_runner.py") >= 2
+    assert (bundle / "nas_runner.py").read_text() == RUNNER_SOURCE.read_text()
+
+    done = run_runner(bundle, "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert "6 to go" in done.stdout and "[6/6]" in done.stdout
+    rows = read_measurements(bundle / "measurements.jsonl", target="pixel8")
+    assert len(rows) == 6 and {r["provider"] for r in rows} == {"CPUExecutionProvider"}
+    assert {r["precision"] for r in rows} == {"int4"} and {r["threads"] for r in rows} == {1}
+
+    # identical schema to what `nas profile` writes on this machine
+    arch_cfg = type(small_arch()).from_dict(rows[0]["arch"])
+    local = profile_configs("host-cpu", [arch_cfg], ProfileSettings(
+        precision="int4", provider="CPUExecutionProvider", prompt_lens=(4,), context_lens=(),
+        protocol=Protocol(threads=1, warmup=1, runs=2)), tmp_path / "local.jsonl", progress=False)[0]
+    device = rows[0]
+    assert list(device) == list(local)
+    for field in ("env", "protocol", "session_options", "latency_ms"):
+        assert sorted(device[field]) == sorted(local[field]), field
+
+    again = run_runner(bundle, "--threads", "1")
+    assert again.returncode == 0 and "6 already done, 0 to go" in again.stdout
+    assert len((bundle / "measurements.jsonl").read_text().splitlines()) == 6
+
+
+def test_runner_records_a_broken_graph_and_goes_on(fake_graphs, tmp_path):  # noqa: F811
+    bundle = tmp_path / "b"
+    write_bundle(load_target("rpi5"), [small_arch(), small_arch(hidden=64)], bundle, precision="fp32",
+                 prompt_lens=(4,), context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=1), progress=False)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    broken = manifest["graphs"][0]
+    (bundle / broken["file"]).write_bytes(b"not an onnx file")
+    done = run_runner(bundle)
+    assert done.returncode == 0, done.stderr
+    rows = read_measurements(bundle / "measurements.jsonl", target="rpi5", require_ok=False)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(rows) == 4 and len(failed) == 1
+    assert failed[0]["arch_id"] == broken["arch_id"] and failed[0]["error"].startswith("session: ")
+
+
+def test_runner_unknown_provider(fake_graphs, tmp_path):  # noqa: F811
+    bundle = tmp_path / "b"
+    write_bundle(load_target("rpi5"), [small_arch()], bundle, precision="fp32", prompt_lens=(4,), context_lens=(),
+                 protocol=Protocol(threads=1), progress=False)
+    done = run_runner(bundle, "--provider", "QNNExecutionProvider")
+    assert done.returncode == 2
+    assert "'QNNExecutionProvider' is not available" in done.stderr and "CPUExecutionProvider" in done.stderr
+
+
+def test_cli_bundle_errors(fake_space, tmp_path, capsys):  # noqa: F811
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "file").write_text("x")
+    assert main(["bundle", "--target", "pixel8", "--out", str(occupied)]) == 2
+    assert main(["bundle", "--target", "host-cpu", "--out", str(tmp_path / "new"), "--precision", "fp16"]) == 2
+    assert main(["bundle", "--target", "pixel9", "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3
+    assert "not an empty folder" in err[0] and "fp16" in err[1] and "pixel9" in err[2]

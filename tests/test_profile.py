@@ -1,0 +1,318 @@
+"""Profiling: rows, skip on re-run, failures recorded, validation on read, and the `nas profile` command.
+
+Most tests swap `latency_models.graphs` for a tiny stand-in (an embedding gather and a matmul with the same
+symbolic P / C inputs) so they run in milliseconds; `test_real_graphs_*` uses the real graph builder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from latency_models.measure import Protocol
+from latency_models.profile import (KEY_FIELDS, ROW_FIELDS, ProfileSettings, measurement_key, profile_configs,
+                                    read_measurements)
+from nas.arch import ArchConfig
+from nas.cli import main
+from nas.errors import NasUserError
+
+
+def small_arch(hidden=32, layers=1, **kw):
+    return ArchConfig(hidden_size=hidden, num_layers=layers, num_heads=2, intermediate_size=2 * hidden,
+                      vocab_size=64, max_seq_len=64, **kw)
+
+
+def fake_build_graph(arch, phase, precision="fp32", seed=0, weights=None):
+    """Embedding gather + matmul; decode also reads a past KV [layers, kv, C, head_dim]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal((arch.vocab_size, arch.hidden_size)).astype(np.float32), "E"),
+             numpy_helper.from_array(rng.standard_normal((arch.hidden_size, arch.hidden_size)).astype(np.float32), "W")]
+    nodes = [helper.make_node("Gather", ["E", "input_ids"], ["h"]), helper.make_node("MatMul", ["h", "W"], ["y"])]
+    seq = "P" if phase == "prefill" else 1
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, arch.hidden_size])]
+    if phase == "decode":
+        inputs.append(helper.make_tensor_value_info(
+            "past_kv", TensorProto.FLOAT, [arch.num_layers, arch.num_kv_heads, "C", arch.head_dim]))
+        inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, 1]))
+        nodes.append(helper.make_node("ReduceSum", ["past_kv"], ["s"], keepdims=0))
+        outputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, []))
+        nodes.append(helper.make_node("Identity", ["position_ids"], ["pos"]))
+        outputs.append(helper.make_tensor_value_info("pos", TensorProto.INT64, [1, 1]))
+    model = helper.make_model(helper.make_graph(nodes, f"fake_{phase}", inputs, outputs, initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def fake_graph_feeds(arch, phase, prompt_len=None, context_len=None, seed=0, precision="fp32"):
+    rng = np.random.default_rng(seed)
+    if phase == "prefill":
+        return {"input_ids": rng.integers(0, arch.vocab_size, (1, prompt_len), dtype=np.int64)}
+    return {"input_ids": np.array([[3]], dtype=np.int64),
+            "past_kv": rng.standard_normal((arch.num_layers, arch.num_kv_heads, context_len, arch.head_dim))
+            .astype(np.float32),
+            "position_ids": np.array([[context_len]], dtype=np.int64)}
+
+
+def fake_save_graph(model, path):
+    import onnx
+
+    onnx.save_model(model, str(path))
+
+
+def fake_graphs_module():
+    module = types.ModuleType("latency_models.graphs")
+    module.PHASES = ("prefill", "decode")
+    module.build_graph = fake_build_graph
+    module.graph_feeds = fake_graph_feeds
+    module.save_graph = fake_save_graph
+    return module
+
+
+@pytest.fixture
+def fake_graphs(monkeypatch):
+    import latency_models
+
+    module = fake_graphs_module()
+    monkeypatch.setitem(sys.modules, "latency_models.graphs", module)
+    monkeypatch.setattr(latency_models, "graphs", module, raising=False)
+    return module
+
+
+class FakeSpace:
+    name = "fake"
+
+    def sample(self, n, seed=0):
+        return [small_arch(hidden=16 * (i + 1)) for i in range(n)]
+
+
+@pytest.fixture
+def fake_space(monkeypatch):
+    import search_spaces
+
+    monkeypatch.setattr(search_spaces, "load_space", lambda name: FakeSpace(), raising=False)
+
+
+def settings(**kw):
+    base = dict(precision="fp32", provider="CPUExecutionProvider", provider_options={}, prompt_lens=(4, 8),
+                context_lens=(8,), protocol=Protocol(threads=1, warmup=1, runs=2))
+    return ProfileSettings(**{**base, **kw})
+
+
+def test_rows_schema_and_skip_on_rerun(fake_graphs, tmp_path):
+    out = tmp_path / "m.jsonl"
+    configs = [small_arch(), small_arch(hidden=64)]
+    rows = profile_configs("host-cpu", configs, settings(), out, progress=False)
+    assert (rows.measured, rows.failed, rows.skipped) == (6, 0, 0)
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    assert list(rows[0]) == list(ROW_FIELDS)
+    read = read_measurements(out, target="host-cpu")
+    assert [measurement_key(r) for r in read] == [measurement_key(r) for r in rows]
+    prefill = [r for r in read if r["phase"] == "prefill"]
+    decode = [r for r in read if r["phase"] == "decode"]
+    assert {r["prompt_len"] for r in prefill} == {4, 8} and all(r["context_len"] is None for r in prefill)
+    assert {r["context_len"] for r in decode} == {8} and all(r["prompt_len"] is None for r in decode)
+    row = read[0]
+    assert row["providers_used"] == ["CPUExecutionProvider"] and row["threads"] == 1
+    assert len(row["samples_ms"]) == 2 and row["protocol"]["warmup"] == 1 and row["build_s"] > 0
+    assert row["latency_ms"]["min"] <= row["latency_ms"]["median"] <= row["latency_ms"]["max"]
+
+    again = profile_configs("host-cpu", configs, settings(), out, progress=False)
+    assert (again.measured, again.failed, again.skipped) == (0, 0, 6)
+    assert len(out.read_text().splitlines()) == 6
+    assert [r["timestamp"] for r in again] == [r["timestamp"] for r in rows]
+    # a new length measures only what is new
+    more = profile_configs("host-cpu", configs, settings(prompt_lens=(4, 8, 16)), out, progress=False)
+    assert (more.measured, more.skipped) == (2, 6)
+
+
+def test_failed_build_is_recorded_and_profiling_goes_on(fake_graphs, monkeypatch, tmp_path):
+    bad, good = small_arch(), small_arch(hidden=64)
+
+    def build(arch, phase, precision="fp32", seed=0, weights=None):
+        if arch.arch_id == bad.arch_id:
+            raise RuntimeError("boom\nsecond line")
+        return fake_build_graph(arch, phase, precision, seed)
+
+    monkeypatch.setattr(fake_graphs, "build_graph", build)
+    out = tmp_path / "m.jsonl"
+    rows = profile_configs("host-cpu", [bad, good], settings(), out, progress=False)
+    assert (rows.measured, rows.failed) == (3, 3)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {r["arch_id"] for r in failed} == {bad.arch_id}
+    assert failed[0]["error"] == "build: RuntimeError: boom" and failed[0]["latency_ms"] is None
+    assert len(read_measurements(out)) == 3
+    assert len(read_measurements(out, require_ok=False)) == 6
+    # a re-run retries the failed keys only
+    monkeypatch.setattr(fake_graphs, "build_graph", fake_build_graph)
+    again = profile_configs("host-cpu", [bad, good], settings(), out, progress=False)
+    assert (again.measured, again.skipped, again.failed) == (3, 3, 0)
+    assert all(r["status"] == "ok" for r in again)
+
+
+def test_failed_run_fails_only_that_length(fake_graphs, monkeypatch, tmp_path):
+    def feeds(arch, phase, prompt_len=None, context_len=None, seed=0, precision="fp32"):
+        if prompt_len == 8:
+            return {"input_ids": np.zeros((1, 8, 3), np.int64)}  # wrong rank: ORT refuses to run
+        return fake_graph_feeds(arch, phase, prompt_len, context_len, seed)
+
+    monkeypatch.setattr(fake_graphs, "graph_feeds", feeds)
+    rows = profile_configs("host-cpu", [small_arch()], settings(), tmp_path / "m.jsonl", progress=False)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["prompt_len"] == 8 and failed[0]["error"].startswith("run: ")
+    assert rows.measured == 2
+
+
+def test_lengths_beyond_max_seq_len_are_not_measured(fake_graphs, tmp_path):
+    arch = small_arch().replace(max_seq_len=8)
+    rows = profile_configs("host-cpu", [arch], settings(prompt_lens=(4, 8, 16), context_lens=(4, 8)),
+                           tmp_path / "m.jsonl", progress=False)
+    assert sorted((r["phase"], r["prompt_len"] or r["context_len"]) for r in rows) == [
+        ("decode", 4), ("prefill", 4), ("prefill", 8)]
+    assert rows.out_of_range == 2
+
+
+def test_unfinished_last_line_is_dropped(fake_graphs, tmp_path, capsys):
+    out = tmp_path / "m.jsonl"
+    profile_configs("host-cpu", [small_arch()], settings(), out, progress=False)
+    with out.open("a") as fh:
+        fh.write('{"schema": 1, "target": "ho')  # a kill -9 in the middle of a write
+    again = profile_configs("host-cpu", [small_arch()], settings(), out, progress=False)
+    assert again.skipped == 3 and again.measured == 0
+    assert "unfinished last line" in capsys.readouterr().err
+    assert len(read_measurements(out)) == 3
+
+
+def test_other_targets_rows_are_left_alone(fake_graphs, tmp_path):
+    out = tmp_path / "m.jsonl"
+    profile_configs("other", [small_arch()], settings(), out, progress=False)
+    rows = profile_configs("host-cpu", [small_arch()], settings(), out, progress=False)
+    assert rows.measured == 3
+    with pytest.raises(NasUserError, match=r"m.jsonl:1: field 'target' is 'other', expected 'host-cpu'"):
+        read_measurements(out, target="host-cpu")
+
+
+def test_measurement_key():
+    row = {"arch_id": "a", "phase": "decode", "prompt_len": None, "context_len": 8, "precision": "fp32",
+           "provider": "CPUExecutionProvider", "threads": 2, "other": 1}
+    assert measurement_key(row) == ("a", "decode", None, 8, "fp32", "CPUExecutionProvider", 2)
+    assert measurement_key(list(measurement_key(row))) == measurement_key(row)
+    assert len(KEY_FIELDS) == 7
+    with pytest.raises(ValueError):
+        measurement_key(("a", "b"))
+
+
+@pytest.fixture
+def good_row(fake_graphs, tmp_path):
+    out = tmp_path / "one.jsonl"
+    return profile_configs("host-cpu", [small_arch()], settings(prompt_lens=(4,), context_lens=()), out,
+                           progress=False)[0]
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda r: r.pop("latency_ms"), "missing field 'latency_ms'"),
+    (lambda r: r.update(phase="train"), "field 'phase' must be one of prefill, decode"),
+    (lambda r: r.update(context_len=8), "field 'context_len' must be null for a prefill row"),
+    (lambda r: r.update(prompt_len=None), "field 'prompt_len' is required for a prefill row"),
+    (lambda r: r["latency_ms"].pop("p90"), "field 'latency_ms.p90'"),
+    (lambda r: r.update(arch_id="0123456789abcdef"), "field 'arch_id' is '0123456789abcdef' but the arch hashes"),
+    (lambda r: r["arch"].update(num_heads=3), "field 'arch'"),
+    (lambda r: r.update(status="failed", error=None), "field 'error' must say why"),
+    (lambda r: r.update(schema=2), "schema"),
+])
+def test_read_measurements_names_line_and_field(good_row, tmp_path, mutate, message):
+    bad = json.loads(json.dumps(good_row))
+    mutate(bad)
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(good_row) + "\n\n" + json.dumps(bad) + "\n")
+    with pytest.raises(NasUserError) as info:
+        read_measurements(path)
+    assert str(info.value).startswith(f"{path}:3: ") and message in str(info.value)
+
+
+def test_read_measurements_malformed_json_and_versions(good_row, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(good_row) + "\n{not json\n")
+    with pytest.raises(NasUserError, match=r"bad.jsonl:2: malformed JSON"):
+        read_measurements(path)
+    path.write_text(json.dumps(good_row) + "\n")
+    assert len(read_measurements(path, ort_version=good_row["env"]["ort_version"])) == 1
+    with pytest.raises(NasUserError, match=r"bad.jsonl:1: field 'env.ort_version'"):
+        read_measurements(path, ort_version="0.0.1")
+    with pytest.raises(NasUserError, match="no measurements file"):
+        read_measurements(tmp_path / "missing.jsonl")
+
+
+# ----- the command -----
+
+def test_cli_profile_json_and_rerun(fake_graphs, fake_space, capsys, nas_home):
+    argv = ["profile", "--target", "host-cpu", "--n-configs", "2", "--prompt-lens", "4,8", "--context-lens", "8",
+            "--warmup", "1", "--runs", "2", "--threads", "1", "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["measured"], summary["skipped"], summary["failed"]) == (6, 0, 0)
+    assert summary["out"] == str(nas_home / "measurements" / "host-cpu.jsonl")
+    assert len(read_measurements(summary["out"], target="host-cpu")) == 6
+    assert main(argv[:-1]) == 0
+    text = capsys.readouterr().out
+    assert "measured now: 0, already measured (skipped): 6, failed: 0" in text and summary["out"] in text
+
+
+def test_cli_profile_device_target_points_to_bundle(capsys):
+    assert main(["profile", "--target", "pixel8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nas bundle --target pixel8" in err
+
+
+def test_cli_profile_unknown_provider(capsys):
+    assert main(["profile", "--target", "host-cpu", "--provider", "CUDAExecutionProvider"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'CUDAExecutionProvider' is not available" in err and "CPUExecutionProvider" in err
+
+
+def test_cli_profile_bad_values(capsys):
+    with pytest.raises(SystemExit) as info:  # argparse: usage error, exit 2
+        main(["profile", "--target", "host-cpu", "--prompt-lens", "4,x"])
+    assert info.value.code == 2
+    assert main(["profile", "--target", "host-cpu", "--provider-option", "novalue"]) == 2
+    assert main(["profile", "--target", "host-cpu", "--precision", "fp16"]) == 2  # host-cpu does not list fp16
+    err = capsys.readouterr().err
+    assert "comma-separated" in err and "KEY=VALUE" in err and "fp16" in err
+
+
+def test_cli_profile_precision_the_provider_cannot_run(fake_graphs, fake_space, monkeypatch, capsys, nas_home):
+    import latency_models.measure as measure
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for MatMul")
+
+    monkeypatch.setattr(measure, "make_session", refuse)
+    code = main(["profile", "--target", "host-cpu", "--n-configs", "2", "--prompt-lens", "4", "--context-lens", "8",
+                 "--precision", "int8", "--threads", "1", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "precision int8 could not run on CPUExecutionProvider" in err and "NOT_IMPLEMENTED" in err
+    rows = read_measurements(nas_home / "measurements" / "host-cpu.jsonl", require_ok=False)
+    assert len(rows) == 4 and all(r["status"] == "failed" for r in rows)
+
+
+def test_real_graphs_prefill_and_decode(tiny_arch, tmp_path):
+    """The real graph builder: one graph per phase serves every length; rows validate."""
+    from latency_models import graphs
+
+    assert tuple(graphs.PHASES) == ("prefill", "decode")
+    out = tmp_path / "m.jsonl"
+    rows = profile_configs("host-cpu", [tiny_arch], settings(prompt_lens=(4, 16), context_lens=(8, 32)), out,
+                           progress=False)
+    assert [r["status"] for r in rows] == ["ok"] * 4, [r["error"] for r in rows]
+    assert len(read_measurements(out, target="host-cpu")) == 4
