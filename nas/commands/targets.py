@@ -1,0 +1,117 @@
+"""`nas targets`: the devices nas can search for, and every spec behind them."""
+
+from __future__ import annotations
+
+import argparse
+
+from nas.commands._common import add_json_flag, emit
+from nas.errors import NasUserError
+
+HELP = "list deployment targets, or show one target's specs with their sources"
+DESCRIPTION = """List the deployment targets (one TOML file per device in targets/), or show one in full.
+
+  nas targets                     name, device, execution providers, precision, memory, latency source
+  nas targets show pixel8         every spec number with its unit and source
+  nas targets show pixel8 --json
+"""
+
+_HOST_HINT = "measured here after `nas calibrate --target host-cpu`"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("words", nargs="*", metavar="show NAME", help="`show NAME` to print one target in full")
+    add_json_flag(parser)
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.3g} GiB"
+
+
+def _bandwidth(target) -> str:
+    if target.mem_bandwidth_bytes_per_s is None:
+        return "probed" if target.measured_here else "-"
+    return f"{target.mem_bandwidth_bytes_per_s / 1e9:.3g} GB/s"
+
+
+def _flops(value: float, precision: str) -> str:
+    unit = "OP/s" if precision.startswith("int") else "FLOP/s"
+    return f"{value / 1e12:.3g} T{unit}" if value >= 1e12 else f"{value / 1e9:.4g} G{unit}"
+
+
+def _latency(target) -> tuple[str, str | None]:
+    from latency_models.registry import ANALYTIC, latency_source
+
+    source = latency_source(target)
+    hint = _HOST_HINT if target.measured_here and source == ANALYTIC else None
+    return source, hint
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _list(args) -> int:
+    from targets import list_targets
+
+    data, rows = [], []
+    for t in list_targets():
+        source, hint = _latency(t)
+        data.append({
+            "name": t.name, "display_name": t.display_name, "execution_providers": list(t.execution_providers),
+            "default_precision": t.default_precision, "precisions": list(t.precisions), "threads": t.threads,
+            "ram_bytes": t.ram_bytes, "memory_budget_bytes": t.memory_budget_bytes,
+            "mem_bandwidth_bytes_per_s": t.mem_bandwidth_bytes_per_s, "latency_source": source,
+            "latency_hint": hint, "measured_here": t.measured_here,
+        })
+        eps = ", ".join(ep.removesuffix("ExecutionProvider") for ep in t.execution_providers)
+        rows.append([t.name, t.display_name, eps, t.default_precision, _gib(t.ram_bytes), _bandwidth(t),
+                     source + (f" ({hint})" if hint else "")])
+    text = _table(rows, ["NAME", "DEVICE", "EXECUTION PROVIDERS", "PRECISION", "RAM", "BANDWIDTH", "LATENCY"])
+    text += "\n\nExecution providers are ONNX Runtime's (…ExecutionProvider), preferred first. " \
+            "`nas targets show NAME` prints every spec with its source."
+    emit(args, data, text)
+    return 0
+
+
+def _show(args, name: str) -> int:
+    from targets import load_target
+
+    t = load_target(name)
+    source, hint = _latency(t)
+    data = t.to_dict()
+    data["latency_source"] = source
+    data["latency_hint"] = hint
+    lines = [
+        f"{t.name}: {t.display_name}",
+        f"  {t.description}",
+        f"  file:                {t.path}",
+        f"  execution providers: {', '.join(t.execution_providers)}  (preferred first)",
+        f"  default precision:   {t.default_precision}   (can deploy: {', '.join(t.precisions)})",
+        f"  threads:             {t.threads}",
+        f"  RAM:                 {_gib(t.ram_bytes)}   model budget: {_gib(t.memory_budget_bytes)}",
+        f"  memory bandwidth:    {_bandwidth(t)}",
+        f"  latency:             {source}" + (f" ({hint})" if hint else ""),
+        "  compute by precision:",
+    ]
+    for p in t.precisions:
+        peak = _flops(t.peak_flops[p], p) if p in t.peak_flops else ("probed" if t.measured_here else "-")
+        lines.append(f"    {p:<5} on {t.compute_unit[p]}: {peak}")
+    lines.append("  specs:")
+    for key, spec in t.specs.items():
+        lines.append(f"    {key}: {spec.value:g} {spec.unit}")
+        lines.append(f"        source: {spec.source}")
+    emit(args, data, "\n".join(lines))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    words = args.words
+    if not words or words == ["list"]:
+        return _list(args)
+    if words[0] == "show" and len(words) == 2:
+        return _show(args, words[1])
+    if words[0] == "show":
+        raise NasUserError("`nas targets show` takes exactly one target name, e.g. `nas targets show pixel8`")
+    raise NasUserError(f"{' '.join(words)!r} is not a targets action; use `nas targets` or `nas targets show NAME`")
