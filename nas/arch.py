@@ -206,6 +206,12 @@ class ArchConfig:
                 f"ffn_kind {self.ffn_kind!r} (plain MLP) has no Llama/Qwen2 equivalent in transformers; "
                 f"gated kinds that do: {', '.join(_HF_ACT_OF_FFN)}"
             )
+        if not self.qkv_bias and self.hidden_size % self.num_heads:
+            # transformers >= 5 validates LlamaConfig this way even when head_dim is given (Qwen2Config does not).
+            raise NasUserError(
+                f"transformers' LlamaConfig requires hidden_size divisible by num_heads; got hidden_size="
+                f"{self.hidden_size}, num_heads={self.num_heads} (head_dim={self.head_dim})"
+            )
         common = {
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
