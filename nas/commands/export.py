@@ -1,0 +1,56 @@
+"""`nas export`: one architecture from a study, as a trainer's config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "export a study's architecture to Hugging Face, LitGPT, nanoGPT or nas JSON"
+DESCRIPTION = """Export one architecture of a study as a config a trainer reads.
+
+Choose it by trial number, by arch id (a unique prefix is enough), or let nas pick from the Pareto set
+(--pick): fastest = highest decode tokens/s on the study's first target; best-quality = highest quality;
+knee = the best trade between the two (see `nas report`). nas says which trial it picked.
+
+Formats (file written into --out):
+  hf       config.json      LlamaConfig, or Qwen2Config when the shape has qkv bias
+  litgpt   model_config.yaml  LitGPT Config fields (litgpt.Config.from_file)
+  nanogpt  train_nas.py     nanoGPT config/train_*.py style; shapes nanoGPT cannot build are refused
+  json     arch.json        the ArchConfig itself, for `nas inspect` and `nas predict`
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument("--storage", help="Optuna storage URL or journal file (default: sqlite:///runs/nas.db)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, help="trial number")
+    which.add_argument("--arch-id", help="architecture id (or a unique prefix)")
+    which.add_argument("--pick", choices=["fastest", "best-quality", "knee"],
+                       help="pick from the Pareto set instead of naming a trial")
+    parser.add_argument("--format", required=True, choices=["hf", "litgpt", "nanogpt", "json"], dest="fmt")
+    parser.add_argument("--out", required=True, help="output folder (created)")
+    parser.add_argument("--name", help="model name written into the LitGPT config (default: nas-<arch id>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.errors import NasUserError
+    from nas.export import choose_trial, export_arch
+    from nas.paths import default_storage
+    from reports.data import load_study, read_study
+
+    if args.trial is None and args.arch_id is None and args.pick is None:
+        raise NasUserError("say which shape to export: --trial N, --arch-id ID, or "
+                           "--pick fastest|best-quality|knee (nas does not pick unless asked)")
+    trials = read_study(load_study(args.storage or default_storage(), args.study))
+    point, how = choose_trial(trials, trial=args.trial, arch_id=args.arch_id, pick=args.pick)
+    result = export_arch(point.record.arch, args.fmt, args.out, name=args.name)
+    sys.stdout.write(f"exported {how}: {point.shape} ({point.record.arch.num_params / 1e6:.1f} M parameters, "
+                     f"arch id {point.arch_id})\n")
+    if not point.feasible:
+        reasons = "; ".join(point.record.violations) or "Optuna constraint violated"
+        sys.stderr.write(f"note: this shape breaks the study's constraints: {reasons}\n")
+    for note in result.notes:
+        sys.stderr.write(f"note: {note}\n")
+    sys.stdout.write(f"wrote {result.path}\n")
+    return 0

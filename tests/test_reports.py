@@ -1,0 +1,325 @@
+"""Reports: computed data tested directly (fronts, picks, hypervolume, table), pictures smoke-tested."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from nas.arch import ArchConfig
+from nas.records import Objective, StudyMeta, TargetFigures, TrialRecord
+
+# Plausible device figures for fake studies: effective memory bandwidth (GB/s) and matmul rate (GFLOP/s).
+FAKE_TARGETS = {"pixel8": (22.0, 180.0, "analytic, uncalibrated"), "host-cpu": (14.0, 420.0, "calibrated")}
+PROMPT, CONTEXT = 256, 1024
+
+
+def fake_figures(arch: ArchConfig, target: str) -> TargetFigures:
+    bw, rate, source = FAKE_TARGETS[target]
+    decode_ms = (arch.weight_bytes("int4") + arch.kv_cache_bytes(CONTEXT)) / (bw * 1e9) * 1e3 + 0.04 * arch.num_layers
+    prefill_ms = arch.prefill_flops(PROMPT) / (rate * 1e9) * 1e3 + 0.3 * arch.num_layers
+    return TargetFigures(prefill_ms=prefill_ms, decode_ms=decode_ms,
+                         memory_mb=arch.memory_bytes("int4", PROMPT, CONTEXT) / 2**20, latency_source=source,
+                         prompt_len=PROMPT)
+
+
+def random_arch(rng: random.Random) -> ArchConfig:
+    hidden = rng.choice([384, 512, 576, 640, 768, 896, 1024, 1152, 1280, 1536, 1792, 2048])
+    heads = hidden // 64
+    kv = rng.choice([d for d in range(1, heads + 1) if heads % d == 0 and d <= 8] + [heads])
+    inter = int(round(hidden * rng.uniform(2.5, 4.0) / 64)) * 64
+    return ArchConfig(hidden_size=hidden, num_layers=rng.randint(8, 32), num_heads=heads, num_kv_heads=kv,
+                      intermediate_size=inter, vocab_size=32000, max_seq_len=2048)
+
+
+def make_study(storage, name: str, n_trials: int = 60, targets=("pixel8",), seed: int = 0, memory_mb: float = 700.0,
+               n_failed: int = 2, n_pruned: int = 1):
+    """A study as `nas search` writes it: StudyMeta, TrialRecords, Optuna constraints; some FAIL/PRUNED."""
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    objectives = (Objective("quality", "maximize"),) + tuple(
+        Objective("decode_tokens_per_s", "maximize", t) for t in targets)
+    study = optuna.create_study(storage=storage, study_name=name, directions=[o.direction for o in objectives])
+    meta = StudyMeta(space="test", space_fingerprint="0" * 16, targets=tuple(targets),
+                     precision={t: "int4" for t in targets}, prompt_len=PROMPT, context_len=CONTEXT,
+                     objectives=objectives, constraints={"memory_mb": memory_mb},
+                     latency_sources={t: FAKE_TARGETS[t][2] for t in targets}, nas_version="0.1.0")
+    for key, value in meta.to_user_attrs().items():
+        study.set_user_attr(key, value)
+    rng = random.Random(seed)
+    dist = {"x": IntDistribution(0, 10**6)}
+    trials = []
+    for i in range(n_trials):
+        arch = random_arch(rng)
+        figs = {t: fake_figures(arch, t) for t in targets}
+        worst_mem = max(f.memory_mb for f in figs.values())
+        violations = (f"memory {worst_mem:.0f} MB > {memory_mb:.0f} MB",) if worst_mem > memory_mb else ()
+        record = TrialRecord(arch, figs, float(arch.num_non_embedding_params), "non_embedding_params", violations)
+        values = [record.quality] + [figs[t].decode_tokens_per_s for t in targets]
+        trials.append(create_trial(values=values, params={"x": i}, distributions=dist,
+                                   user_attrs=record.to_user_attrs(),
+                                   system_attrs={"constraints": [worst_mem - memory_mb]}))
+    for _ in range(n_failed):
+        trials.insert(rng.randrange(len(trials)), create_trial(state=TrialState.FAIL, params={"x": 0},
+                                                               distributions=dist, user_attrs={"fail_reason": "x"}))
+    for _ in range(n_pruned):
+        trials.insert(rng.randrange(len(trials)), create_trial(state=TrialState.PRUNED, params={"x": 0},
+                                                               distributions=dist))
+    study.add_trials(trials)
+    return study
+
+
+@pytest.fixture
+def study_trials():
+    from reports.data import read_study
+
+    return read_study(make_study(None, "s", n_trials=80, targets=("pixel8", "host-cpu")))
+
+
+# ----------------------------------------------------------------------------------------------- compute
+def test_pareto_mask_basic():
+    from reports.data import pareto_mask
+
+    pts = [(1, 5), (5, 1), (3, 3), (2, 2), (3, 3), (0, 0)]
+    assert pareto_mask(pts, [True, True]) == [True, True, True, False, True, False]
+    assert pareto_mask([(1, 5), (2, 4)], [False, True]) == [True, False]  # minimise x: (1,5) dominates
+    assert pareto_mask([], [True]) == []
+
+
+def test_study_pareto_set_is_feasible_non_dominated_and_unique(study_trials):
+    from reports.data import pareto_mask, study_pareto_set
+
+    pareto = study_pareto_set(study_trials)
+    assert pareto
+    points = study_trials.points
+    assert all(points[n].feasible for n in pareto)
+    assert len({points[n].arch_id for n in pareto}) == len(pareto)
+    feasible = [p for p in points.values() if p.feasible]
+    mask = dict(zip([p.number for p in feasible], pareto_mask([p.values for p in feasible], [True] * 3)))
+    assert all(mask[n] for n in pareto)
+    # Infeasible trials are never on it even when they would dominate.
+    assert any(not p.feasible for p in points.values())
+
+
+def test_front_2d_partitions_points_and_is_monotone(study_trials):
+    from reports.data import front_2d
+
+    f = front_2d(study_trials, "pixel8", "decode_tokens_per_s")
+    everything = set(f.front) | set(f.dominated) | set(f.infeasible)
+    assert everything == set(study_trials.points)
+    assert not set(f.front) & set(f.dominated)
+    xs = [f.xy[n][0] for n in f.front]
+    ys = [f.xy[n][1] for n in f.front]
+    assert xs == sorted(xs) and ys == sorted(ys, reverse=True)  # faster means less quality along a front
+    for n in f.dominated:
+        x, y = f.xy[n]
+        assert any(fx >= x and fy >= y for fx, fy in (f.xy[m] for m in f.front))
+    assert set(f.labelled) <= set(f.front)
+
+
+def test_label_subset_keeps_picks_and_caps_count():
+    from reports.data import label_subset
+
+    front = list(range(40))
+    chosen = label_subset(front, {"knee": 17, "fastest": 39, "best-quality": 0}, max_labels=8)
+    assert {17, 39, 0} <= set(chosen) and len(chosen) <= 8
+    assert list(chosen) == sorted(chosen)
+    assert label_subset([3, 4], {}, 8) == (3, 4)
+
+
+def test_knee_index():
+    from reports.data import knee_index
+
+    # A front bulging toward the ideal corner: the bulge is the knee.
+    assert knee_index([1, 2, 9, 10], [10, 9.5, 9, 1]) == 2
+    # A straight front: every point is as good a trade; the tie goes to the higher quality.
+    assert knee_index([1, 2, 9, 10], [10, 9, 2, 1]) == 0
+    xs, ys = [0, 1, 5, 10], [10, 9, 8, 0]
+    assert knee_index(xs, ys) == 2
+    assert knee_index([3], [4]) == 0
+    assert knee_index([1, 2], [5, 4]) == 0  # two points: the higher quality
+
+
+def test_picks_are_on_the_pareto_set(study_trials):
+    from reports.data import compute_picks, study_pareto_set
+
+    pareto = study_pareto_set(study_trials)
+    picks = compute_picks(study_trials, pareto)
+    assert set(picks) == {"knee", "fastest", "best-quality"}
+    assert set(picks.values()) <= set(pareto)
+    pts = study_trials.points
+    speed = {n: pts[n].speed("pixel8", "decode_tokens_per_s") for n in pareto}
+    assert speed[picks["fastest"]] == max(speed.values())
+    assert pts[picks["best-quality"]].quality == max(pts[n].quality for n in pareto)
+    assert min(speed.values()) <= speed[picks["knee"]] <= max(speed.values())
+
+
+def test_hypervolume_2d_and_history_monotone(study_trials):
+    from reports.data import hypervolume_2d, hypervolume_history
+
+    assert hypervolume_2d([(1, 1)]) == 1
+    assert hypervolume_2d([(1, 0.5), (0.5, 1)]) == pytest.approx(0.75)
+    assert hypervolume_2d([(1, 0.5), (0.5, 1), (0.4, 0.4)]) == pytest.approx(0.75)
+    h = hypervolume_history(study_trials, "pixel8")
+    assert len(h.numbers) == sum(p.feasible for p in study_trials.points.values())
+    assert list(h.numbers) == sorted(h.numbers)
+    assert all(b >= a - 1e-12 for a, b in zip(h.values, h.values[1:]))
+    assert 0 < h.values[-1] <= 1
+
+
+def test_table_rows(study_trials):
+    from reports.data import compute_picks, study_pareto_set, table_columns, table_rows
+
+    pareto = study_pareto_set(study_trials)
+    picks = compute_picks(study_trials, pareto)
+    rows = table_rows(study_trials, pareto, picks)
+    assert {r["trial"] for r in rows} == set(pareto)
+    assert [r["quality"] for r in rows] == sorted((r["quality"] for r in rows), reverse=True)
+    keys = {c.key for c in table_columns(study_trials)}
+    for key in ("shape", "attention", "params_m", "quality", "arch_id", "trial", "pixel8.memory_mb",
+                "pixel8.ttft_ms", "pixel8.prefill_tokens_per_s", "host-cpu.decode_tokens_per_s"):
+        assert key in keys
+    r = next(r for r in rows if r["trial"] == picks["knee"])
+    p = study_trials.points[picks["knee"]]
+    assert "knee" in r["pick"]
+    assert r["shape"] == p.shape and r["arch_id"] == p.arch_id
+    assert r["quality"] == pytest.approx(p.record.arch.num_non_embedding_params / 1e6)  # shown in millions
+    assert r["pixel8.decode_tokens_per_s"] == pytest.approx(p.record.figures["pixel8"].decode_tokens_per_s)
+
+
+def test_markdown_and_csv_tables(study_trials):
+    from reports import tables
+    from reports.data import compute_report
+
+    data = compute_report(study_trials, with_parity=False)
+    md = tables.to_markdown(data.columns, data.rows).splitlines()
+    assert len(md) == len(data.rows) + 2
+    assert all(line.count("|") == len(data.columns) + 1 for line in md)
+    import csv
+    import io
+
+    parsed = list(csv.reader(io.StringIO(tables.to_csv(data.columns, data.rows))))
+    assert parsed[0][2] == "shape" and len(parsed) == len(data.rows) + 1
+
+
+def test_parity_from_predictor_is_lenient(tmp_path):
+    from reports.data import Parity, parity_from_predictor
+
+    good = tmp_path / "p.json"
+    good.write_text(json.dumps({"metadata": {"target": "host-cpu"}, "evaluation": {
+        "prefill": {"mape": 0.05, "within_5": 0.6, "within_10": 0.9, "kendall_tau": 0.9,
+                    "predicted_ms": [1.0, 2.0, 3.0], "measured_ms": [1.1, 1.9, 3.2]},
+        "decode": {"predicted_ms": [0.5, 0.7], "measured_ms": [0.55, None]}}}))
+    parity = parity_from_predictor("host-cpu", good)
+    assert isinstance(parity, Parity)
+    assert [p.phase for p in parity.phases] == ["prefill", "decode"]
+    assert parity.phases[0].within_10_pct == pytest.approx(90.0)  # fractions read as fractions
+    assert parity.phases[1].measured_ms == (0.55,) and parity.phases[1].mape_pct is None
+    # The layout `nas calibrate` writes: percent units declared, metrics under "predictor".
+    calibrated = tmp_path / "c.json"
+    calibrated.write_text(json.dumps({"evaluation": {"metric_units": {"mape": "%"}, "phases": {"decode": {
+        "predictor": {"mape": 0.8, "within_5": 0.5, "within_10": 99.0, "kendall_tau": 0.9},
+        "predicted_ms": [1.0], "measured_ms": [1.0]}}}}))
+    phase = parity_from_predictor("host-cpu", calibrated).phases[0]
+    assert (phase.phase, phase.mape_pct, phase.within_5_pct, phase.kendall_tau) == ("decode", 0.8, 0.5, 0.9)
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"metadata": {}}))
+    assert "no held-out evaluation" in parity_from_predictor("host-cpu", bare)
+    assert "could not be read" in parity_from_predictor("host-cpu", tmp_path / "missing.json")
+
+
+def test_quality_axis_label(study_trials):
+    from reports.data import quality_axis
+
+    assert quality_axis(study_trials) == ("quality: non-embedding parameters (M)", 1e-6)
+
+
+def test_no_feasible_trial_still_reports(tmp_path):
+    from reports.data import compute_report, read_study
+
+    trials = read_study(make_study(None, "tight", n_trials=10, memory_mb=1.0))
+    data = compute_report(trials, with_parity=False)
+    assert data.pareto == () and data.picks == {} and data.rows == []
+    assert any("No feasible trial" in n for n in data.notes)
+
+
+# ----------------------------------------------------------------------------------------------- draw
+def _fake_predictor(nas_home, target="host-cpu"):
+    path = nas_home / "predictors" / f"{target}__CPUExecutionProvider__int4.json"
+    path.parent.mkdir(parents=True)
+    rng = random.Random(1)
+    meas = [rng.uniform(2, 80) for _ in range(30)]
+    def phase(k):
+        return {"predictor": {"mape": 4.0 * k, "within_5": 70.0 / k, "within_10": 93.0 / k, "kendall_tau": 0.95},
+                "measured_ms": meas, "predicted_ms": [m * rng.uniform(0.9, 1.1) for m in meas]}
+
+    path.write_text(json.dumps({"metadata": {"target": target}, "evaluation": {
+        "metric_units": {"mape": "%"}, "phases": {"prefill": phase(1), "decode": phase(2)}}}))
+    return path
+
+
+def test_build_report_writes_a_self_contained_folder(tmp_path, nas_home, monkeypatch):
+    import reports.data
+    from reports import build_report
+
+    predictor = _fake_predictor(nas_home)
+
+    def fake_find_parity(target, precision):
+        return reports.data.parity_from_predictor(target, predictor)
+
+    monkeypatch.setattr(reports.data, "find_parity", fake_find_parity)
+    storage = f"sqlite:///{tmp_path / 'nas.db'}"
+    make_study(storage, "demo", n_trials=70, targets=("pixel8", "host-cpu"))
+    index = build_report(storage, "demo", tmp_path / "report")
+    out = index.parent
+    assert index.name == "index.html"
+    for stem in ("pareto_decode", "pareto_prefill", "hypervolume", "parity_host-cpu"):
+        for ext in ("png", "svg"):
+            assert (out / f"{stem}.{ext}").stat().st_size > 1000, stem
+    assert not (out / "parity_pixel8.png").exists()  # analytic target: nothing measured to compare
+    assert (out / "pareto.csv").read_text().startswith("pick,trial,shape")
+    text = index.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text)
+    assert "<script" not in text
+    assert text.count('src="data:image/png;base64,') >= 4
+    assert 'name="viewport"' in text
+    assert "knee (recommended)" in text and "nas export --study demo" in text
+    assert "pixel8: no parity plot" in text and "analytic, uncalibrated" in text
+
+
+def test_nas_report_cli(tmp_path, capsys):
+    from nas.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'nas.db'}"
+    make_study(storage, "cli", n_trials=20)
+    assert main(["report", "--study", "cli", "--storage", storage, "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "index.html").is_file()
+    assert "report written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["unknown-study", "missing-db", "not-nas", "unwritable"])
+def test_nas_report_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
+    import optuna
+
+    from nas.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'nas.db'}"
+    make_study(storage, "real", n_trials=5)
+    optuna.create_study(storage=storage, study_name="foreign")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = {"unknown-study": ["--study", "nope", "--storage", storage],
+            "missing-db": ["--study", "real", "--storage", f"sqlite:///{tmp_path / 'none.db'}"],
+            "not-nas": ["--study", "foreign", "--storage", storage],
+            "unwritable": ["--study", "real", "--storage", storage, "--out", str(blocker / "sub")]}[case]
+    capsys.readouterr()
+    assert main(["report", *argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "none.db").exists()
