@@ -1,0 +1,206 @@
+"""`nas search`: multi-objective architecture search for one or more targets, saved as an Optuna study."""
+
+from __future__ import annotations
+
+import argparse
+
+from nas.commands._common import add_json_flag, emit
+
+HELP = "search a space for shapes that trade model quality against on-device speed"
+DESCRIPTION = """\
+Search a space of Llama-family shapes for the Pareto front of model quality against device speed,
+as an Optuna study (saved in --storage, readable by optuna-dashboard), and print the Pareto table.
+
+Objectives (--objectives, comma-separated, default quality,decode_tps):
+  quality      non-embedding parameter count, maximised: the quality proxy until proxy training
+               (Archai's LTS: Spearman 0.95-0.99 with perplexity within a family)
+  decode_tps   decode tokens/s with --context-len tokens in the KV cache (maximised)
+  prefill_tps  prefill tokens/s for a --prompt-len prompt (maximised)
+  ttft         time to first token in ms for a --prompt-len prompt (minimised)
+  memory       weights + KV cache + working memory in MiB (minimised)
+Figures come from each target's latency model; analytic ones are labelled "analytic, uncalibrated".
+
+Several targets (--target A --target B): every speed objective is either counted per target
+(--multi-target each: quality, decode@A, decode@B; a shape must not be dominated on any device) or as the
+worst case over the targets (--multi-target worst: the lowest tokens/s, the highest TTFT and memory; one
+front of shapes that are good on the slowest device). Default: each for up to two targets (3 objectives,
+which NSGA-II handles well), worst for three or more (more objectives make almost every shape
+non-dominated). Constraints always hold on every target.
+
+Constraints (Optuna's: value > 0 is violated; infeasible trials are kept with their reasons):
+  --max-memory-mb (default: each target's memory budget), --min-decode-tps, --max-ttft-ms,
+  --params LOW:HIGH (total parameters). PhoneLM's principle, choosing the shape before pretraining:
+  fix the budget, e.g. --params 450M:550M, and the front is the fastest shapes of that size.
+A constraint no config of the space can meet is refused before searching, naming the closest config.
+
+Exactness: a space of up to 2M configs is enumerated and predicted in full first; the exact front is
+recorded in the study, configs of it the sampler missed are added as trials marked "exact", and the
+summary says how much of the exact front's hypervolume the sampler itself reached (--no-exact: skip).
+Budget: --trials counts configs evaluated. A shape already evaluated (same arch id) is never evaluated
+again: its trial copies the values (duplicate_of). A combination the space rejects fails its trial with
+the reason. Neither counts toward --trials; both stay in the study for the sampler to learn from.
+
+Resuming: the same --storage and --study continue the study up to --trials evaluated configs in all;
+a study created with another space, target, precision, lengths, objectives or constraints is refused.
+Ctrl-C stops, prints what was found and exits with 130. Same --seed, same trials and Pareto set.
+"""
+
+SAMPLER_CHOICES = ("nsga2", "tpe", "gp", "random")
+# The same defaults as nas.search.SearchSettings (a test keeps them equal); repeated here so that building
+# the parser (for `nas --help`) imports no numpy or optuna.
+DEFAULT_SPACE = "subbillion"
+DEFAULT_TRIALS = 200
+DEFAULT_PROMPT_LEN = 512
+DEFAULT_CONTEXT_LEN = 2048
+DEFAULT_SEED = 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", action="append", required=True, metavar="NAME",
+                        help="device to search for (repeat for several); see `nas targets`")
+    parser.add_argument("--space", default=DEFAULT_SPACE,
+                        help=f"search space preset or TOML file (default {DEFAULT_SPACE}); see `nas spaces`")
+    parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                        help="configs to evaluate in the study in all, resumed runs included; proposals the space "
+                             f"rejects and duplicates are recorded but not counted (default {DEFAULT_TRIALS})")
+    parser.add_argument("--prompt-len", type=int, default=DEFAULT_PROMPT_LEN,
+                        help=f"prompt tokens for prefill / TTFT (default {DEFAULT_PROMPT_LEN})")
+    parser.add_argument("--context-len", type=int, default=DEFAULT_CONTEXT_LEN,
+                        help=f"tokens in the KV cache for decode and memory (default {DEFAULT_CONTEXT_LEN})")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"),
+                        help="deployment precision on every target (default: each target's own)")
+    parser.add_argument("--objectives", metavar="LIST",
+                        help="comma-separated: quality, decode_tps, prefill_tps, ttft, memory (default quality,decode_tps)")
+    parser.add_argument("--multi-target", choices=("each", "worst"),
+                        help="speed objectives per target or worst case over targets (see above)")
+    parser.add_argument("--max-memory-mb", type=float, metavar="MB",
+                        help="memory limit on every target in MiB (default: each target's memory budget)")
+    parser.add_argument("--min-decode-tps", type=float, metavar="TPS", help="minimum decode tokens/s on every target")
+    parser.add_argument("--max-ttft-ms", type=float, metavar="MS", help="maximum time to first token on every target")
+    parser.add_argument("--params", metavar="LOW:HIGH", help="total parameter range, e.g. 100M:600M or 450M:550M")
+    parser.add_argument("--sampler", default="nsga2", metavar="NAME",
+                        help=f"Optuna sampler: {', '.join(SAMPLER_CHOICES)} (default nsga2; gp needs scipy)")
+    parser.add_argument("--population", type=int, help="NSGA-II population (default: trials/15, 10 to 50)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"sampler seed (default {DEFAULT_SEED})")
+    parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///runs/nas.db), a journal file "
+                                          "ending in .log, or :memory:")
+    parser.add_argument("--study", help="study name (default <targets>-<space>); the same name resumes")
+    parser.add_argument("--no-exact", dest="exact", action="store_false",
+                        help="do not enumerate the space for the exact front")
+    parser.add_argument("--no-report", dest="report", action="store_false", help="do not write the report")
+    parser.add_argument("--report-dir", help="report folder (default runs/reports/<study>)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--show", type=int, default=20, metavar="N",
+                        help="Pareto rows printed, spread along the front (default 20; 0: all; --json has all)")
+    add_json_flag(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.search import Search, SearchSettings, format_table, pick_rows
+
+    objectives = args.objectives.split(",") if args.objectives else None
+    settings = SearchSettings(
+        targets=tuple(args.target), space=args.space, trials=args.trials, prompt_len=args.prompt_len,
+        context_len=args.context_len, precision=args.precision, objectives=objectives,
+        multi_target=args.multi_target, max_memory_mb=args.max_memory_mb, min_decode_tps=args.min_decode_tps,
+        max_ttft_ms=args.max_ttft_ms, params=args.params, sampler=args.sampler, population=args.population,
+        seed=args.seed, storage=args.storage, study=args.study, exact=args.exact,
+    )
+    search = Search(settings)
+    result = search.run(progress=args.progress)
+
+    report_path, report_note = None, None
+    if args.report:
+        report_path, report_note = _write_report(result, args.report_dir)
+
+    data = result_to_json(result)
+    data["report"] = str(report_path) if report_path else None
+    shown = pick_rows(result.pareto, args.show)
+    lines = [summary_text(result), "", format_table(shown, list(result.meta.targets))]
+    if len(shown) < len(result.pareto):
+        lines.append(f"({len(shown)} of {len(result.pareto)} Pareto shapes shown, spread along the front; "
+                     "--show 0 for all, --json or the report for everything)")
+    lines.append("")
+    lines.append(f"quality = {_quality_label(result)}; speeds and memory are predicted "
+                 f"({', '.join(f'{t} {p}: {s}' for (t, s), p in zip(result.meta.latency_sources.items(), result.meta.precision.values()))})")
+    lines.append(f"study {result.study_name!r} saved in {result.storage}")
+    if report_path:
+        lines.append(f"report: {report_path}")
+    elif report_note:
+        lines.append(f"report: {report_note}")
+    emit(args, data, "\n".join(lines))
+    return 130 if result.interrupted else 0
+
+
+def _quality_label(result) -> str:
+    sources = {r["quality_source"] for r in result.pareto}
+    if sources <= {"non_embedding_params"}:
+        return "non-embedding parameters (proxy for perplexity until proxy training)"
+    return ", ".join(sorted(sources))
+
+
+def _write_report(result, report_dir):
+    """(index.html path, None) or (None, why not)."""
+    from pathlib import Path
+
+    from nas.errors import NasUserError
+    from nas.paths import default_report_dir
+    from nas.search import MEMORY_STORAGES
+
+    if result.storage in MEMORY_STORAGES:
+        return None, "not written (an in-memory study cannot be reread; pass a --storage)"
+    if not result.pareto:
+        return None, "not written (no feasible trial)"
+    try:
+        from reports import build_report
+    except ImportError:
+        return None, "not written (the reports package is not available)"
+    out = Path(report_dir) if report_dir else default_report_dir(result.study_name)
+    try:
+        return build_report(result.storage, result.study_name, out), None
+    except NasUserError as exc:
+        return None, f"not written ({exc})"
+
+
+def summary_text(result) -> str:
+    s = result.states
+    head = (f"{'interrupted after' if result.interrupted else 'evaluated'} {result.trials_new} new configs "
+            f"({result.trials_total} in the study; {sum(s.values())} Optuna trials: {s.get('COMPLETE', 0)} complete, "
+            f"{s.get('FAIL', 0)} failed) in {result.seconds:.1f} s")
+    lines = [head] + list(result.notes)
+    exact = result.exact
+    if exact is not None:
+        found = sum(1 for r in result.pareto if r["found_by"] != "exact_front")
+        lines.append(f"exact front (all {exact.space_size} configs predicted, {exact.feasible} feasible): "
+                     f"{len(exact.arch_ids)} shapes; the sampler found {found}"
+                     + (f", {result.exact_added} added from the enumeration" if result.exact_added else "")
+                     + (f"; sampler hypervolume {result.hypervolume_ratio:.3f} of exact"
+                        if result.hypervolume_ratio is not None else ""))
+    lines.append(f"Pareto set: {len(result.pareto)} shapes "
+                 f"({', '.join(o.label + ' ' + o.direction[:3] for o in result.meta.objectives)})")
+    return "\n".join(lines)
+
+
+def result_to_json(result) -> dict:
+    exact = result.exact
+    return {
+        "study": result.study_name,
+        "storage": result.storage,
+        "targets": list(result.meta.targets),
+        "space": result.meta.space,
+        "precision": result.meta.precision,
+        "prompt_len": result.meta.prompt_len,
+        "context_len": result.meta.context_len,
+        "objectives": [{"label": o.label, "metric": o.metric, "direction": o.direction, "target": o.target}
+                       for o in result.meta.objectives],
+        "constraints": result.meta.constraints,
+        "latency_sources": result.meta.latency_sources,
+        "trials_total": result.trials_total,
+        "trials_new": result.trials_new,
+        "states": result.states,
+        "interrupted": result.interrupted,
+        "seconds": round(result.seconds, 3),
+        "exact_front": None if exact is None else {**exact.to_user_attrs(), "added_as_trials": result.exact_added},
+        "hypervolume_ratio": result.hypervolume_ratio,
+        "pareto": result.pareto,
+    }

@@ -1,0 +1,402 @@
+"""nas search: objectives, constraints, Pareto/hypervolume maths, the Optuna study it writes, and the CLI.
+
+Real targets (pixel8, iphone15pro: analytic latency), real spaces (tiny, or a small file written here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas.cli import main
+from nas.errors import NasUserError
+from nas.objectives import (Normaliser, hypervolume, parse_count, parse_objectives, parse_params_range,
+                            pareto_mask)
+from nas.search import FOUND_BY_EXACT, MAX_ASKS_PER_TRIAL, Search, SearchSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def settings(**kw) -> SearchSettings:
+    base = dict(targets=("pixel8",), space="tiny", trials=40, storage=":memory:", seed=3)
+    base.update(kw)
+    return SearchSettings(**base)
+
+
+def quiet_search(**kw) -> Search:
+    return Search(settings(**kw), log=lambda _: None)
+
+
+# ---------------------------------------------------------------------------------------------- maths
+def _brute_pareto(points):
+    n = len(points)
+    return np.array([not any(np.all(points[j] <= points[i]) and np.any(points[j] < points[i]) for j in range(n))
+                     for i in range(n)])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_pareto_mask_matches_brute_force(k):
+    rng = np.random.default_rng(k)
+    pts = rng.integers(0, 6, size=(200, k)).astype(float)  # many ties and duplicates
+    assert np.array_equal(pareto_mask(pts), _brute_pareto(pts))
+
+
+def test_hypervolume_2d_and_3d_exact():
+    assert hypervolume(np.array([[0.0, 0.0]]), [1.0, 1.0]) == pytest.approx(1.0)
+    # Two boxes [0,1]x[0.5,1] and [0.5,1]x[0,1] overlap in [0.5,1]x[0.5,1]: 0.5 + 0.5 - 0.25.
+    assert hypervolume(np.array([[0.0, 0.5], [0.5, 0.0], [0.9, 0.9]]), [1, 1]) == pytest.approx(0.75)
+    pts3 = np.array([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
+    # Union of three boxes: 3 * 0.25 - 3 * 0.125 + 0.125.
+    assert hypervolume(pts3, [1, 1, 1]) == pytest.approx(0.5)
+    assert hypervolume(np.array([[2.0, 0.0]]), [1, 1]) == 0.0
+
+
+def test_hypervolume_matches_grid_count_3d():
+    rng = np.random.default_rng(0)
+    pts = rng.integers(0, 10, size=(15, 3)) / 10.0
+    grid = np.stack(np.meshgrid(*[np.arange(10) / 10.0 + 0.05] * 3, indexing="ij"), -1).reshape(-1, 3)
+    covered = np.any(np.all(grid[:, None, :] >= pts[None, :, :], axis=2), axis=1)
+    assert hypervolume(pts, [1, 1, 1]) == pytest.approx(covered.mean())
+
+
+def test_normaliser_scales_to_unit_box():
+    norm = Normaliser.from_points(np.array([[0.0, 10.0], [4.0, 30.0]]))
+    assert np.allclose(norm(np.array([[2.0, 20.0]])), [[0.5, 0.5]])
+    assert norm.hypervolume(np.array([[0.0, 10.0]])) == pytest.approx(1.1 * 1.1)
+
+
+def test_parse_objectives_modes():
+    one = parse_objectives(None, ["pixel8"])
+    assert [o.label for o in one] == ["quality", "decode_tokens_per_s@pixel8"]
+    two = parse_objectives(["quality", "decode_tps", "ttft"], ["pixel8", "iphone15pro"])
+    assert [o.label for o in two] == ["quality", "decode_tokens_per_s@pixel8", "decode_tokens_per_s@iphone15pro",
+                                      "ttft_ms@pixel8", "ttft_ms@iphone15pro"]
+    assert two[-1].direction == "minimize"
+    worst = parse_objectives(None, ["pixel8", "iphone15pro", "rpi5"])
+    assert [o.label for o in worst] == ["quality", "decode_tokens_per_s@worst"]
+    with pytest.raises(NasUserError, match="unknown objective 'speed'; known: quality"):
+        parse_objectives(["quality", "speed"], ["pixel8"])
+    with pytest.raises(NasUserError, match="at least two"):
+        parse_objectives(["quality"], ["pixel8"])
+
+
+def test_parse_params_range():
+    assert parse_params_range("100M:600M") == (100_000_000, 600_000_000)
+    assert parse_params_range("450M:") == (450_000_000, None)
+    assert parse_params_range(":1.2B") == (None, 1_200_000_000)
+    assert parse_count("125000") == 125000
+    for bad in ("100M", "600M:100M", "abc:1M", ":"):
+        with pytest.raises(NasUserError):
+            parse_params_range(bad)
+
+
+# ---------------------------------------------------------------------------------------------- search
+def test_trials_carry_records_and_constraints():
+    from nas.records import TrialRecord
+
+    search = quiet_search(trials=20)
+    result = search.run(progress=False)
+    trials = search._working.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert complete and result.pareto
+    for t in complete:
+        rec = TrialRecord.from_user_attrs(t.user_attrs)
+        assert rec.arch.arch_id == t.user_attrs["arch_id"]
+        assert rec.quality == rec.arch.num_non_embedding_params
+        assert rec.figures["pixel8"].latency_source == "analytic, uncalibrated"
+        assert set(t.constraints) == {"memory@pixel8", "space"}
+        assert t.values[0] == pytest.approx(rec.quality)
+        assert t.values[1] == pytest.approx(rec.figures["pixel8"].decode_tokens_per_s)
+    meta = search._working.user_attrs["nas_meta"]
+    assert meta["targets"] == ["pixel8"] and meta["space"] == "tiny"
+    assert search._working.user_attrs["nas_exact"]["front_size"] == len(result.exact.arch_ids)
+
+
+def test_exact_front_is_enqueued_and_study_front_is_exact():
+    search = quiet_search(trials=15)
+    result = search.run(progress=False)
+    assert sorted(r["arch_id"] for r in result.pareto) == sorted(result.exact.arch_ids)
+    assert result.exact_added == sum(r["found_by"] == FOUND_BY_EXACT for r in result.pareto)
+    assert 0 < result.hypervolume_ratio <= 1.0 + 1e-9
+    exact_trials = [t for t in search._working.get_trials(deepcopy=False)
+                    if t.user_attrs.get("found_by") == FOUND_BY_EXACT]
+    assert len(exact_trials) == result.exact_added > 0
+    for t in exact_trials:  # sampler params that rebuild the same shape, so the dashboard can show them
+        assert search.space.build(t.params).arch_id == t.user_attrs["arch_id"]
+    # The exact front equals a brute-force front over the enumerated space.
+    exact = search.exact_front()
+    batch = search.space.enumerate()
+    values = search.figures(batch).values(search.objectives)
+    brute = _brute_pareto(-values)
+    assert len(np.unique(values[brute], axis=0)) == len(np.unique(exact.values, axis=0))
+
+
+def test_duplicates_are_never_evaluated_twice():
+    search = quiet_search(trials=60, population=10)  # tiny has 327 configs: duplicates are certain
+    search.run(progress=False)
+    trials = [t for t in search._working.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
+              and t.user_attrs.get("found_by") != FOUND_BY_EXACT]
+    dups = [t for t in trials if "duplicate_of" in t.user_attrs]
+    assert dups, "expected the sampler to propose some shape twice"
+    ids = [t.user_attrs["arch_id"] for t in trials if "duplicate_of" not in t.user_attrs]
+    assert len(ids) == len(set(ids)) == search.evaluations
+    by_number = {t.number: t for t in search._working.get_trials(deepcopy=False)}
+    for t in dups:
+        first = by_number[t.user_attrs["duplicate_of"]]
+        assert first.user_attrs["arch_id"] == t.user_attrs["arch_id"] and first.values == t.values
+    assert sum(bool(t.user_attrs.get("counted")) for t in trials) == 60
+
+
+def test_converged_sampler_stops_early():
+    search = quiet_search(trials=300, population=10, exact=False)  # NSGA-II converges long before 300
+    result = search.run(progress=False)
+    assert result.trials_new < 300 and result.notes[0].startswith("stopped early")
+    assert search.asked <= MAX_ASKS_PER_TRIAL * 300 + 100
+
+
+def test_seeded_runs_repeat():
+    def run(seed):
+        search = quiet_search(trials=30, seed=seed)
+        result = search.run(progress=False)
+        trials = search._working.get_trials(deepcopy=False)
+        return [t.params for t in trials], sorted((r["trial"], r["arch_id"]) for r in result.pareto)
+
+    first, again, other = run(7), run(7), run(8)
+    assert first == again
+    assert first[0] != other[0]
+
+
+def test_invalid_combination_fails_alone(tmp_path):
+    space = tmp_path / "gappy.toml"
+    space.write_text(
+        'name = "gappy"\ndescription = "head_dim 128 leaves gaps"\n'
+        "[dimensions]\nhidden_size = { min = 64, max = 384, step = 64 }\nnum_layers = [2, 4]\n"
+        'head_dim = [64, 128]\nffn_ratio = [2.0, 4.0]\n[fixed]\nvocab_size = 512\nmax_seq_len = 256\n')
+    search = quiet_search(space=str(space), trials=25, population=10)
+    result = search.run(progress=False)
+    failed = [t for t in search._working.get_trials(deepcopy=False) if t.state.name == "FAIL"]
+    assert failed, "hidden sizes not divisible by 128 with head_dim 128 must fail their trials"
+    assert all("not divisible" in t.user_attrs["fail_reason"] or "divid" in t.user_attrs["fail_reason"]
+               for t in failed)
+    assert result.trials_total == 25 and result.pareto
+
+
+def test_constraints_mark_infeasible_trials_with_reasons():
+    search = quiet_search(trials=40, max_ttft_ms=1.5, exact=False)
+    result = search.run(progress=False)
+    trials = [t for t in search._working.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    infeasible = [t for t in trials if t.constraints["ttft@pixel8"] > 0]
+    assert infeasible and all(not t.user_attrs["feasible"] for t in infeasible)
+    assert any("TTFT" in v and "> 1.5 ms on pixel8" in v for t in infeasible for v in t.user_attrs["violations"])
+    assert all(r["targets"]["pixel8"]["ttft_ms"] <= 1.5 for r in result.pareto)
+
+
+def test_params_budget_mode():
+    search = quiet_search(trials=30, params="1M:2M")
+    result = search.run(progress=False)
+    assert result.pareto and all(1e6 <= r["num_params"] <= 2e6 for r in result.pareto)
+
+
+def test_multi_target_each_and_worst():
+    each = quiet_search(targets=("pixel8", "iphone15pro"), trials=20)
+    assert [o.label for o in each.objectives] == ["quality", "decode_tokens_per_s@pixel8",
+                                                  "decode_tokens_per_s@iphone15pro"]
+    result = each.run(progress=False)
+    assert all(set(r["targets"]) == {"pixel8", "iphone15pro"} for r in result.pareto)
+    worst = quiet_search(targets=("pixel8", "iphone15pro"), trials=20, multi_target="worst")
+    result = worst.run(progress=False)
+    for r in result.pareto:
+        assert r["objectives"]["decode_tokens_per_s@worst"] == pytest.approx(
+            min(f["decode_tokens_per_s"] for f in r["targets"].values()))
+
+
+def test_impossible_constraint_is_refused_before_searching():
+    with pytest.raises(NasUserError, match=r"no config in space 'tiny' meets --min-decode-tps .* the closest is L\d+"):
+        quiet_search(min_decode_tps=1e7).run(progress=False)
+    with pytest.raises(NasUserError, match="--max-memory-mb"):
+        quiet_search(max_memory_mb=0.5).run(progress=False)
+
+
+def test_unknown_names_are_one_line_errors():
+    for kw, pattern in [({"targets": ("pixel9",)}, "'pixel9' is not a known target"),
+                        ({"space": "huge"}, "huge"),
+                        ({"sampler": "cmaes"}, "unknown sampler 'cmaes'; known: nsga2, tpe, gp, random"),
+                        ({"objectives": ["quality", "joy"]}, "unknown objective 'joy'")]:
+        with pytest.raises(NasUserError, match=pattern):
+            quiet_search(**kw)
+
+
+@pytest.mark.parametrize("url, pattern", [
+    ("runs/nas.db", "is not a database URL"),
+    ("sqlite:///{tmp}/a-file/x/nas.db", "cannot create the folder"),
+    ("postgresql://nobody@127.0.0.1:1/none", "cannot open study storage"),
+    ("mysql+nodriver://x/y", "cannot open study storage"),
+])
+def test_bad_storage_is_one_line(tmp_path, url, pattern):
+    (tmp_path / "a-file").write_text("")
+    url = url.format(tmp=tmp_path)
+    with pytest.raises(NasUserError, match=pattern):
+        quiet_search(storage=url, trials=2).run(progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- storage
+def test_sqlite_resume_continues_and_refuses_other_settings(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    first = quiet_search(storage=url, trials=10, study="s").run(progress=False)
+    assert first.trials_new == 10
+    again = quiet_search(storage=url, trials=16, study="s").run(progress=False)
+    assert again.trials_new == 6 and again.trials_total == 16
+    done = quiet_search(storage=url, trials=16, study="s").run(progress=False)
+    assert done.trials_new == 0 and done.pareto
+    study = optuna.load_study(study_name="s", storage=url)
+    trials = study.get_trials(deepcopy=False)
+    assert sum(bool(t.user_attrs.get("counted")) for t in trials) == 16
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+    ids = [t.user_attrs["arch_id"] for t in trials if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
+    assert len(ids) == len(set(ids)), "a resumed run re-evaluated a shape"
+    with pytest.raises(NasUserError, match=r"study 's' .* prompt_len=512, this run prompt_len=256"):
+        quiet_search(storage=url, trials=16, study="s", prompt_len=256).run(progress=False)
+    with pytest.raises(NasUserError, match=r"targets=\['pixel8'\], this run targets=\['iphone15pro'\]"):
+        quiet_search(storage=url, trials=16, study="s", targets=("iphone15pro",)).run(progress=False)
+
+
+def test_ctrl_c_keeps_finished_trials(tmp_path, monkeypatch):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    search = quiet_search(storage=url, trials=50, study="s", exact=False)
+    real = Search._objective
+    calls = {"n": 0}
+
+    def objective(self, trial):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return real(self, trial)
+
+    monkeypatch.setattr(Search, "_objective", objective)
+    result = search.run(progress=False)
+    assert result.interrupted and result.pareto
+    stored = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+    assert len(stored) == 7 and all(t.state.name != "RUNNING" for t in stored)
+
+
+def test_kill_9_loses_no_finished_trial(tmp_path):
+    import optuna
+
+    db = tmp_path / "nas.db"
+    cmd = [sys.executable, "-m", "nas", "search", "--target", "pixel8", "--space", "subbillion", "--trials", "5000",
+           "--storage", f"sqlite:///{db}", "--study", "k", "--no-report", "--no-progress", "--no-exact"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 60
+    n = 0
+    while time.time() < deadline and n < 15:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                n = len(optuna.load_study(study_name="k", storage=f"sqlite:///{db}").get_trials(deepcopy=False))
+            except Exception:  # noqa: BLE001 -- study not created yet
+                n = 0
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert n >= 15
+    stored = optuna.load_study(study_name="k", storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+    assert len(stored) >= n and all(t.state.name in ("COMPLETE", "FAIL") for t in stored)
+    before = sum(bool(t.user_attrs.get("counted")) for t in stored)
+    result = Search(SearchSettings(targets=("pixel8",), space="subbillion", trials=before + 3, study="k",
+                                   storage=f"sqlite:///{db}", exact=False), log=lambda _: None).run(progress=False)
+    assert result.trials_new == 3 and result.trials_total == before + 3
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_cli_prints_pareto_table_and_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Pareto set:" in out and "decode t/s" in out and "arch id" in out
+    assert "study 'pixel8-tiny' saved in sqlite:///runs/nas.db" in out
+    assert (tmp_path / "runs" / "nas.db").is_file()
+    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress",
+                 "--json", "--storage", ":memory:"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["pareto"] and data["exact_front"]["front_size"] == len(data["pareto"])
+    row = data["pareto"][0]
+    assert {"trial", "arch_id", "shape", "attention", "num_params", "quality", "targets", "found_by"} <= set(row)
+    assert set(row["targets"]["pixel8"]) >= {"decode_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "memory_mb"}
+
+
+def test_cli_writes_report_when_available(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("reports.data")
+    monkeypatch.chdir(tmp_path)
+    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    line = next(l for l in out.splitlines() if l.startswith("report: "))
+    assert line.endswith("index.html") and Path(line[len("report: "):]).is_file(), line
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--target", "pixel9"], "'pixel9' is not a known target"),
+    (["--target", "pixel8", "--sampler", "bogus"], "unknown sampler 'bogus'"),
+    (["--target", "pixel8", "--objectives", "quality,fun"], "unknown objective 'fun'"),
+    (["--target", "pixel8", "--storage", "not-a-url"], "is not a database URL"),
+    (["--target", "pixel8", "--min-decode-tps", "1e9"], "the closest is"),
+    (["--target", "pixel8", "--params", "5B:6B"], "params"),
+])
+def test_cli_bad_input_one_line_exit_2(tmp_path, monkeypatch, capsys, argv, pattern):
+    monkeypatch.chdir(tmp_path)
+    code = main(["search", "--space", "tiny", "--trials", "5", "--no-report", "--no-progress", *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and pattern in err, err
+
+
+def test_cli_interrupt_exits_130(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    real = Search._objective
+    calls = {"n": 0}
+
+    def objective(self, trial):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(self, trial)
+
+    monkeypatch.setattr(Search, "_objective", objective)
+    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "30", "--no-report", "--no-progress",
+                 "--no-exact"])
+    out = capsys.readouterr().out
+    assert code == 130 and out.startswith("interrupted after") and "Pareto set:" in out
+
+
+def test_cli_defaults_match_settings_and_help_is_light():
+    import nas.commands.search as cmd
+
+    defaults = SearchSettings(targets=("x",))
+    assert (cmd.DEFAULT_SPACE, cmd.DEFAULT_TRIALS, cmd.DEFAULT_PROMPT_LEN, cmd.DEFAULT_CONTEXT_LEN, cmd.DEFAULT_SEED) \
+        == (defaults.space, defaults.trials, defaults.prompt_len, defaults.context_len, defaults.seed)
+    code = ("import sys; from nas.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('numpy', 'optuna', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_gp_without_scipy_is_one_line():
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is not None:
+        pytest.skip("scipy is installed: GPSampler works")
+    with pytest.raises(NasUserError, match="--sampler gp needs scipy"):
+        quiet_search(sampler="gp", trials=2).run(progress=False)
