@@ -1,0 +1,140 @@
+"""`nas predict`: latency, throughput and memory of one architecture on one or more targets."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from nas.commands._common import add_arch_arguments, add_json_flag, arch_from_args, emit
+from nas.errors import NasUserError
+
+HELP = "predict prefill/decode latency and memory of one architecture on targets"
+DESCRIPTION = """\
+Predict time to first token (prefill of a prompt of --prompt-len tokens), one decode step with
+--context-len tokens in the KV cache, tokens/s of each, and the memory footprint (weights at the
+precision + fp16 KV cache + working memory) of one architecture, on each --target.
+
+Every latency says where it comes from: "measured" (a predictor fitted on this machine's ONNX Runtime
+measurements), "calibrated" (fitted on measurements imported from the device) or "analytic, uncalibrated"
+(a roofline from the device's spec sheet, or from this host's probes).
+
+Examples:
+  nas predict --target pixel8 --hidden-size 576 --layers 30 --heads 9 --kv-heads 3 --ffn 1536 --vocab-size 49152
+  nas predict --target pixel8 --target host-cpu config.json --prompt-len 256 --json
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", action="append", required=True, metavar="NAME",
+                        help="target device (repeat for several); `nas targets` lists them")
+    parser.add_argument("--prompt-len", type=int, default=512, help="prompt tokens for prefill (default 512)")
+    parser.add_argument("--context-len", type=int, default=2048,
+                        help="tokens in the KV cache for one decode step (default 2048)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8", "int4"],
+                        help="weight precision (default: each target's default)")
+    parser.add_argument("--provider", help="ONNX Runtime execution provider (default: each target's first)")
+    add_arch_arguments(parser)
+    add_json_flag(parser)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def predict_one(arch, target_name: str, prompt_len: int, context_len: int, precision: str | None,
+                provider: str | None) -> dict[str, Any]:
+    """Everything `nas predict` reports for one target (also used by tests)."""
+    from latency_models.registry import load_latency_model
+    from nas.arch import ArchBatch
+    from targets import load_target
+
+    target = load_target(target_name)
+    model = load_latency_model(target, precision, provider)
+    out = model.predict(ArchBatch.from_configs([arch]), prompt_len, context_len)
+    prefill_ms = float(out["prefill_ms"][0])
+    decode_ms = float(out["decode_ms"][0])
+    weights = arch.weight_bytes(model.precision)
+    kv = arch.kv_cache_bytes(context_len)
+    total = arch.memory_bytes(model.precision, prompt_len, context_len)
+    budget = target.memory_budget_bytes
+    note = model.note
+    outside = _outside_training(model.details.get("training_ranges"), arch, prompt_len, context_len)
+    if outside:
+        note = (note + "; " if note else "") + f"extrapolating beyond the measured range ({outside})"
+    return {
+        "target": target.name,
+        "display_name": target.display_name,
+        "precision": model.precision,
+        "provider": model.provider,
+        "latency_source": model.source,
+        "note": note,
+        "prefill_ms": prefill_ms,
+        "ttft_ms": prefill_ms,
+        "prefill_tokens_per_s": prompt_len * 1000.0 / prefill_ms,
+        "decode_ms": decode_ms,
+        "decode_tokens_per_s": 1000.0 / decode_ms,
+        "memory_bytes": {"total": total, "weights": weights, "kv_cache": kv, "working": total - weights - kv},
+        "memory_budget_bytes": budget,
+        "fits_memory_budget": None if budget is None else bool(total <= budget),
+        "model": {k: v for k, v in model.describe().items() if k not in ("target", "precision", "provider",
+                                                                         "latency_source", "note")},
+    }
+
+
+def _outside_training(ranges, arch, prompt_len: int, context_len: int) -> str:
+    """What of this prediction lies outside what a fitted predictor was measured on ('' when nothing)."""
+    if not ranges:
+        return ""
+    parts = []
+    for phase, key, value in (("prefill", "prompt_len", prompt_len), ("decode", "context_len", context_len)):
+        lengths = (ranges.get(phase) or {}).get(key)
+        if lengths and not min(lengths) <= value <= max(lengths):
+            parts.append(f"{key} {value} vs {min(lengths)}-{max(lengths)}")
+    params = (ranges.get("prefill") or {}).get("num_params")
+    if params and not params[0] <= arch.num_params <= params[1]:
+        parts.append(f"{arch.num_params / 1e6:.1f}M params vs {params[0] / 1e6:.1f}M-{params[1] / 1e6:.1f}M")
+    return ", ".join(parts)
+
+
+def _text(arch, prompt_len: int, context_len: int, results: list[dict[str, Any]], notes: list[str]) -> str:
+    lines = [f"{arch.short_tag}  (arch {arch.arch_id}, {arch.num_params / 1e6:,.1f}M params)  "
+             f"prompt {prompt_len} tokens, context {context_len} tokens"]
+    for r in results:
+        mem = r["memory_bytes"]
+        lines.append("")
+        lines.append(f"{r['target']}  ({r['display_name']}; {r['precision']}, {r['provider']})  "
+                     f"latency: {r['latency_source']}")
+        lines.append(f"  prefill  {r['prefill_ms']:10.2f} ms         {r['prefill_tokens_per_s']:10.1f} tokens/s")
+        lines.append(f"  decode   {r['decode_ms']:10.2f} ms/token   {r['decode_tokens_per_s']:10.1f} tokens/s")
+        budget = ""
+        if r["memory_budget_bytes"]:
+            verdict = "fits" if r["fits_memory_budget"] else "EXCEEDS"
+            budget = f"  ({verdict} the {_mib(r['memory_budget_bytes'])} budget)"
+        lines.append(f"  memory   {_mib(mem['total'])}{budget}")
+        lines.append(f"           = weights {_mib(mem['weights'])} ({r['precision']}) + KV cache "
+                     f"{_mib(mem['kv_cache'])} (fp16, {context_len} tokens) + working {_mib(mem['working'])}")
+        if r["note"]:
+            lines.append(f"  note: {r['note']}")
+    for note in notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("prompt_len", "context_len"):
+        value = getattr(args, name)
+        if value <= 0:
+            raise NasUserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    arch = arch_from_args(args)
+    targets = list(dict.fromkeys(args.target))
+    results = [predict_one(arch, t, args.prompt_len, args.context_len, args.precision, args.provider)
+               for t in targets]
+    notes = []
+    if args.prompt_len > arch.max_seq_len or args.context_len + 1 > arch.max_seq_len:
+        notes.append(f"the lengths exceed the architecture's max_seq_len ({arch.max_seq_len}); "
+                     "the prediction extrapolates the same formulas")
+    data = {"arch": arch.to_dict(), "arch_id": arch.arch_id, "num_params": arch.num_params,
+            "prompt_len": args.prompt_len, "context_len": args.context_len, "notes": notes,
+            "targets": {r["target"]: r for r in results}}
+    emit(args, data, _text(arch, args.prompt_len, args.context_len, results, notes))
+    return 0

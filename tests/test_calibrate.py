@@ -1,0 +1,197 @@
+"""`nas calibrate`: real ORT measurements of tiny models end to end, device imports, and refused inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from latency_models import features as F
+from latency_models import probes
+from latency_models.calibrate import default_holdout, select_rows
+from latency_models.measure import Protocol, summarize
+from latency_models.profile import ProfileSettings, make_row
+from latency_models.registry import CALIBRATED, MEASURED, latency_source, load_latency_model
+from nas.arch import ArchBatch
+from nas.cli import main
+from nas.errors import NasUserError
+from nas.paths import predictor_path
+from search_spaces import load_space
+from targets import load_target
+
+
+@pytest.fixture(autouse=True)
+def quick_probes(monkeypatch):
+    """The real probes, in their ~0.2 s quick form."""
+    real = probes.host_probes
+    monkeypatch.setattr(probes, "host_probes", lambda threads, refresh=False, quick=False: real(threads, quick=True))
+
+
+DEVICE_ENV = {"ort_version": "1.20.0", "cpu_model": "Tensor G3", "nas_version": "0.1.0"}
+DEVICE_RATES = {"prefill": {"one": 1.0, "layers": 0.2, "linear_gflop": 8.0, "score_melems": 0.05,
+                            "streamed_weight_mb": 0.002},
+                "decode": {"one": 0.5, "layers": 0.1, "streamed_weight_mb": 0.02, "kv_mb": 0.05}}
+
+
+def device_rows(target="pixel8", n=24, env=DEVICE_ENV, precision="int4", seed=0, threads=4):
+    """Rows as the on-device runner writes them, with latencies from a known model plus 1% noise."""
+    rng = np.random.default_rng(seed)
+    configs = load_space("tiny").sample(n, seed=seed)
+    settings = ProfileSettings(precision=precision, provider="CPUExecutionProvider", prompt_lens=(32, 64),
+                               context_lens=(32, 128), protocol=Protocol(threads=threads, warmup=1, runs=3))
+    rows = []
+    for arch in configs:
+        batch = ArchBatch.from_configs([arch])
+        for phase in F.PHASES:
+            coef = np.array([DEVICE_RATES[phase].get(k, 0.0) for k in F.DEFAULT_FEATURES[phase]])
+            for length in settings.lengths(phase):
+                ms = float((F.feature_matrix(batch, phase, length, precision) @ coef)[0])
+                samples = list(ms * (1 + 0.01 * rng.standard_normal(3)))
+                stats = {**summarize(samples), "samples": samples}
+                rows.append(make_row(target=target, arch=arch, phase=phase, length=length, settings=settings,
+                                     env=env, providers_used=["CPUExecutionProvider"], stats=stats, build_s=0.1))
+    return rows
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_host_calibration_end_to_end_with_real_measurements(capsys):
+    code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "8", "--holdout", "3",
+                 "--prompt-lens", "16", "32", "--context-lens", "16", "64", "--warmup", "1", "--runs", "3",
+                 "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["latency_source"] == MEASURED
+    assert data["n_configs_held_out"] == 3 and data["n_configs_fit"] == 5
+    assert set(data["phases"]) == {"prefill", "decode"}
+    for entry in data["phases"].values():
+        assert set(entry["models"]) == {"predictor", "flops_only", "params_only", "analytic (host probes)"}
+        assert entry["models"]["predictor"]["n"] == 6  # 3 held-out configs x 2 lengths
+        assert entry["spread"]["median_cv_pct"] is not None
+    assert data["plan"]["measured_now"] == 32
+    # The measured predictor now answers for host-cpu at these threads.
+    path = predictor_path("host-cpu", "CPUExecutionProvider", "fp32")
+    assert data["predictor_path"] == str(path)
+    saved = json.loads(path.read_text())
+    assert saved["threads"] == load_target("host-cpu").threads and saved["ort_version"]
+    assert saved["evaluation"]["phases"]["decode"]["predicted_ms"]
+    model = load_latency_model("host-cpu")
+    assert model.source == MEASURED == latency_source(load_target("host-cpu"))
+    out = model.predict(ArchBatch.from_configs(load_space("tiny").sample(5, seed=3)), 32, 64)
+    assert np.all(out["prefill_ms"] > 0) and np.all(out["decode_ms"] > 0)
+
+    # Running again reuses every measurement already in the file.
+    code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "8", "--holdout", "3",
+                 "--prompt-lens", "16", "32", "--context-lens", "16", "64", "--warmup", "1", "--runs", "3",
+                 "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["plan"]["measured_now"] == 0 and data["plan"]["reused"] == 32
+
+
+def test_dry_run_prints_plan_and_estimate(capsys):
+    code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "4", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0 and "estimated" in out and "dry run" in out
+    assert not predictor_path("host-cpu", "CPUExecutionProvider", "fp32").exists()
+
+
+def test_device_calibration_from_measurements(tmp_path, capsys):
+    path = write_rows(tmp_path / "pixel8.jsonl", device_rows())
+    assert latency_source(load_target("pixel8")) == "analytic, uncalibrated"
+    code = main(["calibrate", "--target", "pixel8", "--measurements", path])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "fitted predictor" in out and "FLOPs-only linear" in out and "analytic (spec sheet)" in out
+    assert "'calibrated'" in out
+    model = load_latency_model("pixel8")
+    assert model.source == CALIBRATED == latency_source(load_target("pixel8"))
+    saved = json.loads(predictor_path("pixel8", "CPUExecutionProvider", "int4").read_text())
+    assert saved["ort_version"] == "1.20.0" and saved["target"] == "pixel8" and saved["precision"] == "int4"
+    ev = saved["evaluation"]["phases"]["prefill"]
+    assert ev["predictor"]["mape"] < 5 and len(ev["arch_ids"]) == len(ev["measured_ms"])
+
+
+def _assert_refused(capsys, argv, match, predictor=None, before=None):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert match in err and err.count("\n") == 1, err
+    if predictor is not None:
+        assert predictor.read_text() == before  # nothing overwritten
+
+
+def test_bad_device_measurements_leave_existing_predictor_alone(tmp_path, capsys):
+    good = write_rows(tmp_path / "good.jsonl", device_rows())
+    assert main(["calibrate", "--target", "pixel8", "--measurements", good]) == 0
+    capsys.readouterr()
+    saved = predictor_path("pixel8", "CPUExecutionProvider", "int4")
+    before = saved.read_text()
+
+    other_target = write_rows(tmp_path / "host.jsonl", device_rows(target="host-cpu"))
+    _assert_refused(capsys, ["calibrate", "--target", "pixel8", "--measurements", other_target],
+                    "expected 'pixel8'", saved, before)
+    mixed = write_rows(tmp_path / "mixed.jsonl",
+                       device_rows() + device_rows(env={**DEVICE_ENV, "ort_version": "1.19.0"}, seed=1))
+    _assert_refused(capsys, ["calibrate", "--target", "pixel8", "--measurements", mixed],
+                    "mixes onnxruntime versions 1.19.0, 1.20.0", saved, before)
+    rows = device_rows()
+    del rows[3]["latency_ms"]
+    missing = write_rows(tmp_path / "missing.jsonl", rows)
+    _assert_refused(capsys, ["calibrate", "--target", "pixel8", "--measurements", missing],
+                    "missing field 'latency_ms'", saved, before)
+    fp32 = write_rows(tmp_path / "fp32.jsonl", device_rows(precision="fp32"))
+    _assert_refused(capsys, ["calibrate", "--target", "pixel8", "--measurements", fp32],
+                    "no measurements at precision 'int4'; found fp32", saved, before)
+    _assert_refused(capsys, ["calibrate", "--target", "pixel8"], "cannot be measured on this machine", saved, before)
+    _assert_refused(capsys, ["calibrate", "--target", "pixel8", "--precision", "fp16", "--provider", "Foo",
+                             "--measurements", good], "no execution provider 'Foo'", saved, before)
+
+
+def test_host_measurements_from_another_ort_version_are_refused(tmp_path, capsys):
+    env = {"ort_version": "0.0.1", "cpu_model": "x"}
+    path = write_rows(tmp_path / "old.jsonl", device_rows(target="host-cpu", env=env, precision="fp32", threads=2))
+    _assert_refused(capsys, ["calibrate", "--target", "host-cpu", "--threads", "2", "--measurements", path],
+                    "measured with onnxruntime 0.0.1")
+    assert not predictor_path("host-cpu", "CPUExecutionProvider", "fp32").exists()
+
+
+def test_predictor_failing_its_metadata_check_is_refused_on_use(tmp_path, capsys):
+    good = write_rows(tmp_path / "good.jsonl", device_rows())
+    assert main(["calibrate", "--target", "pixel8", "--measurements", good]) == 0
+    capsys.readouterr()
+    saved = predictor_path("pixel8", "CPUExecutionProvider", "int4")
+    data = json.loads(saved.read_text())
+    data["precision"] = "fp32"  # copied under the wrong name
+    saved.write_text(json.dumps(data))
+    _assert_refused(capsys, ["predict", "--target", "pixel8", "--hidden-size", "64", "--layers", "2", "--heads", "2",
+                             "--ffn", "128"], "predictor is for precision 'fp32', not 'int4'")
+    with pytest.raises(NasUserError, match="precision"):
+        load_latency_model("pixel8")
+
+
+def test_select_rows_and_default_holdout():
+    rows = device_rows(n=6)
+    assert len(select_rows(rows, target="pixel8", precision="int4", provider="CPUExecutionProvider")) == len(rows)
+    with pytest.raises(NasUserError, match="threads"):
+        select_rows(rows, target="pixel8", precision="int4", provider="CPUExecutionProvider", threads=2)
+    with pytest.raises(NasUserError, match="not this machine"):
+        select_rows(rows, target="pixel8", precision="int4", provider="CPUExecutionProvider", cpu_model="other")
+    only_prefill = [r for r in rows if r["phase"] == "prefill"]
+    with pytest.raises(NasUserError, match="no decode measurements"):
+        select_rows(only_prefill, target="pixel8", precision="int4", provider="CPUExecutionProvider")
+    assert default_holdout(80) == 30 and default_holdout(50) == 30 and default_holdout(24) == 8
+
+
+def test_other_threads_are_evaluated_but_not_saved(tmp_path, capsys):
+    path = write_rows(tmp_path / "t2.jsonl", device_rows(threads=2))
+    _assert_refused(capsys, ["calibrate", "--target", "pixel8", "--measurements", path],
+                    "no measurements at threads 4; found 2")
+    code = main(["calibrate", "--target", "pixel8", "--measurements", path, "--threads", "2", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["saved"] is False and data["latency_source"] == "analytic, uncalibrated"
+    assert not predictor_path("pixel8", "CPUExecutionProvider", "int4").exists()

@@ -1,0 +1,88 @@
+"""`nas predict`: text and --json output, several targets, source labels, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latency_models import probes
+from nas.cli import main
+
+ARCH = ["--hidden-size", "576", "--layers", "30", "--heads", "9", "--kv-heads", "3", "--ffn", "1536",
+        "--vocab-size", "49152"]
+
+
+@pytest.fixture(autouse=True)
+def fake_probes(monkeypatch):
+    monkeypatch.setattr(probes, "host_probes", lambda threads, refresh=False, quick=False: {
+        "mem_bandwidth_bytes_per_s": 20e9, "matmul_flops_per_s": 100e9, "threads": threads})
+
+
+def test_text_output_names_source_throughput_and_memory(capsys):
+    assert main(["predict", "--target", "pixel8", *ARCH]) == 0
+    out = capsys.readouterr().out
+    assert "L30 d576 f1536 gqa3" in out and "134.5M params" in out
+    assert "latency: analytic, uncalibrated" in out
+    assert "prefill" in out and "decode" in out and out.count("tokens/s") == 2
+    assert "weights" in out and "KV cache" in out and "working" in out and "budget" in out
+    assert "nas calibrate --target pixel8 --measurements" in out
+
+
+def test_json_output_several_targets(capsys):
+    assert main(["predict", "--target", "pixel8", "--target", "host-cpu", "--target", "pixel8", *ARCH,
+                 "--prompt-len", "256", "--context-len", "1024", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert list(data["targets"]) == ["pixel8", "host-cpu"]
+    assert data["prompt_len"] == 256 and data["context_len"] == 1024 and data["num_params"] == 134515008
+    from nas.arch import ArchConfig
+
+    arch = ArchConfig.from_dict(data["arch"])
+    for name, r in data["targets"].items():
+        assert r["latency_source"] == "analytic, uncalibrated"
+        assert r["prefill_ms"] > 0 and r["decode_ms"] > 0
+        assert r["prefill_tokens_per_s"] == pytest.approx(256 * 1000 / r["prefill_ms"])
+        assert r["decode_tokens_per_s"] == pytest.approx(1000 / r["decode_ms"])
+        mem = r["memory_bytes"]
+        assert mem["total"] == arch.memory_bytes(r["precision"], 256, 1024)
+        assert mem["weights"] == arch.weight_bytes(r["precision"]) and mem["kv_cache"] == arch.kv_cache_bytes(1024)
+        assert mem["weights"] + mem["kv_cache"] + mem["working"] == mem["total"]
+        assert r["fits_memory_budget"] is True
+    assert data["targets"]["pixel8"]["precision"] == "int4" and data["targets"]["host-cpu"]["precision"] == "fp32"
+    assert data["targets"]["host-cpu"]["model"]["roofline"]["inputs"] == "host probes"
+
+
+def test_precision_flag_and_config_file(tmp_path, capsys):
+    from nas.arch import ArchConfig
+
+    cfg = tmp_path / "arch.json"
+    cfg.write_text(ArchConfig(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=768).to_json())
+    assert main(["predict", "--target", "pixel8", str(cfg), "--precision", "fp16", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["targets"]["pixel8"]
+    assert r["precision"] == "fp16"
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--target", "pixel9", *ARCH], "'pixel9' is not a known target"),
+    (["--target", "host-cpu", "--precision", "fp16", *ARCH], "does not run precision 'fp16'"),
+    (["--target", "pixel8", "--prompt-len", "0", *ARCH], "--prompt-len must be a positive integer"),
+    (["--target", "pixel8"], "no architecture given"),
+    (["--target", "pixel8", "--hidden-size", "100", "--layers", "2", "--heads", "3", "--ffn", "64"], "divisible"),
+], ids=["target", "precision", "length", "no-arch", "bad-arch"])
+def test_bad_input_is_one_line_exit_2(capsys, argv, match):
+    assert main(["predict", *argv]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
+
+
+def test_measured_prediction_outside_its_range_says_so(capsys, tmp_path):
+    from test_calibrate import device_rows, write_rows
+
+    path = write_rows(tmp_path / "p8.jsonl", device_rows())
+    assert main(["calibrate", "--target", "pixel8", "--measurements", path]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--target", "pixel8", *ARCH, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["targets"]["pixel8"]
+    assert r["latency_source"] == "calibrated"
+    assert "extrapolating beyond the measured range" in r["note"] and "prompt_len 512 vs 32-64" in r["note"]
+    assert r["model"]["held_out_accuracy"]["prefill"]["mape"] < 5
