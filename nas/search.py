@@ -40,6 +40,7 @@ from nas.errors import NasUserError
 from nas.objectives import (QUALITY_SOURCE, Constraints, Figures, Normaliser, parse_objectives,
                             parse_params_range, pareto_mask, predict_figures, to_minimisation)
 from nas.records import StudyMeta, TargetFigures, TrialRecord
+from nas.storage import first_line as _first_line, open_storage
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 DEFAULT_SPACE = "subbillion"
@@ -52,7 +53,6 @@ EXACT_IDS_KEPT = 200  # arch ids of the exact front kept in study user attrs (ke
 FEASIBILITY_SAMPLE = 2000  # random configs checked when a space is too large to enumerate
 STALL_ASKS = 100  # proposals in a row without a new config before a search stops early
 MAX_ASKS_PER_TRIAL = 5  # proposals per budgeted evaluation before stopping early (random needs ~4 on subbillion)
-MEMORY_STORAGES = (":memory:", "memory")
 
 FOUND_BY_SAMPLER = "sampler"
 FOUND_BY_EXACT = "exact_front"
@@ -122,61 +122,6 @@ class SearchResult:
 
 
 # ------------------------------------------------------------------------------------------------ storage
-def open_storage(url: str):
-    """An Optuna storage for `url`: an RDB URL (sqlite:///path, postgresql://...), an Optuna journal file
-    (a path ending in .log) or ':memory:'. Anything else, or a storage that cannot be opened, is one line."""
-    import optuna
-
-    if url in MEMORY_STORAGES:
-        return optuna.storages.InMemoryStorage()
-    if "://" not in url:
-        if url.endswith(".log"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-            try:
-                Path(url).parent.mkdir(parents=True, exist_ok=True)
-                return JournalStorage(JournalFileBackend(url))
-            except Exception as exc:  # noqa: BLE001 -- unwritable folder, bad file
-                raise NasUserError(f"cannot open journal storage {url!r}: {_first_line(exc)}") from None
-        raise NasUserError(f"--storage {url!r} is not a database URL; expected e.g. sqlite:///runs/nas.db, "
-                           "postgresql://user@host/db, an Optuna journal file ending in .log, or :memory:")
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise NasUserError(f"cannot create the folder for --storage {url!r}: {exc.strerror or exc}") from None
-    try:
-        storage = optuna.storages.RDBStorage(url)
-    except Exception as exc:  # noqa: BLE001 -- malformed URL, missing driver, unreachable server
-        raise NasUserError(f"cannot open study storage {url!r}: {_first_line(exc)}") from None
-    if url.startswith("sqlite"):
-        _sqlite_wal(storage.engine)
-    return storage
-
-
-def _sqlite_wal(engine) -> None:
-    """Write-ahead log with synchronous=NORMAL: one trial's commit no longer waits for an fsync (~20 ms
-    here). A killed process loses no committed trial (the WAL is in the file system); only a power cut
-    may lose the last few commits."""
-    from sqlalchemy import event
-
-    def pragmas(dbapi_connection, _record):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(engine, "connect", pragmas)
-    engine.dispose()  # connections opened before the listener reconnect with the pragmas
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 # ------------------------------------------------------------------------------------------------ the search
 class Search:
     """One `nas search` run. Construct (resolves and validates), then `run()`."""
@@ -328,11 +273,7 @@ class Search:
         front, front_values = front[order], front_values[order]
         configs = [batch.config(int(i)) for i in front]
         front_figs = self.figures(batch.subset(front))
-        # Row -> dimension positions, kept by the space beside its enumeration (None if it keeps none).
-        dim_index = getattr(self.space, "_dim_index", None)
-        params = [None if dim_index is None else
-                  {name: dim.choices[int(dim_index[i, j])] for j, (name, dim) in enumerate(self.space.dimensions.items())}
-                  for i in front]
+        params = [self.space.values_of(int(i)) for i in front]
         hv = normaliser.hypervolume(to_minimisation(front_values, self.directions))
         return ExactFront(space_size=size, feasible=int(feasible.sum()), arch_ids=[c.arch_id for c in configs],
                           values=front_values, normaliser=normaliser, hypervolume=hv, configs=configs,

@@ -40,34 +40,11 @@ MAX_LABELS = 9  # front points labelled per panel; more than this stops being re
 
 
 # ----------------------------------------------------------------------------------------------- loading
-def _is_url(storage: str) -> bool:
-    return "://" in storage
-
-
 def open_storage(storage: str):
-    """An Optuna storage from a URL (sqlite:///..., postgresql://...) or a journal file path.
+    """An existing study storage (nas.storage.open_storage with must_exist)."""
+    from nas.storage import open_storage as _open
 
-    A SQLite URL whose file does not exist is refused instead of silently creating an empty database.
-    """
-    import optuna
-
-    if _is_url(storage):
-        if storage.startswith("sqlite:///"):
-            path = Path(storage[len("sqlite:///"):])
-            if str(path) not in ("", ":memory:") and not path.is_file():
-                raise NasUserError(f"no study storage at {path} (from --storage {storage}); run `nas search` first "
-                                   "or pass the --storage the search used")
-        try:
-            return optuna.storages.RDBStorage(storage)
-        except Exception as exc:  # bad URL, missing driver, unreachable server
-            raise NasUserError(f"cannot open study storage {storage!r}: {str(exc).splitlines()[0]}") from None
-    path = Path(storage)
-    if not path.is_file():
-        raise NasUserError(f"no study storage at {storage!r}: expected a database URL such as sqlite:///runs/nas.db "
-                           "or an existing Optuna journal file")
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    return JournalStorage(JournalFileBackend(str(path)))
+    return _open(storage, must_exist=True)
 
 
 def load_study(storage: str, study_name: str):
@@ -111,8 +88,8 @@ class TrialPoint:
 
 
 def _constraints_ok(trial) -> bool:
-    values = trial.system_attrs.get("constraints")
-    return values is None or all(v <= 0 for v in values)
+    """Optuna's own constraint values (Trial.set_constraint; > 0 means violated) all satisfied."""
+    return all(v <= 0 for v in trial.constraints.values())
 
 
 @dataclass

@@ -404,6 +404,12 @@ class SearchSpace:
     def size(self) -> int:
         return len(self.enumerate())
 
+    def values_of(self, row: int) -> dict[str, Any]:
+        """The dimension values that build row `row` of `enumerate()` (what a sampler would have chosen)."""
+        self.enumerate()
+        return {name: dim.choices[int(self._dim_index[row, j])]
+                for j, (name, dim) in enumerate(self.dimensions.items())}
+
     def build(self, values: dict[str, Any]) -> ArchConfig:
         """The ArchConfig for one choice per dimension. Raises NasUserError if a value is not a choice or the
         combination makes no valid ArchConfig. Does not apply the params constraint (see `check`)."""

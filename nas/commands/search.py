@@ -145,7 +145,7 @@ def _write_report(result, report_dir):
 
     from nas.errors import NasUserError
     from nas.paths import default_report_dir
-    from nas.search import MEMORY_STORAGES
+    from nas.storage import MEMORY_STORAGES
 
     if result.storage in MEMORY_STORAGES:
         return None, "not written (an in-memory study cannot be reread; pass a --storage)"
