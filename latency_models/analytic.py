@@ -47,7 +47,8 @@ DEFAULTS: dict[str, dict[str, float]] = {
             "per_run_overhead_ms": 2.0},
 }
 # Host probes measure what this machine achieves (not a spec-sheet peak), so they are used at efficiency 1;
-# the overheads stay the CPU defaults.
+# the overheads are the probed ones (`latency_models.probes.probe_dispatch`) when the probes have them, else
+# the CPU defaults.
 PROBE_EFFICIENCY = 1.0
 
 
@@ -146,8 +147,11 @@ def params_from_specs(target, precision: str, overrides: Mapping[str, Any] | Non
 
 
 def params_from_probes(probes: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RooflineParams:
-    """Roofline parameters from this host's probes (achieved rates, so efficiency 1; CPU overheads)."""
-    values = {**DEFAULTS["cpu"], **_check_overrides(overrides)}
+    """Roofline parameters from this host's probes: achieved rates (so efficiency 1) and, when probed, the
+    per-layer and per-run dispatch overheads (else the CPU defaults). `overrides` win over both."""
+    probed = {k: float(probes[k]) for k in ("per_layer_overhead_ms", "per_run_overhead_ms")
+              if isinstance(probes.get(k), (int, float)) and probes[k] >= 0}
+    values = {**DEFAULTS["cpu"], **probed, **_check_overrides(overrides)}
     values["compute_efficiency"] = values["bandwidth_efficiency"] = PROBE_EFFICIENCY
     return RooflineParams(peak_flops_per_s=float(probes["matmul_flops_per_s"]),
                           bandwidth_bytes_per_s=float(probes["mem_bandwidth_bytes_per_s"]), compute_unit="cpu",

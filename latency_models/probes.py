@@ -2,13 +2,20 @@
 
 host-cpu has no spec sheet worth trusting (a cloud vCPU's share of a socket's memory bandwidth is unknown),
 so when it has no fitted predictor the roofline is fed what this machine actually achieves:
-- memory bandwidth: ONNX Runtime ReduceSum over a float32 tensor far larger than any cache (a pure read
-  stream, like a decode step reading its weights), at the threads the target runs with; best of N;
+- memory bandwidth: ONNX Runtime MatMul of one token row against a float32 weight far larger than any cache
+  ([1 x 2048] x [2048 x 32768], 256 MiB): the matrix-vector product a decode step streams its weights
+  through, the same kernel and access pattern, at the threads the target runs with; best of N. (Schema 1
+  used a ReduceSum, which read 3-5x slower than decode's MatMuls on the same host: it made the roofline
+  predict decode ~5x too slow.)
 - matmul throughput: ONNX Runtime MatMul in fp32 at a few LLM-like shapes (rows = tokens, K x N = a
-  projection), same threads; best rate over shapes and runs.
-numpy stands in when onnxruntime cannot be imported. Best-of-N, because noise (other processes) only ever
-makes a run slower. The result is cached in NAS_HOME/probes/ per CPU, threads and ORT version, so the few
-seconds are paid once.
+  projection), same threads; best rate over shapes and runs;
+- dispatch overhead: the decode graph (`latency_models.graphs`) of a near-zero-work model (hidden 64,
+  vocab 256) at 1 and 9 layers: the difference per layer is what ORT spends launching one decoder layer's
+  ~40 kernels, the 1-layer time less one layer the fixed cost of a session run.
+numpy stands in when onnxruntime cannot be imported (no dispatch probe then). Best-of-N, because noise
+(other processes) only ever makes a run slower: on a busy machine the probes still read low, so probe on a
+quiet one (`nas calibrate` records when and how they were taken). The result is cached in NAS_HOME/probes/
+per CPU, threads and ORT version, so the few seconds are paid once.
 """
 
 from __future__ import annotations
@@ -23,11 +30,11 @@ import numpy as np
 
 from nas.paths import data_dir
 
-PROBE_SCHEMA = 1
-# 256 MiB of float32: well past the last-level cache of any CPU this runs on (tens of MiB), small enough to
-# allocate anywhere.
-_BANDWIDTH_ELEMENTS = 64 * 2**20
-_BANDWIDTH_ELEMENTS_QUICK = 32 * 2**20
+PROBE_SCHEMA = 2  # 2: GEMV bandwidth probe and dispatch-overhead probe (1: ReduceSum)
+# (in_features, out_features) of the streamed weight: 256 MiB of float32 (64 MiB quick), well past the
+# last-level cache of any CPU this runs on (tens of MiB), small enough to allocate anywhere.
+_BANDWIDTH_SHAPE = (2048, 32768)
+_BANDWIDTH_SHAPE_QUICK = (2048, 8192)
 # (tokens, in_features, out_features): a prefill projection, an FFN matrix, a wide one.
 _MATMUL_SHAPES = ((128, 1024, 1024), (256, 1024, 2816), (512, 2048, 2048))
 _MATMUL_SHAPES_QUICK = ((128, 1024, 1024),)
@@ -73,49 +80,81 @@ def _best_seconds(fn, repeats: int, warmup: int = 1) -> float:
     return best
 
 
-def probe_bandwidth(threads: int, quick: bool = False, repeats: int = 5) -> tuple[float, str]:
-    """Achievable read bandwidth in bytes/s (best of `repeats`) and how it was measured."""
-    n = _BANDWIDTH_ELEMENTS_QUICK if quick else _BANDWIDTH_ELEMENTS
-    x = np.random.default_rng(0).random(n, dtype=np.float32)
+def _matmul_model(k: int, n: int, rows: int, weight: np.ndarray):
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [rows, k])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [rows, n])],
+        initializer=[numpy_helper.from_array(weight, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = min(model.ir_version, 9)
+    return model
+
+
+def probe_bandwidth(threads: int, quick: bool = False, repeats: int | None = None) -> tuple[float, str]:
+    """Achievable weight-streaming bandwidth in bytes/s (best of `repeats`) and how it was measured: one
+    token row times a weight matrix far larger than the caches, the way decode reads its weights."""
+    k, n = _BANDWIDTH_SHAPE_QUICK if quick else _BANDWIDTH_SHAPE
+    repeats = repeats or (5 if quick else 10)
+    rng = np.random.default_rng(0)
+    weight = rng.random((k, n), dtype=np.float32)
+    row = rng.random((1, k), dtype=np.float32)
     try:
-        import onnx
-        from onnx import TensorProto, helper
+        import onnx  # noqa: F401
 
-        node = helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)
-        graph = helper.make_graph([node], "bandwidth", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        model.ir_version = min(model.ir_version, 9)
-        onnx.checker.check_model(model)
-        session = _session(model, threads)
-        seconds = _best_seconds(lambda: session.run(None, {"x": x}), repeats)
-        method = f"onnxruntime ReduceSum over {x.nbytes / 2**20:.0f} MiB float32, {threads} threads, best of {repeats}"
+        model = _matmul_model(k, n, 1, weight)
+        # At `threads` and at 1 thread, the faster counts: one core streams nearly as fast as several on most
+        # CPUs, and a 1-thread run is not held back by another process busy on one of the other cores.
+        seconds = float("inf")
+        for t in sorted({1, threads}):
+            session = _session(model, t)
+            seconds = min(seconds, _best_seconds(lambda: session.run(None, {"a": row}), repeats, warmup=2))
+        method = (f"onnxruntime MatMul [1 x {k}] x [{k} x {n}] float32 ({weight.nbytes / 2**20:.0f} MiB weight), "
+                  f"best of {repeats} at {threads} and 1 threads")
     except ImportError:
-        seconds = _best_seconds(lambda: x.sum(), repeats)
-        method = f"numpy sum over {x.nbytes / 2**20:.0f} MiB float32, best of {repeats}"
-    return x.nbytes / seconds, method
+        seconds = _best_seconds(lambda: row @ weight, repeats, warmup=2)
+        method = f"numpy [1 x {k}] x [{k} x {n}] float32 ({weight.nbytes / 2**20:.0f} MiB weight), best of {repeats}"
+    return weight.nbytes / seconds, method
 
 
-def probe_matmul(threads: int, quick: bool = False, repeats: int = 5) -> tuple[float, dict[str, float], str]:
+def probe_dispatch(threads: int, quick: bool = False) -> tuple[float, float, str] | None:
+    """(per-layer overhead ms, per-run overhead ms, method) from the decode graphs of a near-zero-work model
+    at 1 and 9 layers; None without onnxruntime."""
+    try:
+        from latency_models import graphs
+        from nas.arch import ArchConfig
+    except ImportError:
+        return None
+    runs = 30 if quick else 300
+    best = {}
+    for layers in (1, 9):
+        arch = ArchConfig(vocab_size=256, hidden_size=64, num_layers=layers, num_heads=2, num_kv_heads=1,
+                          head_dim=32, intermediate_size=128, ffn_kind="swiglu", tie_embeddings=False,
+                          qkv_bias=False, max_seq_len=64)
+        session = _session(graphs.build_graph(arch, "decode"), threads)
+        feeds = graphs.graph_feeds(arch, "decode", context_len=16)
+        best[layers] = _best_seconds(lambda: session.run(None, feeds), runs, warmup=5) * 1e3
+    per_layer = max(0.0, (best[9] - best[1]) / 8)
+    per_run = max(0.0, best[1] - per_layer)
+    method = (f"onnxruntime decode graph, hidden 64, vocab 256, 1 and 9 layers, context 16, {threads} threads, "
+              f"best of {runs}")
+    return per_layer, per_run, method
+
+
+def probe_matmul(threads: int, quick: bool = False, repeats: int = 10) -> tuple[float, dict[str, float], str]:
     """Best fp32 matmul FLOP/s over LLM-like shapes, the rate per shape, and how it was measured."""
     shapes = _MATMUL_SHAPES_QUICK if quick else _MATMUL_SHAPES
     rng = np.random.default_rng(0)
     by_shape: dict[str, float] = {}
     try:
         import onnx  # noqa: F401
-        from onnx import TensorProto, helper, numpy_helper
 
         for m, k, n in shapes:
             a = rng.random((m, k), dtype=np.float32)
             b = rng.random((k, n), dtype=np.float32)
-            graph = helper.make_graph(
-                [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
-                [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
-                [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
-                initializer=[numpy_helper.from_array(b, "b")])
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-            model.ir_version = min(model.ir_version, 9)
-            session = _session(model, threads)
+            session = _session(_matmul_model(k, n, m, b), threads)
             seconds = _best_seconds(lambda: session.run(None, {"a": a}), repeats)
             by_shape[f"{m}x{k}x{n}"] = 2.0 * m * k * n / seconds
         method = f"onnxruntime MatMul fp32, {threads} threads, best of {repeats} per shape"
@@ -134,6 +173,11 @@ def run_probes(threads: int, quick: bool = False) -> dict[str, Any]:
     start = time.perf_counter()
     bandwidth, bw_method = probe_bandwidth(threads, quick)
     flops, by_shape, mm_method = probe_matmul(threads, quick)
+    dispatch = probe_dispatch(threads, quick)
+    extra: dict[str, Any] = {}
+    if dispatch is not None:
+        extra = {"per_layer_overhead_ms": dispatch[0], "per_run_overhead_ms": dispatch[1],
+                 "dispatch_method": dispatch[2]}
     return {
         "schema": PROBE_SCHEMA,
         "cpu_model": _cpu_model(),
@@ -144,6 +188,7 @@ def run_probes(threads: int, quick: bool = False) -> dict[str, Any]:
         "matmul_flops_per_s_by_shape": by_shape,
         "bandwidth_method": bw_method,
         "matmul_method": mm_method,
+        **extra,
         "quick": quick,
         "probe_s": round(time.perf_counter() - start, 3),
         "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -134,7 +134,9 @@ def test_registry_refuses_bad_precision_provider_and_lengths(fake_probes):
 def test_probes_measure_positive_rates_and_are_cached(nas_home):
     first = probes.host_probes(1, quick=True)
     assert first["mem_bandwidth_bytes_per_s"] > 1e8 and first["matmul_flops_per_s"] > 1e8
-    assert "onnxruntime" in first["bandwidth_method"]
+    assert "onnxruntime MatMul [1 x" in first["bandwidth_method"]
+    assert first["schema"] == probes.PROBE_SCHEMA and first["per_layer_overhead_ms"] > 0
+    assert first["per_run_overhead_ms"] >= 0
     path = probes.probe_path(1)
     assert path.is_file() and str(path).startswith(str(nas_home))
     cached = json.loads(path.read_text())
@@ -145,3 +147,13 @@ def test_probes_measure_positive_rates_and_are_cached(nas_home):
     cached["cpu_model"] = "another cpu"
     path.write_text(json.dumps(cached))
     assert probes.host_probes(1, quick=True)["matmul_flops_per_s"] != 123.0
+
+
+def test_probed_overheads_feed_the_host_roofline_and_overrides_win():
+    probed = {**FAKE_PROBES, "per_layer_overhead_ms": 0.02, "per_run_overhead_ms": 0.01}
+    params = analytic.params_from_probes(probed)
+    assert (params.per_layer_overhead_ms, params.per_run_overhead_ms) == (0.02, 0.01)
+    assert params.compute_efficiency == params.bandwidth_efficiency == analytic.PROBE_EFFICIENCY
+    assert analytic.params_from_probes(probed, {"per_layer_overhead_ms": 0.5}).per_layer_overhead_ms == 0.5
+    # schema-1 probes (no dispatch probe): the CPU defaults
+    assert analytic.params_from_probes(FAKE_PROBES).per_layer_overhead_ms == analytic.DEFAULTS["cpu"]["per_layer_overhead_ms"]
