@@ -32,7 +32,9 @@ from nas.errors import NasUserError
 
 RUNNER_SOURCE = Path(__file__).resolve().parent / "runner" / "nas_runner.py"
 MANIFEST_NAME = "manifest.json"
-RUNNER_VERSION = 1
+# The runner version a manifest needs. 2: the protocol's "sessions" (a version-1 runner would ignore it and
+# write single-session rows labelled with a multi-session protocol, so it must refuse these manifests).
+RUNNER_VERSION = 2
 _EXACT_MAX_ELEMENTS = 4096  # inputs up to this size are stored value by value
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 9: "bool"}
@@ -226,7 +228,8 @@ On the device (phone with Termux, Raspberry Pi, Jetson, Mac, ...):
        python nas_runner.py --manifest manifest.json --out measurements.jsonl
      Options: --provider EP (default: the first of {', '.join(manifest['providers'])} that exists),
               --threads N (default {manifest['protocol']['threads']}), --warmup W, --runs R,
-              --provider-option KEY=VALUE.
+              --sessions S (default {manifest['protocol'].get('sessions', 1)}: each graph is timed in S fresh
+              sessions and the median of their medians kept), --provider-option KEY=VALUE.
      Keep the device plugged in, screen on, other apps closed, and at a steady temperature.
   5. Copy measurements.jsonl back and fit the target's latency model:
        nas calibrate --target {name} --measurements measurements.jsonl

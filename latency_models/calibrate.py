@@ -178,6 +178,11 @@ def format_summary(data: Mapping[str, Any]) -> str:
 # plus a part growing with the fp32 weights: 8-18 s per GB measured on a shared 2-core host (less when quiet).
 _BUILD_FIXED_S = 0.5
 _BUILD_S_PER_GB = 12.0
+# Each further session of a graph (protocol.sessions > 1) is created from the already serialised graph: ORT
+# parses it, optimises it and prepacks its weights again: 0.5-0.8 s at 0.1-0.3 GB and 1.7-1.9 s at 0.6 GB of
+# fp32 weights, measured on the busy 2-core host.
+_SESSION_FIXED_S = 0.3
+_SESSION_S_PER_GB = 2.5
 # Safety factor on the roofline's figure. With the schema-2 probes (GEMV bandwidth, probed dispatch cost) the
 # hostcal models' measured times on this host were 0.6-1.3x the roofline (lower when the probes ran on a busy
 # machine and read low, higher when they read high); 1.5 keeps the estimate an upper bound in both cases.
@@ -185,14 +190,14 @@ _ROOFLINE_TO_MEASURED = 1.5
 
 
 def estimate_seconds(target, configs, *, precision: str, prompt_lens, context_lens, warmup: int, runs: int,
-                     probes: Mapping[str, Any] | None = None) -> dict[str, float]:
+                     sessions: int = 1, probes: Mapping[str, Any] | None = None) -> dict[str, float]:
     """A rough budget for profiling `configs`: the roofline's latency (scaled to what runs take here) times the
-    runs, plus graph builds."""
+    runs of every session, plus graph builds (with their first session) and the further sessions' creation."""
     from latency_models import analytic
     from nas.arch import ArchBatch
 
     if not configs:
-        return {"measure_s": 0.0, "build_s": 0.0, "total_s": 0.0, "measurements": 0}
+        return {"measure_s": 0.0, "build_s": 0.0, "session_s": 0.0, "total_s": 0.0, "measurements": 0}
     if probes is None:
         from latency_models.probes import host_probes
         from latency_models.registry import host_threads
@@ -206,6 +211,8 @@ def estimate_seconds(target, configs, *, precision: str, prompt_lens, context_le
             measure_ms += float(model.predict_phase(batch, phase, length).sum())
     gb = np.asarray(batch.weight_bytes("fp32"), dtype=np.float64) / 1e9
     build_s = float(np.sum(2 * (_BUILD_FIXED_S + _BUILD_S_PER_GB * gb)))  # two graphs per config
-    measure_s = measure_ms / 1e3 * (warmup + runs) * _ROOFLINE_TO_MEASURED
-    return {"measure_s": measure_s, "build_s": build_s, "total_s": measure_s + build_s,
+    session_s = float(np.sum(2 * (sessions - 1) * (_SESSION_FIXED_S + _SESSION_S_PER_GB * gb)))
+    measure_s = measure_ms / 1e3 * sessions * (warmup + runs) * _ROOFLINE_TO_MEASURED
+    return {"measure_s": measure_s, "build_s": build_s, "session_s": session_s,
+            "total_s": measure_s + build_s + session_s,
             "measurements": len(configs) * (len(prompt_lens) + len(context_lens))}

@@ -1,9 +1,23 @@
 """The latency measurement protocol, as code.
 
-One number reported as "latency" is always the median of `runs` timed `session.run` calls that follow
-`warmup` untimed ones, on an ONNX Runtime session whose threads and options are set explicitly and recorded
-next to the number (see `Protocol`). Spread (min/max, p10/p90, IQR, coefficient of variation) and the raw
-samples travel with the median, so a noisy measurement can be seen to be noisy.
+One number reported as "latency" is the median over `sessions` independent ONNX Runtime sessions of each
+session's median of `runs` timed `session.run` calls (which follow `warmup` untimed ones); threads and
+session options are set explicitly and recorded next to the number (see `Protocol`). With one session it is
+simply the median of the timed runs. Spread (min/max, p10/p90, IQR, coefficient of variation, over all timed
+runs of all sessions), each session's median and the raw samples travel with the median, so a noisy
+measurement can be seen to be noisy.
+
+Why several sessions: the timed runs of one session agree with each other far better than two sessions of
+the same graph agree. On a shared 2-core VM the same config measured in separate sessions differed by up to
++-15% (prefill) and +-11% (decode), and within one session a graph can sit in a slow state (a decode graph
+took 13.7 ms at C=128, then 8.3 ms at C=512 seconds later, each with a small spread over its 7 runs). The
+cause lies outside the graph (other load on the machine, where a session's memory and threads landed) and
+lasts longer than the back-to-back runs of one measurement, so more runs in a row do not average it out.
+A single session's median is therefore not a stable figure, and a predictor fitted to such figures is held
+back by that noise rather than by its model (held-out MAPE ~7%, 76% within +-10%, with single-session rows).
+So each length is measured in `sessions` freshly created sessions, spread out in time (all lengths of a graph
+are timed in one session before the next session is created), and the median of the per-session medians
+is reported: it ignores one session out of three that sat in a slow state.
 
 Execution providers are named exactly as ONNX Runtime names them ("CPUExecutionProvider",
 "XnnpackExecutionProvider", ...). A session is created with the requested provider first and
@@ -26,7 +40,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from nas.errors import NasUserError
 
@@ -48,8 +62,12 @@ class Protocol:
     """How one latency figure is measured.
 
     threads: intra-op threads of the session (ORT's own default depends on the machine, so it is always set).
-    warmup: untimed runs first (first runs pay for memory allocation, prepacking and caches).
-    runs: timed runs; the median of them is the reported latency.
+    warmup: untimed runs first, in every session (first runs pay for memory allocation and caches).
+    runs: timed runs per session; their median is that session's latency.
+    sessions: independent ORT sessions per (graph, length), each freshly created; the reported latency is the
+        median over sessions of each session's median (see the module docstring for why: one session can
+        sit in a slow state, so one session's median is not a stable figure). 1 reproduces the
+        single-session protocol of rows written before this field existed.
     inter_op_threads: 1 with sequential execution, the usual setting for a single LLM forward pass.
     min_run_seconds: when > 0, keep running past `runs` until the timed runs add up to this many seconds
         (bounded by `max_runs`), so very short graphs still get a stable median.
@@ -58,6 +76,7 @@ class Protocol:
     threads: int
     warmup: int = 3
     runs: int = 10
+    sessions: int = 1
     inter_op_threads: int = 1
     graph_optimization_level: str = "ORT_ENABLE_ALL"
     execution_mode: str = "ORT_SEQUENTIAL"
@@ -65,7 +84,8 @@ class Protocol:
     max_runs: int = 1000
 
     def __post_init__(self) -> None:
-        for name, low in (("threads", 1), ("warmup", 0), ("runs", 1), ("inter_op_threads", 1), ("max_runs", 1)):
+        for name, low in (("threads", 1), ("warmup", 0), ("runs", 1), ("sessions", 1), ("inter_op_threads", 1),
+                          ("max_runs", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise NasUserError(f"protocol {name} must be an integer >= {low}, got {value!r}")
@@ -85,7 +105,13 @@ class Protocol:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Protocol":
-        return cls(**dict(data))
+        """The protocol of a row or manifest; a field it lacks (e.g. `sessions` in rows written before that
+        field existed) takes its default, which is what those rows were measured with."""
+        data = dict(data)
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise NasUserError(f"protocol has unknown field(s) {', '.join(unknown)} (written by a newer nas?)")
+        return cls(**data)
 
     def session_options_dict(self) -> dict[str, Any]:
         """The ORT SessionOptions this protocol sets, as recorded in every measurement row."""
@@ -127,6 +153,9 @@ def session_options(protocol: Protocol):
 def make_session(model_or_path, provider: str, provider_options: Mapping[str, Any] | None, protocol: Protocol):
     """An InferenceSession on `provider` (exact ORT name) with CPUExecutionProvider as fallback.
 
+    Every call creates a fresh session (its own memory arena and prepacked weights): this is what
+    `protocol.sessions` repeats.
+
     `model_or_path` is an onnx.ModelProto, serialised model bytes, or a path to an .onnx file (external
     data next to it is found by ORT). Provider options are passed as strings, as ORT expects.
     """
@@ -151,6 +180,22 @@ def make_session(model_or_path, provider: str, provider_options: Mapping[str, An
         onnx.save_model(model_or_path, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location="model.onnx.data")
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+
+
+def reusable_model(model_or_path, folder):
+    """A form of `model_or_path` that several sessions can be created from without serialising it each time:
+    paths and bytes as they are, a ModelProto as its serialised bytes or, past protobuf's 2 GiB limit, as an
+    .onnx file with external data written into `folder` (which must outlive the sessions' creation)."""
+    if isinstance(model_or_path, (str, Path, bytes, bytearray)):
+        return model_or_path
+    if model_or_path.ByteSize() < _PROTOBUF_LIMIT_BYTES:
+        return model_or_path.SerializeToString()
+    import onnx
+
+    path = Path(folder) / "model.onnx"
+    onnx.save_model(model_or_path, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data")
+    return path
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -180,6 +225,24 @@ def summarize(samples_ms: list[float]) -> dict[str, float]:
         "iqr": _percentile(values, 75) - _percentile(values, 25),
         "cv": std / mean if mean > 0 else 0.0,
     }
+
+
+def combine_sessions(session_samples: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """Statistics of one (graph, length) measured in several sessions, from each session's timed runs (ms).
+
+    "median" is the median of the per-session medians (listed as "session_medians"); the spread keys
+    (mean, min, max, p10, p90, iqr, cv) are over all timed runs of all sessions, so they include the
+    session-to-session spread; "samples" is every timed run, session after session. With one session this
+    is exactly `summarize` of its runs.
+    """
+    sessions = [[float(v) for v in samples] for samples in session_samples]
+    if not sessions or not all(sessions):
+        raise ValueError("every session needs at least one sample")
+    medians = [summarize(samples)["median"] for samples in sessions]
+    everything = [v for samples in sessions for v in samples]
+    stats = summarize(everything)
+    stats["median"] = _percentile(sorted(medians), 50)
+    return {**stats, "session_medians": medians, "samples": everything}
 
 
 def time_session(session, feeds: Mapping[str, Any], protocol: Protocol,

@@ -14,22 +14,35 @@ Row schema (version 1), one JSON object per line; `nas calibrate` and the on-dev
     providers_used    session.get_providers(): what the session really held, fallback included
     provider_options  the options passed to that provider (strings)
     threads           intra-op threads
-    protocol          Protocol.to_dict(): warmup, runs, ...
+    protocol          Protocol.to_dict(): warmup, runs, sessions, ... (rows written before `sessions`
+                      existed lack it: they were measured in one session)
     session_options   the ORT SessionOptions that were set
-    latency_ms        {"median", "mean", "min", "max", "p10", "p90", "iqr", "cv"} (ms; cv is a ratio);
-                      null when status is "failed"
-    samples_ms        every timed run, in ms, in order ([] when failed)
+    latency_ms        {"median", "mean", "min", "max", "p10", "p90", "iqr", "cv", "session_medians"}:
+                      "median" is the median over sessions of each session's median; the spread keys are
+                      over all timed runs of all sessions (ms; cv is a ratio); "session_medians" lists each
+                      session's median (ms; absent in rows written before it existed, which are
+                      single-session rows). null when status is "failed"
+    samples_ms        every timed run, in ms, in order, session after session ([] when failed)
     env               measure.environment() of the machine that measured
     status            "ok" | "failed"
     error             null, or "<stage>: <ExceptionType>: <message>" with stage build | session | run | memory
-    build_s           seconds to build the graph and create its session (null if that never finished)
+    build_s           seconds to build the graph and create its first session (null if that never finished)
     timestamp         ISO-8601, UTC
 
-Decode graphs are fed a past KV cache of length C filled with random values of the right shape and dtype
-(from `graphs.graph_feeds`): the latency of dense attention and matmuls does not depend on the values, only
-on the shapes, so no prompt has to be prefilled first. Rows are appended and flushed one at a time, so a
-profiling run that is killed loses only the measurement in progress; re-running skips every key that
-already has an "ok" row and retries keys whose rows failed.
+One graph is built per (config, phase); then `protocol.sessions` times a fresh session is created from it
+and every length is timed in it, so the sessions of one length are spread out in time (see measure.py for
+why several sessions). Decode graphs are fed a past KV cache of length C filled with random values of the
+right shape and dtype (from `graphs.graph_feeds`): the latency of dense attention and matmuls does not
+depend on the values, only on the shapes, so no prompt has to be prefilled first. Rows are appended and
+flushed as soon as a graph's sessions are done, so a profiling run that is killed loses only the graph in
+progress; re-running skips every key that already has an "ok" row and retries keys whose rows failed.
+
+The measurement key (KEY_FIELDS) deliberately leaves the protocol's warmup, runs and sessions out: a row
+measured with another count of runs or sessions is a measurement of the same quantity (with more or less
+noise), and putting them in the key would keep two rows per (config, length) that a fit would then count
+twice. Each row records its protocol, and `profile_configs` counts the reused rows whose protocol differs
+from the one asked for (`ProfileRows.other_protocol`), so a mix is reported, not silent; to re-measure with a
+new protocol, write to a new file.
 """
 
 from __future__ import annotations
@@ -110,12 +123,14 @@ def fits_context(arch, phase: str, length: int) -> bool:
 class ProfileRows(list):
     """The rows `profile_configs` returns (one per key: the ok row, else the newest failed one),
     with counts of what this call did: `measured` (new ok rows), `failed` (new failed rows),
-    `skipped` (keys already measured), `out_of_range` (lengths beyond a config's max_seq_len)."""
+    `skipped` (keys already measured), `out_of_range` (lengths beyond a config's max_seq_len),
+    `other_protocol` (skipped keys whose row was measured with another protocol, e.g. fewer sessions)."""
 
     measured: int = 0
     failed: int = 0
     skipped: int = 0
     out_of_range: int = 0
+    other_protocol: int = 0  # of the skipped: rows measured with a protocol other than the one asked for
 
     @property
     def new_failures(self) -> list[dict]:
@@ -136,6 +151,16 @@ def make_row(*, target: str, arch, phase: str, length: int, settings: ProfileSet
              build_s: float | None = None) -> dict[str, Any]:
     """One measurement row in the schema above (status follows from `error`)."""
     protocol = settings.protocol
+    latency = None
+    if stats is not None:
+        latency = {k: float(stats[k]) for k in STAT_KEYS}
+        if "session_medians" in stats:
+            medians = [float(v) for v in stats["session_medians"]]
+        elif protocol.sessions == 1:
+            medians = [latency["median"]]
+        else:
+            raise ValueError(f"stats of a {protocol.sessions}-session protocol need 'session_medians'")
+        latency["session_medians"] = medians
     return {
         "schema": SCHEMA,
         "target": target,
@@ -151,7 +176,7 @@ def make_row(*, target: str, arch, phase: str, length: int, settings: ProfileSet
         "threads": protocol.threads,
         "protocol": protocol.to_dict(),
         "session_options": protocol.session_options_dict(),
-        "latency_ms": None if stats is None else {k: float(stats[k]) for k in STAT_KEYS},
+        "latency_ms": latency,
         "samples_ms": [] if stats is None else [float(v) for v in stats["samples"]],
         "env": dict(env),
         "status": "failed" if error is not None else "ok",
@@ -187,12 +212,14 @@ def _available_memory_bytes() -> int | None:
 
 
 def _memory_shortfall(arch, settings: ProfileSettings) -> str | None:
-    """A reason not to try a config that would exhaust this machine's memory (and be killed, not fail)."""
+    """A reason not to try a config that would exhaust this machine's memory (and be killed, not fail).
+    The past KV caches of every context length are held at once (they are fed to every session)."""
     available = _available_memory_bytes()
     if available is None:
         return None
     longest = max(settings.context_lens + settings.prompt_lens)
-    need = _PEAK_WEIGHT_COPIES * arch.weight_bytes("fp32") + 2 * arch.kv_cache_bytes(longest, 4)
+    kv_feeds = sum(arch.kv_cache_bytes(c, 4) for c in settings.context_lens)
+    need = (_PEAK_WEIGHT_COPIES * arch.weight_bytes("fp32") + kv_feeds + arch.kv_cache_bytes(longest, 4))
     if need > available:
         return (f"memory: needs about {need / 2**30:.1f} GiB to build and run, "
                 f"{available / 2**30:.1f} GiB available")
@@ -221,10 +248,12 @@ def _existing_rows(out_path: Path, target: str) -> list[dict]:
 def profile_configs(target, configs, settings: ProfileSettings, out_path, progress: bool = True) -> ProfileRows:
     """Measure every config at every length of `settings` on this machine, appending rows to `out_path`.
 
-    One graph is built per (config, phase) at `settings.precision` (its P or C dimension is symbolic) and
-    one session is created for it, then run at each length. Keys already measured ("ok") in `out_path` are
-    skipped. A config that fails to build, to load or to run gets "failed" rows naming the stage and error,
-    and profiling goes on with the next. Lengths beyond a config's max_seq_len are not measured.
+    One graph is built per (config, phase) at `settings.precision` (its P or C dimension is symbolic); then
+    `settings.protocol.sessions` times a fresh session is created from it and run at each length (see
+    `_profile_phase`). Keys already measured ("ok") in `out_path` are skipped, whatever protocol measured
+    them (`other_protocol` counts those measured with another one). A config that fails to build, to load
+    or to run gets "failed" rows naming the stage and error, and profiling goes on with the next. Lengths
+    beyond a config's max_seq_len are not measured.
     Returns a `ProfileRows` list: for each key of these configs the ok row (old or new), else the newest
     failed row, with counts of what was measured, failed and skipped now.
     """
@@ -268,6 +297,8 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
                     wanted.append(key)
                     if latest.get(key, {}).get("status") == "ok":
                         result.skipped += 1
+                        if not _same_protocol(latest[key].get("protocol"), settings.protocol):
+                            result.other_protocol += 1
                     else:
                         lengths.append(length)
                 if lengths:
@@ -280,7 +311,25 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
     return result
 
 
+def _same_protocol(recorded, protocol: Protocol) -> bool:
+    """Whether a row's recorded protocol is `protocol` (a missing field counts as its default)."""
+    try:
+        return Protocol.from_dict(recorded or {}) == protocol
+    except (NasUserError, TypeError):
+        return False
+
+
 def _profile_phase(arch, phase, lengths, settings, target_name, env, append, graphs, make_session, time_session):
+    """Measure one (config, phase) at `lengths`: build the graph once, then for each of `protocol.sessions`
+    rounds create a fresh session and time every length in it; each row combines all rounds
+    (`measure.combine_sessions`). A length that fails in any round gets a failed row (its other rounds are
+    dropped: an ok row always has every session of its protocol). Rows are appended after the last round."""
+    import tempfile
+
+    from latency_models.measure import combine_sessions, reusable_model
+
+    protocol = settings.protocol
+
     def fail(stage_error: str, providers_used=(), build_s=None, only=None):
         for length in (lengths if only is None else [only]):
             append(make_row(target=target_name, arch=arch, phase=phase, length=length, settings=settings, env=env,
@@ -290,35 +339,65 @@ def _profile_phase(arch, phase, lengths, settings, target_name, env, append, gra
     if shortfall:
         fail(shortfall)
         return
-    start = time.perf_counter()
-    try:
-        model = graphs.build_graph(arch, phase, precision=settings.precision, seed=settings.seed)
-    except Exception as exc:  # noqa: BLE001 -- a failed candidate is recorded, the run goes on
-        fail(_error_text("build", exc))
-        return
-    try:
-        session = make_session(model, settings.provider, settings.provider_options, settings.protocol)
-    except NasUserError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        fail(_error_text("session", exc), build_s=time.perf_counter() - start)
-        return
-    finally:
-        del model
-    build_s = time.perf_counter() - start
-    providers_used = session.get_providers()
-    inputs = session.get_inputs()
-    for length in lengths:
+    with tempfile.TemporaryDirectory(prefix="nas_graph_") as tmp:  # only used past protobuf's 2 GiB limit
+        start = time.perf_counter()
         try:
-            feeds = graphs.graph_feeds(arch, phase, prompt_len=length if phase == "prefill" else None,
-                                       context_len=length if phase == "decode" else None, seed=settings.seed,
-                                       precision=settings.precision)
-            stats = time_session(session, match_feed_dtypes(inputs, feeds), settings.protocol)
-        except Exception as exc:  # noqa: BLE001
-            fail(_error_text("run", exc), providers_used, build_s, only=length)
-            continue
-        append(make_row(target=target_name, arch=arch, phase=phase, length=length, settings=settings, env=env,
-                        providers_used=providers_used, stats=stats, build_s=build_s))
+            model = graphs.build_graph(arch, phase, precision=settings.precision, seed=settings.seed)
+            source = reusable_model(model, tmp)  # serialised once, for every session
+        except Exception as exc:  # noqa: BLE001 -- a failed candidate is recorded, the run goes on
+            fail(_error_text("build", exc))
+            return
+        del model
+        build_s = None  # graph build + first session: what one measurement used to cost
+        providers_used: list[str] = []
+        feeds: dict[int, Any] = {}
+        errors: dict[int, str] = {}
+        samples: dict[int, list[list[float]]] = {length: [] for length in lengths}
+        session = None
+        for _ in range(protocol.sessions):
+            session = None  # release the previous session before creating the next
+            try:
+                session = make_session(source, settings.provider, settings.provider_options, protocol)
+            except NasUserError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                error = _error_text("session", exc)
+                if build_s is None:
+                    fail(error, build_s=time.perf_counter() - start)
+                    return
+                errors.update({length: error for length in lengths if length not in errors})
+                break
+            if build_s is None:
+                build_s = time.perf_counter() - start
+                providers_used = session.get_providers()
+                inputs = session.get_inputs()
+                for length in lengths:  # built once, fed to every session
+                    try:
+                        feeds[length] = match_feed_dtypes(inputs, graphs.graph_feeds(
+                            arch, phase, prompt_len=length if phase == "prefill" else None,
+                            context_len=length if phase == "decode" else None, seed=settings.seed,
+                            precision=settings.precision))
+                    except Exception as exc:  # noqa: BLE001
+                        errors[length] = _error_text("run", exc)
+            for length in lengths:
+                if length in errors:
+                    continue
+                try:
+                    stats = time_session(session, feeds[length], protocol)
+                except Exception as exc:  # noqa: BLE001
+                    errors[length] = _error_text("run", exc)
+                    feeds.pop(length, None)
+                    continue
+                samples[length].append(stats["samples"])
+        del session, source
+    feeds.clear()
+    for length in lengths:
+        if length in errors:
+            fail(errors[length], providers_used, build_s, only=length)
+        else:
+            append(make_row(target=target_name, arch=arch, phase=phase, length=length, settings=settings, env=env,
+                            providers_used=providers_used, stats=combine_sessions(samples[length]),
+                            build_s=build_s))
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
@@ -390,6 +469,11 @@ def validate_row(row: Any) -> str | None:
                 return f"field 'latency_ms.{k}' must be a non-negative number, got {lat.get(k)!r}"
         if lat["median"] <= 0:
             return f"field 'latency_ms.median' must be positive, got {lat['median']!r}"
+        medians = lat.get("session_medians")  # absent in rows written before it existed (one session)
+        if medians is not None and (not isinstance(medians, list) or not medians
+                                    or not all(_is_num(v) and v > 0 for v in medians)):
+            return ("field 'latency_ms.session_medians' must be a non-empty list of positive numbers, "
+                    f"got {medians!r:.80}")
         if not row["samples_ms"]:
             return "field 'samples_ms' is empty for an 'ok' row"
     elif not row["error"]:

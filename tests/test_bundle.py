@@ -96,16 +96,29 @@ def test_runner_statistics_match_the_protocol():
     assert runner.summarize(samples) == pytest.approx(summarize(samples))
 
 
+def test_runner_combines_sessions_like_the_protocol():
+    from latency_models.measure import combine_sessions
+
+    runner = load_runner()
+    sessions = [[9.0, 10.0, 40.0], [30.0, 30.0, 30.0], [11.0, 11.0, 35.0]]
+    stats, samples = runner.combine_sessions(sessions)
+    expected = combine_sessions(sessions)
+    assert samples == expected.pop("samples")
+    assert stats.pop("session_medians") == expected.pop("session_medians") == [10.0, 30.0, 11.0]
+    assert stats == pytest.approx(expected) and stats["median"] == 11.0
+
+
 def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):  # noqa: F811
     """nas bundle (real graphs) -> nas_runner.py in a subprocess -> read_measurements: same rows as profile."""
     bundle = tmp_path / "pixel8_bundle"
     assert main(["bundle", "--target", "pixel8", "--out", str(bundle), "--n-configs", "2", "--prompt-lens", "4,8",
-                 "--context-lens", "8", "--warmup", "1", "--runs", "2", "--json"]) == 0
+                 "--context-lens", "8", "--warmup", "1", "--runs", "2", "--sessions", "2", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["graphs"], summary["measurements"], summary["precision"]) == (4, 6, "int4")
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["target"] == "pixel8" and manifest["providers"] == list(load_target("pixel8").execution_providers)
     assert manifest["protocol"]["threads"] == 4 and manifest["protocol"]["runs"] == 2
+    assert manifest["protocol"]["sessions"] == 2 and manifest["runner_version"] == 2
     for graph in manifest["graphs"]:
         assert (bundle / graph["file"]).is_file()
         assert graph["arch_id"] in graph["file"] and graph["phase"] in graph["file"]
@@ -122,20 +135,61 @@ def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):  # noq
     rows = read_measurements(bundle / "measurements.jsonl", target="pixel8")
     assert len(rows) == 6 and {r["provider"] for r in rows} == {"CPUExecutionProvider"}
     assert {r["precision"] for r in rows} == {"int4"} and {r["threads"] for r in rows} == {1}
+    for row in rows:  # two fresh sessions per graph, the median of their medians reported
+        assert row["protocol"]["sessions"] == 2 and len(row["samples_ms"]) == 4
+        medians = row["latency_ms"]["session_medians"]
+        assert len(medians) == 2 and row["latency_ms"]["median"] == pytest.approx(sum(medians) / 2)
+        assert medians[0] == pytest.approx(float(np.median(row["samples_ms"][:2])))
 
     # identical schema to what `nas profile` writes on this machine
     arch_cfg = type(small_arch()).from_dict(rows[0]["arch"])
     local = profile_configs("host-cpu", [arch_cfg], ProfileSettings(
         precision="int4", provider="CPUExecutionProvider", prompt_lens=(4,), context_lens=(),
-        protocol=Protocol(threads=1, warmup=1, runs=2)), tmp_path / "local.jsonl", progress=False)[0]
+        protocol=Protocol(threads=1, warmup=1, runs=2, sessions=2)), tmp_path / "local.jsonl", progress=False)[0]
     device = rows[0]
     assert list(device) == list(local)
     for field in ("env", "protocol", "session_options", "latency_ms"):
         assert sorted(device[field]) == sorted(local[field]), field
+    assert device["protocol"] == {**local["protocol"], "threads": 1}
+    assert len(device["latency_ms"]["session_medians"]) == len(local["latency_ms"]["session_medians"]) == 2
 
     again = run_runner(bundle, "--threads", "1")
     assert again.returncode == 0 and "6 already done, 0 to go" in again.stdout
     assert len((bundle / "measurements.jsonl").read_text().splitlines()) == 6
+
+
+def test_runner_sessions_flag_and_a_manifest_from_before_sessions(fake_graphs, tmp_path):  # noqa: F811
+    bundle = tmp_path / "b"
+    write_bundle(load_target("rpi5"), [small_arch()], bundle, precision="fp32", prompt_lens=(4, 8),
+                 context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=2, sessions=2), progress=False)
+    done = run_runner(bundle, "--sessions", "3")
+    assert done.returncode == 0, done.stderr
+    rows = read_measurements(bundle / "measurements.jsonl", target="rpi5")
+    assert len(rows) == 3
+    assert all(r["protocol"]["sessions"] == 3 and len(r["latency_ms"]["session_medians"]) == 3
+               and len(r["samples_ms"]) == 6 for r in rows)
+    assert "--sessions S (default 2" in (bundle / "README.txt").read_text()
+
+    # a manifest written before sessions existed: one session, and the rows say so
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["protocol"]["sessions"]
+    manifest["runner_version"] = 1
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    (bundle / "measurements.jsonl").unlink()
+    done = run_runner(bundle)
+    assert done.returncode == 0, done.stderr
+    rows = read_measurements(bundle / "measurements.jsonl", target="rpi5")
+    assert all(r["protocol"]["sessions"] == 1 and len(r["latency_ms"]["session_medians"]) == 1
+               and r["latency_ms"]["session_medians"][0] == r["latency_ms"]["median"] for r in rows)
+    assert Protocol.from_dict(rows[0]["protocol"]).sessions == 1
+
+    done = run_runner(bundle, "--sessions", "0")
+    assert done.returncode == 2 and "--sessions must be >= 1" in done.stderr
+
+    manifest["runner_version"] = 3  # a newer nas's bundle: refused rather than measured wrongly
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    done = run_runner(bundle)
+    assert done.returncode == 2 and "needs runner version 3" in done.stderr
 
 
 def test_runner_records_a_broken_graph_and_goes_on(fake_graphs, tmp_path):  # noqa: F811

@@ -74,6 +74,7 @@ def test_host_calibration_end_to_end_with_real_measurements(capsys):
         assert entry["models"]["predictor"]["n"] == 6  # 3 held-out configs x 2 lengths
         assert entry["spread"]["median_cv_pct"] is not None
     assert data["plan"]["measured_now"] == 32
+    assert data["plan"]["protocol"]["sessions"] == 3  # the default: median of 3 fresh sessions' medians
     # The measured predictor now answers for host-cpu at these threads.
     path = predictor_path("host-cpu", "CPUExecutionProvider", "fp32")
     assert data["predictor_path"] == str(path)
@@ -97,7 +98,28 @@ def test_dry_run_prints_plan_and_estimate(capsys):
     code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "4", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0 and "estimated" in out and "dry run" in out
+    assert "3 session(s) x (warmup 1 + 3 runs)" in out and "creating further sessions" in out
     assert not predictor_path("host-cpu", "CPUExecutionProvider", "fp32").exists()
+    code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "4", "--dry-run",
+                 "--sessions", "1", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["plan"]["protocol"]["sessions"] == 1 and data["plan"]["estimate_s"]["session_s"] == 0
+    assert main(["calibrate", "--target", "host-cpu", "--n-configs", "4", "--dry-run", "--sessions", "0"]) == 2
+    assert "--sessions must be at least 1" in capsys.readouterr().err
+
+
+def test_estimate_counts_every_session():
+    from latency_models.calibrate import estimate_seconds
+
+    host = load_target("host-cpu")
+    configs = load_space("tiny").sample(4, seed=0)
+    measured = probes.host_probes(2, quick=True)
+    kw = dict(precision="fp32", prompt_lens=(16, 32), context_lens=(16,), warmup=1, runs=3, probes=measured)
+    one, three = estimate_seconds(host, configs, **kw), estimate_seconds(host, configs, sessions=3, **kw)
+    assert one["session_s"] == 0 and three["session_s"] > 0
+    assert three["build_s"] == one["build_s"] and three["measure_s"] == pytest.approx(3 * one["measure_s"])
+    assert three["total_s"] == pytest.approx(three["build_s"] + three["session_s"] + three["measure_s"])
+    assert three["measurements"] == one["measurements"] == 12
 
 
 def test_device_calibration_from_measurements(tmp_path, capsys):

@@ -7,8 +7,8 @@ import statistics
 import numpy as np
 import pytest
 
-from latency_models.measure import (Protocol, available_providers, environment, make_session, summarize,
-                                    time_session)
+from latency_models.measure import (Protocol, available_providers, combine_sessions, environment, make_session,
+                                    reusable_model, summarize, time_session)
 from nas.errors import NasUserError
 
 
@@ -80,6 +80,7 @@ def test_summarize_single_sample():
 
 
 @pytest.mark.parametrize("field,value", [("threads", 0), ("runs", 0), ("warmup", -1), ("threads", 1.5),
+                                         ("sessions", 0), ("sessions", True), ("sessions", 2.0),
                                          ("graph_optimization_level", "FAST"), ("min_run_seconds", -1)])
 def test_protocol_rejects_bad_values(field, value):
     kwargs = {"threads": 1, field: value}
@@ -88,9 +89,48 @@ def test_protocol_rejects_bad_values(field, value):
 
 
 def test_protocol_round_trips():
-    p = Protocol(threads=2, warmup=1, runs=4, min_run_seconds=0.5)
+    p = Protocol(threads=2, warmup=1, runs=4, sessions=3, min_run_seconds=0.5)
+    assert p.to_dict()["sessions"] == 3
     assert Protocol.from_dict(p.to_dict()) == p
     assert p.session_options_dict()["intra_op_num_threads"] == 2
+
+
+def test_protocol_from_a_dict_written_before_sessions_existed():
+    old = {"threads": 2, "warmup": 2, "runs": 7, "inter_op_threads": 1, "graph_optimization_level": "ORT_ENABLE_ALL",
+           "execution_mode": "ORT_SEQUENTIAL", "min_run_seconds": 0.0, "max_runs": 1000}
+    p = Protocol.from_dict(old)
+    assert p.sessions == 1 and p == Protocol(threads=2, warmup=2, runs=7)
+    with pytest.raises(NasUserError, match="unknown field.*turbo"):
+        Protocol.from_dict({**old, "turbo": True})
+
+
+def test_combine_sessions_is_the_median_of_session_medians():
+    # session 2 sat in a slow state: its median must not drag the figure up, as a pooled median would
+    sessions = [[10.0, 11.0, 10.5], [15.0, 14.0, 16.0], [9.0, 10.0, 9.5]]
+    stats = combine_sessions(sessions)
+    assert stats["session_medians"] == [10.5, 15.0, 9.5]
+    assert stats["median"] == 10.5
+    everything = [v for s in sessions for v in s]
+    assert stats["samples"] == everything
+    pooled = summarize(everything)
+    for key in ("mean", "min", "max", "p10", "p90", "iqr", "cv"):
+        assert stats[key] == pytest.approx(pooled[key]), key
+    assert combine_sessions([[1.0, 3.0], [5.0, 7.0]])["median"] == 4.0  # even count: mean of the middle two
+    # one session: exactly the single-session statistics
+    assert combine_sessions([[3.0, 1.0, 2.0]]) == {**summarize([3.0, 1.0, 2.0]), "session_medians": [2.0],
+                                                   "samples": [3.0, 1.0, 2.0]}
+    with pytest.raises(ValueError):
+        combine_sessions([[1.0], []])
+
+
+def test_reusable_model_serialises_once(tmp_path):
+    model = matmul_model()
+    source = reusable_model(model, tmp_path)
+    assert source == model.SerializeToString()
+    assert reusable_model(source, tmp_path) is source and reusable_model("m.onnx", tmp_path) == "m.onnx"
+    protocol = Protocol(threads=1)
+    first, second = (make_session(source, "CPUExecutionProvider", None, protocol) for _ in range(2))
+    assert first is not second and first.get_inputs()[0].name == second.get_inputs()[0].name == "x"
 
 
 def test_unknown_provider_is_one_line_listing_available():

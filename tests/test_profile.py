@@ -316,3 +316,145 @@ def test_real_graphs_prefill_and_decode(tiny_arch, tmp_path):
                            progress=False)
     assert [r["status"] for r in rows] == ["ok"] * 4, [r["error"] for r in rows]
     assert len(read_measurements(out, target="host-cpu")) == 4
+
+
+# ----- several sessions per measurement -----
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Wrap make_session and time_session to record which session timed which length, in order."""
+    import latency_models.measure as measure
+
+    real_make, real_time = measure.make_session, measure.time_session
+    log = {"sessions": [], "timed": []}
+
+    def make_session(*args, **kwargs):
+        session = real_make(*args, **kwargs)
+        log["sessions"].append(session)
+        return session
+
+    def time_session(session, feeds, protocol, **kwargs):
+        length = feeds["input_ids"].shape[1] if "past_kv" not in feeds else feeds["past_kv"].shape[2]
+        log["timed"].append((log["sessions"].index(session), "past_kv" in feeds, length))
+        return real_time(session, feeds, protocol, **kwargs)
+
+    monkeypatch.setattr(measure, "make_session", make_session)
+    monkeypatch.setattr(measure, "time_session", time_session)
+    return log
+
+
+def test_sessions_are_honoured_and_lengths_interleaved(fake_graphs, recorded, tmp_path):
+    protocol = Protocol(threads=1, warmup=1, runs=2, sessions=3)
+    rows = profile_configs("host-cpu", [small_arch()], settings(prompt_lens=(4, 8), context_lens=(8, 16),
+                                                                protocol=protocol), tmp_path / "m.jsonl",
+                           progress=False)
+    assert rows.measured == 4
+    # 3 fresh sessions per phase: 6 in all, each a new object
+    assert len(recorded["sessions"]) == 6 and len({id(s) for s in recorded["sessions"]}) == 6
+    # every session times every length of its phase before the next session is created
+    assert recorded["timed"] == [(0, False, 4), (0, False, 8), (1, False, 4), (1, False, 8), (2, False, 4),
+                                 (2, False, 8), (3, True, 8), (3, True, 16), (4, True, 8), (4, True, 16),
+                                 (5, True, 8), (5, True, 16)]
+    for row in read_measurements(tmp_path / "m.jsonl"):
+        lat = row["latency_ms"]
+        assert len(lat["session_medians"]) == 3 and len(row["samples_ms"]) == 6
+        assert lat["median"] == pytest.approx(float(np.median(lat["session_medians"])))
+        assert lat["min"] == min(row["samples_ms"]) and lat["max"] == max(row["samples_ms"])
+        assert row["protocol"]["sessions"] == 3
+
+
+def test_row_median_is_the_median_of_session_medians(fake_graphs, monkeypatch, tmp_path):
+    import latency_models.measure as measure
+
+    # per call, session-major (lengths 4 then 8); session 2 sits in a slow state
+    per_call = iter([[9.0, 10.0, 40.0], [20.0, 20.0, 20.0],
+                     [30.0, 30.0, 30.0], [60.0, 60.0, 61.0],
+                     [11.0, 11.0, 35.0], [21.0, 22.0, 23.0]])
+
+    def time_session(session, feeds, protocol, **kwargs):
+        samples = next(per_call)
+        return {**measure.summarize(samples), "samples": samples}
+
+    monkeypatch.setattr(measure, "time_session", time_session)
+    rows = profile_configs("host-cpu", [small_arch()], settings(prompt_lens=(4, 8), context_lens=(),
+                                                                protocol=Protocol(threads=1, sessions=3)),
+                           tmp_path / "m.jsonl", progress=False)
+    by_length = {r["prompt_len"]: r for r in rows}
+    four, eight = by_length[4], by_length[8]
+    assert four["latency_ms"]["session_medians"] == [10.0, 30.0, 11.0]
+    assert four["latency_ms"]["median"] == 11.0  # the pooled median of the 9 samples would be 30.0
+    assert four["samples_ms"] == [9.0, 10.0, 40.0, 30.0, 30.0, 30.0, 11.0, 11.0, 35.0]
+    assert four["latency_ms"]["min"] == 9.0 and four["latency_ms"]["max"] == 40.0
+    assert four["latency_ms"]["mean"] == pytest.approx(206 / 9)
+    assert eight["latency_ms"]["session_medians"] == [20.0, 60.0, 22.0] and eight["latency_ms"]["median"] == 22.0
+
+
+def test_a_length_failing_in_a_later_session_fails_only_that_length(fake_graphs, monkeypatch, tmp_path):
+    import latency_models.measure as measure
+
+    real, calls = measure.time_session, []
+
+    def time_session(session, feeds, protocol, **kwargs):
+        calls.append(feeds["input_ids"].shape[1])
+        if len(calls) == 4:  # session 2, length 8
+            raise RuntimeError("device lost")
+        return real(session, feeds, protocol, **kwargs)
+
+    monkeypatch.setattr(measure, "time_session", time_session)
+    rows = profile_configs("host-cpu", [small_arch()], settings(context_lens=(), protocol=Protocol(
+        threads=1, warmup=0, runs=1, sessions=3)), tmp_path / "m.jsonl", progress=False)
+    assert calls == [4, 8, 4, 8, 4]  # length 8 is not timed again once it failed
+    status = {r["prompt_len"]: r for r in rows}
+    assert status[8]["status"] == "failed" and status[8]["error"] == "run: RuntimeError: device lost"
+    assert status[4]["status"] == "ok" and len(status[4]["latency_ms"]["session_medians"]) == 3
+
+
+def test_rows_written_before_sessions_existed_still_read_and_count_as_measured(good_row, fake_graphs, tmp_path):
+    old = json.loads(json.dumps(good_row))
+    del old["latency_ms"]["session_medians"]
+    del old["protocol"]["sessions"]
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps(old) + "\n")
+    assert read_measurements(path, target="host-cpu")[0]["latency_ms"]["median"] == good_row["latency_ms"]["median"]
+    # the same protocol (one session) is not "another protocol"; three sessions is, but the row is reused
+    same = profile_configs("host-cpu", [small_arch()], settings(prompt_lens=(4,), context_lens=()), path,
+                           progress=False)
+    assert (same.skipped, same.measured, same.other_protocol) == (1, 0, 0)
+    more = profile_configs("host-cpu", [small_arch()], settings(prompt_lens=(4,), context_lens=(), protocol=Protocol(
+        threads=1, warmup=1, runs=2, sessions=3)), path, progress=False)
+    assert (more.skipped, more.measured, more.other_protocol) == (1, 0, 1)
+
+
+@pytest.mark.parametrize("medians", [[], [0.0], "1.0", [1.0, None]])
+def test_bad_session_medians_are_refused(good_row, tmp_path, medians):
+    bad = json.loads(json.dumps(good_row))
+    bad["latency_ms"]["session_medians"] = medians
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(bad) + "\n")
+    with pytest.raises(NasUserError, match=r"bad.jsonl:1: field 'latency_ms.session_medians'"):
+        read_measurements(path)
+
+
+def test_make_row_needs_session_medians_for_several_sessions():
+    from latency_models.measure import summarize
+    from latency_models.profile import make_row
+
+    stats = {**summarize([1.0, 2.0]), "samples": [1.0, 2.0]}
+    kw = dict(target="t", arch=small_arch(), phase="prefill", length=4, env={}, providers_used=[], stats=stats)
+    assert make_row(settings=settings(), **kw)["latency_ms"]["session_medians"] == [1.5]
+    with pytest.raises(ValueError, match="session_medians"):
+        make_row(settings=settings(protocol=Protocol(threads=1, sessions=2)), **kw)
+
+
+def test_cli_profile_sessions_flag(fake_graphs, fake_space, capsys, nas_home):
+    argv = ["profile", "--target", "host-cpu", "--n-configs", "1", "--prompt-lens", "4", "--context-lens", "8",
+            "--warmup", "0", "--runs", "2", "--threads", "1", "--json"]
+    assert main(argv + ["--sessions", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["protocol"]["sessions"] == 2 and summary["measured"] == 2
+    rows = read_measurements(summary["out"])
+    assert all(len(r["latency_ms"]["session_medians"]) == 2 and len(r["samples_ms"]) == 4 for r in rows)
+    assert main(argv[:-1] + ["--sessions", "3"]) == 0  # already measured, with 2 sessions: reused, and said so
+    assert "2 of the skipped rows were measured with another protocol" in capsys.readouterr().out
+    assert main(argv + ["--sessions", "0"]) == 2
+    assert "--sessions must be at least 1" in capsys.readouterr().err

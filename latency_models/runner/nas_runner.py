@@ -11,9 +11,11 @@ row by row; running it again skips what is already measured ("ok") and retries w
 output back and fit a predictor with `nas calibrate --target TARGET --measurements measurements.jsonl`.
 
 Protocol (the same as nas's latency_models/measure.py, which this file repeats on purpose so it can stand
-alone): `warmup` untimed runs, then `runs` timed runs with time.perf_counter; the median is the latency,
-spread and all samples are kept. Decode graphs get a random past KV cache of length C: latency depends on
-shapes, not values.
+alone): for each graph, `sessions` times a fresh ONNX Runtime session is created and every length is timed
+in it: `warmup` untimed runs, then `runs` timed runs with time.perf_counter. The latency is the median over
+sessions of each session's median (one session alone can sit in a slow state); spread over all timed runs,
+each session's median and all samples are kept. Rows are written once a graph's sessions are done. Decode
+graphs get a random past KV cache of length C: latency depends on shapes, not values.
 """
 
 import argparse
@@ -25,7 +27,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-RUNNER_VERSION = 1
+RUNNER_VERSION = 2  # 2: protocol "sessions" (a runner of version 1 would ignore it)
 SCHEMA = 1
 STAT_KEYS = ("median", "mean", "min", "max", "p10", "p90", "iqr", "cv")
 KEY_FIELDS = ("arch_id", "phase", "prompt_len", "context_len", "precision", "provider", "threads")
@@ -52,6 +54,16 @@ def summarize(samples):
     return {"median": percentile(v, 50), "mean": mean, "min": v[0], "max": v[-1], "p10": percentile(v, 10),
             "p90": percentile(v, 90), "iqr": percentile(v, 75) - percentile(v, 25),
             "cv": std / mean if mean > 0 else 0.0}
+
+
+def combine_sessions(session_samples):
+    """Median of per-session medians; spread over all samples (as measure.combine_sessions)."""
+    medians = [summarize(samples)["median"] for samples in session_samples]
+    everything = [v for samples in session_samples for v in samples]
+    stats = summarize(everything)
+    stats["median"] = percentile(sorted(medians), 50)
+    stats["session_medians"] = medians
+    return stats, everything
 
 
 def time_session(session, feeds, protocol):
@@ -167,7 +179,9 @@ def parse_args(argv):
                    help="option for the provider, repeatable")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the manifest's)")
     p.add_argument("--warmup", type=int, help="untimed runs before timing (default: the manifest's)")
-    p.add_argument("--runs", type=int, help="timed runs (default: the manifest's)")
+    p.add_argument("--runs", type=int, help="timed runs per session (default: the manifest's)")
+    p.add_argument("--sessions", type=int,
+                   help="fresh sessions per graph; the median of their medians is kept (default: the manifest's)")
     p.add_argument("--list-providers", action="store_true", help="print this onnxruntime's providers and exit")
     return p.parse_args(argv)
 
@@ -207,7 +221,8 @@ def main(argv=None):
             die("--provider-option expects KEY=VALUE, got %r" % item)
         options[key] = value
     protocol = dict(manifest["protocol"])
-    for name in ("threads", "warmup", "runs"):
+    protocol.setdefault("sessions", 1)  # a manifest written before sessions existed: one session
+    for name in ("threads", "warmup", "runs", "sessions"):
         value = getattr(args, name)
         if value is not None:
             if value < (0 if name == "warmup" else 1):
@@ -235,7 +250,6 @@ def main(argv=None):
     out = open(args.out, "a")
     count = {"ok": 0, "failed": 0}
     started = time.time()
-    session_of = {}
 
     def write(graph, m, stats=None, samples=None, error=None, used=(), build_s=None):
         length = m["length"]
@@ -252,35 +266,71 @@ def main(argv=None):
         out.flush()
         count["failed" if error else "ok"] += 1
 
-    for i, (graph, m, _key) in enumerate(todo, 1):
-        label = "%s %s %s=%d" % (graph["arch_id"], graph["phase"], "P" if graph["phase"] == "prefill" else "C",
-                                 m["length"])
-        gid = graph["file"]
-        if gid not in session_of:
-            session_of.clear()  # one graph's session in memory at a time
+    def measure_graph(graph, ms):
+        """All `sessions` rounds of one graph: a fresh session per round, every length timed in each.
+        Returns per measurement (stats, samples, error), the providers used and build_s (first session)."""
+        path = os.path.join(base, graph["file"])
+        errors, samples, feeds = {}, {}, {}
+        used, build_s, sess = [], None, None
+        for _ in range(protocol["sessions"]):
+            sess = None  # one session in memory at a time
             start = time.perf_counter()
             try:
-                sess = ort.InferenceSession(os.path.join(base, graph["file"]), sess_options=session_options(ort, protocol),
-                                            providers=providers)
-                session_of[gid] = (sess, None, time.perf_counter() - start)
+                sess = ort.InferenceSession(path, sess_options=session_options(ort, protocol), providers=providers)
             except Exception as exc:  # noqa: BLE001 -- recorded as a failed row, the run goes on
-                session_of[gid] = (None, error_text("session", exc), time.perf_counter() - start)
-        sess, err, build_s = session_of[gid]
-        if err:
-            write(graph, m, error=err, build_s=build_s)
-            status = "failed: " + err
+                err = error_text("session", exc)
+                if build_s is None:
+                    build_s = time.perf_counter() - start
+                for i in range(len(ms)):
+                    errors.setdefault(i, err)
+                break
+            if build_s is None:
+                build_s = time.perf_counter() - start
+                used = sess.get_providers()
+            for i, m in enumerate(ms):
+                if i in errors:
+                    continue
+                try:
+                    if i not in feeds:
+                        feeds[i] = make_feeds(np, m["feeds"], seed)
+                    _, run_samples = time_session(sess, feeds[i], protocol)
+                except Exception as exc:  # noqa: BLE001
+                    errors[i] = error_text("run", exc)
+                    feeds.pop(i, None)
+                    continue
+                samples.setdefault(i, []).append(run_samples)
+        sess = None
+        results = []
+        for i in range(len(ms)):
+            if i in errors:
+                results.append((None, None, errors[i]))
+            else:
+                stats, everything = combine_sessions(samples[i])
+                results.append((stats, everything, None))
+        return results, used, build_s
+
+    groups = []  # (graph, [measurement, ...]) in bundle order, only what is still to do
+    for graph, m, _key in todo:
+        if groups and groups[-1][0] is graph:
+            groups[-1][1].append(m)
         else:
-            try:
-                stats, samples = time_session(sess, make_feeds(np, m["feeds"], seed), protocol)
-                write(graph, m, stats=stats, samples=samples, used=sess.get_providers(), build_s=build_s)
-                status = "%.2f ms" % stats["median"]
-            except Exception as exc:  # noqa: BLE001
-                err = error_text("run", exc)
-                write(graph, m, error=err, used=sess.get_providers(), build_s=build_s)
+            groups.append((graph, [m]))
+    i = 0
+    for graph, ms in groups:
+        results, used, build_s = measure_graph(graph, ms)
+        for m, (stats, samples, err) in zip(ms, results):
+            i += 1
+            label = "%s %s %s=%d" % (graph["arch_id"], graph["phase"], "P" if graph["phase"] == "prefill" else "C",
+                                     m["length"])
+            if err:
+                write(graph, m, error=err, used=used, build_s=build_s)
                 status = "failed: " + err
-        elapsed = time.time() - started
-        eta = elapsed / i * (len(todo) - i)
-        print("[%d/%d] %s: %s (eta %ds)" % (i, len(todo), label, status, eta), flush=True)
+            else:
+                write(graph, m, stats=stats, samples=samples, used=used, build_s=build_s)
+                status = "%.2f ms" % stats["median"]
+            elapsed = time.time() - started
+            eta = elapsed / i * (len(todo) - i)
+            print("[%d/%d] %s: %s (eta %ds)" % (i, len(todo), label, status, eta), flush=True)
     out.close()
     print("nas_runner: %d measured, %d failed; rows in %s" % (count["ok"], count["failed"], args.out), flush=True)
     return 0 if count["ok"] or not todo else 1

@@ -15,6 +15,8 @@ and numpy. Copy the folder to the device, run
   python nas_runner.py --manifest manifest.json --out measurements.jsonl
 
 and bring measurements.jsonl back for `nas calibrate --target TARGET --measurements measurements.jsonl`.
+The runner times each graph in --sessions fresh ONNX Runtime sessions (WARMUP + RUNS each, at every length)
+and reports the median of the session medians, as `nas profile` does.
 
 Examples:
   nas bundle --target pixel8 --out pixel8_bundle

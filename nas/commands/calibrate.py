@@ -31,13 +31,18 @@ Examples:
 
 
 # Defaults of `nas calibrate --target host-cpu`, sized to finish within ~15 minutes on a busy 2-core machine
-# (graph builds dominate: ~13 min estimated there); `--dry-run` prints the estimate for any plan.
+# (graph builds dominate); `--dry-run` prints the estimate for any plan. Each length is timed in 3 fresh
+# sessions (1 warm-up + 3 timed runs each) and the median of the session medians kept: sessions of the same
+# graph differ by up to 15% on a shared host, far more than the runs within one session, so the fit gets
+# steadier figures from 3 short sessions than from one session of 7 runs (the protocol before: warmup 2 +
+# runs 5 in one session took ~9 min).
 HOST_DEFAULTS = {
     "n_configs": 64,  # 30 held out + 34 fitted
     "prompt_lens": (64, 128),
     "context_lens": (128, 512),
-    "warmup": 2,
-    "runs": 5,
+    "warmup": 1,
+    "runs": 3,
+    "sessions": 3,
 }
 
 
@@ -60,8 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", help="ONNX Runtime execution provider (default: the target's first)")
     parser.add_argument("--threads", type=int,
                         help="intra-op threads (default: the target's; with others, evaluate without saving)")
-    parser.add_argument("--warmup", type=int, default=D["warmup"], help=f"untimed runs first (default {D['warmup']})")
-    parser.add_argument("--runs", type=int, default=D["runs"], help=f"timed runs, median kept (default {D['runs']})")
+    parser.add_argument("--warmup", type=int, default=D["warmup"],
+                        help=f"untimed runs first, in every session (default {D['warmup']})")
+    parser.add_argument("--runs", type=int, default=D["runs"],
+                        help=f"timed runs per session (default {D['runs']})")
+    parser.add_argument("--sessions", type=int, default=D["sessions"],
+                        help="fresh ONNX Runtime sessions per graph; the median of the session medians is kept "
+                             f"(default {D['sessions']})")
     parser.add_argument("--measurements", nargs="+", metavar="FILE",
                         help="measurement JSONL file(s) to fit on instead of measuring here")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling configs and the held-out split")
@@ -100,29 +110,38 @@ def _measure_here(args, target, precision: str, provider: str, threads: int) -> 
 
     if args.n_configs < 2:
         raise NasUserError(f"--n-configs must be at least 2, got {args.n_configs}")
+    for flag, value, low in (("--warmup", args.warmup, 0), ("--runs", args.runs, 1), ("--sessions", args.sessions, 1)):
+        if value < low:
+            raise NasUserError(f"{flag} must be at least {low}, got {value}")
     space_name = args.space or _default_space()
     space = load_space(space_name)
     configs = space.sample(args.n_configs, seed=args.seed)
     settings = ProfileSettings(precision=precision, provider=provider, prompt_lens=tuple(args.prompt_lens),
                                context_lens=tuple(args.context_lens),
-                               protocol=Protocol(threads=threads, warmup=args.warmup, runs=args.runs), seed=args.seed)
+                               protocol=Protocol(threads=threads, warmup=args.warmup, runs=args.runs,
+                                                 sessions=args.sessions), seed=args.seed)
     probes = host_probes(threads, quick=True)
     estimate = cal.estimate_seconds(target, configs, precision=precision, prompt_lens=settings.prompt_lens,
                                     context_lens=settings.context_lens, warmup=args.warmup, runs=args.runs,
-                                    probes=probes)
+                                    sessions=args.sessions, probes=probes)
     out_path = measurements_path(target.name)
     plan = {"space": space_name, "n_configs": len(configs), "prompt_lens": list(settings.prompt_lens),
             "context_lens": list(settings.context_lens), "protocol": settings.protocol.to_dict(),
             "measurements_file": str(out_path), "estimate_s": estimate}
     _log(args, f"measuring {len(configs)} configs from space {space_name!r} on {target.name} ({provider}, "
-               f"{precision}, {threads} threads): {estimate['measurements']} measurements, warmup {args.warmup} + "
-               f"{args.runs} runs each; estimated {estimate['total_s'] / 60:.1f} min "
-               f"({estimate['build_s'] / 60:.1f} building graphs, {estimate['measure_s'] / 60:.1f} timing; "
+               f"{precision}, {threads} threads): {estimate['measurements']} measurements, {args.sessions} "
+               f"session(s) x (warmup {args.warmup} + {args.runs} runs) each; estimated "
+               f"{estimate['total_s'] / 60:.1f} min ({estimate['build_s'] / 60:.1f} building graphs, "
+               f"{estimate['session_s'] / 60:.1f} creating further sessions, {estimate['measure_s'] / 60:.1f} timing; "
                f"rows already in {out_path} are reused)")
     if args.dry_run:
         return [], plan
     rows = profile_configs(target, configs, settings, out_path, progress=not args.json and sys.stderr.isatty())
-    plan.update(measured_now=rows.measured, reused=rows.skipped, failed=rows.failed, out_of_range=rows.out_of_range)
+    plan.update(measured_now=rows.measured, reused=rows.skipped, failed=rows.failed, out_of_range=rows.out_of_range,
+                reused_other_protocol=rows.other_protocol)
+    if rows.other_protocol:
+        _log(args, f"{rows.other_protocol} reused row(s) were measured with another protocol (e.g. one session); "
+                   f"move {out_path} away to measure everything with this one")
     if rows.failed:
         _log(args, f"{rows.failed} measurement(s) failed (recorded in {out_path}); fitting on the rest")
     return list(rows), plan

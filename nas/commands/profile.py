@@ -16,13 +16,22 @@ one JSON row per measurement to the target's measurements file (read by `nas cal
 Re-running skips what is already measured; a config that fails is recorded with its reason and the run goes
 on. Only targets measured here (host-cpu) can be profiled; for a device, use `nas bundle`.
 
-Protocol: WARMUP untimed runs, then RUNS timed runs; the median is the latency, spread and samples are kept.
+Protocol: each graph is timed in SESSIONS freshly created ONNX Runtime sessions, each doing WARMUP untimed
+runs then RUNS timed runs at every length; the latency is the median of the per-session medians (one session
+alone can sit in a slow state), spread and samples are kept. Rows already measured are reused
+whatever protocol measured them; write to a new --out to re-measure with another protocol.
 
 Examples:
   nas profile --target host-cpu --space hostcal --n-configs 20
   nas profile --target host-cpu --precision int8 --prompt-lens 64,256 --context-lens 256,1024 --json
 """
 
+# Default protocol of `nas profile` and `nas bundle`: 3 fresh sessions x (2 warm-up + 5 timed runs). Between
+# sessions the same graph differed by up to 15% on a shared host while the runs within one session agreed to a
+# few percent, so three short sessions give a steadier median than one long one (21 runs against 13 before).
+DEFAULT_WARMUP = 2
+DEFAULT_RUNS = 5
+DEFAULT_SESSIONS = 3
 DEFAULT_PROMPT_LENS = (32, 128, 512)
 DEFAULT_CONTEXT_LENS = (128, 512, 2048)
 # Space used when none is given, first that exists: the host-calibration space sized for a small CPU.
@@ -54,8 +63,13 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, n_configs: int) -> N
     parser.add_argument("--context-lens", type=lengths_arg, default=DEFAULT_CONTEXT_LENS, metavar="C,C,...",
                         help="decode KV-cache lengths (default "
                              f"{','.join(map(str, DEFAULT_CONTEXT_LENS))})")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs before timing (default 3)")
-    parser.add_argument("--runs", type=int, default=10, help="timed runs; the median is reported (default 10)")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                        help=f"untimed runs before timing, in every session (default {DEFAULT_WARMUP})")
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS,
+                        help=f"timed runs per session (default {DEFAULT_RUNS})")
+    parser.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS,
+                        help="fresh ONNX Runtime sessions per graph; the latency is the median of their medians "
+                             f"(default {DEFAULT_SESSIONS})")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: the target's)")
 
 
@@ -105,10 +119,11 @@ def make_protocol(args: argparse.Namespace, target):
     from latency_models.measure import Protocol
 
     threads = args.threads if args.threads is not None else target.threads
-    for flag, value, low in (("--threads", threads, 1), ("--warmup", args.warmup, 0), ("--runs", args.runs, 1)):
+    for flag, value, low in (("--threads", threads, 1), ("--warmup", args.warmup, 0), ("--runs", args.runs, 1),
+                             ("--sessions", args.sessions, 1)):
         if value < low:
             raise NasUserError(f"{flag} must be at least {low}, got {value}")
-    return Protocol(threads=threads, warmup=args.warmup, runs=args.runs)
+    return Protocol(threads=threads, warmup=args.warmup, runs=args.runs, sessions=args.sessions)
 
 
 def resolve_precision(args: argparse.Namespace, target) -> str:
@@ -160,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         "provider": provider, "threads": settings.protocol.threads, "prompt_lens": list(settings.prompt_lens),
         "context_lens": list(settings.context_lens), "measured": rows.measured, "skipped": rows.skipped,
         "failed": rows.failed, "out_of_range": rows.out_of_range, "ok_rows": sum(r["status"] == "ok" for r in rows),
+        "protocol": settings.protocol.to_dict(), "skipped_other_protocol": rows.other_protocol,
         "out": str(out),
         "failures": [{"arch_id": r["arch_id"], "phase": r["phase"],
                       "length": r["prompt_len"] if r["phase"] == "prefill" else r["context_len"],
@@ -175,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
              f"{settings.protocol.threads} threads",
              f"measured now: {rows.measured}, already measured (skipped): {rows.skipped}, failed: {rows.failed}"
              + (f", beyond max_seq_len (not measured): {rows.out_of_range}" if rows.out_of_range else "")]
+    if rows.other_protocol:
+        lines.append(f"  {rows.other_protocol} of the skipped rows were measured with another protocol (e.g. fewer "
+                     "sessions); write to a new --out to measure them again with this one")
     for failure in summary["failures"][:5]:
         lines.append(f"  failed {failure['arch_id']} {failure['phase']} {failure['length']}: {failure['error']}")
     if len(summary["failures"]) > 5:
