@@ -67,8 +67,9 @@ def plot_fronts(data: ReportData, metric: str, out_dir: Path) -> list[Path]:
         ax.set_visible(False)
     for ax, front in zip(axes, fronts):
         _draw_front(ax, front, data)
-    fig.suptitle(f"Quality vs {_METRIC_TITLE[metric]} speed — study {data.trials.name} "
-                 f"({len(data.pareto)} shapes on the Pareto set)", fontsize=13, fontweight="bold")
+    # Two short lines: one long line is clipped on a single-panel figure (seen with a 25-character study name).
+    fig.suptitle(f"Quality vs {_METRIC_TITLE[metric]} speed\nstudy {data.trials.name}: "
+                 f"{len(data.pareto)} shapes on the Pareto set", fontsize=12, fontweight="bold")
     fig.canvas.draw()  # fixes limits and layout, so labels can be placed in display space
     fig.set_layout_engine("none")  # and keep them: labels must not move the axes after placement
     for ax, front in zip(axes, fronts):
