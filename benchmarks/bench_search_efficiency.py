@@ -8,6 +8,8 @@ Hypervolume: both objectives minimised and scaled to [0, 1] by the best and wors
 space, reference point 1.1 (nas.objectives.Normaliser). Trials run on an in-memory storage, without the
 exact-front trials nas search adds at the end (this measures the sampler alone).
 
+Each budget is its own run, as `nas search --trials B` makes it (NSGA-II's population follows the budget:
+10 / 20 / 50 here); --cumulative reads one run of the largest budget at each budget instead.
 Budget = trials as `nas search --trials` counts them: new configs inside the space that were evaluated.
 Proposals the space rejects (invalid head/width combinations, out of the params range) and duplicates cost
 no evaluation; they are still Optuna trials the sampler learns from, and their number is printed too.
@@ -37,6 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--space", default="subbillion")
     parser.add_argument("--target", default="pixel8")
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    parser.add_argument("--cumulative", action="store_true",
+                        help="one run of the largest budget per seed, read at each budget (default: a run per budget)")
     args = parser.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
 
@@ -66,20 +70,27 @@ def main(argv=None) -> int:
         asked[sampler] = {b: [] for b in budgets}
         t1 = time.perf_counter()
         for seed in range(args.seeds):
-            settings = SearchSettings(targets=(args.target,), space=args.space, trials=max(budgets), sampler=sampler,
-                                      seed=seed, storage=":memory:", exact=False, study=f"{sampler}-{seed}")
-            search = Search(settings, log=lambda _: None)
-            search.run(progress=False)
-            trials = sorted(search._working.get_trials(deepcopy=False), key=lambda t: t.number)
-            counted = [i for i, t in enumerate(trials) if t.user_attrs.get("counted")]
             for b in budgets:
+                # One run per budget, as `nas search --trials B` would make it (the NSGA-II population follows
+                # the budget), unless --cumulative: one run of the largest budget, read at each budget.
+                if args.cumulative and b != budgets[0]:
+                    pass
+                else:
+                    trials_run = max(budgets) if args.cumulative else b
+                    settings = SearchSettings(targets=(args.target,), space=args.space, trials=trials_run,
+                                              sampler=sampler, seed=seed, storage=":memory:", exact=False,
+                                              study=f"{sampler}-{seed}-{b}")
+                    search = Search(settings, log=lambda _: None)
+                    search.run(progress=False)
+                    trials = sorted(search._working.get_trials(deepcopy=False), key=lambda t: t.number)
+                    counted = [i for i, t in enumerate(trials) if t.user_attrs.get("counted")]
                 cut = counted[b - 1] + 1 if len(counted) >= b else len(trials)
                 asked[sampler][b].append(cut)
                 pts = [t.values for t in trials[:cut] if t.state == TrialState.COMPLETE
                        and all(v <= 0 for v in t.constraints.values())]
                 hv = exact.normaliser.hypervolume(to_minimisation(np.array(pts), directions)) if pts else 0.0
                 results[sampler][b].append(hv / exact.hypervolume)
-        print(f"  ({sampler}: {args.seeds} seeds x {max(budgets)} trials in {time.perf_counter() - t1:.0f} s)",
+        print(f"  ({sampler}: {args.seeds} seeds x {'+'.join(map(str, budgets))} trials in {time.perf_counter() - t1:.0f} s)",
               file=sys.stderr)
     for sampler, by_budget in results.items():
         for b, ratios in by_budget.items():

@@ -202,10 +202,26 @@ class Search:
         space_violations = list(self.space.check(arch))
         violations += space_violations
         constraint_values = {n: float(matrix[0, j]) for j, n in enumerate(names)}
-        constraint_values["space"] = float(len(space_violations))
+        constraint_values["space"] = self._space_violation(arch, space_violations)
         rec = TrialRecord(arch=arch, figures=per_target, quality=float(figs.quality[0]), quality_source=QUALITY_SOURCE,
                           violations=tuple(violations))
         return rec, [float(v) for v in figs.values(self.objectives)[0]], constraint_values
+
+    def _space_violation(self, arch, reasons: list[str]) -> float:
+        """The "space" constraint value: 0 inside the space; outside it, graded so that constrained domination
+        can tell near misses from far ones: the relative distance to the params range (as for --params),
+        plus 1 per other reason (a shape no dimension value gives)."""
+        if not reasons:
+            return 0.0
+        low, high = self.space.params_range
+        params = float(arch.num_params)
+        excess = 0.0
+        if low is not None and params < low:
+            excess = (low - params) / low
+        elif high is not None and params > high:
+            excess = (params - high) / high
+        other = len(reasons) - (1 if excess > 0 else 0)
+        return float(other) + max(excess, 1e-9 if other == 0 else 0.0)
 
     def _suggest(self, trial) -> dict[str, Any]:
         values = {}
@@ -376,7 +392,15 @@ class Search:
         name = self.settings.sampler
         if name == "nsga2":
             pop = self.settings.population or default_population(budget)
-            return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
+            # BLX-alpha crossover: numeric dimensions (width, depth) of a child are drawn around and between
+            # its parents' values instead of copied from one of them; categorical ones are swapped as before.
+            # On the sub-billion preset it reached more of the exact front's hypervolume at 100 / 300 / 1000
+            # trials than uniform, SBX, polynomial mutation or a higher mutation rate (see
+            # benchmarks/bench_search_efficiency.py).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                crossover = optuna.samplers.nsgaii.BLXAlphaCrossover()
+            return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed, crossover=crossover)
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed, multivariate=True)
         if name == "random":
