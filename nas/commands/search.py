@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-ttft-ms", type=float, metavar="MS", help="maximum time to first token on every target")
     parser.add_argument("--params", metavar="LOW:HIGH", help="total parameter range, e.g. 100M:600M or 450M:550M")
     parser.add_argument("--sampler", default="nsga2", metavar="NAME",
-                        help=f"Optuna sampler: {', '.join(SAMPLER_CHOICES)} (default nsga2; gp needs scipy)")
+                        help=f"Optuna sampler: {', '.join(SAMPLER_CHOICES)} (default nsga2)")
     parser.add_argument("--population", type=int, help="NSGA-II population (default: trials/15, 10 to 50)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"sampler seed (default {DEFAULT_SEED})")
     parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///runs/nas.db), a journal file "
