@@ -53,7 +53,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ from typing import Any
 from nas import accounting
 from nas.arch import ArchBatch, ArchConfig
 from nas.errors import NasUserError
+from nas.userfiles import read_toml_file
 
 __all__ = ["Dimension", "SearchSpace", "load_space", "list_spaces", "known_space_names", "SPACES_DIR"]
 
@@ -559,15 +559,7 @@ def known_space_names() -> list[str]:
 
 
 def _load_file(path: Path) -> SearchSpace:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise NasUserError(f"cannot read search space file {path}: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc).replace("(at end of document)", f"(at end of document, line {text.count(chr(10)) + 1})")
-        raise NasUserError(f"{path}: malformed TOML: {message}") from None
+    data, text = read_toml_file(path, "search space file")
     return SearchSpace(data, path, text)
 
 

@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nas.errors import NasUserError
+from nas.userfiles import read_toml_file
 
 __all__ = ["Spec", "Target", "load_target", "list_targets", "known_target_names", "TARGETS_DIR",
            "EXECUTION_PROVIDERS", "PRECISIONS", "COMPUTE_UNITS"]
@@ -186,15 +186,7 @@ def _host_ram_bytes() -> int | None:
 
 
 def _parse(path: Path) -> Target:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise NasUserError(f"cannot read target file {path}: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc).replace("(at end of document)", f"(at end of document, line {text.count(chr(10)) + 1})")
-        raise NasUserError(f"{path}: malformed TOML: {message}") from None
+    data, text = read_toml_file(path, "target file")
     c = _Checker(path, text)
     c.keys(data, "", _TOP_KEYS, set())
     missing = sorted(_REQUIRED_TOP - set(data))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasUserError
+from nas.userfiles import read_json_file
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -22,19 +23,6 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(text.rstrip("\n") + "\n")
-
-
-def read_json_file(path: str | Path, what: str = "JSON file") -> Any:
-    """Load JSON, turning every failure into one line with the file, line and column."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise NasUserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise NasUserError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
 
 
 def add_arch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,3 +70,15 @@ def arch_from_args(args: argparse.Namespace):
                           for n in missing)
         raise NasUserError(f"no architecture given: pass a config file or the flags {flags}")
     return ArchConfig.from_dict(fields)
+
+
+def list_or_show(args: argparse.Namespace, noun: str, example: str, list_fn, show_fn) -> int:
+    """`nas NOUN [list]` lists, `nas NOUN show NAME` shows one; anything else is one clear line."""
+    words = args.words
+    if not words or words == ["list"]:
+        return list_fn(args)
+    if words[0] == "show" and len(words) == 2:
+        return show_fn(args, words[1])
+    if words[0] == "show":
+        raise NasUserError(f"`nas {noun} show` takes exactly one name, e.g. `nas {noun} show {example}`")
+    raise NasUserError(f"{' '.join(words)!r} is not a {noun} action; use `nas {noun}` or `nas {noun} show NAME`")

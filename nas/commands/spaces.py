@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.commands._common import add_json_flag, emit
-from nas.errors import NasUserError
+from nas.commands._common import add_json_flag, emit, list_or_show
 
 HELP = "list search spaces with their size, or show one space's dimensions and constraints"
 DESCRIPTION = """List the search spaces (TOML files in search_spaces/, or your own file), or show one in full.
@@ -90,11 +89,4 @@ def _show(args, name: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    words = args.words
-    if not words or words == ["list"]:
-        return _list(args)
-    if words[0] == "show" and len(words) == 2:
-        return _show(args, words[1])
-    if words[0] == "show":
-        raise NasUserError("`nas spaces show` takes exactly one space name or path, e.g. `nas spaces show tiny`")
-    raise NasUserError(f"{' '.join(words)!r} is not a spaces action; use `nas spaces` or `nas spaces show NAME`")
+    return list_or_show(args, "spaces", "tiny", _list, _show)

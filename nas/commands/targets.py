@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.commands._common import add_json_flag, emit
-from nas.errors import NasUserError
+from nas.commands._common import add_json_flag, emit, list_or_show
 
 HELP = "list deployment targets, or show one target's specs with their sources"
 DESCRIPTION = """List the deployment targets (one TOML file per device in targets/), or show one in full.
@@ -107,11 +106,4 @@ def _show(args, name: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    words = args.words
-    if not words or words == ["list"]:
-        return _list(args)
-    if words[0] == "show" and len(words) == 2:
-        return _show(args, words[1])
-    if words[0] == "show":
-        raise NasUserError("`nas targets show` takes exactly one target name, e.g. `nas targets show pixel8`")
-    raise NasUserError(f"{' '.join(words)!r} is not a targets action; use `nas targets` or `nas targets show NAME`")
+    return list_or_show(args, "targets", "pixel8", _list, _show)
