@@ -32,16 +32,15 @@ Examples:
 
 # Defaults of `nas calibrate --target host-cpu`, sized to finish within ~15 minutes on a busy 2-core machine
 # (graph builds dominate); `--dry-run` prints the estimate for any plan. Each length is timed in 3 fresh
-# sessions (1 warm-up + 3 timed runs each) and the median of the session medians kept: sessions of the same
-# graph differ by up to 15% on a shared host, far more than the runs within one session, so the fit gets
-# steadier figures from 3 short sessions than from one session of 7 runs (the protocol before: warmup 2 +
-# runs 5 in one session took ~9 min).
+# sessions (1 warm-up + 5 timed runs each) and the median of the session medians kept: sessions of the same
+# graph differ by up to 15% on a shared host, far more than the runs within one session. With 3 runs per
+# session the prefill spread (median cv 8.6%) limited the fit; timing is a small share of the run time.
 HOST_DEFAULTS = {
     "n_configs": 64,  # 30 held out + 34 fitted
     "prompt_lens": (64, 128),
     "context_lens": (128, 512),
     "warmup": 1,
-    "runs": 3,
+    "runs": 5,
     "sessions": 3,
 }
 
