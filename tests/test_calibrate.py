@@ -98,7 +98,10 @@ def test_dry_run_prints_plan_and_estimate(capsys):
     code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "4", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0 and "estimated" in out and "dry run" in out
-    assert "3 session(s) x (warmup 1 + 3 runs)" in out and "creating further sessions" in out
+    from nas.commands.calibrate import HOST_DEFAULTS as D
+
+    assert f"{D['sessions']} session(s) x (warmup {D['warmup']} + {D['runs']} runs)" in out
+    assert "creating further sessions" in out
     assert not predictor_path("host-cpu", "CPUExecutionProvider", "fp32").exists()
     code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "4", "--dry-run",
                  "--sessions", "1", "--json"])
