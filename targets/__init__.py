@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.accounting import PRECISIONS
 from nas.errors import NasUserError
 from nas.userfiles import read_toml_file
 
@@ -59,7 +60,6 @@ EXECUTION_PROVIDERS = (
     "SNPEExecutionProvider", "AzureExecutionProvider", "JsExecutionProvider", "CANNExecutionProvider",
     "RknpuExecutionProvider", "TvmExecutionProvider", "NvTensorRTRTXExecutionProvider",
 )
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
 COMPUTE_UNITS = ("cpu", "gpu", "npu")
 
 _BYTE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from nas.accounting import PRECISIONS
 from nas.commands._common import add_json_flag, emit
 from nas.errors import NasUserError
 
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"prefill prompt lengths (default {' '.join(map(str, D['prompt_lens']))})")
     parser.add_argument("--context-lens", type=int, nargs="+", default=list(D["context_lens"]), metavar="C",
                         help=f"decode context lengths (default {' '.join(map(str, D['context_lens']))})")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "int8", "int4"],
+    parser.add_argument("--precision", choices=PRECISIONS,
                         help="weight precision (default: the target's)")
     parser.add_argument("--provider", help="ONNX Runtime execution provider (default: the target's first)")
     parser.add_argument("--threads", type=int,

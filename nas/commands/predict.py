@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from nas.accounting import PRECISIONS
 from nas.commands._common import add_arch_arguments, add_json_flag, arch_from_args, emit
 from nas.errors import NasUserError
 
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-len", type=int, default=512, help="prompt tokens for prefill (default 512)")
     parser.add_argument("--context-len", type=int, default=2048,
                         help="tokens in the KV cache for one decode step (default 2048)")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "int8", "int4"],
+    parser.add_argument("--precision", choices=PRECISIONS,
                         help="weight precision (default: each target's default)")
     parser.add_argument("--provider", help="ONNX Runtime execution provider (default: each target's first)")
     add_arch_arguments(parser)

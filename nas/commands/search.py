@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from nas.accounting import PRECISIONS
 from nas.commands._common import add_json_flag, emit
 
 HELP = "search a space for shapes that trade model quality against on-device speed"
@@ -67,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"prompt tokens for prefill / TTFT (default {DEFAULT_PROMPT_LEN})")
     parser.add_argument("--context-len", type=int, default=DEFAULT_CONTEXT_LEN,
                         help=f"tokens in the KV cache for decode and memory (default {DEFAULT_CONTEXT_LEN})")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"),
+    parser.add_argument("--precision", choices=PRECISIONS,
                         help="deployment precision on every target (default: each target's own)")
     parser.add_argument("--objectives", metavar="LIST",
                         help="comma-separated: quality, decode_tps, prefill_tps, ttft, memory (default quality,decode_tps)")
