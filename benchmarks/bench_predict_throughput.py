@@ -25,8 +25,8 @@ def _synthetic_predictor(target, batch):
     """A predictor fitted on rows from a known cost model: same code path as a calibrated one."""
     import numpy as np
 
-    from latency_models import features as F
-    from latency_models.predictor import fit_predictor
+    from nas.latency import features as F
+    from nas.latency.predictor import fit_predictor
 
     rates = {"prefill": {"one": 1.0, "layers": 0.1, "linear_gflop": 10.0, "score_melems": 0.02,
                          "streamed_weight_mb": 0.002},
@@ -55,9 +55,9 @@ def main() -> int:
     args = parser.parse_args()
     os.environ["NAS_HOME"] = tempfile.mkdtemp(prefix="nas_bench_")  # keep the user's predictors out of it
 
-    from latency_models.registry import FittedLatencyModel, load_latency_model
-    from search_spaces import load_space
-    from targets import load_target
+    from nas.latency.registry import FittedLatencyModel, load_latency_model
+    from nas.spaces import load_space
+    from nas.targets import load_target
 
     t0 = time.perf_counter()
     batch = load_space(args.space).enumerate()

@@ -9,7 +9,7 @@ Then re-measures a few held-out configs --repeats times (fresh sessions) for the
 floor no predictor can beat on this machine.
 
 Every measurement is the median of 3 fresh ORT sessions' medians (`Protocol.sessions`; see
-latency_models/measure.py: one session's median moved by up to +-15% between sessions on this host, which
+nas/latency/measure.py: one session's median moved by up to +-15% between sessions on this host, which
 bounded the predictor's held-out error). Rows go to a file of their own (predictor_accuracy_s3.jsonl), so
 rows measured with the single-session protocol are never reused here.
 
@@ -31,14 +31,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latency_models import calibrate as cal  # noqa: E402
-from latency_models.measure import Protocol  # noqa: E402
-from latency_models.predictor import accuracy, spread_floor  # noqa: E402
-from latency_models.probes import host_probes  # noqa: E402
-from latency_models.profile import ProfileSettings, profile_configs, read_measurements  # noqa: E402
-from latency_models.registry import host_threads  # noqa: E402
-from search_spaces import load_space  # noqa: E402
-from targets import load_target  # noqa: E402
+from nas.latency import calibrate as cal  # noqa: E402
+from nas.latency.measure import Protocol  # noqa: E402
+from nas.latency.predictor import accuracy, spread_floor  # noqa: E402
+from nas.latency.probes import host_probes  # noqa: E402
+from nas.latency.profile import ProfileSettings, profile_configs, read_measurements  # noqa: E402
+from nas.latency.registry import host_threads  # noqa: E402
+from nas.spaces import load_space  # noqa: E402
+from nas.targets import load_target  # noqa: E402
 
 # FULL: each session does what the whole single-session protocol did before (warmup 2 + 7 runs). The
 # single-session run took 6.6 min on the 2-core host (4.4 min building graphs, 1.2 min timing); with 3 sessions

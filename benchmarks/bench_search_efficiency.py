@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     from optuna.trial import TrialState
 
     import nas.search
-    from nas.objectives import to_minimisation
+    from nas.study.objectives import to_minimisation
     from nas.search import Search, SearchSettings
 
     # Measure the samplers, not nas search's stop rule for samplers that keep proposing rejected shapes

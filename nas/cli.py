@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from nas.errors import NasUserError
+from nas.core.errors import NasUserError
 
 # name -> module under nas.commands, in the order `nas --help` lists them.
 _COMMANDS = {
@@ -45,7 +45,7 @@ def _command_modules():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nas import __version__
+    from nas.core.version import __version__
 
     parser = _Parser(
         prog="nas",

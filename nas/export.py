@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas.arch import ArchConfig
-from nas.errors import NasUserError
+from nas.core.arch import ArchConfig
+from nas.core.errors import NasUserError
+from nas.study.read import PICK_TITLES, PICKS, compute_picks, study_pareto_set
 
 FORMATS = ("hf", "litgpt", "nanogpt", "json")
 FILENAMES = {"hf": "config.json", "litgpt": "model_config.yaml", "nanogpt": "train_nas.py", "json": "arch.json"}
@@ -207,9 +208,8 @@ def export_arch(arch: ArchConfig, fmt: str, out_dir: Path, name: str | None = No
 def choose_trial(trials, trial: int | None = None, arch_id: str | None = None, pick: str | None = None):
     """The `TrialPoint` the user asked for, and a sentence saying how it was chosen.
 
-    `trials` is `reports.data.StudyTrials`. Exactly one of trial, arch_id, pick must be given.
+    `trials` is `nas.study.read.StudyTrials`. Exactly one of trial, arch_id, pick must be given.
     """
-    from reports.data import PICK_TITLES, PICKS, compute_picks, study_pareto_set
 
     given = [x is not None for x in (trial, arch_id, pick)]
     if sum(given) != 1:

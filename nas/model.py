@@ -1,7 +1,7 @@
 """Reference PyTorch model of an ArchConfig: a Llama-family decoder with a KV cache.
 
 One `nn.Module` serves three uses: the oracle the ONNX profiling graphs are checked against
-(`latency_models.graphs`), the proxy model short training runs fit, and the source of weights for export.
+(`nas.latency.graphs`), the proxy model short training runs fit, and the source of weights for export.
 
 What it computes (the same as transformers' LlamaForCausalLM / Qwen2ForCausalLM for the gated kinds):
 - RMSNorm before attention and before the FFN, and once after the last layer (computed in fp32, like HF);
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.arch import ArchConfig
+from nas.core.arch import ArchConfig
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (key, value), each [batch, kv_heads, T, head_dim]
 

@@ -36,11 +36,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from nas.errors import NasUserError
-from nas.objectives import (QUALITY_SOURCE, Constraints, Figures, Normaliser, parse_objectives,
-                            parse_params_range, pareto_mask, predict_figures, to_minimisation)
-from nas.records import StudyMeta, TargetFigures, TrialRecord
-from nas.storage import first_line as _first_line, open_storage
+from nas.core.errors import NasUserError
+from nas.study import schema as S
+from nas.study.objectives import (QUALITY_SOURCE, Constraints, Figures, parse_objectives, parse_params_range,
+                                  predict_figures)
+from nas.study.pareto import Normaliser, pareto_mask, to_minimisation
+from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER, StudyMeta, TargetFigures, TrialRecord
+from nas.study.storage import first_line as _first_line, open_storage
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 DEFAULT_SPACE = "subbillion"
@@ -53,9 +55,6 @@ EXACT_IDS_KEPT = 200  # arch ids of the exact front kept in study user attrs (ke
 FEASIBILITY_SAMPLE = 2000  # random configs checked when a space is too large to enumerate
 STALL_ASKS = 100  # proposals in a row without a new config before a search stops early
 MAX_ASKS_PER_TRIAL = 5  # proposals per budgeted evaluation before stopping early (random needs ~4 on subbillion)
-
-FOUND_BY_SAMPLER = "sampler"
-FOUND_BY_EXACT = "exact_front"
 
 
 @dataclass
@@ -127,8 +126,8 @@ class Search:
     """One `nas search` run. Construct (resolves and validates), then `run()`."""
 
     def __init__(self, settings: SearchSettings, log: Callable[[str], None] | None = None):
-        from nas import __version__
-        from nas.paths import default_storage
+        from nas.core.version import __version__
+        from nas.core.paths import default_storage
 
         self.settings = s = settings
         self.log = log or (lambda line: print(line, file=sys.stderr))
@@ -148,9 +147,9 @@ class Search:
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise NasUserError(f"{name} must be a positive number, got {value!r}")
 
-        from latency_models.registry import load_latency_model
-        from search_spaces import load_space
-        from targets import load_target
+        from nas.latency.registry import load_latency_model
+        from nas.spaces import load_space
+        from nas.targets import load_target
 
         self.targets = {name: load_target(name) for name in s.targets}
         self.target_names = tuple(t.name for t in self.targets.values())
@@ -235,21 +234,21 @@ class Search:
     def _objective(self, trial) -> list[float]:
         """Evaluate one trial; raises _TrialFailed for a combination the space rejects. A trial that predicted
         a new config inside the space gets user attr `counted` (it counts toward --trials)."""
-        from nas.arch import ArchBatch
+        from nas.core.arch import ArchBatch
 
-        trial.set_user_attr("found_by", FOUND_BY_SAMPLER)
+        trial.set_user_attr(S.FOUND_BY, FOUND_BY_SAMPLER)
         values = self._suggest(trial)
         try:
             arch = self.space.build(values)
         except NasUserError as exc:
-            trial.set_user_attr("fail_reason", str(exc))
+            trial.set_user_attr(S.FAIL_REASON, str(exc))
             raise _TrialFailed(str(exc)) from None
         earlier = self._seen.get(arch.arch_id)
         if earlier is not None:
             for key, value in earlier.user_attrs.items():
-                if key not in ("found_by", "duplicate_of", "counted"):
+                if key not in (S.FOUND_BY, S.DUPLICATE_OF, S.COUNTED):
                     trial.set_user_attr(key, value)
-            trial.set_user_attr("duplicate_of", earlier.number)
+            trial.set_user_attr(S.DUPLICATE_OF, earlier.number)
             for key, value in earlier.constraints.items():
                 trial.set_constraint(key, value)
             return list(earlier.values)
@@ -258,7 +257,7 @@ class Search:
         for key, value in rec.to_user_attrs().items():
             trial.set_user_attr(key, value)
         if constraint_values["space"] == 0:
-            trial.set_user_attr("counted", True)
+            trial.set_user_attr(S.COUNTED, True)
         for key, value in constraint_values.items():
             trial.set_constraint(key, value)
         return objective_values
@@ -298,7 +297,7 @@ class Search:
     def _check_sampled_feasibility(self) -> None:
         """For a space too large to enumerate: check constraints on random configs; warn (not refuse) when
         none of them is feasible, since a sample cannot prove that no config is."""
-        from nas.arch import ArchBatch
+        from nas.core.arch import ArchBatch
 
         if not self.constraint_names:
             return
@@ -366,7 +365,7 @@ class Search:
             for key, value in self.meta.to_user_attrs().items():
                 study.set_user_attr(key, value)
         if exact is not None:
-            study.set_user_attr("nas_exact", exact.to_user_attrs())
+            study.set_user_attr(S.STUDY_EXACT, exact.to_user_attrs())
         return study
 
     def _check_identity(self, study) -> None:
@@ -435,7 +434,7 @@ class Search:
         study = self.open_study(exact)
         stored = [t for t in study.get_trials(deepcopy=False)
                   if t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)]
-        counted = sum(1 for t in stored if t.user_attrs.get("counted"))
+        counted = sum(1 for t in stored if t.user_attrs.get(S.COUNTED))
         remaining = max(0, self.settings.trials - counted)
         seed = self.settings.seed if not stored else hash_seed(self.settings.seed, len(stored))
         sampler = self._make_sampler(seed, self.settings.trials)
@@ -447,8 +446,8 @@ class Search:
             self._working = study
             study.sampler = sampler
         for t in self._working.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            aid = t.user_attrs.get("arch_id")
-            if aid is not None and aid not in self._seen and "duplicate_of" not in t.user_attrs:
+            aid = t.user_attrs.get(S.ARCH_ID)
+            if aid is not None and aid not in self._seen and S.DUPLICATE_OF not in t.user_attrs:
                 self._seen[aid] = t
         interrupted, new = self._loop(study, remaining, mirrored, exact, progress)
         added = 0 if interrupted or exact is None else self._add_exact_front(study, exact, mirrored)
@@ -498,13 +497,13 @@ class Search:
                     raise
                 else:
                     frozen = self._working.tell(trial, values)
-                    if "duplicate_of" not in frozen.user_attrs:
-                        self._seen.setdefault(frozen.user_attrs["arch_id"], frozen)
+                    if S.DUPLICATE_OF not in frozen.user_attrs:
+                        self._seen.setdefault(frozen.user_attrs[S.ARCH_ID], frozen)
                     tracker.add(frozen)
                 if mirrored:
                     study.add_trial(frozen)
                 since_new += 1
-                if frozen.user_attrs.get("counted"):
+                if frozen.user_attrs.get(S.COUNTED):
                     new += 1
                     since_new = 0
                     if bar is not None:
@@ -531,7 +530,7 @@ class Search:
                 continue
             rec, values, constraint_values = self.record(arch, exact.figures.row(i))
             params, dists = self._params_of(arch, exact.params[i])
-            attrs = {"found_by": FOUND_BY_EXACT, **rec.to_user_attrs()}
+            attrs = {S.FOUND_BY: FOUND_BY_EXACT, **rec.to_user_attrs()}
             system_attrs = {f"constraints:{k}": v for k, v in constraint_values.items()}
             trial = optuna.trial.create_trial(values=values, params=params, distributions=dists,
                                               user_attrs=attrs, system_attrs=system_attrs)
@@ -577,7 +576,7 @@ class Search:
         states: dict[str, int] = {}
         for t in trials:
             states[t.state.name] = states.get(t.state.name, 0) + 1
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and "arch_id" in t.user_attrs]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and S.ARCH_ID in t.user_attrs]
         feasible = [t for t in complete if all(v <= 0 for v in t.constraints.values())]
         rows = []
         hv_ratio = None
@@ -586,20 +585,20 @@ class Search:
             mask = pareto_mask(minimised)
             seen: set[str] = set()
             for t in sorted((t for t, m in zip(feasible, mask) if m), key=lambda t: t.number):
-                if t.user_attrs["arch_id"] not in seen:
-                    seen.add(t.user_attrs["arch_id"])
+                if t.user_attrs[S.ARCH_ID] not in seen:
+                    seen.add(t.user_attrs[S.ARCH_ID])
                     rows.append(pareto_row(t, self.objectives))
             rows.sort(key=lambda r: (-r["quality"], r["trial"]))
             if exact is not None:
-                searched = [t for t in feasible if t.user_attrs.get("found_by") != FOUND_BY_EXACT]
+                searched = [t for t in feasible if t.user_attrs.get(S.FOUND_BY) != FOUND_BY_EXACT]
                 if searched and exact.hypervolume > 0:
                     pts = to_minimisation(np.array([t.values for t in searched]), self.directions)
                     hv_ratio = exact.normaliser.hypervolume(pts) / exact.hypervolume
-        summary = {"trials": sum(1 for t in trials if t.user_attrs.get("counted")),
+        summary = {"trials": sum(1 for t in trials if t.user_attrs.get(S.COUNTED)),
                    "optuna_trials": len(trials),
                    "pareto_size": len(rows), "hypervolume_ratio": hv_ratio, "interrupted": interrupted}
         try:
-            study.set_user_attr("nas_search", {**summary, "sampler": self.settings.sampler,
+            study.set_user_attr(S.STUDY_SEARCH, {**summary, "sampler": self.settings.sampler,
                                                "seed": self.settings.seed})
         except Exception:  # noqa: BLE001 -- the results are in; a failed summary write must not lose them
             pass
@@ -638,7 +637,7 @@ class _FrontTracker:
     def add(self, trial) -> None:
         if trial.values is None or any(v > 0 for v in trial.constraints.values()):
             return
-        if trial.user_attrs.get("found_by") == FOUND_BY_EXACT:
+        if trial.user_attrs.get(S.FOUND_BY) == FOUND_BY_EXACT:
             return
         self.points.append(list(to_minimisation(np.array([trial.values]), self.directions)[0]))
         self.front = None
@@ -664,19 +663,19 @@ def pareto_row(trial, objectives) -> dict[str, Any]:
     a = trial.user_attrs
     return {
         "trial": trial.number,
-        "arch_id": a["arch_id"],
-        "shape": a["shape"],
-        "attention": a["attention_type"],
-        "num_params": a["num_params"],
-        "num_non_embedding_params": a["num_non_embedding_params"],
-        "quality": a["quality"],
-        "quality_source": a["quality_source"],
-        "found_by": a.get("found_by", FOUND_BY_SAMPLER),
+        "arch_id": a[S.ARCH_ID],
+        "shape": a[S.SHAPE],
+        "attention": a[S.ATTENTION_TYPE],
+        "num_params": a[S.NUM_PARAMS],
+        "num_non_embedding_params": a[S.NUM_NON_EMBEDDING_PARAMS],
+        "quality": a[S.QUALITY],
+        "quality_source": a[S.QUALITY_SOURCE],
+        "found_by": a.get(S.FOUND_BY, FOUND_BY_SAMPLER),
         "targets": {t: {k: p[k] for k in ("prefill_ms", "ttft_ms", "prefill_tokens_per_s", "decode_ms",
                                           "decode_tokens_per_s", "memory_mb", "latency_source")}
-                    for t, p in a["predictions"].items()},
+                    for t, p in a[S.PREDICTIONS].items()},
         "objectives": {o.label: v for o, v in zip(objectives, trial.values)},
-        "arch": a["arch"],
+        "arch": a[S.ARCH],
     }
 
 

@@ -14,7 +14,7 @@ def nas_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def tiny_arch():
-    from nas.arch import ArchConfig
+    from nas.core.arch import ArchConfig
 
     return ArchConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
                       vocab_size=256, max_seq_len=256)

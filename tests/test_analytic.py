@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from latency_models import analytic, probes, registry
-from nas.arch import ArchBatch, ArchConfig
-from nas.errors import NasUserError
-from targets import list_targets, load_target
+from nas.latency import analytic, probes, registry
+from nas.core.arch import ArchBatch, ArchConfig
+from nas.core.errors import NasUserError
+from nas.targets import list_targets, load_target
 
 FAKE_PROBES = {"schema": 1, "cpu_model": "test", "threads": 2, "ort_version": "x",
                "mem_bandwidth_bytes_per_s": 20e9, "matmul_flops_per_s": 100e9}

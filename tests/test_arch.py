@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from nas import accounting
-from nas.arch import ArchBatch, ArchConfig
-from nas.errors import ArchConfigError, NasUserError
+from nas.core import accounting
+from nas.core.arch import ArchBatch, ArchConfig
+from nas.core.errors import ArchConfigError, NasUserError
 
 
 def _shapes(n: int = 60, seed: int = 20240611) -> list[ArchConfig]:
@@ -68,8 +68,8 @@ def test_shapes_cover_the_variants():
 
 
 def _hf_model(arch: ArchConfig):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
     hf = arch.to_hf_config()
     config_cls, model_cls = ((transformers.Qwen2Config, transformers.Qwen2ForCausalLM) if arch.qkv_bias
                              else (transformers.LlamaConfig, transformers.LlamaForCausalLM))

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latency_models.bundle import RUNNER_SOURCE, feed_spec, write_bundle
-from latency_models.measure import Protocol
-from latency_models.profile import ProfileSettings, profile_configs, read_measurements
+from nas.latency.bundle import RUNNER_SOURCE, feed_spec, write_bundle
+from nas.latency.measure import Protocol
+from nas.latency.profile import ProfileSettings, profile_configs, read_measurements
 from nas.cli import main
-from targets import load_target
+from nas.targets import load_target
 from test_profile import fake_graphs, fake_space, small_arch  # noqa: F401 -- fixtures shared with test_profile
 
 
@@ -69,8 +69,8 @@ def test_prefill_and_decode_share_their_weights_on_disk(tiny_arch, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from latency_models import graphs
-    from latency_models.bundle import save_graphs
+    from nas.latency import graphs
+    from nas.latency.bundle import save_graphs
 
     def build():
         return {phase: graphs.build_graph(tiny_arch, phase, precision="fp32") for phase in graphs.PHASES}
@@ -89,7 +89,7 @@ def test_prefill_and_decode_share_their_weights_on_disk(tiny_arch, tmp_path):
 
 
 def test_runner_statistics_match_the_protocol():
-    from latency_models.measure import summarize
+    from nas.latency.measure import summarize
 
     runner = load_runner()
     samples = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6]
@@ -97,7 +97,7 @@ def test_runner_statistics_match_the_protocol():
 
 
 def test_runner_combines_sessions_like_the_protocol():
-    from latency_models.measure import combine_sessions
+    from nas.latency.measure import combine_sessions
 
     runner = load_runner()
     sessions = [[9.0, 10.0, 40.0], [30.0, 30.0, 30.0], [11.0, 11.0, 35.0]]
@@ -195,7 +195,7 @@ def test_runner_sessions_flag_and_a_manifest_from_before_sessions(fake_graphs, t
 def test_runner_records_a_broken_graph_and_goes_on(fake_graphs, tmp_path):  # noqa: F811
     bundle = tmp_path / "b"
     write_bundle(load_target("rpi5"), [small_arch(), small_arch(hidden=64)], bundle, precision="fp32",
-                 prompt_lens=(4,), context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=1), progress=False)
+                 prompt_lens=(4,), context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=1, sessions=1), progress=False)
     manifest = json.loads((bundle / "manifest.json").read_text())
     broken = manifest["graphs"][0]
     (bundle / broken["file"]).write_bytes(b"not an onnx file")
@@ -210,7 +210,7 @@ def test_runner_records_a_broken_graph_and_goes_on(fake_graphs, tmp_path):  # no
 def test_runner_unknown_provider(fake_graphs, tmp_path):  # noqa: F811
     bundle = tmp_path / "b"
     write_bundle(load_target("rpi5"), [small_arch()], bundle, precision="fp32", prompt_lens=(4,), context_lens=(),
-                 protocol=Protocol(threads=1), progress=False)
+                 protocol=Protocol(threads=1, sessions=1), progress=False)
     done = run_runner(bundle, "--provider", "QNNExecutionProvider")
     assert done.returncode == 2
     assert "'QNNExecutionProvider' is not available" in done.stderr and "CPUExecutionProvider" in done.stderr

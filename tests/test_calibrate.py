@@ -7,18 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from latency_models import features as F
-from latency_models import probes
-from latency_models.calibrate import default_holdout, select_rows
-from latency_models.measure import Protocol, summarize
-from latency_models.profile import ProfileSettings, make_row
-from latency_models.registry import CALIBRATED, MEASURED, latency_source, load_latency_model
-from nas.arch import ArchBatch
+from nas.latency import features as F
+from nas.latency import probes
+from nas.latency.calibrate import default_holdout, select_rows
+from nas.latency.measure import Protocol, summarize
+from nas.latency.profile import ProfileSettings, make_row
+from nas.latency.registry import CALIBRATED, MEASURED, latency_source, load_latency_model
+from nas.core.arch import ArchBatch
 from nas.cli import main
-from nas.errors import NasUserError
-from nas.paths import predictor_path
-from search_spaces import load_space
-from targets import load_target
+from nas.core.errors import NasUserError
+from nas.core.paths import predictor_path
+from nas.spaces import load_space
+from nas.targets import load_target
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ def device_rows(target="pixel8", n=24, env=DEVICE_ENV, precision="int4", seed=0,
     rng = np.random.default_rng(seed)
     configs = load_space("tiny").sample(n, seed=seed)
     settings = ProfileSettings(precision=precision, provider="CPUExecutionProvider", prompt_lens=(32, 64),
-                               context_lens=(32, 128), protocol=Protocol(threads=threads, warmup=1, runs=3))
+                               context_lens=(32, 128), protocol=Protocol(threads=threads, warmup=1, runs=3, sessions=1))
     rows = []
     for arch in configs:
         batch = ArchBatch.from_configs([arch])
@@ -112,7 +112,7 @@ def test_dry_run_prints_plan_and_estimate(capsys):
 
 
 def test_estimate_counts_every_session():
-    from latency_models.calibrate import estimate_seconds
+    from nas.latency.calibrate import estimate_seconds
 
     host = load_target("host-cpu")
     configs = load_space("tiny").sample(4, seed=0)

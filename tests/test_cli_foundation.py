@@ -105,7 +105,7 @@ def test_inspect_flags(capsys):
 
 
 def test_inspect_json_and_files(capsys, tmp_path):
-    from nas.arch import ArchConfig
+    from nas.core.arch import ArchConfig
 
     arch = ArchConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1, intermediate_size=128,
                       vocab_size=256, qkv_bias=True)

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from nas.arch import ArchConfig
-from nas.errors import NasUserError
+from nas.core.arch import ArchConfig
+from nas.core.errors import NasUserError
 from nas.export import export_arch, litgpt_config, nanogpt_config, render, to_yaml
 
 SMALL = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=160, vocab_size=300, max_seq_len=128)
@@ -25,7 +25,7 @@ SMALL = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=160, v
     dict(num_kv_heads=2, qkv_bias=True),  # Qwen2
 ], ids=["gqa-swiglu-tied", "mqa-untied", "reglu", "geglu-headdim32", "qwen2-qkv-bias"])
 def test_hf_export_builds_exactly_the_parameter_count(tmp_path, fields):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     arch = ArchConfig(**SMALL, **fields)
     path = export_arch(arch, "hf", tmp_path).path
     assert path.name == "config.json"
@@ -88,7 +88,7 @@ def test_litgpt_yaml_parses_back(tmp_path):
     text = result.path.read_text()
     assert result.path.name == "model_config.yaml"
     assert _parse_flat_yaml(text) == litgpt_config(arch)
-    yaml = pytest.importorskip("yaml")
+    import yaml
     assert yaml.safe_load(text) == litgpt_config(arch)
     # Tied shape: LitGPT cannot tie, so the file and the notes say how to re-tie.
     assert "model.lm_head.weight = model.transformer.wte.weight" in text
@@ -101,7 +101,7 @@ def test_to_yaml_scalars():
     data = {"a": True, "b": 1.5e-06, "c": "x: y", "d": 3, "e": 1e-05, "f": 1e20, "g": 0.5}
     text = to_yaml(data)
     assert _parse_flat_yaml(text) == data
-    yaml = pytest.importorskip("yaml")  # a YAML 1.1 loader, as LitGPT uses
+    import yaml  # a YAML 1.1 loader, as LitGPT uses
     assert yaml.safe_load(text) == data
 
 
@@ -214,7 +214,7 @@ def test_nas_export_trial(tmp_path, capsys, storage, fmt, filename):
 
 @pytest.mark.parametrize("pick", ["fastest", "best-quality", "knee"])
 def test_nas_export_pick_says_which(tmp_path, capsys, storage, pick):
-    from reports.data import compute_picks, load_study, read_study, study_pareto_set
+    from nas.study.read import compute_picks, load_study, read_study, study_pareto_set
 
     trials = read_study(load_study(storage, "exp"))
     expected = compute_picks(trials, study_pareto_set(trials))[pick]

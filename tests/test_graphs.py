@@ -7,14 +7,14 @@ import onnx
 import pytest
 import torch
 
-from latency_models import graphs
-from latency_models.graphs import build_graph, graph_feeds, model_weights, save_graph
-from latency_models.quantize import quantize
-from nas.arch import ArchConfig
-from nas.errors import NasUserError
+from nas.latency import graphs
+from nas.latency.graphs import build_graph, graph_feeds, model_weights, save_graph
+from nas.latency.quantize import quantize
+from nas.core.arch import ArchConfig
+from nas.core.errors import NasUserError
 from nas.model import build_model
 
-ort = pytest.importorskip("onnxruntime")
+import onnxruntime as ort
 
 SHAPES = {
     "gqa-swiglu-untied": dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=96,

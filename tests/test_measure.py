@@ -7,9 +7,9 @@ import statistics
 import numpy as np
 import pytest
 
-from latency_models.measure import (Protocol, available_providers, combine_sessions, environment, make_session,
+from nas.latency.measure import (Protocol, available_providers, combine_sessions, environment, make_session,
                                     reusable_model, summarize, time_session)
-from nas.errors import NasUserError
+from nas.core.errors import NasUserError
 
 
 def matmul_model(n: int = 16):
@@ -99,7 +99,7 @@ def test_protocol_from_a_dict_written_before_sessions_existed():
     old = {"threads": 2, "warmup": 2, "runs": 7, "inter_op_threads": 1, "graph_optimization_level": "ORT_ENABLE_ALL",
            "execution_mode": "ORT_SEQUENTIAL", "min_run_seconds": 0.0, "max_runs": 1000}
     p = Protocol.from_dict(old)
-    assert p.sessions == 1 and p == Protocol(threads=2, warmup=2, runs=7)
+    assert p.sessions == 1 and p == Protocol(threads=2, warmup=2, runs=7, sessions=1)
     with pytest.raises(NasUserError, match="unknown field.*turbo"):
         Protocol.from_dict({**old, "turbo": True})
 

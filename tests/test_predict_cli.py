@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from latency_models import probes
+from nas.latency import probes
 from nas.cli import main
 
 ARCH = ["--hidden-size", "576", "--layers", "30", "--heads", "9", "--kv-heads", "3", "--ffn", "1536",
@@ -35,7 +35,7 @@ def test_json_output_several_targets(capsys):
     data = json.loads(capsys.readouterr().out)
     assert list(data["targets"]) == ["pixel8", "host-cpu"]
     assert data["prompt_len"] == 256 and data["context_len"] == 1024 and data["num_params"] == 134515008
-    from nas.arch import ArchConfig
+    from nas.core.arch import ArchConfig
 
     arch = ArchConfig.from_dict(data["arch"])
     for name, r in data["targets"].items():
@@ -53,7 +53,7 @@ def test_json_output_several_targets(capsys):
 
 
 def test_precision_flag_and_config_file(tmp_path, capsys):
-    from nas.arch import ArchConfig
+    from nas.core.arch import ArchConfig
 
     cfg = tmp_path / "arch.json"
     cfg.write_text(ArchConfig(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=768).to_json())

@@ -1,6 +1,6 @@
 """Profiling: rows, skip on re-run, failures recorded, validation on read, and the `nas profile` command.
 
-Most tests swap `latency_models.graphs` for a tiny stand-in (an embedding gather and a matmul with the same
+Most tests swap `nas.latency.graphs` for a tiny stand-in (an embedding gather and a matmul with the same
 symbolic P / C inputs) so they run in milliseconds; `test_real_graphs_*` uses the real graph builder.
 """
 
@@ -13,12 +13,12 @@ import types
 import numpy as np
 import pytest
 
-from latency_models.measure import Protocol
-from latency_models.profile import (KEY_FIELDS, ROW_FIELDS, ProfileSettings, measurement_key, profile_configs,
+from nas.latency.measure import Protocol
+from nas.latency.profile import (KEY_FIELDS, ROW_FIELDS, ProfileSettings, measurement_key, profile_configs,
                                     read_measurements)
-from nas.arch import ArchConfig
+from nas.core.arch import ArchConfig
 from nas.cli import main
-from nas.errors import NasUserError
+from nas.core.errors import NasUserError
 
 
 def small_arch(hidden=32, layers=1, **kw):
@@ -70,7 +70,7 @@ def fake_save_graph(model, path):
 
 
 def fake_graphs_module():
-    module = types.ModuleType("latency_models.graphs")
+    module = types.ModuleType("nas.latency.graphs")
     module.PHASES = ("prefill", "decode")
     module.build_graph = fake_build_graph
     module.graph_feeds = fake_graph_feeds
@@ -80,11 +80,11 @@ def fake_graphs_module():
 
 @pytest.fixture
 def fake_graphs(monkeypatch):
-    import latency_models
+    import nas.latency
 
     module = fake_graphs_module()
-    monkeypatch.setitem(sys.modules, "latency_models.graphs", module)
-    monkeypatch.setattr(latency_models, "graphs", module, raising=False)
+    monkeypatch.setitem(sys.modules, "nas.latency.graphs", module)
+    monkeypatch.setattr(nas.latency, "graphs", module, raising=False)
     return module
 
 
@@ -97,14 +97,14 @@ class FakeSpace:
 
 @pytest.fixture
 def fake_space(monkeypatch):
-    import search_spaces
+    import nas.spaces
 
-    monkeypatch.setattr(search_spaces, "load_space", lambda name: FakeSpace(), raising=False)
+    monkeypatch.setattr(nas.spaces, "load_space", lambda name: FakeSpace(), raising=False)
 
 
 def settings(**kw):
     base = dict(precision="fp32", provider="CPUExecutionProvider", provider_options={}, prompt_lens=(4, 8),
-                context_lens=(8,), protocol=Protocol(threads=1, warmup=1, runs=2))
+                context_lens=(8,), protocol=Protocol(threads=1, warmup=1, runs=2, sessions=1))
     return ProfileSettings(**{**base, **kw})
 
 
@@ -277,7 +277,7 @@ def test_cli_profile_unknown_provider(capsys):
     assert main(["profile", "--target", "host-cpu", "--provider", "CUDAExecutionProvider"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "'CUDAExecutionProvider' is not available" in err and "CPUExecutionProvider" in err
+    assert "no execution provider 'CUDAExecutionProvider'" in err and "CPUExecutionProvider" in err
 
 
 def test_cli_profile_bad_values(capsys):
@@ -291,7 +291,7 @@ def test_cli_profile_bad_values(capsys):
 
 
 def test_cli_profile_precision_the_provider_cannot_run(fake_graphs, fake_space, monkeypatch, capsys, nas_home):
-    import latency_models.measure as measure
+    import nas.latency.measure as measure
 
     def refuse(*args, **kwargs):
         raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for MatMul")
@@ -308,7 +308,7 @@ def test_cli_profile_precision_the_provider_cannot_run(fake_graphs, fake_space, 
 
 def test_real_graphs_prefill_and_decode(tiny_arch, tmp_path):
     """The real graph builder: one graph per phase serves every length; rows validate."""
-    from latency_models import graphs
+    from nas.latency import graphs
 
     assert tuple(graphs.PHASES) == ("prefill", "decode")
     out = tmp_path / "m.jsonl"
@@ -323,7 +323,7 @@ def test_real_graphs_prefill_and_decode(tiny_arch, tmp_path):
 @pytest.fixture
 def recorded(monkeypatch):
     """Wrap make_session and time_session to record which session timed which length, in order."""
-    import latency_models.measure as measure
+    import nas.latency.measure as measure
 
     real_make, real_time = measure.make_session, measure.time_session
     log = {"sessions": [], "timed": []}
@@ -364,7 +364,7 @@ def test_sessions_are_honoured_and_lengths_interleaved(fake_graphs, recorded, tm
 
 
 def test_row_median_is_the_median_of_session_medians(fake_graphs, monkeypatch, tmp_path):
-    import latency_models.measure as measure
+    import nas.latency.measure as measure
 
     # per call, session-major (lengths 4 then 8); session 2 sits in a slow state
     per_call = iter([[9.0, 10.0, 40.0], [20.0, 20.0, 20.0],
@@ -390,7 +390,7 @@ def test_row_median_is_the_median_of_session_medians(fake_graphs, monkeypatch, t
 
 
 def test_a_length_failing_in_a_later_session_fails_only_that_length(fake_graphs, monkeypatch, tmp_path):
-    import latency_models.measure as measure
+    import nas.latency.measure as measure
 
     real, calls = measure.time_session, []
 
@@ -436,8 +436,8 @@ def test_bad_session_medians_are_refused(good_row, tmp_path, medians):
 
 
 def test_make_row_needs_session_medians_for_several_sessions():
-    from latency_models.measure import summarize
-    from latency_models.profile import make_row
+    from nas.latency.measure import summarize
+    from nas.latency.profile import make_row
 
     stats = {**summarize([1.0, 2.0]), "samples": [1.0, 2.0]}
     kw = dict(target="t", arch=small_arch(), phase="prefill", length=4, env={}, providers_used=[], stats=stats)

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from nas.arch import ArchConfig
-from nas.records import Objective, StudyMeta, TargetFigures, TrialRecord
+from nas.core.arch import ArchConfig
+from nas.study.schema import Objective, StudyMeta, TargetFigures, TrialRecord
 
 # Plausible device figures for fake studies: effective memory bandwidth (GB/s) and matmul rate (GFLOP/s).
 FAKE_TARGETS = {"pixel8": (22.0, 180.0, "analytic, uncalibrated"), "host-cpu": (14.0, 420.0, "calibrated")}
@@ -76,23 +76,24 @@ def make_study(storage, name: str, n_trials: int = 60, targets=("pixel8",), seed
 
 @pytest.fixture
 def study_trials():
-    from reports.data import read_study
+    from nas.study.read import read_study
 
     return read_study(make_study(None, "s", n_trials=80, targets=("pixel8", "host-cpu")))
 
 
 # ----------------------------------------------------------------------------------------------- compute
-def test_pareto_mask_basic():
-    from reports.data import pareto_mask
+def test_pareto_mask_max_basic():
+    from nas.study.pareto import pareto_mask_max
 
     pts = [(1, 5), (5, 1), (3, 3), (2, 2), (3, 3), (0, 0)]
-    assert pareto_mask(pts, [True, True]) == [True, True, True, False, True, False]
-    assert pareto_mask([(1, 5), (2, 4)], [False, True]) == [True, False]  # minimise x: (1,5) dominates
-    assert pareto_mask([], [True]) == []
+    assert pareto_mask_max(pts, [True, True]).tolist() == [True, True, True, False, True, False]
+    assert pareto_mask_max([(1, 5), (2, 4)], [False, True]).tolist() == [True, False]  # minimise x
+    assert pareto_mask_max([], [True]).tolist() == []
 
 
 def test_study_pareto_set_is_feasible_non_dominated_and_unique(study_trials):
-    from reports.data import pareto_mask, study_pareto_set
+    from nas.study.pareto import pareto_mask_max
+    from nas.study.read import study_pareto_set
 
     pareto = study_pareto_set(study_trials)
     assert pareto
@@ -100,14 +101,14 @@ def test_study_pareto_set_is_feasible_non_dominated_and_unique(study_trials):
     assert all(points[n].feasible for n in pareto)
     assert len({points[n].arch_id for n in pareto}) == len(pareto)
     feasible = [p for p in points.values() if p.feasible]
-    mask = dict(zip([p.number for p in feasible], pareto_mask([p.values for p in feasible], [True] * 3)))
+    mask = dict(zip([p.number for p in feasible], pareto_mask_max([p.values for p in feasible], [True] * 3)))
     assert all(mask[n] for n in pareto)
     # Infeasible trials are never on it even when they would dominate.
     assert any(not p.feasible for p in points.values())
 
 
 def test_front_2d_partitions_points_and_is_monotone(study_trials):
-    from reports.data import front_2d
+    from nas.report.data import front_2d
 
     f = front_2d(study_trials, "pixel8", "decode_tokens_per_s")
     everything = set(f.front) | set(f.dominated) | set(f.infeasible)
@@ -123,7 +124,7 @@ def test_front_2d_partitions_points_and_is_monotone(study_trials):
 
 
 def test_label_subset_keeps_picks_and_caps_count():
-    from reports.data import label_subset
+    from nas.report.data import label_subset
 
     front = list(range(40))
     chosen = label_subset(front, {"knee": 17, "fastest": 39, "best-quality": 0}, max_labels=8)
@@ -133,7 +134,7 @@ def test_label_subset_keeps_picks_and_caps_count():
 
 
 def test_knee_index():
-    from reports.data import knee_index
+    from nas.study.pareto import knee_index
 
     # A front bulging toward the ideal corner: the bulge is the knee.
     assert knee_index([1, 2, 9, 10], [10, 9.5, 9, 1]) == 2
@@ -146,7 +147,7 @@ def test_knee_index():
 
 
 def test_picks_are_on_the_pareto_set(study_trials):
-    from reports.data import compute_picks, study_pareto_set
+    from nas.study.read import compute_picks, study_pareto_set
 
     pareto = study_pareto_set(study_trials)
     picks = compute_picks(study_trials, pareto)
@@ -159,21 +160,20 @@ def test_picks_are_on_the_pareto_set(study_trials):
     assert min(speed.values()) <= speed[picks["knee"]] <= max(speed.values())
 
 
-def test_hypervolume_2d_and_history_monotone(study_trials):
-    from reports.data import hypervolume_2d, hypervolume_history
+def test_search_progress_is_monotone_over_the_samplers_trials(study_trials):
+    from nas.report.data import search_progress
 
-    assert hypervolume_2d([(1, 1)]) == 1
-    assert hypervolume_2d([(1, 0.5), (0.5, 1)]) == pytest.approx(0.75)
-    assert hypervolume_2d([(1, 0.5), (0.5, 1), (0.4, 0.4)]) == pytest.approx(0.75)
-    h = hypervolume_history(study_trials, "pixel8")
+    h = search_progress(study_trials)
     assert len(h.numbers) == sum(p.feasible for p in study_trials.points.values())
     assert list(h.numbers) == sorted(h.numbers)
     assert all(b >= a - 1e-12 for a, b in zip(h.values, h.values[1:]))
-    assert 0 < h.values[-1] <= 1
+    assert 0 < h.values[-1] <= 1.1 ** 3
+    assert h.exact_added == 0 and h.final_with_exact is None
 
 
 def test_table_rows(study_trials):
-    from reports.data import compute_picks, study_pareto_set, table_columns, table_rows
+    from nas.report.data import table_columns, table_rows
+    from nas.study.read import compute_picks, study_pareto_set
 
     pareto = study_pareto_set(study_trials)
     picks = compute_picks(study_trials, pareto)
@@ -193,8 +193,8 @@ def test_table_rows(study_trials):
 
 
 def test_markdown_and_csv_tables(study_trials):
-    from reports import tables
-    from reports.data import compute_report
+    from nas.report import tables
+    from nas.report.data import compute_report
 
     data = compute_report(study_trials, with_parity=False)
     md = tables.to_markdown(data.columns, data.rows).splitlines()
@@ -208,7 +208,7 @@ def test_markdown_and_csv_tables(study_trials):
 
 
 def test_parity_from_predictor_is_lenient(tmp_path):
-    from reports.data import Parity, parity_from_predictor
+    from nas.report.data import Parity, parity_from_predictor
 
     good = tmp_path / "p.json"
     good.write_text(json.dumps({"metadata": {"target": "host-cpu"}, "evaluation": {
@@ -234,13 +234,14 @@ def test_parity_from_predictor_is_lenient(tmp_path):
 
 
 def test_quality_axis_label(study_trials):
-    from reports.data import quality_axis
+    from nas.report.data import quality_axis
 
     assert quality_axis(study_trials) == ("quality: non-embedding parameters (M)", 1e-6)
 
 
 def test_no_feasible_trial_still_reports(tmp_path):
-    from reports.data import compute_report, read_study
+    from nas.report.data import compute_report
+    from nas.study.read import read_study
 
     trials = read_study(make_study(None, "tight", n_trials=10, memory_mb=1.0))
     data = compute_report(trials, with_parity=False)
@@ -264,15 +265,15 @@ def _fake_predictor(nas_home, target="host-cpu"):
 
 
 def test_build_report_writes_a_self_contained_folder(tmp_path, nas_home, monkeypatch):
-    import reports.data
-    from reports import build_report
+    import nas.report.data
+    from nas.report import build_report
 
     predictor = _fake_predictor(nas_home)
 
     def fake_find_parity(target, precision):
-        return reports.data.parity_from_predictor(target, predictor)
+        return nas.report.data.parity_from_predictor(target, predictor)
 
-    monkeypatch.setattr(reports.data, "find_parity", fake_find_parity)
+    monkeypatch.setattr(nas.report.data, "find_parity", fake_find_parity)
     storage = f"sqlite:///{tmp_path / 'nas.db'}"
     make_study(storage, "demo", n_trials=70, targets=("pixel8", "host-cpu"))
     index = build_report(storage, "demo", tmp_path / "report")

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from nas.cli import main
-from nas.errors import NasUserError
-from nas.objectives import (Normaliser, hypervolume, parse_count, parse_objectives, parse_params_range,
-                            pareto_mask)
-from nas.search import FOUND_BY_EXACT, MAX_ASKS_PER_TRIAL, Search, SearchSettings
+from nas.core.errors import NasUserError
+from nas.search import MAX_ASKS_PER_TRIAL, Search, SearchSettings
+from nas.study.objectives import parse_count, parse_objectives, parse_params_range
+from nas.study.pareto import Normaliser, hypervolume, pareto_mask
+from nas.study.schema import FOUND_BY_EXACT
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,7 +101,7 @@ def test_parse_params_range():
 
 # ---------------------------------------------------------------------------------------------- search
 def test_trials_carry_records_and_constraints():
-    from nas.records import TrialRecord
+    from nas.study.schema import TrialRecord
 
     search = quiet_search(trials=20)
     result = search.run(progress=False)
@@ -338,7 +339,6 @@ def test_cli_prints_pareto_table_and_json(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_writes_report_when_available(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("reports.data")
     monkeypatch.chdir(tmp_path)
     code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress"])
     out = capsys.readouterr().out

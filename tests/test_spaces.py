@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from nas.arch import ArchBatch, ArchConfig
-from nas.errors import NasUserError
-from search_spaces import SPACES_DIR, Dimension, SearchSpace, known_space_names, list_spaces, load_space
+from nas.core.arch import ArchBatch, ArchConfig
+from nas.core.errors import NasUserError
+from nas.spaces import SPACES_DIR, Dimension, SearchSpace, known_space_names, list_spaces, load_space
 
 PRESETS = {"tiny", "mobilellm", "phonelm", "subbillion", "hostcal"}
 
@@ -50,7 +50,7 @@ def test_sizes():
 
 
 def test_subbillion_enumerates_in_seconds():
-    from search_spaces import _ENUM_CACHE
+    from nas.spaces import _ENUM_CACHE
 
     space = load_space("subbillion")
     _ENUM_CACHE.pop(space.fingerprint, None)

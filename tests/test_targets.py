@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from nas.errors import NasUserError
-from targets import (COMPUTE_UNITS, EXECUTION_PROVIDERS, PRECISIONS, TARGETS_DIR, Spec, Target,
+from nas.core.errors import NasUserError
+from nas.targets import (COMPUTE_UNITS, EXECUTION_PROVIDERS, PRECISIONS, TARGETS_DIR, Spec, Target,
                      known_target_names, list_targets, load_target)
 
 REQUIRED = {"host-cpu", "pixel8", "sd8gen3", "iphone15pro", "rpi5", "jetson-orin-nano", "macbook-m3"}
@@ -58,7 +58,7 @@ def test_phones_deploy_int4_weight_only():
 
 
 def test_latency_source_for_every_target():
-    from latency_models.registry import ANALYTIC, latency_source
+    from nas.latency.registry import ANALYTIC, latency_source
 
     for t in list_targets():  # conftest gives an empty NAS_HOME: nothing calibrated
         assert latency_source(t) in (ANALYTIC, "calibrated", "measured")

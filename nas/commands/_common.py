@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasUserError
-from nas.userfiles import read_json_file
+from nas.core.errors import NasUserError
+from nas.core.userfiles import read_json_file
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ _ARCH_FLAG_FIELDS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "
 
 def arch_from_args(args: argparse.Namespace):
     """Build the ArchConfig the user described; a file is read first, flags override its fields."""
-    from nas.arch import ArchConfig
+    from nas.core.arch import ArchConfig
 
     fields: dict[str, Any] = {}
     if args.config:

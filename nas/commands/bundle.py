@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nas.commands._common import add_json_flag, emit
-from nas.commands.profile import add_sampling_arguments, make_protocol, resolve_precision, sample_configs
+from nas.commands.profile import add_sampling_arguments, make_protocol, sample_configs
 
 HELP = "write ONNX graphs + a standalone runner to measure latency on a device (phone, Pi, Jetson, Mac)"
 DESCRIPTION = """Write a profiling bundle: ONNX graphs for a space-filling sample of configs (one per config and
@@ -32,11 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latency_models.bundle import write_bundle
-    from targets import load_target
+    from nas.latency.bundle import write_bundle
+    from nas.latency.registry import resolve_deployment
 
-    target = load_target(args.target)
-    precision = resolve_precision(args, target)
+    target, precision, _ = resolve_deployment(args.target, args.precision)
     protocol = make_protocol(args, target)
     space_name, configs = sample_configs(args)
     manifest = write_bundle(target, configs, args.out, precision=precision, prompt_lens=args.prompt_lens,

@@ -6,9 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from nas.accounting import PRECISIONS
 from nas.commands._common import add_json_flag, emit
-from nas.errors import NasUserError
+from nas.core.accounting import PRECISIONS
+from nas.core.errors import NasUserError
+from nas.latency.measure import PROTOCOL_DEFAULTS
+from nas.latency.profile import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS
 
 HELP = "fit a target's latency predictor from ONNX Runtime measurements (this host, or imported)"
 DESCRIPTION = """\
@@ -31,18 +33,16 @@ Examples:
 """
 
 
-# Defaults of `nas calibrate --target host-cpu`, sized to finish within ~15 minutes on a busy 2-core machine
-# (graph builds dominate); `--dry-run` prints the estimate for any plan. Each length is timed in 3 fresh
-# sessions (1 warm-up + 5 timed runs each) and the median of the session medians kept: sessions of the same
-# graph differ by up to 15% on a shared host, far more than the runs within one session. With 3 runs per
-# session the prefill spread (median cv 8.6%) limited the fit; timing is a small share of the run time.
+# Defaults of `nas calibrate --target host-cpu`: the measuring commands' protocol and lengths
+# (nas.latency.measure.Protocol, nas.latency.profile), on 64 configs (30 held out + 34 fitted), sized to
+# finish within ~15 minutes on a 2-core machine; `--dry-run` prints the estimate for any plan.
 HOST_DEFAULTS = {
-    "n_configs": 64,  # 30 held out + 34 fitted
-    "prompt_lens": (64, 128),
-    "context_lens": (128, 512),
-    "warmup": 1,
-    "runs": 5,
-    "sessions": 3,
+    "n_configs": 64,
+    "prompt_lens": DEFAULT_PROMPT_LENS,
+    "context_lens": DEFAULT_CONTEXT_LENS,
+    "warmup": PROTOCOL_DEFAULTS.warmup,
+    "runs": PROTOCOL_DEFAULTS.runs,
+    "sessions": PROTOCOL_DEFAULTS.sessions,
 }
 
 
@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_space() -> str:
-    from search_spaces import load_space
+    from nas.spaces import load_space
 
     try:
         load_space("hostcal")
@@ -101,12 +101,12 @@ def _log(args, message: str) -> None:
 
 
 def _measure_here(args, target, precision: str, provider: str, threads: int) -> tuple[list[dict], dict[str, Any]]:
-    from latency_models import calibrate as cal
-    from latency_models.measure import Protocol
-    from latency_models.probes import host_probes
-    from latency_models.profile import ProfileSettings, profile_configs
-    from nas.paths import measurements_path
-    from search_spaces import load_space
+    from nas.latency import calibrate as cal
+    from nas.latency.measure import Protocol
+    from nas.latency.probes import host_probes
+    from nas.latency.profile import ProfileSettings, profile_configs
+    from nas.core.paths import measurements_path
+    from nas.spaces import load_space
 
     if args.n_configs < 2:
         raise NasUserError(f"--n-configs must be at least 2, got {args.n_configs}")
@@ -148,21 +148,12 @@ def _measure_here(args, target, precision: str, provider: str, threads: int) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from latency_models import calibrate as cal
-    from latency_models.profile import read_measurements
-    from latency_models.registry import host_threads, latency_source
-    from nas.paths import predictor_path
-    from targets import load_target
+    from nas.latency import calibrate as cal
+    from nas.latency.profile import read_measurements
+    from nas.core.paths import predictor_path
+    from nas.latency.registry import host_threads, latency_source, resolve_deployment
 
-    target = load_target(args.target)
-    precision = args.precision or target.default_precision
-    if precision not in target.precisions:
-        raise NasUserError(f"target {target.name} does not run precision {precision!r}; "
-                           f"it runs: {', '.join(target.precisions)}")
-    provider = args.provider or target.execution_providers[0]
-    if provider not in target.execution_providers:
-        raise NasUserError(f"target {target.name} has no execution provider {provider!r}; "
-                           f"it has: {', '.join(target.execution_providers)}")
+    target, precision, provider = resolve_deployment(args.target, args.precision, args.provider)
     threads = args.threads if args.threads is not None else host_threads(target)
     if threads <= 0:
         raise NasUserError(f"--threads must be a positive integer, got {threads}")
@@ -171,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
 
     ort_version = cpu = None
     if target.measured_here:
-        from latency_models.measure import cpu_model
+        from nas.latency.measure import cpu_model
 
         ort_version, cpu = _installed_ort(), cpu_model()
     plan: dict[str, Any] = {}

@@ -34,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas.errors import NasUserError
+    from nas.core.errors import NasUserError
     from nas.export import choose_trial, export_arch
-    from nas.paths import default_storage
-    from reports.data import load_study, read_study
+    from nas.core.paths import default_storage
+    from nas.study.read import load_study, read_study
 
     if args.trial is None and args.arch_id is None and args.pick is None:
         raise NasUserError("say which shape to export: --trial N, --arch-id ID, or "

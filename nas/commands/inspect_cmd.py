@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nas.commands._common import add_arch_arguments, add_json_flag, arch_from_args, emit
-from nas.errors import NasUserError
+from nas.core.errors import NasUserError
 
 HELP = "print an architecture's parameters, FLOPs, weight bytes, KV cache and memory footprint"
 DESCRIPTION = """Print the full accounting of one architecture, given by flags, a nas JSON file or an HF config.json.

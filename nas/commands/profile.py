@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from nas.accounting import PRECISIONS
 from nas.commands._common import add_json_flag, emit
-from nas.errors import NasUserError
+from nas.core.accounting import PRECISIONS
+from nas.core.errors import NasUserError
+from nas.latency.measure import PROTOCOL_DEFAULTS
+from nas.latency.profile import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS
 
 HELP = "measure prefill/decode latency of sampled configs with ONNX Runtime on this machine"
 DESCRIPTION = """Measure prefill (time to first token at prompt length P) and decode (one token with C tokens in the
@@ -26,14 +28,10 @@ Examples:
   nas profile --target host-cpu --precision int8 --prompt-lens 64,256 --context-lens 256,1024 --json
 """
 
-# Default protocol of `nas profile` and `nas bundle`: 3 fresh sessions x (2 warm-up + 5 timed runs). Between
-# sessions the same graph differed by up to 15% on a shared host while the runs within one session agreed to a
-# few percent, so three short sessions give a steadier median than one long one (21 runs against 13 before).
-DEFAULT_WARMUP = 2
-DEFAULT_RUNS = 5
-DEFAULT_SESSIONS = 3
-DEFAULT_PROMPT_LENS = (32, 128, 512)
-DEFAULT_CONTEXT_LENS = (128, 512, 2048)
+# The measuring commands' defaults (one set, in nas.latency): protocol and lengths.
+DEFAULT_WARMUP = PROTOCOL_DEFAULTS.warmup
+DEFAULT_RUNS = PROTOCOL_DEFAULTS.runs
+DEFAULT_SESSIONS = PROTOCOL_DEFAULTS.sessions
 # Space used when none is given, first that exists: the host-calibration space sized for a small CPU.
 DEFAULT_SPACES = ("hostcal", "tiny")
 
@@ -96,7 +94,7 @@ def parse_provider_options(items: list[str]) -> dict[str, str]:
 
 def sample_configs(args: argparse.Namespace) -> tuple[str, list]:
     """The space's name and its space-filling sample of --n-configs configs."""
-    from search_spaces import load_space
+    from nas.spaces import load_space
 
     if args.n_configs is None or args.n_configs < 1:
         raise NasUserError(f"--n-configs must be at least 1, got {args.n_configs}")
@@ -116,7 +114,7 @@ def sample_configs(args: argparse.Namespace) -> tuple[str, list]:
 
 
 def make_protocol(args: argparse.Namespace, target):
-    from latency_models.measure import Protocol
+    from nas.latency.measure import Protocol
 
     threads = args.threads if args.threads is not None else target.threads
     for flag, value, low in (("--threads", threads, 1), ("--warmup", args.warmup, 0), ("--runs", args.runs, 1),
@@ -124,14 +122,6 @@ def make_protocol(args: argparse.Namespace, target):
         if value < low:
             raise NasUserError(f"{flag} must be at least {low}, got {value}")
     return Protocol(threads=threads, warmup=args.warmup, runs=args.runs, sessions=args.sessions)
-
-
-def resolve_precision(args: argparse.Namespace, target) -> str:
-    precision = args.precision or target.default_precision
-    if precision not in target.precisions:
-        raise NasUserError(f"precision {precision!r} is not one of {target.name}'s precisions: "
-                           f"{', '.join(target.precisions)}")
-    return precision
 
 
 def _all_failed_message(failures: list[dict], precision: str, provider: str, out) -> tuple[str, int]:
@@ -151,18 +141,19 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from latency_models.measure import check_provider
-    from latency_models.profile import ProfileSettings, profile_configs
-    from nas.paths import measurements_path
-    from targets import load_target
+    from nas.core.paths import measurements_path
+    from nas.latency.measure import check_provider
+    from nas.latency.profile import ProfileSettings, profile_configs
+    from nas.latency.registry import resolve_deployment
+    from nas.targets import load_target
 
     target = load_target(args.target)
     if not target.measured_here:
         raise NasUserError(f"target {target.name!r} is not this machine and cannot be profiled here; make a "
                            f"profiling bundle with `nas bundle --target {target.name} --out DIR` and run it there")
-    provider = args.provider or target.execution_providers[0]
+    target, precision, provider = resolve_deployment(target, args.precision, args.provider)
     check_provider(provider)
-    settings = ProfileSettings(precision=resolve_precision(args, target), provider=provider,
+    settings = ProfileSettings(precision=precision, provider=provider,
                                provider_options=parse_provider_options(args.provider_option),
                                prompt_lens=args.prompt_lens, context_lens=args.context_lens,
                                protocol=make_protocol(args, target), seed=args.seed)

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nas.paths import default_report_dir, default_storage
-    from reports import build_report
+    from nas.core.paths import default_report_dir, default_storage
+    from nas.report import build_report
 
     out = Path(args.out) if args.out else default_report_dir(args.study)
     index = build_report(args.storage or default_storage(), args.study, out)

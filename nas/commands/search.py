@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.accounting import PRECISIONS
+from nas.core.accounting import PRECISIONS
 from nas.commands._common import add_json_flag, emit
 
 HELP = "search a space for shapes that trade model quality against on-device speed"
@@ -144,18 +144,16 @@ def _write_report(result, report_dir):
     """(index.html path, None) or (None, why not)."""
     from pathlib import Path
 
-    from nas.errors import NasUserError
-    from nas.paths import default_report_dir
-    from nas.storage import MEMORY_STORAGES
+    from nas.core.errors import NasUserError
+    from nas.core.paths import default_report_dir
+    from nas.study.storage import MEMORY_STORAGES
 
     if result.storage in MEMORY_STORAGES:
         return None, "not written (an in-memory study cannot be reread; pass a --storage)"
     if not result.pareto:
         return None, "not written (no feasible trial)"
-    try:
-        from reports import build_report
-    except ImportError:
-        return None, "not written (the reports package is not available)"
+    from nas.report import build_report
+
     out = Path(report_dir) if report_dir else default_report_dir(result.study_name)
     try:
         return build_report(result.storage, result.study_name, out), None
@@ -171,7 +169,9 @@ def summary_text(result) -> str:
     lines = [head] + list(result.notes)
     exact = result.exact
     if exact is not None:
-        found = sum(1 for r in result.pareto if r["found_by"] != "exact_front")
+        from nas.study.schema import FOUND_BY_EXACT
+
+        found = sum(1 for r in result.pareto if r["found_by"] != FOUND_BY_EXACT)
         lines.append(f"exact front (all {exact.space_size} configs predicted, {exact.feasible} feasible): "
                      f"{len(exact.arch_ids)} shapes; the sampler found {found}"
                      + (f", {result.exact_added} added from the enumeration" if result.exact_added else "")

@@ -43,7 +43,7 @@ def _arch_summary(arch) -> dict:
 
 
 def _list(args) -> int:
-    from search_spaces import list_spaces
+    from nas.spaces import list_spaces
 
     data, rows = [], []
     for s in list_spaces():
@@ -61,7 +61,7 @@ def _list(args) -> int:
 
 
 def _show(args, name: str) -> int:
-    from search_spaces import load_space
+    from nas.spaces import load_space
 
     s = load_space(name)
     size = s.size()

@@ -38,7 +38,7 @@ def _flops(value: float, precision: str) -> str:
 
 
 def _latency(target) -> tuple[str, str | None]:
-    from latency_models.registry import ANALYTIC, latency_source
+    from nas.latency.registry import ANALYTIC, latency_source
 
     source = latency_source(target)
     hint = _HOST_HINT if target.measured_here and source == ANALYTIC else None
@@ -52,7 +52,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _list(args) -> int:
-    from targets import list_targets
+    from nas.targets import list_targets
 
     data, rows = [], []
     for t in list_targets():
@@ -75,7 +75,7 @@ def _list(args) -> int:
 
 
 def _show(args, name: str) -> int:
-    from targets import load_target
+    from nas.targets import load_target
 
     t = load_target(name)
     source, hint = _latency(t)

@@ -1,0 +1,204 @@
+"""Physically-motivated latency features, computed for a whole ArchBatch at once.
+
+Each feature is a count of work one phase does (FLOPs, bytes moved, elements touched, ops dispatched),
+taken from `nas.accounting` through `ArchBatch`, so nothing here re-derives a formula. A fitted predictor is a
+non-negative combination of these columns: each coefficient is a cost per unit of work (ms per GFLOP, ms per
+MB, ms per layer), which keeps predictions positive and lets a reader check the fitted rates against the
+hardware (1 / coefficient of `linear_gflop` is the achieved GFLOP/s).
+
+Lengths (`prompt_len` for prefill, `context_len` for decode) may be one integer for the whole batch or one
+per row: fitting uses per-row lengths (each measurement has its own), prediction a single one.
+
+Units are in the feature names and in `FEATURES` (phase -> name -> (unit, function)); scales (1e9, 1e6) keep
+the columns of similar size so the least-squares problem is well conditioned.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from nas.core import accounting
+from nas.core.accounting import PHASES
+from nas.core.arch import ArchBatch
+
+
+
+def kv_bytes_per_element(precision: str) -> int:
+    """Bytes per KV-cache element in the graphs nas measures (`nas.latency.graphs`): fp16 graphs keep an
+    fp16 cache; fp32 graphs and the int8/int4 ones (weight quantisation only, fp32 activations) keep fp32."""
+    return 2 if precision == "fp16" else 4
+
+
+def _lengths(batch: ArchBatch, length) -> np.ndarray:
+    arr = np.asarray(length, dtype=np.int64)
+    if arr.ndim == 0:
+        arr = np.full(len(batch), int(arr), dtype=np.int64)
+    if arr.shape != (len(batch),):
+        raise ValueError(f"lengths must be one integer or one per config ({len(batch)}), got shape {arr.shape}")
+    return arr
+
+
+def _f(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _shape(batch: ArchBatch) -> dict[str, np.ndarray]:
+    c = batch.columns
+    return dict(vocab=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_layers"], heads=c["num_heads"],
+                kv_heads=c["num_kv_heads"], head_dim=c["head_dim"], intermediate=c["intermediate_size"],
+                n_matrices=c["ffn_matrices"])
+
+
+# ----- prefill: a prompt of P tokens, logits for the last position -----
+
+def _prefill_linear_gflop(batch, P, precision):
+    s = _shape(batch)
+    per_token = accounting.linear_flops_per_token(s["hidden"], s["layers"], s["heads"], s["kv_heads"],
+                                                  s["head_dim"], s["intermediate"], s["n_matrices"])
+    return _f(per_token) * P / 1e9
+
+
+def _prefill_attention_gflop(batch, P, precision):
+    s = _shape(batch)
+    return _f(accounting.prefill_attention_flops(s["layers"], s["heads"], s["head_dim"], P)) / 1e9
+
+
+def _prefill_score_melems(batch, P, precision):
+    # Unfused attention materialises and softmaxes a full P x P score matrix per head (the causal mask is
+    # applied to it, not skipped), so softmax/mask work grows with P^2 * heads, apart from head_dim.
+    s = _shape(batch)
+    return _f(s["layers"]) * s["heads"] * _f(P) * P / 1e6
+
+
+def _prefill_act_melems(batch, P, precision):
+    # Element-wise work per token and layer: norms, residual adds, RoPE, the activation and gate product.
+    s = _shape(batch)
+    width = s["hidden"] + (s["heads"] + 2 * s["kv_heads"]) * s["head_dim"] + (s["n_matrices"] - 1) * s["intermediate"]
+    return _f(s["layers"]) * width * P / 1e6
+
+
+def _lm_head_gflop(batch, length, precision):
+    s = _shape(batch)
+    return _f(accounting.lm_head_flops(s["vocab"], s["hidden"])) / 1e9
+
+
+def streamed_weight_bytes(batch: ArchBatch, precision: str) -> np.ndarray:
+    """Bytes of weights one forward pass reads: all of them, except that an untied input embedding is only
+    gathered (a few rows), never streamed. The LM head [vocab x hidden] is streamed either way, so this is
+    the weight size of the same model with tied embeddings."""
+    s = _shape(batch)
+    tied = np.ones(len(batch), dtype=np.int64)
+    return _f(accounting.weight_bytes(precision, **s, tied=tied, qkv_bias=batch.columns["qkv_bias"]))
+
+
+def lm_head_bytes(batch: ArchBatch, precision: str) -> np.ndarray:
+    """Bytes of the [vocab x hidden] LM head at `precision`: what untying the embeddings adds."""
+    s = _shape(batch)
+    qkv = batch.columns["qkv_bias"]
+    n = len(batch)
+    untied = accounting.weight_bytes(precision, **s, tied=np.zeros(n, dtype=np.int64), qkv_bias=qkv)
+    tied = accounting.weight_bytes(precision, **s, tied=np.ones(n, dtype=np.int64), qkv_bias=qkv)
+    return _f(untied) - _f(tied)
+
+
+def _streamed_weight_mb(batch, length, precision):
+    return streamed_weight_bytes(batch, precision) / 1e6
+
+
+def _lm_head_mb(batch, length, precision):
+    return lm_head_bytes(batch, precision) / 1e6
+
+
+def _layer_weight_mb(batch, length, precision):
+    # The decoder layers' weights (and the final norm): streamed bytes less the LM head. Their matrices are
+    # small (hidden x hidden ... hidden x ffn), read at a lower rate than the one wide LM head GEMV.
+    return (streamed_weight_bytes(batch, precision) - lm_head_bytes(batch, precision)) / 1e6
+
+
+def _layers(batch, length, precision):
+    return _f(batch.num_layers)
+
+
+def _one(batch, length, precision):
+    return np.ones(len(batch), dtype=np.float64)
+
+
+# ----- decode: one new token against a cache of C tokens -----
+
+def _decode_linear_gflop(batch, C, precision):
+    return _prefill_linear_gflop(batch, 1, precision)
+
+
+def _decode_attention_gflop(batch, C, precision):
+    s = _shape(batch)
+    return _f(accounting.decode_attention_flops(s["layers"], s["heads"], s["head_dim"], C)) / 1e9
+
+
+def _kv_mb(batch, C, precision):
+    return _f(batch.kv_cache_bytes(C, kv_bytes_per_element(precision))) / 1e6
+
+
+def _decode_score_kelems(batch, C, precision):
+    s = _shape(batch)
+    return _f(s["layers"]) * s["heads"] * (_f(C) + 1) / 1e3
+
+
+FeatureFn = Callable[[ArchBatch, np.ndarray, str], np.ndarray]
+
+# name -> (unit of one feature value, function). Coefficients are in "ms per <unit>".
+FEATURES: dict[str, dict[str, tuple[str, FeatureFn]]] = {
+    "prefill": {
+        "one": ("run", _one),  # fixed cost of one session run: input binding, thread-pool wake-up
+        "layers": ("layer", _layers),  # per-layer kernel dispatch (~20 ops each)
+        "linear_gflop": ("1e9 FLOP", _prefill_linear_gflop),  # projections and FFN, P tokens
+        "attention_gflop": ("1e9 FLOP", _prefill_attention_gflop),  # QK^T and AV (causal)
+        "score_melems": ("1e6 elements", _prefill_score_melems),  # score matrix: mask + softmax
+        "act_melems": ("1e6 elements", _prefill_act_melems),  # element-wise ops on activations
+        "lm_head_gflop": ("1e9 FLOP", _lm_head_gflop),  # vocab projection of the last position
+        # every weight read once (an untied input embedding is gathered, not read)
+        "streamed_weight_mb": ("1e6 bytes", _streamed_weight_mb),
+    },
+    "decode": {
+        "one": ("run", _one),
+        "layers": ("layer", _layers),
+        "streamed_weight_mb": ("1e6 bytes", _streamed_weight_mb),  # memory-bound: weights streamed per token
+        "layer_weight_mb": ("1e6 bytes", _layer_weight_mb),  # ... split into the decoder layers' share
+        "lm_head_mb": ("1e6 bytes", _lm_head_mb),  # ... and the LM head's (one wide GEMV)
+        "linear_gflop": ("1e9 FLOP", _decode_linear_gflop),
+        "kv_mb": ("1e6 bytes", _kv_mb),  # the K/V cache: read by attention, copied by Concat into present
+        "attention_gflop": ("1e9 FLOP", _decode_attention_gflop),
+        "score_kelems": ("1e3 elements", _decode_score_kelems),
+        "lm_head_gflop": ("1e9 FLOP", _lm_head_gflop),
+    },
+}
+
+DEFAULT_FEATURES = {phase: tuple(FEATURES[phase]) for phase in PHASES}
+
+
+def feature_units(phase: str, names) -> dict[str, str]:
+    return {name: FEATURES[phase][name][0] for name in names}
+
+
+def feature_matrix(batch: ArchBatch, phase: str, length, precision: str, names=None) -> np.ndarray:
+    """[n_configs, n_features] float64 matrix of the named features (default: all of the phase's)."""
+    if phase not in FEATURES:
+        raise ValueError(f"phase {phase!r} is not one of {', '.join(PHASES)}")
+    names = DEFAULT_FEATURES[phase] if names is None else tuple(names)
+    unknown = [n for n in names if n not in FEATURES[phase]]
+    if unknown:
+        raise ValueError(f"unknown {phase} feature(s) {', '.join(unknown)}; known: {', '.join(FEATURES[phase])}")
+    lengths = _lengths(batch, length)
+    if len(batch) and lengths.min() <= 0:
+        raise ValueError(f"{phase} lengths must be positive, got {int(lengths.min())}")
+    cols = [FEATURES[phase][name][1](batch, lengths, precision) for name in names]
+    return np.stack(cols, axis=1) if cols else np.zeros((len(batch), 0))
+
+
+def phase_flops(batch: ArchBatch, phase: str, length) -> np.ndarray:
+    """All matmul FLOPs of one phase (the FLOPs-only baseline's single feature)."""
+    lengths = _lengths(batch, length)
+    if phase == "prefill":
+        return _f(batch.prefill_flops(lengths))
+    return _f(batch.decode_flops(lengths))

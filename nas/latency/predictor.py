@@ -1,0 +1,610 @@
+"""Fitted per-device latency predictors: fitting, accuracy, saving and checked loading.
+
+A predictor is, per phase, a non-negative combination of the work counts in `nas.latency.features`
+(ms = sum_k coef_k * feature_k, coef_k >= 0). It is fitted by non-negative least squares on the *relative*
+error (each row divided by its measured time), which is what MAPE and "within +-10%" judge, so a 2 ms model
+counts as much as a 2 s one. Non-negative rates make every prediction a sum of positive costs: positive
+whenever a strictly positive feature (layers, weight bytes) has a non-zero rate, which fitting requires.
+
+The saved JSON carries everything needed to trust or refuse it: target, execution provider, precision,
+ONNX Runtime version, package version, the feature list with units, coefficients, training ranges, and the
+held-out evaluation (metrics and the raw predicted/measured arrays for a parity plot).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from nas.latency import features as F
+from nas.core.arch import ArchBatch, ArchConfig
+from nas.core.errors import NasUserError
+
+FORMAT = "nas-latency-predictor"
+SCHEMA = 1
+METRIC_UNITS = {"mape": "%", "within_5": "% of held-out points", "within_10": "% of held-out points",
+                "kendall_tau": "mean over lengths of Kendall's tau-b within one length", "n": "points"}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# accuracy
+# ----------------------------------------------------------------------------------------------------------
+
+def _check_pair(predicted, measured) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(predicted, dtype=np.float64).ravel()
+    m = np.asarray(measured, dtype=np.float64).ravel()
+    if p.shape != m.shape:
+        raise ValueError(f"predicted and measured differ in length: {p.size} vs {m.size}")
+    if m.size and (not np.all(np.isfinite(m)) or m.min() <= 0):
+        raise ValueError("measured latencies must be positive and finite")
+    return p, m
+
+
+def mape(predicted, measured) -> float:
+    """Mean absolute percentage error, in percent."""
+    p, m = _check_pair(predicted, measured)
+    if not m.size:
+        return float("nan")
+    return float(np.mean(np.abs(p - m) / m) * 100.0)
+
+
+def within(predicted, measured, tolerance: float) -> float:
+    """Share of points (in percent) whose prediction is within +-tolerance (0.05 = 5%) of the measurement."""
+    p, m = _check_pair(predicted, measured)
+    if not m.size:
+        return float("nan")
+    return float(np.mean(np.abs(p - m) / m <= tolerance + 1e-12) * 100.0)
+
+
+def kendall_tau(x, y) -> float:
+    """Kendall's tau-b (tie-corrected) rank correlation; O(n^2) in row blocks. NaN when undefined."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in length: {x.size} vs {y.size}")
+    n = x.size
+    if n < 2:
+        return float("nan")
+    s = 0.0
+    ties_x = 0
+    ties_y = 0
+    block = max(1, 2_000_000 // n)
+    for start in range(0, n, block):
+        sx = np.sign(x[start:start + block, None] - x[None, :])
+        sy = np.sign(y[start:start + block, None] - y[None, :])
+        s += float(np.sum(sx * sy))
+        ties_x += int(np.sum(sx == 0))
+        ties_y += int(np.sum(sy == 0))
+    # Every unordered pair was seen twice (i,j and j,i); the diagonal counts as n ties in each.
+    pairs = n * (n - 1) / 2
+    s /= 2
+    ties_x = (ties_x - n) / 2
+    ties_y = (ties_y - n) / 2
+    denom = math.sqrt((pairs - ties_x) * (pairs - ties_y))
+    return float(s / denom) if denom > 0 else float("nan")
+
+
+def accuracy(predicted, measured, lengths=None) -> dict[str, float]:
+    """MAPE, within +-5% / +-10% and Kendall tau. With `lengths`, tau is ranked within each length (the
+    search compares configs at one prompt or context length) and averaged weighted by points."""
+    p, m = _check_pair(predicted, measured)
+    out = {"n": int(m.size), "mape": mape(p, m), "within_5": within(p, m, 0.05), "within_10": within(p, m, 0.10)}
+    if lengths is None:
+        out["kendall_tau"] = kendall_tau(p, m)
+    else:
+        lengths = np.asarray(lengths).ravel()
+        taus, weights = [], []
+        for value in np.unique(lengths):
+            sel = lengths == value
+            tau = kendall_tau(p[sel], m[sel])
+            if not math.isnan(tau):
+                taus.append(tau)
+                weights.append(int(sel.sum()))
+        out["kendall_tau"] = float(np.average(taus, weights=weights)) if taus else float("nan")
+    out["kendall_tau_pooled"] = kendall_tau(p, m)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fitting
+# ----------------------------------------------------------------------------------------------------------
+
+def nnls(A: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarray:
+    """Non-negative least squares, min ||A x - b|| subject to x >= 0 (Lawson & Hanson 1974, active set)."""
+    A = np.asarray(A, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    m, n = A.shape
+    x = np.zeros(n)
+    passive = np.zeros(n, dtype=bool)
+    tol = 10 * np.finfo(np.float64).eps * max(m, n) * max(1.0, float(np.abs(A).sum(axis=0).max(initial=0.0)))
+    max_iter = max_iter or 3 * n + 10
+    w = A.T @ (b - A @ x)
+    for _ in range(max_iter):
+        if passive.all() or w[~passive].max(initial=-np.inf) <= tol:
+            break
+        j = int(np.argmax(np.where(passive, -np.inf, w)))
+        passive[j] = True
+        while True:
+            s = np.zeros(n)
+            s[passive] = np.linalg.lstsq(A[:, passive], b, rcond=None)[0]
+            if s[passive].min() > 0:
+                break
+            # Step back toward the last feasible point until one passive variable hits zero.
+            neg = passive & (s <= 0)
+            alpha = np.min(x[neg] / (x[neg] - s[neg]))
+            x = x + alpha * (s - x)
+            passive &= x > tol
+            x[~passive] = 0.0
+            if not passive.any():
+                s = np.zeros(n)
+                break
+        x = s
+        w = A.T @ (b - A @ x)
+    return x
+
+
+def fit_relative_nnls(X: np.ndarray, y: np.ndarray, robust: bool = True, iterations: int = 8) -> np.ndarray:
+    """Non-negative coefficients minimising sum(w * ((X c - y) / y)^2), solved on unit-norm columns.
+
+    With `robust`, the weights w come from Huber's function of the relative residuals (iteratively
+    reweighted): a measurement that another process slowed down by 30% pulls the fit far less than under
+    plain least squares, while clean data gets w = 1 everywhere and the same answer.
+    """
+    A = X / y[:, None]
+    norms = np.linalg.norm(A, axis=0)
+    norms[norms == 0] = 1.0
+    A = A / norms
+    ones = np.ones_like(y)
+    coef = nnls(A, ones)
+    if robust:
+        for _ in range(iterations):
+            r = A @ coef - ones
+            scale = 1.4826 * np.median(np.abs(r - np.median(r)))  # MAD -> standard deviation
+            if scale < 1e-9:
+                break
+            k = 1.345 * scale  # Huber's constant: 95% efficiency on Gaussian noise
+            w = np.sqrt(np.minimum(1.0, k / np.maximum(np.abs(r), 1e-300)))
+            new = nnls(A * w[:, None], w)
+            if np.allclose(new, coef, rtol=1e-6, atol=1e-12):
+                coef = new
+                break
+            coef = new
+    return coef / norms
+
+
+def fit_relative_lstsq(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Unconstrained least squares on the relative error (the baselines' fit)."""
+    A = X / y[:, None]
+    norms = np.linalg.norm(A, axis=0)
+    norms[norms == 0] = 1.0
+    return np.linalg.lstsq(A / norms, np.ones_like(y), rcond=None)[0] / norms
+
+
+@dataclass
+class PhaseData:
+    """The measurements of one phase as columns: configs, their lengths and measured medians."""
+
+    phase: str
+    batch: ArchBatch
+    lengths: np.ndarray
+    measured_ms: np.ndarray
+    arch_ids: list[str]
+    cv: np.ndarray  # coefficient of variation of each measurement's timed runs (NaN when unknown)
+
+    def __len__(self) -> int:
+        return len(self.measured_ms)
+
+    def subset(self, mask: np.ndarray) -> "PhaseData":
+        idx = np.flatnonzero(mask)
+        return PhaseData(self.phase, self.batch.subset(idx), self.lengths[idx], self.measured_ms[idx],
+                         [self.arch_ids[i] for i in idx], self.cv[idx])
+
+
+def length_key(phase: str) -> str:
+    return "prompt_len" if phase == "prefill" else "context_len"
+
+
+def phase_data(rows: Sequence[Mapping[str, Any]], phase: str) -> PhaseData:
+    """Gather the successful rows of `phase` into columns (rows must be already checked)."""
+    configs: list[ArchConfig] = []
+    lengths, measured, ids, cvs = [], [], [], []
+    cache: dict[str, ArchConfig] = {}
+    key = length_key(phase)
+    for row in rows:
+        if row.get("phase") != phase or row.get("status", "ok") != "ok":
+            continue
+        arch = row["arch"]
+        cache_key = json.dumps(arch, sort_keys=True)
+        config = cache.get(cache_key)
+        if config is None:
+            config = cache[cache_key] = ArchConfig.from_dict(arch)
+        configs.append(config)
+        lengths.append(int(row[key]))
+        stats = row["latency_ms"]
+        measured.append(float(stats["median"]))
+        ids.append(config.arch_id)
+        cv = stats.get("cv")
+        cvs.append(float("nan") if cv is None else float(cv))
+    batch = ArchBatch.from_configs(configs) if configs else ArchBatch.from_configs([])
+    return PhaseData(phase, batch, np.asarray(lengths, dtype=np.int64), np.asarray(measured, dtype=np.float64),
+                     ids, np.asarray(cvs, dtype=np.float64))
+
+
+@dataclass
+class PhaseModel:
+    """ms = X @ coef for one phase; coefficients in ms per feature unit, all >= 0."""
+
+    phase: str
+    features: tuple[str, ...]
+    coef: np.ndarray
+
+    @property
+    def units(self) -> dict[str, str]:
+        return F.feature_units(self.phase, self.features)
+
+    def predict(self, batch: ArchBatch, length, precision: str) -> np.ndarray:
+        X = F.feature_matrix(batch, self.phase, length, precision, self.features)
+        return X @ self.coef
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "units": self.units,
+                "coef_ms_per_unit": [float(c) for c in self.coef],
+                "fit": "non-negative least squares on relative error"}
+
+
+# Candidate feature sets per phase, from the fewest physical terms to all of them. Fitting picks the set with the
+# lowest cross-validated error on the fit configs (grouped by architecture), so a term is kept only when it
+# predicts configs it was not fitted on; the held-out configs are never looked at.
+CANDIDATE_FEATURES = {
+    "prefill": (
+        ("one", "layers", "linear_gflop", "streamed_weight_mb"),
+        ("one", "layers", "linear_gflop", "streamed_weight_mb", "score_melems"),
+        ("one", "layers", "linear_gflop", "streamed_weight_mb", "score_melems", "act_melems"),
+        F.DEFAULT_FEATURES["prefill"],
+    ),
+    "decode": (
+        ("one", "layers", "streamed_weight_mb"),
+        ("one", "layers", "streamed_weight_mb", "kv_mb"),
+        ("one", "layers", "layer_weight_mb", "lm_head_mb", "kv_mb"),
+        ("one", "layers", "layer_weight_mb", "lm_head_mb", "kv_mb", "score_kelems"),
+        ("one", "layers", "layer_weight_mb", "lm_head_mb", "kv_mb", "score_kelems", "linear_gflop",
+         "attention_gflop"),
+    ),
+}
+CV_FOLDS = 5
+
+
+def _group_folds(arch_ids: Sequence[str], folds: int, seed: int = 0) -> np.ndarray:
+    ids = sorted(set(arch_ids))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    fold_of = {ids[i]: k % folds for k, i in enumerate(order)}
+    return np.array([fold_of[a] for a in arch_ids])
+
+
+def cross_validated_mape(data: PhaseData, precision: str, names: Sequence[str], folds: int = CV_FOLDS) -> float:
+    """MAPE (%) of the feature set `names` predicting configs left out of its fit, `folds` groups of configs."""
+    X = F.feature_matrix(data.batch, data.phase, data.lengths, precision, names)
+    fold = _group_folds(data.arch_ids, folds)
+    errors = np.empty(len(data))
+    for k in range(folds):
+        test = fold == k
+        if not test.any():
+            continue
+        if (~test).sum() < len(names):
+            return float("inf")
+        coef = fit_relative_nnls(X[~test], data.measured_ms[~test])
+        errors[test] = np.abs(X[test] @ coef - data.measured_ms[test]) / data.measured_ms[test]
+    return float(np.mean(errors) * 100)
+
+
+def fit_phase(data: PhaseData, precision: str, names: Sequence[str] | None = None
+              ) -> tuple[PhaseModel, dict[str, Any]]:
+    """Fit one phase. With `names` None, choose among CANDIDATE_FEATURES by grouped cross-validation.
+    Returns the model and how it was chosen (each candidate's cross-validated MAPE)."""
+    candidates = [tuple(names)] if names is not None else list(CANDIDATE_FEATURES[data.phase])
+    smallest = min(len(c) for c in candidates)
+    if len(data) < smallest:
+        raise NasUserError(f"{data.phase}: {len(data)} measurements cannot fit {smallest} coefficients; "
+                           f"measure at least {smallest} (more configs or lengths)")
+    selection: dict[str, Any] = {"method": "fixed", "cv_mape": {}}
+    chosen = candidates[0]
+    n_configs = len(set(data.arch_ids))
+    if len(candidates) > 1 and n_configs >= 2 * CV_FOLDS:
+        scores = {" + ".join(c): cross_validated_mape(data, precision, c) for c in candidates if len(c) <= len(data)}
+        # The simplest set within 2% (relative) of the best score: extra terms must earn their place.
+        best = min(scores.values())
+        chosen = next(c for c in candidates if scores.get(" + ".join(c), np.inf) <= best * 1.02)
+        selection = {"method": f"{CV_FOLDS}-fold cross-validation grouped by architecture", "cv_mape": scores}
+    elif len(candidates) > 1:
+        selection = {"method": "too few configs to cross-validate: the fewest terms", "cv_mape": {}}
+    X = F.feature_matrix(data.batch, data.phase, data.lengths, precision, chosen)
+    coef = fit_relative_nnls(X, data.measured_ms)
+    # Every feature is strictly positive for a valid config, so one positive rate keeps predictions > 0.
+    if not np.any(coef > 0):
+        raise NasUserError(f"{data.phase}: fitting found no positive cost rate; the measurements do not grow "
+                           "with model size (check they are from one device and protocol)")
+    return PhaseModel(data.phase, chosen, coef), selection
+
+
+def fit_baseline(data: PhaseData, kind: str) -> dict[str, Any]:
+    """A one-variable linear model (intercept + slope) on FLOPs or on parameter count, same rows."""
+    x = _baseline_x(data.batch, data.phase, data.lengths, kind)
+    coef = fit_relative_lstsq(np.stack([np.ones_like(x), x], axis=1), data.measured_ms)
+    return {"kind": kind, "intercept_ms": float(coef[0]), "slope_ms_per_unit": float(coef[1]),
+            "unit": "1e9 FLOP" if kind == "flops_only" else "1e6 parameters"}
+
+
+def _baseline_x(batch: ArchBatch, phase: str, lengths, kind: str) -> np.ndarray:
+    if kind == "flops_only":
+        return F.phase_flops(batch, phase, lengths) / 1e9
+    if kind == "params_only":
+        return np.asarray(batch.num_params, dtype=np.float64) / 1e6
+    raise ValueError(f"unknown baseline {kind!r}")
+
+
+def predict_baseline(model: Mapping[str, Any], batch: ArchBatch, phase: str, lengths) -> np.ndarray:
+    x = _baseline_x(batch, phase, lengths, model["kind"])
+    return model["intercept_ms"] + model["slope_ms_per_unit"] * x
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the predictor
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class LatencyPredictor:
+    """Per-phase fitted models plus the metadata that says where they may be used."""
+
+    target: str
+    provider: str
+    precision: str
+    ort_version: str
+    phases: dict[str, PhaseModel]
+    nas_version: str = ""
+    threads: int | None = None
+    cpu_model: str | None = None
+    protocol: Any = None
+    training: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+
+    def predict_phase(self, batch: ArchBatch, phase: str, length) -> np.ndarray:
+        if phase not in self.phases:
+            raise NasUserError(f"predictor for {self.target} has no {phase} model; it has {', '.join(self.phases)}")
+        out = self.phases[phase].predict(batch, length, self.precision)
+        return check_latencies(out, f"{self.target} {phase}")
+
+    def predict(self, batch: ArchBatch, prompt_len: int, context_len: int) -> dict[str, np.ndarray]:
+        return {"prefill_ms": self.predict_phase(batch, "prefill", prompt_len),
+                "decode_ms": self.predict_phase(batch, "decode", context_len)}
+
+    # ----- serialisation -----
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "schema": SCHEMA,
+            "target": self.target,
+            "provider": self.provider,
+            "precision": self.precision,
+            "ort_version": self.ort_version,
+            "nas_version": self.nas_version,
+            "threads": self.threads,
+            "cpu_model": self.cpu_model,
+            "protocol": self.protocol,
+            "created": self.created,
+            "units": {"latency": "ms", "coefficients": "ms per feature unit", "metrics": METRIC_UNITS},
+            "phases": {name: model.to_dict() for name, model in self.phases.items()},
+            "training": json_safe(self.training),
+            "evaluation": json_safe(self.evaluation),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temporary file, then rename) so a crash never leaves half a predictor."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "predictor") -> "LatencyPredictor":
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            raise NasUserError(f"{source}: not a nas latency predictor (format is not {FORMAT!r})")
+        if data.get("schema") != SCHEMA:
+            raise NasUserError(f"{source}: predictor schema {data.get('schema')!r} is not supported "
+                               f"(expected {SCHEMA})")
+        missing = [k for k in ("target", "provider", "precision", "ort_version", "nas_version", "phases",
+                               "training", "evaluation") if k not in data]
+        if missing:
+            raise NasUserError(f"{source}: predictor is missing field(s) {', '.join(missing)}")
+        phases = {}
+        for name, spec in (data["phases"] or {}).items():
+            if name not in F.PHASES:
+                raise NasUserError(f"{source}: unknown phase {name!r}; known: {', '.join(F.PHASES)}")
+            try:
+                names = tuple(spec["features"])
+                coef = np.asarray(spec["coef_ms_per_unit"], dtype=np.float64)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise NasUserError(f"{source}: {name} model is malformed ({exc})") from None
+            unknown = [n for n in names if n not in F.FEATURES[name]]
+            if unknown:
+                raise NasUserError(f"{source}: {name} uses unknown feature(s) {', '.join(unknown)}; "
+                                   f"this nas knows {', '.join(F.FEATURES[name])}")
+            if coef.shape != (len(names),) or not np.all(np.isfinite(coef)) or coef.min(initial=0) < 0 \
+                    or not np.any(coef > 0):
+                raise NasUserError(f"{source}: {name} coefficients must be {len(names)} finite non-negative "
+                                   "numbers, not all zero")
+            phases[name] = PhaseModel(name, names, coef)
+        if set(phases) != set(F.PHASES):
+            raise NasUserError(f"{source}: predictor must have phases {', '.join(F.PHASES)}; has "
+                               f"{', '.join(phases) or 'none'}")
+        return cls(target=data["target"], provider=data["provider"], precision=data["precision"],
+                   ort_version=data["ort_version"], phases=phases, nas_version=data["nas_version"],
+                   threads=data.get("threads"), cpu_model=data.get("cpu_model"), protocol=data.get("protocol"),
+                   training=dict(data["training"]), evaluation=dict(data["evaluation"]),
+                   created=data.get("created", ""))
+
+    def check(self, source: str, target: str | None = None, provider: str | None = None,
+              precision: str | None = None, ort_version: str | None = None, cpu_model: str | None = None,
+              threads: int | None = None) -> None:
+        """Refuse use where the predictor does not apply, naming the mismatch."""
+        for what, want, have in (("target", target, self.target), ("execution provider", provider, self.provider),
+                                 ("precision", precision, self.precision),
+                                 ("ONNX Runtime version", ort_version, self.ort_version),
+                                 ("CPU", cpu_model, self.cpu_model), ("threads", threads, self.threads)):
+            if want is not None and have is not None and want != have:
+                hint = " (re-run `nas calibrate`)" if what in ("ONNX Runtime version", "CPU", "threads") else ""
+                raise NasUserError(f"{source}: predictor is for {what} {have!r}, not {want!r}{hint}")
+
+
+def load_predictor(path: str | Path, **expect: Any) -> LatencyPredictor:
+    """Read and check a predictor file; `expect` as in `LatencyPredictor.check`. One-line errors."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise NasUserError(f"cannot read predictor {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise NasUserError(f"{path}:{exc.lineno}:{exc.colno}: malformed predictor JSON: {exc.msg}") from None
+    predictor = LatencyPredictor.from_dict(data, str(path))
+    predictor.check(str(path), **expect)
+    return predictor
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with NaN and infinities replaced by None (strict JSON; e.g. tau of a single point is undefined)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
+
+
+def check_latencies(values: np.ndarray, what: str) -> np.ndarray:
+    """Latencies must be positive and finite: raise (never return 0 or NaN) otherwise."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise NasUserError(f"{what}: latency model gave {values[i]!r} ms for config #{i} "
+                           f"({int(bad.sum())} of {values.size} bad); refusing to use it")
+    return values
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fit + evaluate from measurement rows
+# ----------------------------------------------------------------------------------------------------------
+
+def split_arch_ids(arch_ids: Iterable[str], holdout: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Split distinct architectures (never rows) into fit and held-out sets, reproducibly."""
+    ids = sorted(set(arch_ids))
+    if holdout < 0:
+        raise NasUserError(f"--holdout must be >= 0, got {holdout}")
+    if holdout >= len(ids):
+        raise NasUserError(f"--holdout {holdout} leaves no configs to fit: only {len(ids)} distinct configs "
+                           "were measured")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ids))
+    held = sorted(ids[i] for i in order[:holdout])
+    fit = sorted(ids[i] for i in order[holdout:])
+    return fit, held
+
+
+def _range(values) -> list[float] | None:
+    values = np.asarray(values)
+    return [values.min().item(), values.max().item()] if values.size else None
+
+
+def spread_floor(rows: Sequence[Mapping[str, Any]], phase: str) -> dict[str, Any]:
+    """Run-to-run noise of the measurements: median within-measurement cv, and, where the same config and
+    length was measured more than once, the median relative deviation of repeats from their median."""
+    data = phase_data(rows, phase)
+    out: dict[str, Any] = {"median_cv_pct": float(np.nanmedian(data.cv) * 100) if np.isfinite(data.cv).any()
+                           else None}
+    groups: dict[tuple[str, int], list[float]] = {}
+    for aid, length, ms in zip(data.arch_ids, data.lengths, data.measured_ms):
+        groups.setdefault((aid, int(length)), []).append(float(ms))
+    devs = []
+    for values in groups.values():
+        if len(values) > 1:
+            med = float(np.median(values))
+            devs.extend(abs(v - med) / med * 100 for v in values)
+    out["repeat_median_dev_pct"] = float(np.median(devs)) if devs else None
+    out["repeated_points"] = sum(len(v) for v in groups.values() if len(v) > 1)
+    return out
+
+
+def fit_predictor(rows: Sequence[Mapping[str, Any]], *, target: str, provider: str, precision: str,
+                  ort_version: str, holdout_ids: Iterable[str] = (), threads: int | None = None,
+                  cpu_model: str | None = None, protocol: Any = None,
+                  extra_models: Mapping[str, Any] | None = None,
+                  feature_sets: Mapping[str, Sequence[str]] | None = None) -> LatencyPredictor:
+    """Fit both phases on rows whose arch is not held out; evaluate on held-out archs beside the baselines
+    (and any `extra_models`: name -> callable(batch, phase, lengths) -> ms, e.g. the analytic model).
+    `feature_sets` (phase -> names) fixes the features; by default they are chosen by cross-validation."""
+    from nas.core.version import __version__
+
+    held = set(holdout_ids)
+    phases: dict[str, PhaseModel] = {}
+    evaluation: dict[str, Any] = {"holdout_arch_ids": sorted(held), "metric_units": METRIC_UNITS, "phases": {}}
+    training: dict[str, Any] = {}
+    for phase in F.PHASES:
+        data = phase_data(rows, phase)
+        if not len(data):
+            raise NasUserError(f"no successful {phase} measurements to fit")
+        is_held = np.array([a in held for a in data.arch_ids], dtype=bool)
+        fit_data, test_data = data.subset(~is_held), data.subset(is_held)
+        model, selection = fit_phase(fit_data, precision, (feature_sets or {}).get(phase))
+        phases[phase] = model
+        training[phase] = {
+            "feature_selection": selection,
+            "n_points": len(fit_data), "n_configs": len(set(fit_data.arch_ids)),
+            length_key(phase): sorted({int(v) for v in fit_data.lengths}),
+            "num_params": _range(np.asarray(fit_data.batch.num_params)) if len(fit_data) else None,
+        }
+        ev: dict[str, Any] = {"n_configs": len(set(test_data.arch_ids)), "spread": spread_floor(
+            [r for r in rows if _row_arch_id(r) in held] if held else rows, phase)}
+        if len(test_data):
+            predicted = model.predict(test_data.batch, test_data.lengths, precision)
+            ev["predictor"] = accuracy(predicted, test_data.measured_ms, test_data.lengths)
+            ev["predicted_ms"] = [float(v) for v in predicted]
+            ev["measured_ms"] = [float(v) for v in test_data.measured_ms]
+            ev["arch_ids"] = list(test_data.arch_ids)
+            ev[length_key(phase)] = [int(v) for v in test_data.lengths]
+            ev["baselines"] = {}
+            for kind in ("flops_only", "params_only"):
+                base = fit_baseline(fit_data, kind)
+                pred = predict_baseline(base, test_data.batch, phase, test_data.lengths)
+                ev["baselines"][kind] = {**accuracy(pred, test_data.measured_ms, test_data.lengths), "model": base}
+            for name, fn in (extra_models or {}).items():
+                pred = np.asarray(fn(test_data.batch, phase, test_data.lengths), dtype=np.float64)
+                ev["baselines"][name] = accuracy(pred, test_data.measured_ms, test_data.lengths)
+        evaluation["phases"][phase] = ev
+    first = next(iter(rows), {})
+    env = first.get("env") or {}
+    training["num_rows"] = sum(training[p]["n_points"] for p in F.PHASES)
+    training["n_configs"] = len({_row_arch_id(r) for r in rows} - held)
+    return LatencyPredictor(
+        target=target, provider=provider, precision=precision, ort_version=ort_version, phases=phases,
+        nas_version=__version__, threads=threads, cpu_model=cpu_model or env.get("cpu_model"), protocol=protocol,
+        training=training, evaluation=evaluation,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _row_arch_id(row: Mapping[str, Any]) -> str:
+    aid = row.get("arch_id")
+    if aid:
+        return aid
+    return ArchConfig.from_dict(row["arch"]).arch_id

@@ -1,0 +1,528 @@
+"""Profiling: measure ArchConfigs with ONNX Runtime and keep every measurement as one JSONL row.
+
+Row schema (version 1), one JSON object per line; `nas calibrate` and the on-device runner rely on it:
+
+    schema            1
+    target            target name ("host-cpu", "pixel8", ...)
+    arch, arch_id     ArchConfig.to_dict() and its id (checked against each other on read)
+    phase             "prefill" (time to first token for a prompt of prompt_len tokens) or
+                      "decode" (one token with context_len tokens already in the KV cache)
+    prompt_len        int for prefill, null for decode
+    context_len       int for decode, null for prefill
+    precision         "fp32" | "fp16" | "int8" | "int4" (of the weights in the graph)
+    provider          the ORT execution provider asked for (exact ORT name)
+    providers_used    session.get_providers(): what the session really held, fallback included
+    provider_options  the options passed to that provider (strings)
+    threads           intra-op threads
+    protocol          Protocol.to_dict(): warmup, runs, sessions, ... (rows written before `sessions`
+                      existed lack it: they were measured in one session)
+    session_options   the ORT SessionOptions that were set
+    latency_ms        {"median", "mean", "min", "max", "p10", "p90", "iqr", "cv", "session_medians"}:
+                      "median" is the median over sessions of each session's median; the spread keys are
+                      over all timed runs of all sessions (ms; cv is a ratio); "session_medians" lists each
+                      session's median (ms; absent in rows written before it existed, which are
+                      single-session rows). null when status is "failed"
+    samples_ms        every timed run, in ms, in order, session after session ([] when failed)
+    env               measure.environment() of the machine that measured
+    status            "ok" | "failed"
+    error             null, or "<stage>: <ExceptionType>: <message>" with stage build | session | run | memory
+    build_s           seconds to build the graph and create its first session (null if that never finished)
+    timestamp         ISO-8601, UTC
+
+One graph is built per (config, phase); then `protocol.sessions` times a fresh session is created from it
+and every length is timed in it, so the sessions of one length are spread out in time (see measure.py for
+why several sessions). Decode graphs are fed a past KV cache of length C filled with random values of the
+right shape and dtype (from `graphs.graph_feeds`): the latency of dense attention and matmuls does not
+depend on the values, only on the shapes, so no prompt has to be prefilled first. Rows are appended and
+flushed as soon as a graph's sessions are done, so a profiling run that is killed loses only the graph in
+progress; re-running skips every key that already has an "ok" row and retries keys whose rows failed.
+
+The measurement key (KEY_FIELDS) deliberately leaves the protocol's warmup, runs and sessions out: a row
+measured with another count of runs or sessions is a measurement of the same quantity (with more or less
+noise), and putting them in the key would keep two rows per (config, length) that a fit would then count
+twice. Each row records its protocol, and `profile_configs` counts the reused rows whose protocol differs
+from the one asked for (`ProfileRows.other_protocol`), so a mix is reported, not silent; to re-measure with a
+new protocol, write to a new file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from nas.core.accounting import PHASES, PRECISIONS
+from nas.core.errors import NasUserError
+from nas.latency.measure import STAT_KEYS, Protocol
+
+SCHEMA = 1
+STATUSES = ("ok", "failed")
+# Lengths every measuring command (`nas profile`, `nas bundle`, `nas calibrate`) uses unless told otherwise.
+DEFAULT_PROMPT_LENS = (64, 128)
+DEFAULT_CONTEXT_LENS = (128, 512)
+KEY_FIELDS = ("arch_id", "phase", "prompt_len", "context_len", "precision", "provider", "threads")
+
+# Creating a session holds the ONNX proto, its serialised bytes, ORT's copy of the weights and its prepacked
+# matmul weights at once: about four fp32 copies of the weights at peak (a margin for the quantisers too).
+_PEAK_WEIGHT_COPIES = 4
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """What to measure for each config: one precision on one provider at each prompt and context length."""
+
+    precision: str
+    provider: str
+    provider_options: dict = field(default_factory=dict)
+    prompt_lens: tuple[int, ...] = DEFAULT_PROMPT_LENS
+    context_lens: tuple[int, ...] = DEFAULT_CONTEXT_LENS
+    protocol: Protocol = field(default_factory=lambda: Protocol(threads=1))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise NasUserError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        for name in ("prompt_lens", "context_lens"):
+            values = tuple(getattr(self, name))
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v <= 0]
+            if bad:
+                raise NasUserError(f"{name.replace('_', '-')} must be positive integers, got {bad[0]!r}")
+            object.__setattr__(self, name, tuple(sorted(set(values))))
+        if not self.prompt_lens and not self.context_lens:
+            raise NasUserError("nothing to measure: give at least one prompt length or context length")
+
+    def lengths(self, phase: str) -> tuple[int, ...]:
+        return self.prompt_lens if phase == "prefill" else self.context_lens
+
+
+def measurement_key(row_or_parts: Mapping[str, Any] | Iterable[Any]) -> tuple:
+    """(arch_id, phase, prompt_len, context_len, precision, provider, threads) of a row, or of those parts."""
+    if isinstance(row_or_parts, Mapping):
+        return tuple(row_or_parts.get(name) for name in KEY_FIELDS)
+    parts = tuple(row_or_parts)
+    if len(parts) != len(KEY_FIELDS):
+        raise ValueError(f"a measurement key has {len(KEY_FIELDS)} parts ({', '.join(KEY_FIELDS)}), got {parts!r}")
+    return parts
+
+
+def _key_for(arch_id: str, phase: str, length: int, settings: ProfileSettings) -> tuple:
+    return measurement_key((arch_id, phase, length if phase == "prefill" else None,
+                            length if phase == "decode" else None, settings.precision, settings.provider,
+                            settings.protocol.threads))
+
+
+def fits_context(arch, phase: str, length: int) -> bool:
+    """A prompt of P tokens needs P <= max_seq_len; a decode step after C cached tokens needs C + 1."""
+    return length <= arch.max_seq_len if phase == "prefill" else length + 1 <= arch.max_seq_len
+
+
+class ProfileRows(list):
+    """The rows `profile_configs` returns (one per key: the ok row, else the newest failed one),
+    with counts of what this call did: `measured` (new ok rows), `failed` (new failed rows),
+    `skipped` (keys already measured), `out_of_range` (lengths beyond a config's max_seq_len),
+    `other_protocol` (skipped keys whose row was measured with another protocol, e.g. fewer sessions)."""
+
+    measured: int = 0
+    failed: int = 0
+    skipped: int = 0
+    out_of_range: int = 0
+    other_protocol: int = 0  # of the skipped: rows measured with a protocol other than the one asked for
+
+    @property
+    def new_failures(self) -> list[dict]:
+        return getattr(self, "_new_failures", [])
+
+
+def _error_text(stage: str, exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{stage}: {type(exc).__name__}: {message[:1000]}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def make_row(*, target: str, arch, phase: str, length: int, settings: ProfileSettings, env: Mapping[str, Any],
+             providers_used: list[str], stats: Mapping[str, Any] | None = None, error: str | None = None,
+             build_s: float | None = None) -> dict[str, Any]:
+    """One measurement row in the schema above (status follows from `error`)."""
+    protocol = settings.protocol
+    latency = None
+    if stats is not None:
+        latency = {k: float(stats[k]) for k in STAT_KEYS}
+        if "session_medians" in stats:
+            medians = [float(v) for v in stats["session_medians"]]
+        elif protocol.sessions == 1:
+            medians = [latency["median"]]
+        else:
+            raise ValueError(f"stats of a {protocol.sessions}-session protocol need 'session_medians'")
+        latency["session_medians"] = medians
+    return {
+        "schema": SCHEMA,
+        "target": target,
+        "arch": arch.to_dict(),
+        "arch_id": arch.arch_id,
+        "phase": phase,
+        "prompt_len": length if phase == "prefill" else None,
+        "context_len": length if phase == "decode" else None,
+        "precision": settings.precision,
+        "provider": settings.provider,
+        "providers_used": list(providers_used),
+        "provider_options": {str(k): str(v) for k, v in settings.provider_options.items()},
+        "threads": protocol.threads,
+        "protocol": protocol.to_dict(),
+        "session_options": protocol.session_options_dict(),
+        "latency_ms": latency,
+        "samples_ms": [] if stats is None else [float(v) for v in stats["samples"]],
+        "env": dict(env),
+        "status": "failed" if error is not None else "ok",
+        "error": error,
+        "build_s": None if build_s is None else round(float(build_s), 4),
+        "timestamp": _now(),
+    }
+
+
+def match_feed_dtypes(session_inputs, feeds: Mapping[str, Any]) -> dict[str, Any]:
+    """Cast feeds to the element types the graph declares (e.g. an fp16 graph's KV cache)."""
+    import numpy as np
+
+    by_type = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+    out = dict(feeds)
+    for inp in session_inputs:
+        want = by_type.get(inp.type)
+        if inp.name in out and want is not None and out[inp.name].dtype != want:
+            out[inp.name] = out[inp.name].astype(want)
+    return out
+
+
+def _available_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _memory_shortfall(arch, settings: ProfileSettings) -> str | None:
+    """A reason not to try a config that would exhaust this machine's memory (and be killed, not fail).
+    The past KV caches of every context length are held at once (they are fed to every session)."""
+    available = _available_memory_bytes()
+    if available is None:
+        return None
+    longest = max(settings.context_lens + settings.prompt_lens)
+    kv_feeds = sum(arch.kv_cache_bytes(c, 4) for c in settings.context_lens)
+    need = (_PEAK_WEIGHT_COPIES * arch.weight_bytes("fp32") + kv_feeds + arch.kv_cache_bytes(longest, 4))
+    if need > available:
+        return (f"memory: needs about {need / 2**30:.1f} GiB to build and run, "
+                f"{available / 2**30:.1f} GiB available")
+    return None
+
+
+def _existing_rows(out_path: Path, target: str) -> list[dict]:
+    """Rows already in `out_path` for `target`. An unfinished last line (a write cut off by a kill) is dropped."""
+    if not out_path.exists():
+        return []
+    data = out_path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        try:
+            json.loads(tail)
+            out_path.open("ab").write(b"\n")
+        except ValueError:
+            print(f"warning: {out_path}: dropping an unfinished last line ({len(tail)} bytes) "
+                  "left by an interrupted run", file=sys.stderr)
+            with out_path.open("r+b") as fh:
+                fh.truncate(cut)
+    return read_measurements(out_path, target=None, require_ok=False, _only_target=target)
+
+
+def profile_configs(target, configs, settings: ProfileSettings, out_path, progress: bool = True) -> ProfileRows:
+    """Measure every config at every length of `settings` on this machine, appending rows to `out_path`.
+
+    One graph is built per (config, phase) at `settings.precision` (its P or C dimension is symbolic); then
+    `settings.protocol.sessions` times a fresh session is created from it and run at each length (see
+    `_profile_phase`). Keys already measured ("ok") in `out_path` are skipped, whatever protocol measured
+    them (`other_protocol` counts those measured with another one). A config that fails to build, to load
+    or to run gets "failed" rows naming the stage and error, and profiling goes on with the next. Lengths
+    beyond a config's max_seq_len are not measured.
+    Returns a `ProfileRows` list: for each key of these configs the ok row (old or new), else the newest
+    failed row, with counts of what was measured, failed and skipped now.
+    """
+    from nas.latency import graphs
+    from nas.latency.measure import environment, make_session, time_session
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    target_name = target if isinstance(target, str) else target.name
+    latest: dict[tuple, dict] = {}
+    for row in _existing_rows(out_path, target_name):
+        key = measurement_key(row)
+        if key not in latest or latest[key]["status"] != "ok":
+            latest[key] = row
+
+    # The graph builder's version says which graph structure was timed (bumped when it changes).
+    env = {**environment(), "graph_builder": str(getattr(graphs, "BUILDER_VERSION", "unknown"))}
+    result = ProfileRows()
+    result._new_failures = []
+    wanted: list[tuple] = []
+    bar = _progress_bar(len(configs), f"profile {target_name}", progress)
+    with out_path.open("a", encoding="utf-8") as out:
+        def append(row: dict) -> None:
+            out.write(json.dumps(row, sort_keys=False) + "\n")
+            out.flush()
+            latest[measurement_key(row)] = row
+            if row["status"] == "ok":
+                result.measured += 1
+            else:
+                result.failed += 1
+                result._new_failures.append(row)
+
+        for arch in configs:
+            for phase in PHASES:
+                lengths = []
+                for length in settings.lengths(phase):
+                    if not fits_context(arch, phase, length):
+                        result.out_of_range += 1
+                        continue
+                    key = _key_for(arch.arch_id, phase, length, settings)
+                    wanted.append(key)
+                    if latest.get(key, {}).get("status") == "ok":
+                        result.skipped += 1
+                        if not _same_protocol(latest[key].get("protocol"), settings.protocol):
+                            result.other_protocol += 1
+                    else:
+                        lengths.append(length)
+                if lengths:
+                    _profile_phase(arch, phase, lengths, settings, target_name, env, append,
+                                   graphs, make_session, time_session)
+            bar.update(1)
+            bar.set_postfix(measured=result.measured, failed=result.failed, skipped=result.skipped, refresh=False)
+    bar.close()
+    result.extend(latest[key] for key in wanted if key in latest)
+    return result
+
+
+def _same_protocol(recorded, protocol: Protocol) -> bool:
+    """Whether a row's recorded protocol is `protocol` (a missing field counts as its default)."""
+    try:
+        return Protocol.from_dict(recorded or {}) == protocol
+    except (NasUserError, TypeError):
+        return False
+
+
+def _profile_phase(arch, phase, lengths, settings, target_name, env, append, graphs, make_session, time_session):
+    """Measure one (config, phase) at `lengths`: build the graph once, then for each of `protocol.sessions`
+    rounds create a fresh session and time every length in it; each row combines all rounds
+    (`measure.combine_sessions`). A length that fails in any round gets a failed row (its other rounds are
+    dropped: an ok row always has every session of its protocol). Rows are appended after the last round."""
+    import tempfile
+
+    from nas.latency.measure import combine_sessions, reusable_model
+
+    protocol = settings.protocol
+
+    def fail(stage_error: str, providers_used=(), build_s=None, only=None):
+        for length in (lengths if only is None else [only]):
+            append(make_row(target=target_name, arch=arch, phase=phase, length=length, settings=settings, env=env,
+                            providers_used=list(providers_used), error=stage_error, build_s=build_s))
+
+    shortfall = _memory_shortfall(arch, settings)
+    if shortfall:
+        fail(shortfall)
+        return
+    with tempfile.TemporaryDirectory(prefix="nas_graph_") as tmp:  # only used past protobuf's 2 GiB limit
+        start = time.perf_counter()
+        try:
+            model = graphs.build_graph(arch, phase, precision=settings.precision, seed=settings.seed)
+            source = reusable_model(model, tmp)  # serialised once, for every session
+        except Exception as exc:  # noqa: BLE001 -- a failed candidate is recorded, the run goes on
+            fail(_error_text("build", exc))
+            return
+        del model
+        build_s = None  # graph build + first session: what one measurement used to cost
+        providers_used: list[str] = []
+        feeds: dict[int, Any] = {}
+        errors: dict[int, str] = {}
+        samples: dict[int, list[list[float]]] = {length: [] for length in lengths}
+        session = None
+        for _ in range(protocol.sessions):
+            session = None  # release the previous session before creating the next
+            try:
+                session = make_session(source, settings.provider, settings.provider_options, protocol)
+            except NasUserError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                error = _error_text("session", exc)
+                if build_s is None:
+                    fail(error, build_s=time.perf_counter() - start)
+                    return
+                errors.update({length: error for length in lengths if length not in errors})
+                break
+            if build_s is None:
+                build_s = time.perf_counter() - start
+                providers_used = session.get_providers()
+                inputs = session.get_inputs()
+                for length in lengths:  # built once, fed to every session
+                    try:
+                        feeds[length] = match_feed_dtypes(inputs, graphs.graph_feeds(
+                            arch, phase, prompt_len=length if phase == "prefill" else None,
+                            context_len=length if phase == "decode" else None, seed=settings.seed,
+                            precision=settings.precision))
+                    except Exception as exc:  # noqa: BLE001
+                        errors[length] = _error_text("run", exc)
+            for length in lengths:
+                if length in errors:
+                    continue
+                try:
+                    stats = time_session(session, feeds[length], protocol)
+                except Exception as exc:  # noqa: BLE001
+                    errors[length] = _error_text("run", exc)
+                    feeds.pop(length, None)
+                    continue
+                samples[length].append(stats["samples"])
+        del session, source
+    feeds.clear()
+    for length in lengths:
+        if length in errors:
+            fail(errors[length], providers_used, build_s, only=length)
+        else:
+            append(make_row(target=target_name, arch=arch, phase=phase, length=length, settings=settings, env=env,
+                            providers_used=providers_used, stats=combine_sessions(samples[length]),
+                            build_s=build_s))
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="config", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+# ----- reading and validating -----
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_TYPES = {
+    "schema": (_is_int, "an integer"),
+    "target": (lambda v: isinstance(v, str) and v != "", "a target name"),
+    "arch": (lambda v: isinstance(v, dict), "an ArchConfig object"),
+    "arch_id": (lambda v: isinstance(v, str) and v != "", "an arch id"),
+    "phase": (lambda v: v in PHASES, f"one of {', '.join(PHASES)}"),
+    "prompt_len": (lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null"),
+    "context_len": (lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null"),
+    "precision": (lambda v: isinstance(v, str) and v != "", "a precision name"),
+    "provider": (lambda v: isinstance(v, str) and v != "", "an execution provider name"),
+    "providers_used": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of names"),
+    "provider_options": (lambda v: isinstance(v, dict), "an object"),
+    "threads": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "protocol": (lambda v: isinstance(v, dict), "an object"),
+    "session_options": (lambda v: isinstance(v, dict), "an object"),
+    "latency_ms": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "samples_ms": (lambda v: isinstance(v, list) and all(_is_num(x) for x in v), "a list of numbers"),
+    "env": (lambda v: isinstance(v, dict), "an object"),
+    "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+    "error": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "build_s": (lambda v: v is None or _is_num(v), "a number or null"),
+    "timestamp": (lambda v: isinstance(v, str) and v != "", "an ISO-8601 time"),
+}
+ROW_FIELDS = tuple(_TYPES)
+
+
+def validate_row(row: Any) -> str | None:
+    """Why `row` is not a valid measurement row (naming the field), or None if it is."""
+    from nas.core.arch import ArchConfig
+
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {type(row).__name__}"
+    for name, (check, what) in _TYPES.items():
+        if name not in row:
+            return f"missing field {name!r}"
+        if not check(row[name]):
+            return f"field {name!r} must be {what}, got {row[name]!r:.80}"
+    if row["schema"] != SCHEMA:
+        return f"field 'schema' is {row['schema']}, this nas reads schema {SCHEMA}"
+    length_field, other = ("prompt_len", "context_len") if row["phase"] == "prefill" else ("context_len", "prompt_len")
+    if row[length_field] is None:
+        return f"field {length_field!r} is required for a {row['phase']} row"
+    if row[other] is not None:
+        return f"field {other!r} must be null for a {row['phase']} row"
+    if row["status"] == "ok":
+        lat = row["latency_ms"]
+        if lat is None:
+            return "field 'latency_ms' is required when status is 'ok'"
+        for k in STAT_KEYS:
+            if k not in lat or not _is_num(lat[k]) or lat[k] < 0:
+                return f"field 'latency_ms.{k}' must be a non-negative number, got {lat.get(k)!r}"
+        if lat["median"] <= 0:
+            return f"field 'latency_ms.median' must be positive, got {lat['median']!r}"
+        medians = lat.get("session_medians")  # absent in rows written before it existed (one session)
+        if medians is not None and (not isinstance(medians, list) or not medians
+                                    or not all(_is_num(v) and v > 0 for v in medians)):
+            return ("field 'latency_ms.session_medians' must be a non-empty list of positive numbers, "
+                    f"got {medians!r:.80}")
+        if not row["samples_ms"]:
+            return "field 'samples_ms' is empty for an 'ok' row"
+    elif not row["error"]:
+        return "field 'error' must say why a 'failed' row failed"
+    try:
+        arch = ArchConfig.from_dict(row["arch"])
+    except (NasUserError, TypeError) as exc:
+        return f"field 'arch': {exc}"
+    if arch.arch_id != row["arch_id"]:
+        return f"field 'arch_id' is {row['arch_id']!r} but the arch hashes to {arch.arch_id!r}"
+    return None
+
+
+def read_measurements(path, target: str | None = None, require_ok: bool = True,
+                      ort_version: str | None = None, *, _only_target: str | None = None) -> list[dict]:
+    """Read and validate a measurements JSONL file.
+
+    Every row is checked (fields, types, arch id); a bad one raises NasUserError naming the file, line and
+    field. With `target`, a row for another target is an error; with `ort_version`, so is a row measured
+    under another onnxruntime version. With `require_ok` (default) only "ok" rows are returned ("failed"
+    rows are still validated); otherwise all rows, in file order.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NasUserError(f"no measurements file at {path}") from None
+    except OSError as exc:
+        raise NasUserError(f"cannot read measurements {path}: {exc.strerror or exc}") from None
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise NasUserError(f"{path}:{lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+        problem = validate_row(row)
+        if problem:
+            raise NasUserError(f"{path}:{lineno}: {problem}")
+        if _only_target is not None and row["target"] != _only_target:
+            continue
+        if target is not None and row["target"] != target:
+            raise NasUserError(f"{path}:{lineno}: field 'target' is {row['target']!r}, expected {target!r}")
+        if ort_version is not None and row["env"].get("ort_version") != ort_version:
+            raise NasUserError(f"{path}:{lineno}: field 'env.ort_version' is {row['env'].get('ort_version')!r}, "
+                               f"expected {ort_version!r} (measure again with this onnxruntime)")
+        if require_ok and row["status"] != "ok":
+            continue
+        rows.append(row)
+    return rows

@@ -1,0 +1,174 @@
+"""Which latency model answers for a target, and how its latency is known.
+
+Labels (shown everywhere a latency figure appears):
+- "measured": host-cpu with a predictor fitted on ORT measurements taken on this machine;
+- "calibrated": a described device with a predictor fitted on measurements imported from that device;
+- "analytic, uncalibrated": a roofline from the target's spec sheet (or, for host-cpu, this host's probes),
+  no latency measurements behind it.
+
+`load_latency_model(target, precision, provider)` is the one entry point the search and `nas predict` use:
+a fitted predictor (the user's in NAS_HOME, else one shipped in targets/calibrations/) wins when present and
+must pass its metadata check; otherwise the analytic model answers, labelled as such.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nas.core.errors import NasUserError
+from nas.core.paths import find_predictor
+
+MEASURED = "measured"
+CALIBRATED = "calibrated"
+ANALYTIC = "analytic, uncalibrated"
+SOURCES = (MEASURED, CALIBRATED, ANALYTIC)
+
+
+def resolve_deployment(target, precision: str | None = None, provider: str | None = None):
+    """(Target, precision, provider) with the target's defaults filled in; a precision the target does not
+    deploy at, or a provider it does not have, is one line naming what it has."""
+    if isinstance(target, str):
+        from nas.targets import load_target
+
+        target = load_target(target)
+    precision = precision or target.default_precision
+    provider = provider or target.execution_providers[0]
+    if precision not in target.precisions:
+        raise NasUserError(f"target {target.name} does not run precision {precision!r}; "
+                           f"it runs: {', '.join(target.precisions)}")
+    if provider not in target.execution_providers:
+        raise NasUserError(f"target {target.name} has no execution provider {provider!r}; "
+                           f"it has: {', '.join(target.execution_providers)}")
+    return target, precision, provider
+
+
+def latency_source(target, precision: str | None = None, provider: str | None = None) -> str:
+    """How `target`'s latency is known at `precision` (default: the target's) on `provider` (default: its first)."""
+    target, precision, provider = resolve_deployment(target, precision, provider)
+    if find_predictor(target.name, provider, precision) is not None:
+        return MEASURED if target.measured_here else CALIBRATED
+    return ANALYTIC
+
+
+class LatencyModel:
+    """Latency of one target at one precision on one execution provider, for a whole ArchBatch at once.
+
+    `source` is one of SOURCES; `note` says anything the user should know (e.g. how to calibrate);
+    `details` describes what stands behind the numbers (predictor file and its accuracy, or roofline inputs).
+    """
+
+    target: str
+    precision: str
+    provider: str
+    source: str
+    note: str = ""
+
+    def __init__(self, target: str, precision: str, provider: str, source: str, note: str = "",
+                 details: dict[str, Any] | None = None):
+        self.target, self.precision, self.provider, self.source = target, precision, provider, source
+        self.note = note
+        self.details = details or {}
+
+    def _predict(self, batch, prompt_len: int, context_len: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def predict(self, batch, prompt_len: int, context_len: int) -> dict[str, np.ndarray]:
+        """{"prefill_ms": [n], "decode_ms": [n]} float64, positive and finite (raises otherwise)."""
+        from nas.latency.predictor import check_latencies
+
+        for name, value in (("prompt_len", prompt_len), ("context_len", context_len)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise NasUserError(f"{name} must be a positive integer, got {value!r}")
+        out = self._predict(batch, int(prompt_len), int(context_len))
+        return {key: check_latencies(np.asarray(out[key], dtype=np.float64), f"{self.target} {key}")
+                for key in ("prefill_ms", "decode_ms")}
+
+    def describe(self) -> dict[str, Any]:
+        return {"target": self.target, "precision": self.precision, "provider": self.provider,
+                "latency_source": self.source, "note": self.note, **self.details}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(target={self.target!r}, precision={self.precision!r}, "
+                f"provider={self.provider!r}, source={self.source!r})")
+
+
+class FittedLatencyModel(LatencyModel):
+    """A predictor fitted on measurements ("measured" on this host, "calibrated" for a device)."""
+
+    def __init__(self, target, precision, provider, source, predictor, path, note=""):
+        evaluation = {phase: ev.get("predictor") for phase, ev in predictor.evaluation.get("phases", {}).items()}
+        ranges = {phase: {k: v for k, v in info.items() if k in ("prompt_len", "context_len", "num_params")}
+                  for phase, info in predictor.training.items() if phase in predictor.phases}
+        super().__init__(target, precision, provider, source, note,
+                         {"predictor_path": str(path), "ort_version": predictor.ort_version,
+                          "threads": predictor.threads, "held_out_accuracy": evaluation, "training_ranges": ranges})
+        self.predictor = predictor
+
+    def _predict(self, batch, prompt_len, context_len):
+        return self.predictor.predict(batch, prompt_len, context_len)
+
+
+class AnalyticLatencyModel(LatencyModel):
+    """The roofline, from the target's spec sheet or this host's probes."""
+
+    def __init__(self, target, precision, provider, roofline, note=""):
+        super().__init__(target, precision, provider, ANALYTIC, note, {"roofline": roofline.params.to_dict()})
+        self.roofline = roofline
+
+    def _predict(self, batch, prompt_len, context_len):
+        return self.roofline.predict(batch, prompt_len, context_len)
+
+
+def _installed_ort_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("onnxruntime")
+    except Exception:  # noqa: BLE001 -- not installed
+        return None
+
+
+def host_threads(target) -> int:
+    import os
+
+    return int(getattr(target, "threads", None) or os.cpu_count() or 1)
+
+
+def load_latency_model(target, precision: str | None = None, provider: str | None = None) -> LatencyModel:
+    """The latency model for `target` (a Target or its name) at `precision` on `provider` (defaults: the
+    target's). Raises NasUserError for a precision the target does not deploy at or a predictor file that
+    does not match."""
+    target, precision, provider = resolve_deployment(target, precision, provider)
+    path = find_predictor(target.name, provider, precision)
+    if path is not None:
+        from nas.latency.predictor import load_predictor
+
+        expect: dict[str, Any] = {"target": target.name, "provider": provider, "precision": precision,
+                                  "threads": getattr(target, "threads", None)}
+        if target.measured_here:
+            from nas.latency.measure import cpu_model
+
+            expect["ort_version"] = _installed_ort_version()
+            expect["cpu_model"] = cpu_model()
+        predictor = load_predictor(path, **expect)
+        return FittedLatencyModel(target.name, precision, provider, MEASURED if target.measured_here else CALIBRATED,
+                                  predictor, path)
+
+    from nas.latency import analytic
+
+    if target.measured_here:
+        from nas.latency.probes import host_probes
+
+        probes = host_probes(host_threads(target))
+        note = (f"no fitted predictor for {target.name} ({provider}, {precision}): roofline from this host's "
+                f"probes; run `nas calibrate --target {target.name}` to measure")
+        if precision != "fp32":
+            note += "; the probes measure fp32 matmuls, used for every precision"
+        roofline = analytic.RooflineModel(analytic.params_from_probes(probes), precision)
+    else:
+        note = (f"from {target.name}'s spec sheet, no measurements behind it; import device measurements with "
+                f"`nas calibrate --target {target.name} --measurements FILE`")
+        roofline = analytic.RooflineModel(analytic.params_from_specs(target, precision), precision)
+    return AnalyticLatencyModel(target.name, precision, provider, roofline, note)

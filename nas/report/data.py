@@ -1,0 +1,348 @@
+"""Compute a report's data from a finished study: records, fronts, picks, hypervolume history, table rows.
+
+Nothing here draws. Every structure is small, named and tested directly (STYLE.md "Compute, then draw");
+`nas.report.plots` and `nas.report.html` only render what this module returns. The study itself is read
+through `nas.study.read` (trials, Pareto set, picks), with the definitions given there.
+
+- A *2-D front* (what the plots show) is the Pareto idea on two axes only: quality (up) against decode or
+  prefill tokens/s on one target (right), both maximised.
+- The *search progress* plot shows the same quantity the search reports: the hypervolume of the feasible
+  trials the sampler found, over the study's own objectives, normalised as the exact stage normalised them
+  (`nas.study.pareto.Normaliser`), as a share of the exact front's hypervolume. The exact front's members
+  the sampler missed are added after the search; they are not search progress, so the plot marks where they
+  were added instead of counting them. A study without an exact stage is normalised over its own feasible
+  trials, and the plot says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nas.core.errors import NasUserError
+from nas.study.pareto import Normaliser, pareto_mask, pareto_mask_max, to_minimisation
+from nas.study.read import PICKS, StudyTrials, compute_picks, study_pareto_set
+from nas.study.schema import FOUND_BY_EXACT, TargetFigures
+SPEED_METRICS = ("decode_tokens_per_s", "prefill_tokens_per_s")
+MAX_LABELS = 9  # front points labelled per panel; more than this stops being readable at phone width
+
+
+# ----------------------------------------------------------------------------------------------- fronts
+@dataclass(frozen=True)
+class Front2D:
+    """One plot panel's data: quality (y) against a speed metric (x) on one target, both maximised."""
+
+    target: str
+    metric: str  # "decode_tokens_per_s" | "prefill_tokens_per_s"
+    latency_source: str
+    xy: dict[int, tuple[float, float]]  # trial number -> (speed, quality) for every plotted trial
+    front: tuple[int, ...]  # feasible non-dominated trials, one per arch, by increasing speed
+    dominated: tuple[int, ...]  # feasible, not on the front (including duplicates of front archs)
+    infeasible: tuple[int, ...]
+    labelled: tuple[int, ...]  # front trials that get a shape label (all picks among them, then every k-th)
+
+
+def front_2d(trials: StudyTrials, target: str, metric: str, picks: Mapping[str, int] | None = None,
+             max_labels: int = MAX_LABELS) -> Front2D:
+    xy: dict[int, tuple[float, float]] = {}
+    for p in trials.points.values():
+        x = p.speed(target, metric)
+        if x is not None and math.isfinite(x) and math.isfinite(p.quality):
+            xy[p.number] = (x, p.quality)
+    feasible = sorted(n for n in xy if trials.points[n].feasible)
+    infeasible = tuple(sorted(n for n in xy if not trials.points[n].feasible))
+    mask = pareto_mask_max([xy[n] for n in feasible], [True, True])
+    front, seen = [], set()
+    for n, m in zip(feasible, mask):
+        if m and trials.points[n].arch_id not in seen:
+            seen.add(trials.points[n].arch_id)
+            front.append(n)
+    front.sort(key=lambda n: (xy[n][0], -xy[n][1]))
+    on_front = set(front)
+    dominated = tuple(n for n in feasible if n not in on_front)
+    source = trials.meta.latency_sources.get(target) or _source_of(trials, target)
+    return Front2D(target, metric, source, xy, tuple(front), dominated, infeasible,
+                   label_subset(front, picks or {}, max_labels))
+
+
+def _source_of(trials: StudyTrials, target: str) -> str:
+    for p in trials.points.values():
+        if target in p.record.figures:
+            return p.record.figures[target].latency_source
+    return "unknown"
+
+
+def label_subset(front: Sequence[int], picks: Mapping[str, int], max_labels: int = MAX_LABELS) -> tuple[int, ...]:
+    """Which front points get a label: all of them when few; else the picks plus evenly spaced others.
+
+    `front` is ordered along the front, so even spacing spreads labels over its whole length.
+    """
+    if len(front) <= max_labels:
+        return tuple(front)
+    chosen = [n for n in picks.values() if n in front]
+    room = max(max_labels - len(set(chosen)), 0)
+    if room:
+        step = (len(front) - 1) / max(room - 1, 1)
+        chosen += [front[round(i * step)] for i in range(room)]
+    chosen_set = set(chosen)
+    return tuple(n for n in front if n in chosen_set)
+
+
+# ----------------------------------------------------------------------------------------------- search progress
+@dataclass(frozen=True)
+class SearchProgress:
+    """Hypervolume of the sampler's feasible trials after each of them (see the module docstring)."""
+
+    numbers: tuple[int, ...]  # feasible trials the sampler found, in trial-number order
+    values: tuple[float, ...]  # hypervolume after each of them, in `unit`
+    unit: str  # what `values` measure, for the axis label
+    exact_added: int  # exact-front trials added after the search (0: none)
+    final_with_exact: float | None  # the value once they are added (1.0 of the exact front's), or None
+
+
+def search_progress(trials: StudyTrials) -> SearchProgress:
+    feasible = sorted((p for p in trials.points.values() if p.feasible and len(p.values) == len(trials.directions)),
+                      key=lambda p: p.number)
+    sampled = [p for p in feasible if p.found_by != FOUND_BY_EXACT]
+    added = len(feasible) - len(sampled)
+    exact = trials.exact or {}
+    norm = exact.get("normalisation")
+    if norm and exact.get("hypervolume"):
+        normaliser = Normaliser(tuple(norm["best"]), tuple(norm["worst"]))
+        total = float(exact["hypervolume"])
+        unit = "share of the exact front's hypervolume"
+    else:
+        if not feasible:
+            return SearchProgress((), (), "hypervolume", 0, None)
+        normaliser = Normaliser.from_points(to_minimisation([p.values for p in feasible], trials.directions))
+        total, unit = 1.0, "hypervolume, normalised to the feasible trials' range"
+    values, front = [], np.zeros((0, len(trials.directions)))
+    for p in sampled:
+        front = np.vstack([front, to_minimisation([p.values], trials.directions)])
+        front = front[pareto_mask(front)]  # only the front adds volume
+        values.append(normaliser.hypervolume(front) / total)
+    final = None
+    if added:
+        every = to_minimisation([p.values for p in feasible], trials.directions)
+        final = normaliser.hypervolume(every) / total
+    return SearchProgress(tuple(p.number for p in sampled), tuple(values), unit, added, final)
+
+
+# ----------------------------------------------------------------------------------------------- parity
+@dataclass(frozen=True)
+class ParityPhase:
+    phase: str  # "prefill" | "decode"
+    predicted_ms: tuple[float, ...]
+    measured_ms: tuple[float, ...]
+    mape_pct: float | None  # percent
+    within_5_pct: float | None  # percent of held-out points
+    within_10_pct: float | None
+    kendall_tau: float | None
+
+
+@dataclass(frozen=True)
+class Parity:
+    target: str
+    path: str
+    phases: tuple[ParityPhase, ...]
+
+
+def _find_phase_dicts(node: Any, parent: str = "", depth: int = 0) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every dict holding both `predicted_ms` and `measured_ms` lists, with the key it sits under."""
+    if depth > 6:
+        return []
+    found = []
+    if isinstance(node, Mapping):
+        if isinstance(node.get("predicted_ms"), list) and isinstance(node.get("measured_ms"), list):
+            found.append((str(node.get("phase") or parent or "latency"), node))
+        else:
+            for key, value in node.items():
+                found += _find_phase_dicts(value, str(key), depth + 1)
+    return found
+
+
+def _find_key(node: Any, key: str, depth: int = 0) -> Any:
+    if depth > 6 or not isinstance(node, Mapping):
+        return None
+    if key in node:
+        return node[key]
+    for value in node.values():
+        hit = _find_key(value, key, depth + 1)
+        if hit is not None:
+            return hit
+    return None
+
+
+def _num(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parity_from_predictor(target: str, path: Path) -> Parity | str:
+    """A predictor file's held-out evaluation as `Parity`, or the reason there is none (a string).
+
+    Read leniently: each phase's dict holds `predicted_ms` and `measured_ms` lists, and its accuracy figures
+    (mape, within_5, within_10, kendall_tau) either beside them or in a `predictor` sub-dict. Shares are in
+    percent when the file's `metric_units` say so (as `nas calibrate` writes), else guessed (<= 1: fractions).
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        return f"predictor file {path} could not be read ({exc.__class__.__name__})"
+    units = _find_key(data, "metric_units")
+    declared = None
+    if isinstance(units, Mapping) and isinstance(units.get("mape"), str):
+        declared = "%" in units["mape"]
+    phases = []
+    for phase, d in _find_phase_dicts(data):
+        pred = [_num(v) for v in d["predicted_ms"]]
+        meas = [_num(v) for v in d["measured_ms"]]
+        pairs = [(p, m) for p, m in zip(pred, meas) if p is not None and m is not None]
+        if not pairs:
+            continue
+        metrics = d.get("predictor") if isinstance(d.get("predictor"), Mapping) else d
+        mape, w5, w10 = (_num(metrics.get(k)) for k in ("mape", "within_5", "within_10"))
+        percent = declared
+        if percent is None:
+            shares = [v for v in (w5, w10) if v is not None]
+            percent = any(v > 1.0 for v in shares) if shares else (mape is not None and mape >= 1.0)
+        k = 1.0 if percent else 100.0
+        phases.append(ParityPhase(phase, tuple(p for p, _ in pairs), tuple(m for _, m in pairs),
+                                  *(None if v is None else v * k for v in (mape, w5, w10)),
+                                  _num(metrics.get("kendall_tau"))))
+    if not phases:
+        return f"predictor file {path} has no held-out evaluation (predicted_ms / measured_ms)"
+    return Parity(target, str(path), tuple(phases))
+
+
+def find_parity(target: str, precision: str | None) -> Parity | str:
+    """Look up the target's predictor (first execution provider, deployment precision) and read its evaluation."""
+    try:
+        from nas.targets import load_target  # written by the targets helper; optional here
+
+        spec = load_target(target)
+        provider = spec.execution_providers[0]
+        precision = precision or spec.default_precision
+    except Exception as exc:  # unknown target, or targets package not there: no parity plot, said why
+        return f"target {target!r} could not be loaded to find its predictor ({exc.__class__.__name__})"
+    from nas.core.paths import find_predictor
+
+    path = find_predictor(target, provider, precision)
+    if path is None:
+        return f"no fitted predictor for {target} ({provider}, {precision}); run `nas calibrate --target {target}`"
+    return parity_from_predictor(target, path)
+
+
+# ----------------------------------------------------------------------------------------------- table
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str  # with units
+    fmt: str  # format spec for Markdown/HTML; CSV keeps full precision
+
+
+def quality_axis(trials: StudyTrials) -> tuple[str, float]:
+    """Axis label and the factor to multiply quality by for display."""
+    sources = {p.record.quality_source for p in trials.points.values()}
+    source = sources.pop() if len(sources) == 1 else "mixed"
+    if source == "non_embedding_params":
+        return "quality: non-embedding parameters (M)", 1e-6
+    return f"quality: {source.replace('_', ' ')} (higher is better)", 1.0
+
+
+def table_columns(trials: StudyTrials) -> list[Column]:
+    label, scale = quality_axis(trials)
+    cols = [Column("pick", "pick", ""), Column("trial", "trial", "d"), Column("shape", "shape", ""),
+            Column("attention", "attention", ""), Column("heads", "heads q/kv × dim", ""),
+            Column("ffn", "FFN, LM head", ""),
+            Column("params_m", "params (M)", ".1f"), Column("quality", label, ".1f" if scale == 1e-6 else ".4g")]
+    for t in trials.meta.targets:
+        ctx = trials.meta.context_len
+        cols += [Column(f"{t}.memory_mb", f"{t} memory @ctx {ctx} (MB)", ".0f"),
+                 Column(f"{t}.ttft_ms", f"{t} TTFT @{trials.meta.prompt_len} tok (ms)", ".1f"),
+                 Column(f"{t}.prefill_tokens_per_s", f"{t} prefill (tok/s)", ".0f"),
+                 Column(f"{t}.decode_tokens_per_s", f"{t} decode (tok/s)", ".1f")]
+    cols.append(Column("arch_id", "arch id", ""))
+    return cols
+
+
+def table_rows(trials: StudyTrials, pareto: Sequence[int], picks: Mapping[str, int]) -> list[dict[str, Any]]:
+    """One row per Pareto-set trial, best quality first; picks named in the `pick` column."""
+    _, qscale = quality_axis(trials)
+    pick_of: dict[int, list[str]] = {}
+    for name in PICKS:
+        if name in picks:
+            pick_of.setdefault(picks[name], []).append(name)
+    rows = []
+    for n in pareto:
+        p = trials.points[n]
+        arch = p.record.arch
+        row: dict[str, Any] = {
+            "pick": ", ".join(pick_of.get(n, [])), "trial": n, "shape": p.shape,
+            "attention": arch.attention_type, "heads": f"{arch.num_heads}/{arch.num_kv_heads} × {arch.head_dim}",
+            "ffn": ", ".join([arch.ffn_kind, "tied" if arch.tie_embeddings else "untied"]
+                             + (["qkv bias"] if arch.qkv_bias else [])),
+            "params_m": arch.num_params / 1e6,
+            "quality": p.quality * qscale, "arch_id": p.arch_id,
+        }
+        for t in trials.meta.targets:
+            fig: TargetFigures | None = p.record.figures.get(t)
+            for key in ("memory_mb", "ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s"):
+                row[f"{t}.{key}"] = None if fig is None else float(getattr(fig, key))
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["quality"], r["trial"]))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- all together
+@dataclass
+class ReportData:
+    trials: StudyTrials
+    pareto: tuple[int, ...]
+    picks: dict[str, int]
+    fronts: dict[str, list[Front2D]]  # metric -> one Front2D per target
+    progress: SearchProgress
+    parity: dict[str, Parity | str]  # target -> parity data, or why there is none
+    columns: list[Column]
+    rows: list[dict[str, Any]]
+    quality_label: str
+    quality_scale: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def first_target(self) -> str:
+        return self.trials.meta.targets[0]
+
+
+def compute_report(trials: StudyTrials, with_parity: bool = True) -> ReportData:
+    if not trials.points:
+        states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(trials.states.items())) or "no trials"
+        raise NasUserError(f"study {trials.name!r} has no complete nas trials to report ({states})")
+    pareto = study_pareto_set(trials)
+    picks = compute_picks(trials, pareto)
+    fronts = {m: [front_2d(trials, t, m, picks) for t in trials.meta.targets] for m in SPEED_METRICS}
+    progress = search_progress(trials)
+    parity: dict[str, Parity | str] = {}
+    for t in trials.meta.targets:
+        source = trials.meta.latency_sources.get(t) or _source_of(trials, t)
+        if source.startswith("analytic"):
+            parity[t] = f"{t} latency is {source}: there are no measurements to compare predictions with"
+        elif with_parity:
+            parity[t] = find_parity(t, trials.meta.precision.get(t))
+    label, scale = quality_axis(trials)
+    notes = []
+    if not pareto:
+        notes.append("No feasible trial: every complete trial breaks a constraint, so there is no Pareto set "
+                     "and nothing to recommend. Loosen the constraints or widen the search space.")
+    if trials.unrecorded:
+        notes.append(f"{trials.unrecorded} complete trial(s) carry no nas record and are left out.")
+    return ReportData(trials, pareto, picks, fronts, progress, parity, table_columns(trials),
+                      table_rows(trials, pareto, picks), label, scale, notes)

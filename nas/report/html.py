@@ -1,0 +1,165 @@
+"""A self-contained index.html: images embedded as base64 PNG, styles inline, no scripts, no network.
+
+Readable on a phone: one column, images scale to the screen width, the wide table scrolls sideways.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import shlex
+from pathlib import Path
+from typing import Sequence
+
+from nas.report import tables
+from nas.report.data import Parity, ReportData
+from nas.study.read import PICK_TITLES, PICKS
+
+_CSS = """
+body{font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0 auto;
+max-width:1180px;padding:12px;color:#222;line-height:1.45}
+h1{font-size:1.45em;margin:.3em 0}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+.meta{color:#555;font-size:.92em}
+.cards{display:flex;flex-wrap:wrap;gap:10px}
+.card{flex:1 1 300px;border:1px solid #ccc;border-radius:8px;padding:10px 12px;background:#fafafa}
+.card.knee{border:2px solid #e0a800;background:#fff8e1}
+.card h3{margin:.1em 0 .3em;font-size:1.02em}.card .shape{font-family:ui-monospace,Menlo,Consolas,monospace;
+font-size:1.08em;font-weight:bold}
+.card dl{display:grid;grid-template-columns:auto 1fr;gap:1px 10px;margin:.4em 0;font-size:.9em}
+.card dt{color:#666}.card dd{margin:0}
+code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em}
+pre{background:#f2f2f2;padding:6px 8px;border-radius:4px;overflow-x:auto;white-space:pre}
+img{max-width:100%;height:auto;border:1px solid #eee}
+.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
+table{border-collapse:collapse;font-size:.82em;white-space:nowrap}
+th,td{border:1px solid #ddd;padding:3px 6px}th{background:#f0f0f0;position:sticky;top:0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}tr.pick{background:#fff3c4;font-weight:600}
+.note{color:#555;font-size:.9em}
+"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    svg = path.with_suffix(".svg")
+    link = f' <a href="{html.escape(svg.name)}">SVG</a>' if svg.is_file() else ""
+    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+            f'<figcaption class="note">{html.escape(alt)}.{link}</figcaption></figure>')
+
+
+def _fmt(value, spec: str, unit: str = "") -> str:
+    return "–" if value is None else f"{format(value, spec)}{unit}"
+
+
+def _cards(data: ReportData, storage: str | None) -> str:
+    if not data.picks:
+        return '<p class="note">No feasible shape, so nothing to recommend (see notes below).</p>'
+    t = data.first_target
+    rows_by_trial = {r["trial"]: r for r in data.rows}
+    out = []
+    for name in PICKS:
+        n = data.picks.get(name)
+        if n is None:
+            continue
+        p = data.trials.points[n]
+        row = rows_by_trial.get(n, {})
+        fig = p.record.figures.get(t)
+        also = [k for k, v in data.picks.items() if v == n and k != name]
+        cmd = ["nas", "export", "--study", data.trials.name, "--trial", str(n), "--format", "hf",
+               "--out", f"{data.trials.name}-trial{n}"]
+        if storage:
+            cmd[4:4] = ["--storage", storage]
+        items = [
+            ("trial", f"#{n}" + (f" (also {', '.join(PICK_TITLES[a] for a in also)})" if also else "")),
+            ("arch id", f"<code>{html.escape(p.arch_id)}</code>"),
+            ("parameters", f"{p.record.arch.num_params / 1e6:.1f} M ({p.record.arch.attention_type.upper()}, "
+                           f"{html.escape(p.record.arch.ffn_kind)})"),
+            ("quality", html.escape(f"{_fmt(row.get('quality'), '.4g')} — {data.quality_label.split(': ', 1)[-1]}")),
+            (f"decode on {html.escape(t)}", _fmt(fig and fig.decode_tokens_per_s, ".1f", " tokens/s")),
+            (f"TTFT on {html.escape(t)}",
+             _fmt(fig and fig.ttft_ms, ".1f", f" ms ({data.trials.meta.prompt_len}-token prompt)")),
+            (f"memory on {html.escape(t)}", _fmt(fig and fig.memory_mb, ".0f", " MB")),
+        ]
+        dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
+        out.append(f'<div class="card {"knee" if name == "knee" else ""}"><h3>{html.escape(PICK_TITLES[name])}</h3>'
+                   f'<div class="shape">{html.escape(p.shape)}</div><dl>{dl}</dl>'
+                   f"<pre>{html.escape(shlex.join(cmd))}</pre></div>")
+    return '<div class="cards">' + "".join(out) + "</div>"
+
+
+def _parity_section(data: ReportData, images: dict[str, list[Path]]) -> str:
+    parts = []
+    for target, parity in data.parity.items():
+        if isinstance(parity, Parity) and images.get(target):
+            parts.append(_img(images[target][0], f"{target}: predicted vs measured latency on held-out shapes "
+                                                 f"(from {Path(parity.path).name})"))
+        else:
+            parts.append(f'<p class="note">{html.escape(target)}: no parity plot — {html.escape(str(parity))}.</p>')
+    return "".join(parts) or '<p class="note">No target.</p>'
+
+
+def render_index(data: ReportData, pareto_images: Sequence[Path], hv_image: Path,
+                 parity_images: dict[str, list[Path]], files: Sequence[Path], storage: str | None = None) -> str:
+    tr = data.trials
+    meta = tr.meta
+    states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(tr.states.items()))
+    n_feasible = sum(p.feasible for p in tr.points.values())
+    targets = "; ".join(
+        f"<b>{html.escape(t)}</b> ({html.escape(meta.precision.get(t, ''))}, latency "
+        f"{html.escape(meta.latency_sources.get(t, 'unknown'))})" for t in meta.targets)
+    objectives = ", ".join(f"{o.direction} {o.label}" for o in meta.objectives)
+    figures = "".join(_img(p, alt) for p, alt in zip(
+        pareto_images,
+        ["Quality vs decode speed per target: front highlighted, picks marked",
+         "Quality vs prefill speed per target"]))
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
+    file_links = " · ".join(f'<a href="{html.escape(f.name)}">{html.escape(f.name)}</a>' for f in files)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>nas report — {html.escape(tr.name)}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>nas report — study {html.escape(tr.name)}</h1>
+<p class="meta">Space <b>{html.escape(meta.space)}</b> · targets: {targets}<br>
+Trials: {html.escape(states)}; {n_feasible} feasible; {len(data.pareto)} shapes on the Pareto set.<br>
+Objectives: {html.escape(objectives)} · prompt {meta.prompt_len} tokens, context {meta.context_len} tokens
+· nas {html.escape(meta.nas_version)}</p>
+
+<h2>Recommended shapes (picked on {html.escape(data.first_target)})</h2>
+{_cards(data, storage)}
+
+<h2>Pareto fronts</h2>
+{figures}
+
+<h2>Pareto set ({len(data.rows)} shapes)</h2>
+<div class="scroll">{tables.to_html(data.columns, data.rows)}</div>
+<p class="note">Also as <a href="pareto.csv">CSV</a> and <a href="pareto.md">Markdown</a>.</p>
+
+<h2>Search progress</h2>
+{_img(hv_image, "Hypervolume history per target")}
+
+<h2>Latency predictor accuracy</h2>
+{_parity_section(data, parity_images)}
+
+<h2>How to read this</h2>
+<ul class="note">
+<li>Up and right is better: more quality, more tokens per second. Faint grey dots are dominated shapes,
+faint red crosses break a constraint.</li>
+<li>The <b>Pareto set</b> is the feasible shapes no other feasible shape beats on every study objective.
+Each panel's front line is the same idea on that panel's two axes only.</li>
+<li><b>Picks</b> (on {html.escape(data.first_target)}): <i>fastest</i> has the highest decode tokens/s,
+<i>best quality</i> the highest quality, and the <i>knee</i> is the point of their quality-vs-decode front
+(both axes scaled to 0–1) farthest from the line joining its two ends: the best trade.</li>
+<li>Hypervolume: share of the normalised quality × decode-speed square dominated by the front so far.</li>
+<li>Latency "analytic, uncalibrated" is a roofline estimate from the device's spec sheet, not a measurement.</li>
+{notes}
+</ul>
+<p class="note">Files: {file_links}</p>
+</body></html>
+"""
+
+
+def write_index(out_dir: Path, text: str) -> Path:
+    path = out_dir / "index.html"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,245 @@
+"""What a search optimises and what it must respect, computed for many configs at once.
+
+Pure numpy, no Optuna: the search evaluates one trial as a 1-row batch and the exact stage evaluates a whole
+enumerated space with the same functions, so a trial's values and the exact front can never disagree.
+
+- `Figures`: predicted figures of a batch (parameters; per target prefill/decode ms and memory MiB).
+- `parse_objectives`: CLI names (quality, decode_tps, prefill_tps, ttft, memory) -> `nas.study.schema.Objective`s.
+- `Constraints`: the user's limits as Optuna constraint values (> 0 means violated, relative to the limit).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nas.core.errors import NasUserError
+from nas.study.schema import Objective
+
+# CLI name -> (metric in TrialRecord/TargetFigures vocabulary, direction, measured per target?)
+OBJECTIVES: dict[str, tuple[str, str, bool]] = {
+    "quality": ("quality", "maximize", False),
+    "decode_tps": ("decode_tokens_per_s", "maximize", True),
+    "prefill_tps": ("prefill_tokens_per_s", "maximize", True),
+    "ttft": ("ttft_ms", "minimize", True),
+    "memory": ("memory_mb", "minimize", True),
+}
+DEFAULT_OBJECTIVES = ("quality", "decode_tps")
+MULTI_TARGET_MODES = ("each", "worst")
+QUALITY_SOURCE = "non_embedding_params"  # until proxy training lands; see nas.study.schema.TrialRecord
+WORST = "worst"
+MIB = 2**20
+
+
+# --------------------------------------------------------------------------------------------- figures
+@dataclass
+class Figures:
+    """Predicted figures of n configs. Arrays have length n; units are in the names."""
+
+    num_params: np.ndarray
+    non_embedding_params: np.ndarray
+    prefill_ms: dict[str, np.ndarray]  # target -> [n]
+    decode_ms: dict[str, np.ndarray]
+    memory_mb: dict[str, np.ndarray]
+    prompt_len: int
+
+    def __len__(self) -> int:
+        return len(self.num_params)
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.decode_ms)
+
+    @property
+    def quality(self) -> np.ndarray:
+        """Higher is better. Non-embedding parameters until proxy training exists (Archai's LTS: Spearman
+        0.95-0.99 with perplexity within a family)."""
+        return self.non_embedding_params.astype(np.float64)
+
+    def per_target(self, metric: str, target: str) -> np.ndarray:
+        if metric == "decode_tokens_per_s":
+            return 1000.0 / self.decode_ms[target]
+        if metric == "prefill_tokens_per_s":
+            return self.prompt_len * 1000.0 / self.prefill_ms[target]
+        if metric == "ttft_ms":
+            return self.prefill_ms[target]
+        if metric == "memory_mb":
+            return self.memory_mb[target]
+        raise KeyError(metric)
+
+    def metric(self, objective: Objective) -> np.ndarray:
+        """The raw values of one objective (its own direction), for all n configs."""
+        if objective.metric == "quality":
+            return self.quality
+        if objective.target == WORST:
+            stack = np.stack([self.per_target(objective.metric, t) for t in self.targets])
+            return stack.min(axis=0) if objective.direction == "maximize" else stack.max(axis=0)
+        return self.per_target(objective.metric, objective.target)
+
+    def values(self, objectives: Sequence[Objective]) -> np.ndarray:
+        """[n, k] objective values in the objectives' own directions (what Optuna is told)."""
+        return np.stack([self.metric(o) for o in objectives], axis=1).astype(np.float64)
+
+    def row(self, i: int) -> "Figures":
+        sl = slice(i, i + 1)
+        return Figures(self.num_params[sl], self.non_embedding_params[sl],
+                       {t: v[sl] for t, v in self.prefill_ms.items()}, {t: v[sl] for t, v in self.decode_ms.items()},
+                       {t: v[sl] for t, v in self.memory_mb.items()}, self.prompt_len)
+
+
+def predict_figures(batch, models: Mapping[str, Any], precisions: Mapping[str, str], prompt_len: int,
+                    context_len: int) -> Figures:
+    """Figures of every row of `batch` on every target (models: target -> LatencyModel)."""
+    prefill, decode, memory = {}, {}, {}
+    for target, model in models.items():
+        out = model.predict(batch, prompt_len, context_len)
+        prefill[target] = np.asarray(out["prefill_ms"], dtype=np.float64)
+        decode[target] = np.asarray(out["decode_ms"], dtype=np.float64)
+        memory[target] = np.asarray(batch.memory_bytes(precisions[target], prompt_len, context_len),
+                                    dtype=np.float64) / MIB
+    return Figures(np.asarray(batch.num_params, dtype=np.int64), np.asarray(batch.num_non_embedding_params,
+                   dtype=np.int64), prefill, decode, memory, prompt_len)
+
+
+# ------------------------------------------------------------------------------------------- objectives
+def parse_objectives(names: Sequence[str] | None, targets: Sequence[str], mode: str | None = None) \
+        -> tuple[Objective, ...]:
+    """Objectives from CLI names. Per-target metrics get one objective per target in mode 'each' and one
+    worst-case objective (slowest tokens/s, largest TTFT/memory over the targets) in mode 'worst'.
+    Mode None: 'each' for up to two targets, 'worst' for more (keeps the objective count <= 3)."""
+    names = list(names or DEFAULT_OBJECTIVES)
+    flat: list[str] = []
+    for name in names:
+        flat.extend(part.strip() for part in name.split(",") if part.strip())
+    unknown = [n for n in flat if n not in OBJECTIVES]
+    if unknown:
+        raise NasUserError(f"unknown objective {unknown[0]!r}; known: {', '.join(OBJECTIVES)}")
+    if len(set(flat)) != len(flat):
+        raise NasUserError(f"objective listed twice in --objectives {','.join(flat)}")
+    if len(flat) < 2:
+        raise NasUserError(f"a search needs at least two objectives to trade off, got {','.join(flat) or 'none'}")
+    if mode is None:
+        mode = "each" if len(targets) <= 2 else WORST
+    if mode not in MULTI_TARGET_MODES:
+        raise NasUserError(f"unknown multi-target mode {mode!r}; known: {', '.join(MULTI_TARGET_MODES)}")
+    out: list[Objective] = []
+    for name in flat:
+        metric, direction, per_target = OBJECTIVES[name]
+        if not per_target:
+            out.append(Objective(metric, direction, None))
+        elif mode == WORST and len(targets) > 1:
+            out.append(Objective(metric, direction, WORST))
+        else:
+            out.extend(Objective(metric, direction, t) for t in targets)
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------ constraints
+_SIZE_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
+
+
+def parse_count(text: str, what: str = "--params") -> int:
+    """'450M' -> 450_000_000; accepts K, M, B (or G), plain integers and decimals ('1.2B')."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMbBgG]?)\s*", text)
+    if not m:
+        raise NasUserError(f"{what}: {text!r} is not a parameter count such as 450M, 1.2B or 125000000")
+    return int(round(float(m.group(1)) * _SIZE_SUFFIX[m.group(2).upper()]))
+
+
+def parse_params_range(text: str | None) -> tuple[int | None, int | None]:
+    """'100M:600M' -> (1e8, 6e8); either side may be empty ('450M:' or ':600M')."""
+    if not text:
+        return None, None
+    if ":" not in text:
+        raise NasUserError(f"--params {text!r}: expected LOW:HIGH such as 100M:600M (either side may be empty)")
+    lo_text, hi_text = text.split(":", 1)
+    lo = parse_count(lo_text) if lo_text.strip() else None
+    hi = parse_count(hi_text) if hi_text.strip() else None
+    if lo is not None and hi is not None and lo > hi:
+        raise NasUserError(f"--params {text!r}: the low end is above the high end")
+    if lo is None and hi is None:
+        raise NasUserError(f"--params {text!r}: give at least one bound")
+    return lo, hi
+
+
+def _fmt_count(n: float) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Limits a candidate must meet on every target. Optuna's convention: value > 0 means violated; each
+    value is relative to its limit ((value - limit) / limit), so violations of different units compare."""
+
+    max_memory_mb: dict[str, float] = field(default_factory=dict)  # target -> MiB
+    min_decode_tps: float | None = None
+    max_ttft_ms: float | None = None
+    min_params: int | None = None  # total parameters (embeddings included, as model cards count them)
+    max_params: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_memory_mb": dict(self.max_memory_mb), "min_decode_tps": self.min_decode_tps,
+                "max_ttft_ms": self.max_ttft_ms, "min_params": self.min_params, "max_params": self.max_params}
+
+    def names(self, targets: Sequence[str]) -> list[str]:
+        return [name for name, _ in self._columns(None, targets)]
+
+    def _columns(self, figs: Figures | None, targets: Sequence[str]):
+        """(name, relative values or None) per constraint, in a fixed order."""
+        out = []
+        for t in targets:
+            if t in self.max_memory_mb:
+                lim = self.max_memory_mb[t]
+                out.append((f"memory@{t}", None if figs is None else (figs.memory_mb[t] - lim) / lim))
+        if self.min_decode_tps is not None:
+            lim = self.min_decode_tps
+            for t in targets:
+                out.append((f"decode_tps@{t}",
+                            None if figs is None else (lim - figs.per_target("decode_tokens_per_s", t)) / lim))
+        if self.max_ttft_ms is not None:
+            lim = self.max_ttft_ms
+            for t in targets:
+                out.append((f"ttft@{t}", None if figs is None else (figs.prefill_ms[t] - lim) / lim))
+        if self.min_params is not None:
+            lim = float(self.min_params)
+            out.append(("params_min", None if figs is None else (lim - figs.num_params) / lim))
+        if self.max_params is not None:
+            lim = float(self.max_params)
+            out.append(("params_max", None if figs is None else (figs.num_params - lim) / lim))
+        return out
+
+    def evaluate(self, figs: Figures) -> tuple[list[str], np.ndarray]:
+        """Constraint names and an [n, k] matrix of values (> 0: violated)."""
+        cols = self._columns(figs, figs.targets)
+        if not cols:
+            return [], np.zeros((len(figs), 0))
+        return [c[0] for c in cols], np.stack([np.asarray(c[1], dtype=np.float64) for c in cols], axis=1)
+
+    def describe(self, name: str, figs: Figures, i: int) -> str:
+        """One human-readable line for constraint `name` of row i (used for violations)."""
+        kind, _, target = name.partition("@")
+        if kind == "memory":
+            return f"memory {figs.memory_mb[target][i]:.0f} MiB > {self.max_memory_mb[target]:.0f} MiB on {target}"
+        if kind == "decode_tps":
+            tps = figs.per_target("decode_tokens_per_s", target)[i]
+            return f"decode {tps:.1f} tok/s < {self.min_decode_tps:g} tok/s on {target}"
+        if kind == "ttft":
+            return f"TTFT {figs.prefill_ms[target][i]:.0f} ms > {self.max_ttft_ms:g} ms on {target}"
+        if kind == "params_min":
+            return f"params {_fmt_count(figs.num_params[i])} < {_fmt_count(self.min_params)}"
+        if kind == "params_max":
+            return f"params {_fmt_count(figs.num_params[i])} > {_fmt_count(self.max_params)}"
+        return name
+
+    def flag_of(self, name: str) -> str:
+        """The CLI flag that set constraint `name`."""
+        kind = name.partition("@")[0]
+        return {"memory": "--max-memory-mb", "decode_tps": "--min-decode-tps", "ttft": "--max-ttft-ms",
+                "params_min": "--params", "params_max": "--params"}.get(kind, name)
+
+    def violations(self, figs: Figures, i: int = 0) -> list[str]:
+        names, matrix = self.evaluate(figs)
+        return [self.describe(n, figs, i) for j, n in enumerate(names) if matrix[i, j] > 0]

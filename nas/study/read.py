@@ -1,0 +1,144 @@
+"""Reading a stored study back: the read model every job above the study layer uses.
+
+- `load_study(storage, name)`: an existing study, or one line naming the known ones.
+- `read_study(study) -> StudyTrials`: its meta and every COMPLETE trial that carries a nas record, as
+  `TrialPoint`s, plus state counts.
+- `study_pareto_set`: the feasible trials no other feasible trial dominates on the study's own objectives,
+  one per architecture (lowest trial number kept).
+- `compute_picks`: the three picks of the Pareto set a user chooses from, on the study's first target:
+  `fastest` (highest decode tokens/s), `best-quality` (highest quality) and `knee` (`nas.study.pareto.knee_index`
+  of the (decode tokens/s, quality) front, both axes on a log scale). Ties go to the higher quality.
+
+A trial is *feasible* when its record has no violations and its Optuna constraint values are all <= 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from nas.core.errors import NasUserError
+from nas.study.pareto import knee_index, pareto_mask_max
+from nas.study.schema import (FOUND_BY, FOUND_BY_SAMPLER, STUDY_EXACT, STUDY_META, StudyMeta,
+                              TrialRecord)
+from nas.study.storage import open_storage
+
+PICKS = ("knee", "fastest", "best-quality")
+PICK_TITLES = {"knee": "knee (recommended)", "fastest": "fastest", "best-quality": "best quality"}
+
+
+def load_study(storage: str, study_name: str):
+    """Open an existing study by name; an unknown name is one line listing the known ones."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = open_storage(storage, must_exist=True) if isinstance(storage, str) else storage
+    try:
+        return optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False))
+        known = ", ".join(names) if names else "none"
+        raise NasUserError(f"study {study_name!r} is not in {storage}; known studies: {known}") from None
+
+
+@dataclass(frozen=True)
+class TrialPoint:
+    """One COMPLETE trial with its nas record."""
+
+    number: int
+    record: TrialRecord
+    values: tuple[float, ...]
+    feasible: bool
+    found_by: str = FOUND_BY_SAMPLER
+
+    @property
+    def arch_id(self) -> str:
+        return self.record.arch.arch_id
+
+    @property
+    def shape(self) -> str:
+        return self.record.arch.short_tag
+
+    @property
+    def quality(self) -> float:
+        return self.record.quality
+
+    def speed(self, target: str, metric: str) -> float | None:
+        fig = self.record.figures.get(target)
+        return None if fig is None else float(getattr(fig, metric))
+
+
+def _constraints_ok(trial) -> bool:
+    """Optuna's own constraint values (Trial.set_constraint; > 0 means violated) all satisfied."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+@dataclass
+class StudyTrials:
+    """What a study holds, read once: its meta, its recorded complete trials, and state counts."""
+
+    name: str
+    meta: StudyMeta
+    directions: tuple[str, ...]
+    points: dict[int, TrialPoint]
+    states: dict[str, int]  # "COMPLETE", "FAIL", "PRUNED", "RUNNING", ... -> count
+    unrecorded: int = 0  # COMPLETE trials without a nas record (written by another tool)
+    trial_states: dict[int, str] = field(default_factory=dict)  # trial number -> state name
+    exact: dict[str, Any] | None = None  # the exact stage's summary (STUDY_EXACT), when the search had one
+
+
+def read_study(study) -> StudyTrials:
+    """Turn an Optuna study written by `nas search` into `StudyTrials`."""
+    from optuna.trial import TrialState
+
+    meta = StudyMeta.from_user_attrs(study.user_attrs)
+    if meta is None:
+        raise NasUserError(f"study {study.study_name!r} was not written by `nas search` (it has no {STUDY_META} user "
+                           "attribute); nas can only report and export its own studies")
+    directions = tuple(d.name.lower() for d in study.directions)
+    states: dict[str, int] = {}
+    points: dict[int, TrialPoint] = {}
+    unrecorded = 0
+    trial_states: dict[int, str] = {}
+    for trial in study.get_trials(deepcopy=False):
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+        trial_states[trial.number] = trial.state.name
+        if trial.state != TrialState.COMPLETE:
+            continue
+        if not TrialRecord.present_in(trial.user_attrs):
+            unrecorded += 1
+            continue
+        record = TrialRecord.from_user_attrs(trial.user_attrs)
+        values = tuple(float(v) for v in (trial.values or ()))
+        points[trial.number] = TrialPoint(trial.number, record, values, record.feasible and _constraints_ok(trial),
+                                          str(trial.user_attrs.get(FOUND_BY, FOUND_BY_SAMPLER)))
+    return StudyTrials(study.study_name, meta, directions, points, states, unrecorded, trial_states,
+                       study.user_attrs.get(STUDY_EXACT))
+
+
+def study_pareto_set(trials: StudyTrials) -> tuple[int, ...]:
+    """Trial numbers of the feasible Pareto set on the study's objectives, one per arch_id, by number."""
+    feasible = [p for p in trials.points.values() if p.feasible and len(p.values) == len(trials.directions)]
+    mask = pareto_mask_max([p.values for p in feasible], [d == "maximize" for d in trials.directions])
+    seen: set[str] = set()
+    out = []
+    for p in sorted((p for p, m in zip(feasible, mask) if m), key=lambda p: p.number):
+        if p.arch_id not in seen:
+            seen.add(p.arch_id)
+            out.append(p.number)
+    return tuple(out)
+
+
+def compute_picks(trials: StudyTrials, pareto: Sequence[int], target: str | None = None) -> dict[str, int]:
+    """{"knee": n, "fastest": n, "best-quality": n} among the Pareto set, on `target` (default: the first)."""
+    target = target or trials.meta.targets[0]
+    cands = [trials.points[n] for n in pareto if trials.points[n].speed(target, "decode_tokens_per_s") is not None]
+    if not cands:
+        return {}
+    speed = {p.number: p.speed(target, "decode_tokens_per_s") for p in cands}
+    fastest = max(cands, key=lambda p: (speed[p.number], p.quality, -p.number)).number
+    best = max(cands, key=lambda p: (p.quality, speed[p.number], -p.number)).number
+    mask = pareto_mask_max([(speed[p.number], p.quality) for p in cands], [True, True])
+    front = sorted((p for p, m in zip(cands, mask) if m), key=lambda p: (speed[p.number], p.number))
+    knee = front[knee_index([speed[p.number] for p in front], [p.quality for p in front], log=True)].number
+    return {"knee": knee, "fastest": fastest, "best-quality": best}

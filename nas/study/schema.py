@@ -1,0 +1,215 @@
+"""The study schema: every key nas stores in an Optuna study, what it means, and the records built from them.
+
+This is the contract between the search (the writer) and everything that reads a study (reports, exports,
+later stages, other processes on the same storage). Everything is stored as Optuna user attrs (plain JSON),
+so `optuna-dashboard` and any Optuna API can read a study without nas installed. No module writes or reads
+a nas user attr by a string of its own: they use the constants below.
+
+Study user attrs: `StudyMeta` (what was searched, for which targets, under which settings), the exact stage's
+summary and the last run's summary (see STUDY_ATTRS). Trial user attrs: `TrialRecord` (the ArchConfig, its
+accounting and per-target predicted figures) plus how the search came by the trial (see TRIAL_ATTRS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+from nas.core.arch import ArchConfig
+
+SCHEMA_VERSION = 1
+
+# ----- trial user attrs -----
+# Written by TrialRecord.to_user_attrs:
+SCHEMA = "schema_version"
+ARCH = "arch"
+ARCH_ID = "arch_id"
+SHAPE = "shape"
+ATTENTION_TYPE = "attention_type"
+NUM_PARAMS = "num_params"
+NUM_NON_EMBEDDING_PARAMS = "num_non_embedding_params"
+QUALITY = "quality"
+QUALITY_SOURCE = "quality_source"
+PREDICTIONS = "predictions"
+FEASIBLE = "feasible"
+VIOLATIONS = "violations"
+# Written by the search about how it came by the trial:
+FOUND_BY = "found_by"
+COUNTED = "counted"
+DUPLICATE_OF = "duplicate_of"
+FAIL_REASON = "fail_reason"
+
+FOUND_BY_SAMPLER = "sampler"  # proposed by the Optuna sampler
+FOUND_BY_EXACT = "exact_front"  # a member of the exact front the sampler missed, added after the search
+
+TRIAL_ATTRS: dict[str, str] = {
+    SCHEMA: "version of this schema the trial was written with (SCHEMA_VERSION)",
+    ARCH: "ArchConfig.to_dict() of the candidate: the one vocabulary, every field filled",
+    ARCH_ID: "ArchConfig.arch_id: first 16 hex digits of the SHA-256 of the canonical JSON",
+    SHAPE: "ArchConfig.short_tag, e.g. 'L24 d1024 f4864 gqa4' (for tables and plots)",
+    ATTENTION_TYPE: "'mha', 'gqa' or 'mqa'",
+    NUM_PARAMS: "exact total parameters (what transformers instantiates)",
+    NUM_NON_EMBEDDING_PARAMS: "parameters without the token embedding and LM head",
+    QUALITY: "the quality objective's value (higher is better)",
+    QUALITY_SOURCE: "what quality measures, e.g. 'non_embedding_params'",
+    PREDICTIONS: "target -> TargetFigures.to_dict(): prefill/decode ms and tokens/s, memory MiB, latency source",
+    FEASIBLE: "true when the candidate breaks no constraint (violations is empty)",
+    VIOLATIONS: "one human-readable line per broken constraint",
+    FOUND_BY: f"{FOUND_BY_SAMPLER!r} (proposed by the sampler) or {FOUND_BY_EXACT!r} (added from the exact front)",
+    COUNTED: "true on a trial that evaluated a new config inside the space: these count toward --trials",
+    DUPLICATE_OF: "number of the trial that first evaluated this arch id; the values were copied from it",
+    FAIL_REASON: "why a FAIL trial failed, in one line (e.g. a combination the space rejects)",
+}
+
+# ----- study user attrs -----
+STUDY_SCHEMA = "nas_schema_version"
+STUDY_META = "nas_meta"
+STUDY_EXACT = "nas_exact"
+STUDY_SEARCH = "nas_search"
+
+STUDY_ATTRS: dict[str, str] = {
+    STUDY_SCHEMA: "version of this schema the study was created with (SCHEMA_VERSION)",
+    STUDY_META: "StudyMeta: space, targets, precision, lengths, objectives, constraints, latency sources; a "
+                "resumed search must match its identity()",
+    STUDY_EXACT: "the exact stage's summary: space size, feasible configs, front size, hypervolume, the "
+                 "normalisation it was measured in, and how many front members were added as trials",
+    STUDY_SEARCH: "the last run's summary: counted trials, Optuna trials, Pareto-set size, the sampler's share "
+                  "of the exact hypervolume, sampler and seed",
+}
+
+
+@dataclass(frozen=True)
+class TargetFigures:
+    """Predicted figures of one ArchConfig on one target. Units are in the names."""
+
+    prefill_ms: float  # time to first token for a prompt of prompt_len tokens
+    decode_ms: float  # one decode step with context_len tokens in the KV cache
+    memory_mb: float  # weights at the precision + KV cache + working memory (MiB = 2**20 bytes)
+    latency_source: str  # "measured" | "calibrated" | "analytic, uncalibrated"
+    prompt_len: int  # the P that prefill_ms is for
+
+    @property
+    def ttft_ms(self) -> float:
+        return self.prefill_ms
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return 0.0 if self.prefill_ms <= 0 else self.prompt_len * 1000.0 / self.prefill_ms
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return 0.0 if self.decode_ms <= 0 else 1000.0 / self.decode_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prefill_ms": self.prefill_ms,
+            "ttft_ms": self.ttft_ms,
+            "prefill_tokens_per_s": self.prefill_tokens_per_s,
+            "decode_ms": self.decode_ms,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "memory_mb": self.memory_mb,
+            "latency_source": self.latency_source,
+            "prompt_len": self.prompt_len,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TargetFigures":
+        return cls(prefill_ms=float(data["prefill_ms"]), decode_ms=float(data["decode_ms"]),
+                   memory_mb=float(data["memory_mb"]), latency_source=str(data["latency_source"]),
+                   prompt_len=int(data["prompt_len"]))
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """Everything nas knows about one evaluated candidate."""
+
+    arch: ArchConfig
+    figures: dict[str, TargetFigures]  # target name -> figures
+    quality: float  # higher is better
+    quality_source: str  # "non_embedding_params" until proxy training; then e.g. "proxy_loss"
+    violations: tuple[str, ...] = ()  # human-readable reasons the candidate breaks a constraint
+
+    @property
+    def feasible(self) -> bool:
+        return not self.violations
+
+    def to_user_attrs(self) -> dict[str, Any]:
+        return {
+            SCHEMA: SCHEMA_VERSION,
+            ARCH: self.arch.to_dict(),
+            ARCH_ID: self.arch.arch_id,
+            SHAPE: self.arch.short_tag,
+            ATTENTION_TYPE: self.arch.attention_type,
+            NUM_PARAMS: self.arch.num_params,
+            NUM_NON_EMBEDDING_PARAMS: self.arch.num_non_embedding_params,
+            QUALITY: self.quality,
+            QUALITY_SOURCE: self.quality_source,
+            PREDICTIONS: {t: f.to_dict() for t, f in self.figures.items()},
+            FEASIBLE: self.feasible,
+            VIOLATIONS: list(self.violations),
+        }
+
+    @staticmethod
+    def present_in(attrs: Mapping[str, Any]) -> bool:
+        """Whether a trial's user attrs carry a record (trials of other tools, and failed ones, do not)."""
+        return ARCH in attrs and PREDICTIONS in attrs
+
+    @classmethod
+    def from_user_attrs(cls, attrs: Mapping[str, Any]) -> "TrialRecord":
+        return cls(
+            arch=ArchConfig.from_dict(attrs[ARCH]),
+            figures={t: TargetFigures.from_dict(f) for t, f in attrs[PREDICTIONS].items()},
+            quality=float(attrs[QUALITY]),
+            quality_source=str(attrs[QUALITY_SOURCE]),
+            violations=tuple(attrs.get(VIOLATIONS, ())),
+        )
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One study objective: a metric, its direction, and the target it is measured on (None: target-free)."""
+
+    metric: str  # "quality", "decode_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "memory_mb"
+    direction: str  # "maximize" | "minimize"
+    target: str | None = None  # None for quality; "worst" for the worst case over all targets
+
+    @property
+    def label(self) -> str:
+        return self.metric if self.target is None else f"{self.metric}@{self.target}"
+
+
+@dataclass(frozen=True)
+class StudyMeta:
+    """Settings of a search, stored once per study; a resumed search must match them."""
+
+    space: str
+    space_fingerprint: str  # hash of the space definition: resuming with a changed space is refused
+    targets: tuple[str, ...]
+    precision: dict[str, str]  # target -> deployment precision
+    prompt_len: int
+    context_len: int
+    objectives: tuple[Objective, ...]
+    constraints: dict[str, Any]
+    latency_sources: dict[str, str]
+    nas_version: str
+
+    def to_user_attrs(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["targets"] = list(self.targets)
+        data["objectives"] = [asdict(o) for o in self.objectives]
+        return {STUDY_SCHEMA: SCHEMA_VERSION, STUDY_META: data}
+
+    @classmethod
+    def from_user_attrs(cls, attrs: Mapping[str, Any]) -> "StudyMeta | None":
+        """None when the study was not written by nas."""
+        data = attrs.get(STUDY_META)
+        if data is None:
+            return None
+        return cls(**{**data, "targets": tuple(data["targets"]),
+                      "objectives": tuple(Objective(**o) for o in data["objectives"])})
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that define what a study's trials mean; resuming with any of these changed is refused."""
+        return {"space": self.space, "space_fingerprint": self.space_fingerprint, "targets": list(self.targets),
+                "precision": self.precision, "prompt_len": self.prompt_len, "context_len": self.context_len,
+                "objectives": [o.label for o in self.objectives]}
