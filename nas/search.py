@@ -31,18 +31,30 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
+from nas.core.paths import default_storage
+from nas.core.version import __version__
+from nas.latency.registry import load_latency_model
+from nas.spaces import load_space
 from nas.study import schema as S
-from nas.study.objectives import (QUALITY_SOURCE, Constraints, Figures, parse_objectives, parse_params_range,
-                                  predict_figures)
+from nas.study.objectives import (
+    QUALITY_SOURCE,
+    Constraints,
+    Figures,
+    parse_objectives,
+    parse_params_range,
+    predict_figures,
+)
 from nas.study.pareto import Normaliser, pareto_mask, to_minimisation
 from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER, StudyMeta, TargetFigures, TrialRecord
-from nas.study.storage import first_line as _first_line, open_storage
+from nas.study.storage import first_line as _first_line
+from nas.study.storage import open_storage
+from nas.targets import load_target
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 DEFAULT_SPACE = "subbillion"
@@ -126,9 +138,6 @@ class Search:
     """One `nas search` run. Construct (resolves and validates), then `run()`."""
 
     def __init__(self, settings: SearchSettings, log: Callable[[str], None] | None = None):
-        from nas.core.version import __version__
-        from nas.core.paths import default_storage
-
         self.settings = s = settings
         self.log = log or (lambda line: print(line, file=sys.stderr))
         if not s.targets:
@@ -146,10 +155,6 @@ class Search:
                             ("--max-ttft-ms", s.max_ttft_ms)):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise NasUserError(f"{name} must be a positive number, got {value!r}")
-
-        from nas.latency.registry import load_latency_model
-        from nas.spaces import load_space
-        from nas.targets import load_target
 
         self.targets = {name: load_target(name) for name in s.targets}
         self.target_names = tuple(t.name for t in self.targets.values())
@@ -234,8 +239,6 @@ class Search:
     def _objective(self, trial) -> list[float]:
         """Evaluate one trial; raises _TrialFailed for a combination the space rejects. A trial that predicted
         a new config inside the space gets user attr `counted` (it counts toward --trials)."""
-        from nas.core.arch import ArchBatch
-
         trial.set_user_attr(S.FOUND_BY, FOUND_BY_SAMPLER)
         values = self._suggest(trial)
         try:
@@ -297,8 +300,6 @@ class Search:
     def _check_sampled_feasibility(self) -> None:
         """For a space too large to enumerate: check constraints on random configs; warn (not refuse) when
         none of them is feasible, since a sample cannot prove that no config is."""
-        from nas.core.arch import ArchBatch
-
         if not self.constraint_names:
             return
         rng = np.random.default_rng(self.settings.seed)
@@ -351,7 +352,7 @@ class Search:
             study = optuna.load_study(study_name=self.study_name, storage=self._storage)
         except KeyError:
             study = None
-        except Exception as exc:  # noqa: BLE001 -- a corrupt or foreign database
+        except STORAGE_ERRORS as exc:  # a corrupt or foreign database, a lost connection
             raise NasUserError(f"cannot read study storage {self.storage_url!r}: {_first_line(exc)}") from None
         if study is not None:
             self._check_identity(study)
@@ -359,7 +360,7 @@ class Search:
             try:
                 study = optuna.create_study(study_name=self.study_name, storage=self._storage,
                                             directions=self.directions)
-            except Exception as exc:  # noqa: BLE001 -- read-only file, lost connection
+            except STORAGE_ERRORS as exc:  # a read-only file, a lost connection
                 raise NasUserError(f"cannot create study {self.study_name!r} in {self.storage_url!r}: "
                                    f"{_first_line(exc)}") from None
             for key, value in self.meta.to_user_attrs().items():
@@ -454,7 +455,6 @@ class Search:
         return self._result(study, exact, new, added, interrupted, time.perf_counter() - t0)
 
     def _loop(self, study, remaining: int, mirrored: bool, exact: ExactFront | None, progress: bool):
-        import optuna
         from optuna.trial import TrialState
 
         bar = None
@@ -597,11 +597,7 @@ class Search:
         summary = {"trials": sum(1 for t in trials if t.user_attrs.get(S.COUNTED)),
                    "optuna_trials": len(trials),
                    "pareto_size": len(rows), "hypervolume_ratio": hv_ratio, "interrupted": interrupted}
-        try:
-            study.set_user_attr(S.STUDY_SEARCH, {**summary, "sampler": self.settings.sampler,
-                                               "seed": self.settings.seed})
-        except Exception:  # noqa: BLE001 -- the results are in; a failed summary write must not lose them
-            pass
+        study.set_user_attr(S.STUDY_SEARCH, {**summary, "sampler": self.settings.sampler, "seed": self.settings.seed})
         return SearchResult(study_name=self.study_name, storage=self.storage_url, meta=self.meta,
                             trials_total=summary["trials"], trials_new=new, pareto=rows, exact=exact,
                             exact_added=added, hypervolume_ratio=hv_ratio, interrupted=interrupted,

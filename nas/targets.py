@@ -37,7 +37,6 @@ throughput in GFLOP/s, TFLOP/s (floating point) or GOP/s, TOP/s (integer ops). A
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from nas.latency import graphs
+from nas.latency import graphs, onnxio
 from nas.latency.graphs import build_graph, graph_feeds, model_weights, save_graph
 from nas.latency.quantize import quantize
 from nas.core.arch import ArchConfig
@@ -241,7 +241,7 @@ def test_save_graph_writes_external_data_when_large(tmp_path, monkeypatch):
     before = model.SerializeToString()
     save_graph(model, tmp_path / "small.onnx")
     assert not (tmp_path / "small.onnx.data").exists()
-    monkeypatch.setattr(graphs, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(onnxio, "EXTERNAL_DATA_THRESHOLD", 0)
     save_graph(model, tmp_path / "big" / "big.onnx")
     assert (tmp_path / "big" / "big.onnx.data").stat().st_size > 0
     assert model.SerializeToString() == before  # the caller's model is whole again

@@ -7,7 +7,6 @@ symbolic P / C inputs) so they run in milliseconds; `test_real_graphs_*` uses th
 from __future__ import annotations
 
 import json
-import sys
 import types
 
 import numpy as np
@@ -80,11 +79,13 @@ def fake_graphs_module():
 
 @pytest.fixture
 def fake_graphs(monkeypatch):
-    import nas.latency
+    """The graph builder that profiling and bundles call, swapped for a tiny real ONNX graph."""
+    import nas.latency.bundle
+    import nas.latency.profile
 
     module = fake_graphs_module()
-    monkeypatch.setitem(sys.modules, "nas.latency.graphs", module)
-    monkeypatch.setattr(nas.latency, "graphs", module, raising=False)
+    monkeypatch.setattr(nas.latency.profile, "graphs", module)
+    monkeypatch.setattr(nas.latency.bundle, "graphs", module)
     return module
 
 

@@ -9,8 +9,7 @@ from typing import Any
 from nas.commands._common import add_json_flag, emit
 from nas.core.accounting import PRECISIONS
 from nas.core.errors import NasUserError
-from nas.latency.measure import PROTOCOL_DEFAULTS
-from nas.latency.profile import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS
+from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS, PROTOCOL_DEFAULTS
 
 HELP = "fit a target's latency predictor from ONNX Runtime measurements (this host, or imported)"
 DESCRIPTION = """\
@@ -89,23 +88,17 @@ def _default_space() -> str:
         return "tiny"
 
 
-def _installed_ort() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
-
-
 def _log(args, message: str) -> None:
     # Progress and plans go to stderr so --json output stays clean.
     print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
 def _measure_here(args, target, precision: str, provider: str, threads: int) -> tuple[list[dict], dict[str, Any]]:
+    from nas.core.paths import measurements_path
     from nas.latency import calibrate as cal
     from nas.latency.measure import Protocol
     from nas.latency.probes import host_probes
     from nas.latency.profile import ProfileSettings, profile_configs
-    from nas.core.paths import measurements_path
     from nas.spaces import load_space
 
     if args.n_configs < 2:
@@ -148,9 +141,9 @@ def _measure_here(args, target, precision: str, provider: str, threads: int) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    from nas.core.paths import predictor_path
     from nas.latency import calibrate as cal
     from nas.latency.profile import read_measurements
-    from nas.core.paths import predictor_path
     from nas.latency.registry import host_threads, latency_source, resolve_deployment
 
     target, precision, provider = resolve_deployment(args.target, args.precision, args.provider)
@@ -162,9 +155,9 @@ def run(args: argparse.Namespace) -> int:
 
     ort_version = cpu = None
     if target.measured_here:
-        from nas.latency.measure import cpu_model
+        from nas.latency.measure import cpu_model, ort_version as installed_ort
 
-        ort_version, cpu = _installed_ort(), cpu_model()
+        ort_version, cpu = installed_ort(), cpu_model()
     plan: dict[str, Any] = {}
     if args.measurements:
         rows = []

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nas.core.errors import NasUserError
-    from nas.export import choose_trial, export_arch
     from nas.core.paths import default_storage
+    from nas.export import choose_trial, export_arch
     from nas.study.read import load_study, read_study
 
     if args.trial is None and args.arch_id is None and args.pick is None:

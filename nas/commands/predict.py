@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nas.core.accounting import PRECISIONS
 from nas.commands._common import add_arch_arguments, add_json_flag, arch_from_args, emit
+from nas.core.accounting import PRECISIONS
 from nas.core.errors import NasUserError
 
 HELP = "predict prefill/decode latency and memory of one architecture on targets"
@@ -45,8 +45,8 @@ def _mib(n: float) -> str:
 def predict_one(arch, target_name: str, prompt_len: int, context_len: int, precision: str | None,
                 provider: str | None) -> dict[str, Any]:
     """Everything `nas predict` reports for one target (also used by tests)."""
-    from nas.latency.registry import load_latency_model
     from nas.core.arch import ArchBatch
+    from nas.latency.registry import load_latency_model
     from nas.targets import load_target
 
     target = load_target(target_name)

@@ -7,8 +7,7 @@ import argparse
 from nas.commands._common import add_json_flag, emit
 from nas.core.accounting import PRECISIONS
 from nas.core.errors import NasUserError
-from nas.latency.measure import PROTOCOL_DEFAULTS
-from nas.latency.profile import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS
+from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS, PROTOCOL_DEFAULTS
 
 HELP = "measure prefill/decode latency of sampled configs with ONNX Runtime on this machine"
 DESCRIPTION = """Measure prefill (time to first token at prompt length P) and decode (one token with C tokens in the

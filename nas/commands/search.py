@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from nas.core.accounting import PRECISIONS
 from nas.commands._common import add_json_flag, emit
+from nas.core.accounting import PRECISIONS
 
 HELP = "search a space for shapes that trade model quality against on-device speed"
 DESCRIPTION = """\

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 
-class NasUserError(ValueError):
+class NasUserError(Exception):
     """A mistake in user input: a bad flag, file, name or value.
 
     The message is one line that names the bad value and what is allowed. The CLI prints it without a
-    traceback and exits with code 2. Internal bugs must not use this class.
+    traceback and exits with code 2. Internal bugs must not use this class. It is deliberately not a
+    ValueError: library code that catches ValueError (numpy, json, our own parsers) must not swallow a user
+    error, and the CLI must not turn a ValueError from a bug into a user error.
     """
 
 

@@ -20,9 +20,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from nas.latency import features as F
 from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
+from nas.latency import features as F
 
 ANALYTIC_LABEL = "analytic, uncalibrated"
 

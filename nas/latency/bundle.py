@@ -26,10 +26,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.latency.measure import Protocol
 from nas.core.accounting import PHASES
-from nas.latency.profile import fits_context
 from nas.core.errors import NasUserError
+from nas.core.version import __version__
+from nas.latency import graphs
+from nas.latency.measure import Protocol
+from nas.latency.profile import fits_context
 
 RUNNER_SOURCE = Path(__file__).resolve().parent / "nas_runner.py"
 MANIFEST_NAME = "manifest.json"
@@ -136,10 +138,6 @@ def save_graphs(models: dict, paths: dict, weights_path: Path, save_graph) -> bo
 def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, context_lens, protocol: Protocol,
                  seed: int = 0, space: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Write a profiling bundle for `configs` on `target` into `out_dir` (new or empty); return its manifest."""
-    from nas.core.version import __version__
-
-    from nas.latency import graphs
-
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise NasUserError(f"--out {out_dir} already exists and is not an empty folder; choose a new folder")

@@ -15,9 +15,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from nas.core.arch import ArchBatch
+from nas.core.errors import NasUserError
+from nas.latency import analytic
+from nas.latency import probes as probing
 from nas.latency import features as F
 from nas.latency.predictor import LatencyPredictor, fit_predictor, json_safe, split_arch_ids
-from nas.core.errors import NasUserError
+from nas.latency.registry import host_threads
 
 MIN_HOLDOUT = 30  # held-out architectures: enough for a MAPE and a rank correlation to mean something
 
@@ -79,14 +83,9 @@ def analytic_baseline(target, precision: str, probes: Mapping[str, Any] | None =
                       ) -> tuple[str, Callable] | None:
     """('analytic (host probes)' | 'analytic (spec sheet)', fn(batch, phase, lengths) -> ms), or None when the
     target has no spec numbers for this precision. Host probes run at `threads` (default: the target's)."""
-    from nas.latency import analytic
-
     if target.measured_here:
         if probes is None:
-            from nas.latency.probes import host_probes
-            from nas.latency.registry import host_threads
-
-            probes = host_probes(threads or host_threads(target))
+            probes = probing.host_probes(threads or host_threads(target))
         params, name = analytic.params_from_probes(probes), "analytic (host probes)"
     else:
         try:
@@ -193,16 +192,10 @@ def estimate_seconds(target, configs, *, precision: str, prompt_lens, context_le
                      sessions: int = 1, probes: Mapping[str, Any] | None = None) -> dict[str, float]:
     """A rough budget for profiling `configs`: the roofline's latency (scaled to what runs take here) times the
     runs of every session, plus graph builds (with their first session) and the further sessions' creation."""
-    from nas.latency import analytic
-    from nas.core.arch import ArchBatch
-
     if not configs:
         return {"measure_s": 0.0, "build_s": 0.0, "session_s": 0.0, "total_s": 0.0, "measurements": 0}
     if probes is None:
-        from nas.latency.probes import host_probes
-        from nas.latency.registry import host_threads
-
-        probes = host_probes(host_threads(target), quick=True)
+        probes = probing.host_probes(host_threads(target), quick=True)
     model = analytic.RooflineModel(analytic.params_from_probes(probes), precision)
     batch = ArchBatch.from_configs(list(configs))
     measure_ms = 0.0

@@ -24,7 +24,6 @@ from nas.core.accounting import PHASES
 from nas.core.arch import ArchBatch
 
 
-
 def kv_bytes_per_element(precision: str) -> int:
     """Bytes per KV-cache element in the graphs nas measures (`nas.latency.graphs`): fp16 graphs keep an
     fp16 cache; fp32 graphs and the int8/int4 ones (weight quantisation only, fp32 activations) keep fp32."""

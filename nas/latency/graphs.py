@@ -42,8 +42,6 @@ alone takes about 8 s here, and the values do not change how fast ORT runs. Norm
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -54,12 +52,13 @@ from nas.core import accounting
 from nas.core.accounting import PHASES
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
+from nas.latency.onnxio import save_graph
+from nas.latency.quantize import quantize
 
 PRECISIONS = accounting.PRECISIONS
 OPSET = 17  # ReduceMean with an `axes` attribute: the form ORT's RMSNorm fusion matches
 IR_VERSION = 8  # the IR version of opset 17; every ORT >= 1.14 loads it
 BUILDER_VERSION = "1"  # bump when the graph structure changes, so old measurements can be told apart
-EXTERNAL_DATA_THRESHOLD = 1_500_000_000  # bytes of tensors above which save_graph writes external data
 _POOL_SIZE = 1 << 20
 _INIT_STD = 0.02  # nas.model.INIT_STD, repeated so this module does not import torch
 
@@ -269,8 +268,6 @@ def build_graph(arch: ArchConfig, phase: str, precision: str = "fp32", seed: int
     _check_phase(phase)
     _check_precision(precision)
     if precision in ("int8", "int4"):
-        from nas.latency.quantize import quantize
-
         return quantize(build_graph(arch, phase, "fp32", seed, weights), precision)
 
     np_dtype, onnx_dtype = _NP_DTYPE[precision], _ONNX_DTYPE[precision]
@@ -381,29 +378,6 @@ def model_weights(model) -> dict[str, np.ndarray]:
     The arrays share memory with the module's parameters when they are fp32 CPU tensors.
     """
     return {name: t.detach().cpu().float().numpy() for name, t in model.state_dict().items()}
-
-
-def _tensor_bytes(model: onnx.ModelProto) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer)
-
-
-def save_graph(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write `model` to `path`; tensors go to `<name>.data` beside it when they pass ~1.5 GB (protobuf's
-    2 GB limit). `model` is unchanged afterwards."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if _tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(model, str(path))
-        return
-    location = path.name + ".data"
-    (path.parent / location).unlink(missing_ok=True)  # external data is appended to: start from empty
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=location, size_threshold=1024)
-    # onnx moved the tensors' bytes out of the proto while saving: read them back so the caller's model is whole.
-    onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-    for tensor in model.graph.initializer:  # loading sets data_location=DEFAULT explicitly; unset it as before
-        if tensor.data_location == TensorProto.DEFAULT:
-            tensor.ClearField("data_location")
 
 
 __all__ = ["PHASES", "PRECISIONS", "build_graph", "graph_feeds", "model_weights", "save_graph", "rope_tables",

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from nas.core.errors import NasUserError
+from nas.core.version import __version__
 
 CPU_PROVIDER = "CPUExecutionProvider"
 
@@ -126,6 +127,9 @@ class Protocol:
 
 
 PROTOCOL_DEFAULTS = Protocol(threads=1)  # read its warmup/runs/sessions; threads come from the target
+# Lengths every measuring command (`nas profile`, `nas bundle`, `nas calibrate`) measures unless told otherwise.
+DEFAULT_PROMPT_LENS = (64, 128)
+DEFAULT_CONTEXT_LENS = (128, 512)
 
 
 def available_providers() -> list[str]:
@@ -271,6 +275,13 @@ def time_session(session, feeds: Mapping[str, Any], protocol: Protocol,
     return {**summarize(samples), "samples": samples}
 
 
+def ort_version() -> str:
+    """The installed onnxruntime's version (what measurements and predictors record and are checked against)."""
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo (Linux, Android), sysctl (macOS), or platform."""
     try:
@@ -299,10 +310,8 @@ def environment() -> dict[str, Any]:
     import numpy
     import onnxruntime as ort
 
-    from nas.core.version import __version__
-
     return {
-        "ort_version": ort.__version__,
+        "ort_version": ort_version(),
         "numpy_version": numpy.__version__,
         "nas_version": __version__,
         "python": platform.python_version(),

@@ -22,9 +22,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from nas.latency import features as F
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
+from nas.core.version import __version__
+from nas.latency import features as F
 
 FORMAT = "nas-latency-predictor"
 SCHEMA = 1
@@ -553,8 +554,6 @@ def fit_predictor(rows: Sequence[Mapping[str, Any]], *, target: str, provider: s
     """Fit both phases on rows whose arch is not held out; evaluate on held-out archs beside the baselines
     (and any `extra_models`: name -> callable(batch, phase, lengths) -> ms, e.g. the analytic model).
     `feature_sets` (phase -> names) fixes the features; by default they are chosen by cross-validation."""
-    from nas.core.version import __version__
-
     held = set(holdout_ids)
     phases: dict[str, PhaseModel] = {}
     evaluation: dict[str, Any] = {"holdout_arch_ids": sorted(held), "metric_units": METRIC_UNITS, "phases": {}}

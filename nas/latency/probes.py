@@ -28,7 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from nas.core.arch import ArchConfig
 from nas.core.paths import data_dir
+from nas.latency import graphs
+from nas.latency.measure import cpu_model, ort_version
 
 PROBE_SCHEMA = 2  # 2: GEMV bandwidth probe and dispatch-overhead probe (1: ReduceSum)
 # (in_features, out_features) of the streamed weight: 256 MiB of float32 (64 MiB quick), well past the
@@ -44,18 +47,7 @@ def probe_path(threads: int) -> Path:
     return data_dir() / "probes" / f"host-cpu__threads{threads}.json"
 
 
-def _ort_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("onnxruntime")
-    except Exception:  # noqa: BLE001 -- not installed: the numpy probes are used
-        return None
-
-
 def _cpu_model() -> str:
-    from nas.latency.measure import cpu_model
-
     return cpu_model()
 
 
@@ -116,9 +108,6 @@ def probe_bandwidth(threads: int, quick: bool = False, repeats: int | None = Non
 def probe_dispatch(threads: int, quick: bool = False) -> tuple[float, float, str]:
     """(per-layer overhead ms, per-run overhead ms, method) from the decode graphs of a near-zero-work model
     at 1 and 9 layers."""
-    from nas.core.arch import ArchConfig
-    from nas.latency import graphs
-
     runs = 30 if quick else 300
     best = {}
     for layers in (1, 9):
@@ -160,7 +149,7 @@ def run_probes(threads: int, quick: bool = False) -> dict[str, Any]:
         "schema": PROBE_SCHEMA,
         "cpu_model": _cpu_model(),
         "threads": threads,
-        "ort_version": _ort_version(),
+        "ort_version": ort_version(),
         "mem_bandwidth_bytes_per_s": bandwidth,
         "matmul_flops_per_s": flops,
         "matmul_flops_per_s_by_shape": by_shape,
@@ -182,7 +171,7 @@ def host_probes(threads: int, refresh: bool = False, quick: bool = False) -> dic
         try:
             cached = json.loads(path.read_text())
             if (cached.get("schema") == PROBE_SCHEMA and cached.get("cpu_model") == _cpu_model()
-                    and cached.get("ort_version") == _ort_version() and cached.get("threads") == threads
+                    and cached.get("ort_version") == ort_version() and cached.get("threads") == threads
                     and cached.get("mem_bandwidth_bytes_per_s", 0) > 0 and cached.get("matmul_flops_per_s", 0) > 0
                     and (quick or not cached.get("quick"))):
                 return cached

@@ -57,14 +57,14 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from nas.core.accounting import PHASES, PRECISIONS
+from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
-from nas.latency.measure import STAT_KEYS, Protocol
+from nas.latency import graphs
+from nas.latency import measure
+from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS, STAT_KEYS, Protocol
 
 SCHEMA = 1
 STATUSES = ("ok", "failed")
-# Lengths every measuring command (`nas profile`, `nas bundle`, `nas calibrate`) uses unless told otherwise.
-DEFAULT_PROMPT_LENS = (64, 128)
-DEFAULT_CONTEXT_LENS = (128, 512)
 KEY_FIELDS = ("arch_id", "phase", "prompt_len", "context_len", "precision", "provider", "threads")
 
 # Creating a session holds the ONNX proto, its serialised bytes, ORT's copy of the weights and its prepacked
@@ -258,9 +258,6 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
     Returns a `ProfileRows` list: for each key of these configs the ok row (old or new), else the newest
     failed row, with counts of what was measured, failed and skipped now.
     """
-    from nas.latency import graphs
-    from nas.latency.measure import environment, make_session, time_session
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     target_name = target if isinstance(target, str) else target.name
@@ -271,7 +268,7 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
             latest[key] = row
 
     # The graph builder's version says which graph structure was timed (bumped when it changes).
-    env = {**environment(), "graph_builder": str(getattr(graphs, "BUILDER_VERSION", "unknown"))}
+    env = {**measure.environment(), "graph_builder": str(getattr(graphs, "BUILDER_VERSION", "unknown"))}
     result = ProfileRows()
     result._new_failures = []
     wanted: list[tuple] = []
@@ -303,8 +300,7 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
                     else:
                         lengths.append(length)
                 if lengths:
-                    _profile_phase(arch, phase, lengths, settings, target_name, env, append,
-                                   graphs, make_session, time_session)
+                    _profile_phase(arch, phase, lengths, settings, target_name, env, append)
             bar.update(1)
             bar.set_postfix(measured=result.measured, failed=result.failed, skipped=result.skipped, refresh=False)
     bar.close()
@@ -320,14 +316,12 @@ def _same_protocol(recorded, protocol: Protocol) -> bool:
         return False
 
 
-def _profile_phase(arch, phase, lengths, settings, target_name, env, append, graphs, make_session, time_session):
+def _profile_phase(arch, phase, lengths, settings, target_name, env, append):
     """Measure one (config, phase) at `lengths`: build the graph once, then for each of `protocol.sessions`
     rounds create a fresh session and time every length in it; each row combines all rounds
     (`measure.combine_sessions`). A length that fails in any round gets a failed row (its other rounds are
     dropped: an ok row always has every session of its protocol). Rows are appended after the last round."""
     import tempfile
-
-    from nas.latency.measure import combine_sessions, reusable_model
 
     protocol = settings.protocol
 
@@ -344,7 +338,7 @@ def _profile_phase(arch, phase, lengths, settings, target_name, env, append, gra
         start = time.perf_counter()
         try:
             model = graphs.build_graph(arch, phase, precision=settings.precision, seed=settings.seed)
-            source = reusable_model(model, tmp)  # serialised once, for every session
+            source = measure.reusable_model(model, tmp)  # serialised once, for every session
         except Exception as exc:  # noqa: BLE001 -- a failed candidate is recorded, the run goes on
             fail(_error_text("build", exc))
             return
@@ -358,7 +352,7 @@ def _profile_phase(arch, phase, lengths, settings, target_name, env, append, gra
         for _ in range(protocol.sessions):
             session = None  # release the previous session before creating the next
             try:
-                session = make_session(source, settings.provider, settings.provider_options, protocol)
+                session = measure.make_session(source, settings.provider, settings.provider_options, protocol)
             except NasUserError:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -384,7 +378,7 @@ def _profile_phase(arch, phase, lengths, settings, target_name, env, append, gra
                 if length in errors:
                     continue
                 try:
-                    stats = time_session(session, feeds[length], protocol)
+                    stats = measure.time_session(session, feeds[length], protocol)
                 except Exception as exc:  # noqa: BLE001
                     errors[length] = _error_text("run", exc)
                     feeds.pop(length, None)
@@ -397,7 +391,7 @@ def _profile_phase(arch, phase, lengths, settings, target_name, env, append, gra
             fail(errors[length], providers_used, build_s, only=length)
         else:
             append(make_row(target=target_name, arch=arch, phase=phase, length=length, settings=settings, env=env,
-                            providers_used=providers_used, stats=combine_sessions(samples[length]),
+                            providers_used=providers_used, stats=measure.combine_sessions(samples[length]),
                             build_s=build_s))
 
 
@@ -445,8 +439,6 @@ ROW_FIELDS = tuple(_TYPES)
 
 def validate_row(row: Any) -> str | None:
     """Why `row` is not a valid measurement row (naming the field), or None if it is."""
-    from nas.core.arch import ArchConfig
-
     if not isinstance(row, dict):
         return f"expected a JSON object, got {type(row).__name__}"
     for name, (check, what) in _TYPES.items():

@@ -24,6 +24,7 @@ import onnx
 
 from nas.core import accounting
 from nas.core.errors import NasUserError
+from nas.latency.onnxio import EXTERNAL_DATA_THRESHOLD, save_graph, tensor_bytes
 
 QUANTIZED = ("int8", "int4")
 ALLOWED = ("fp32", *QUANTIZED)
@@ -47,8 +48,7 @@ def quantize(model: onnx.ModelProto, precision: str, *, int4_accuracy_level: int
 
 
 def _int4(model: onnx.ModelProto, accuracy_level: int) -> onnx.ModelProto:
-    from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
-                                                                 MatMulNBitsQuantizer)
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     config = DefaultWeightOnlyQuantConfig(block_size=accounting.INT4_BLOCK_SIZE, is_symmetric=True,
                                           accuracy_level=accuracy_level or None, op_types_to_quantize=("MatMul",),
@@ -70,9 +70,7 @@ def _int4(model: onnx.ModelProto, accuracy_level: int) -> onnx.ModelProto:
 def _int8(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from nas.latency.graphs import EXTERNAL_DATA_THRESHOLD, _tensor_bytes, save_graph
-
-    large = _tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    large = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
     with tempfile.TemporaryDirectory(prefix="nas_quant_") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         save_graph(model, src)

@@ -19,6 +19,11 @@ import numpy as np
 
 from nas.core.errors import NasUserError
 from nas.core.paths import find_predictor
+from nas.latency import analytic
+from nas.latency import probes as probing
+from nas.latency.measure import cpu_model, ort_version
+from nas.latency.predictor import check_latencies, load_predictor
+from nas.targets import load_target
 
 MEASURED = "measured"
 CALIBRATED = "calibrated"
@@ -30,8 +35,6 @@ def resolve_deployment(target, precision: str | None = None, provider: str | Non
     """(Target, precision, provider) with the target's defaults filled in; a precision the target does not
     deploy at, or a provider it does not have, is one line naming what it has."""
     if isinstance(target, str):
-        from nas.targets import load_target
-
         target = load_target(target)
     precision = precision or target.default_precision
     provider = provider or target.execution_providers[0]
@@ -76,8 +79,6 @@ class LatencyModel:
 
     def predict(self, batch, prompt_len: int, context_len: int) -> dict[str, np.ndarray]:
         """{"prefill_ms": [n], "decode_ms": [n]} float64, positive and finite (raises otherwise)."""
-        from nas.latency.predictor import check_latencies
-
         for name, value in (("prompt_len", prompt_len), ("context_len", context_len)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise NasUserError(f"{name} must be a positive integer, got {value!r}")
@@ -121,15 +122,6 @@ class AnalyticLatencyModel(LatencyModel):
         return self.roofline.predict(batch, prompt_len, context_len)
 
 
-def _installed_ort_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("onnxruntime")
-    except Exception:  # noqa: BLE001 -- not installed
-        return None
-
-
 def host_threads(target) -> int:
     import os
 
@@ -143,25 +135,17 @@ def load_latency_model(target, precision: str | None = None, provider: str | Non
     target, precision, provider = resolve_deployment(target, precision, provider)
     path = find_predictor(target.name, provider, precision)
     if path is not None:
-        from nas.latency.predictor import load_predictor
-
         expect: dict[str, Any] = {"target": target.name, "provider": provider, "precision": precision,
                                   "threads": getattr(target, "threads", None)}
         if target.measured_here:
-            from nas.latency.measure import cpu_model
-
-            expect["ort_version"] = _installed_ort_version()
+            expect["ort_version"] = ort_version()
             expect["cpu_model"] = cpu_model()
         predictor = load_predictor(path, **expect)
         return FittedLatencyModel(target.name, precision, provider, MEASURED if target.measured_here else CALIBRATED,
                                   predictor, path)
 
-    from nas.latency import analytic
-
     if target.measured_here:
-        from nas.latency.probes import host_probes
-
-        probes = host_probes(host_threads(target))
+        probes = probing.host_probes(host_threads(target))
         note = (f"no fitted predictor for {target.name} ({provider}, {precision}): roofline from this host's "
                 f"probes; run `nas calibrate --target {target.name}` to measure")
         if precision != "fp32":

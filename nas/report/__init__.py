@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nas.core.errors import NasUserError
+from nas.core.paths import default_storage
+from nas.report import html, plots, tables
+from nas.report.data import SPEED_METRICS, Parity, compute_report
+from nas.study.read import load_study, read_study
+
 __all__ = ["build_report", "render_report"]
 
 
 def _prepare_dir(out_dir: Path) -> Path:
-    from nas.core.errors import NasUserError
-
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -28,9 +32,6 @@ def _prepare_dir(out_dir: Path) -> Path:
 
 def render_report(data, out_dir: Path, storage: str | None = None) -> Path:
     """Draw a computed `ReportData` into `out_dir`; returns the index.html path."""
-    from nas.report import html, plots, tables
-    from nas.report.data import SPEED_METRICS, Parity
-
     out_dir = _prepare_dir(out_dir)
     pareto_images = [plots.plot_fronts(data, m, out_dir)[0] for m in SPEED_METRICS]
     hv_image = plots.plot_progress(data.progress, out_dir, data.trials.name)[0]
@@ -46,10 +47,6 @@ def build_report(storage: str, study_name: str, out_dir: Path) -> Path:
     Raises NasUserError (one line) for an unknown study, a study not written by nas, a study with no
     complete trials, or an unwritable folder.
     """
-    from nas.core.paths import default_storage
-    from nas.report.data import compute_report
-    from nas.study.read import load_study, read_study
-
     trials = read_study(load_study(storage, study_name))
     data = compute_report(trials)
     return render_report(data, out_dir, storage=None if storage == default_storage() else storage)

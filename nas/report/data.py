@@ -25,9 +25,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nas.core.errors import NasUserError
+from nas.core.paths import find_predictor
 from nas.study.pareto import Normaliser, pareto_mask, pareto_mask_max, to_minimisation
 from nas.study.read import PICKS, StudyTrials, compute_picks, study_pareto_set
 from nas.study.schema import FOUND_BY_EXACT, TargetFigures
+from nas.targets import load_target
+
 SPEED_METRICS = ("decode_tokens_per_s", "prefill_tokens_per_s")
 MAX_LABELS = 9  # front points labelled per panel; more than this stops being readable at phone width
 
@@ -226,15 +229,11 @@ def parity_from_predictor(target: str, path: Path) -> Parity | str:
 def find_parity(target: str, precision: str | None) -> Parity | str:
     """Look up the target's predictor (first execution provider, deployment precision) and read its evaluation."""
     try:
-        from nas.targets import load_target  # written by the targets helper; optional here
-
         spec = load_target(target)
-        provider = spec.execution_providers[0]
-        precision = precision or spec.default_precision
-    except Exception as exc:  # unknown target, or targets package not there: no parity plot, said why
-        return f"target {target!r} could not be loaded to find its predictor ({exc.__class__.__name__})"
-    from nas.core.paths import find_predictor
-
+    except NasUserError as exc:  # a target file since removed or broken: no parity plot, said why
+        return f"target {target!r} could not be loaded to find its predictor: {exc}"
+    provider = spec.execution_providers[0]
+    precision = precision or spec.default_precision
     path = find_predictor(target, provider, precision)
     if path is None:
         return f"no fitted predictor for {target} ({provider}, {precision}); run `nas calibrate --target {target}`"

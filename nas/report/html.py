@@ -11,31 +11,14 @@ import shlex
 from pathlib import Path
 from typing import Sequence
 
+from nas.core.paths import shipped
 from nas.report import tables
 from nas.report.data import Parity, ReportData
 from nas.study.read import PICK_TITLES, PICKS
 
-_CSS = """
-body{font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0 auto;
-max-width:1180px;padding:12px;color:#222;line-height:1.45}
-h1{font-size:1.45em;margin:.3em 0}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
-.meta{color:#555;font-size:.92em}
-.cards{display:flex;flex-wrap:wrap;gap:10px}
-.card{flex:1 1 300px;border:1px solid #ccc;border-radius:8px;padding:10px 12px;background:#fafafa}
-.card.knee{border:2px solid #e0a800;background:#fff8e1}
-.card h3{margin:.1em 0 .3em;font-size:1.02em}.card .shape{font-family:ui-monospace,Menlo,Consolas,monospace;
-font-size:1.08em;font-weight:bold}
-.card dl{display:grid;grid-template-columns:auto 1fr;gap:1px 10px;margin:.4em 0;font-size:.9em}
-.card dt{color:#666}.card dd{margin:0}
-code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em}
-pre{background:#f2f2f2;padding:6px 8px;border-radius:4px;overflow-x:auto;white-space:pre}
-img{max-width:100%;height:auto;border:1px solid #eee}
-.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
-table{border-collapse:collapse;font-size:.82em;white-space:nowrap}
-th,td{border:1px solid #ddd;padding:3px 6px}th{background:#f0f0f0;position:sticky;top:0}
-td.num{text-align:right;font-variant-numeric:tabular-nums}tr.pick{background:#fff3c4;font-weight:600}
-.note{color:#555;font-size:.9em}
-"""
+def _css() -> str:
+    """The report's stylesheet, shipped as data in reports/report.css (inlined: the page needs no network)."""
+    return (shipped("reports") / "report.css").read_text(encoding="utf-8")
 
 
 def _img(path: Path, alt: str) -> str:
@@ -117,7 +100,7 @@ def render_index(data: ReportData, pareto_images: Sequence[Path], hv_image: Path
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>nas report — {html.escape(tr.name)}</title>
-<style>{_CSS}</style></head>
+<style>{_css()}</style></head>
 <body>
 <h1>nas report — study {html.escape(tr.name)}</h1>
 <p class="meta">Space <b>{html.escape(meta.space)}</b> · targets: {targets}<br>

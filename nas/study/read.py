@@ -19,8 +19,7 @@ from typing import Any, Sequence
 
 from nas.core.errors import NasUserError
 from nas.study.pareto import knee_index, pareto_mask_max
-from nas.study.schema import (FOUND_BY, FOUND_BY_SAMPLER, STUDY_EXACT, STUDY_META, StudyMeta,
-                              TrialRecord)
+from nas.study.schema import FOUND_BY, FOUND_BY_SAMPLER, STUDY_EXACT, STUDY_META, StudyMeta, TrialRecord
 from nas.study.storage import open_storage
 
 PICKS = ("knee", "fastest", "best-quality")

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from nas.core.errors import NasUserError
 
 MEMORY_STORAGES = (":memory:", "memory")
+# What a storage raises when the database or file is at fault rather than nas: SQLAlchemy's errors (a bad URL,
+# an unreachable server, a corrupt or read-only database; Optuna's RDB storage is built on SQLAlchemy), OS
+# errors, and malformed journal lines. A missing database driver (psycopg2 for PostgreSQL) is an ImportError.
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, ValueError)
 
 
 def first_line(exc: BaseException) -> str:
@@ -43,7 +49,10 @@ def open_storage(url: str, must_exist: bool = False):
                 raise NasUserError(f"cannot create the folder for --storage {url!r}: {exc.strerror or exc}") from None
     try:
         storage = optuna.storages.RDBStorage(url)
-    except Exception as exc:  # noqa: BLE001 -- malformed URL, missing driver, unreachable server
+    except ImportError as exc:  # the database's driver is not installed
+        raise NasUserError(f"cannot open study storage {url!r}: {first_line(exc)} (install the database "
+                           "driver, e.g. pip install psycopg2-binary for PostgreSQL)") from None
+    except STORAGE_ERRORS as exc:
         raise NasUserError(f"cannot open study storage {url!r}: {first_line(exc)}") from None
     if url.startswith("sqlite"):
         _sqlite_wal(storage.engine)
@@ -62,7 +71,7 @@ def _journal(path: str, must_exist: bool):
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(path))
-    except Exception as exc:  # noqa: BLE001 -- unwritable folder, bad file
+    except STORAGE_ERRORS as exc:  # an unwritable folder, a file that is not a journal
         raise NasUserError(f"cannot open journal storage {path!r}: {first_line(exc)}") from None
 
 
