@@ -40,7 +40,7 @@ from nas.core.errors import NasUserError
 from nas.core.paths import default_storage
 from nas.core.version import __version__
 from nas.latency.registry import load_latency_model
-from nas.spaces import load_space
+from nas.spaces import ENUMERATION_LIMIT, load_space
 from nas.study import schema as S
 from nas.study.objectives import (
     QUALITY_SOURCE,
@@ -62,7 +62,7 @@ DEFAULT_TRIALS = 200  # the default pixel8 run on subbillion: ~25 s of SQLite wr
 DEFAULT_PROMPT_LEN = 512
 DEFAULT_CONTEXT_LEN = 2048
 DEFAULT_SEED = 0
-EXACT_LIMIT = 2_000_000  # configs; enumeration + prediction stays within seconds and ~1 GB up to here
+EXACT_LIMIT = ENUMERATION_LIMIT  # configs; enumeration + prediction stays within seconds and ~1 GB up to here
 EXACT_IDS_KEPT = 200  # arch ids of the exact front kept in study user attrs (keeps attrs small)
 FEASIBILITY_SAMPLE = 2000  # random configs checked when a space is too large to enumerate
 STALL_ASKS = 100  # proposals in a row without a new config before a search stops early
@@ -269,8 +269,8 @@ class Search:
     def exact_front(self) -> ExactFront | None:
         """Enumerate and predict the whole space when it is small enough; refuse impossible constraints.
         Returns None (after a sampled feasibility check) for larger spaces or with exact=False."""
-        size = int(self.space.size())
-        if size > EXACT_LIMIT or not self.settings.exact:
+        size = self.space.size(limit=EXACT_LIMIT) if self.settings.exact else None
+        if size is None:
             self._check_sampled_feasibility()
             return None
         t0 = time.perf_counter()
@@ -474,7 +474,7 @@ class Search:
         # a space with fewer configs than the budget stops when every config has been evaluated.
         max_asks = MAX_ASKS_PER_TRIAL * remaining + STALL_ASKS
         since_new = 0
-        space_size = self.space.size() if exact is not None or self.space.size() <= EXACT_LIMIT else None
+        space_size = exact.space_size if exact is not None else self.space.size(limit=EXACT_LIMIT)
         in_space = sum(1 for t in self._seen.values() if not t.constraints.get("space"))
         asked = 0
         try:

@@ -81,6 +81,9 @@ _CONSTRAINT_KEYS = {"params_min", "params_max"}
 _ATTENTION_RE = re.compile(r"^(mha|mqa|gqa:(\d+)|kv:(\d+))$")
 _ATTN_MHA, _ATTN_MQA, _ATTN_GQA, _ATTN_KV = 0, 1, 2, 3
 _CHUNK = 1 << 20  # raw grid points processed per numpy pass
+# Spaces up to this many configs are enumerated (listed and predicted in one vectorised pass: seconds and
+# ~1 GB at the limit); larger ones are only sampled, and their size is reported as "more than" this.
+ENUMERATION_LIMIT = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -304,16 +307,18 @@ class SearchSpace:
         }
         return columns, kind_codes, problems
 
-    def _enumerate(self):
+    def _valid_chunks(self):
+        """(columns, ffn kind codes, dimension indices) of the valid configs in the params range, one grid chunk
+        at a time (a chunk holds _CHUNK raw grid points), in grid order, before deduplication. Raises when the
+        whole grid holds no valid config, or none in the params range."""
         import numpy as np
 
         names = list(self.dimensions)
         shape = tuple(len(self.dimensions[k]) for k in names) or (1,)
         total = int(np.prod(shape))
-        kept_cols: list[dict[str, Any]] = []
-        kept_kinds, kept_index = [], []
         low, high = self.params_range
         smallest = largest = None
+        kept_any = False
         for start in range(0, total, _CHUNK):
             flat = np.arange(start, min(total, start + _CHUNK), dtype=np.int64)
             unravelled = np.unravel_index(flat, shape)
@@ -334,21 +339,33 @@ class SearchSpace:
                 valid &= params >= low
             if high is not None:
                 valid &= params <= high
-            kept_cols.append({k: v[valid] for k, v in cols.items()})
-            kept_kinds.append(kind_codes[valid])
-            kept_index.append(np.stack([unravelled[i][valid] for i in range(len(names))], axis=1)
-                              if names else np.zeros((int(valid.sum()), 0), dtype=np.int64))
-        cols = {k: np.concatenate([c[k] for c in kept_cols]) for k in ArchBatch.COLUMNS}
-        kind_codes = np.concatenate(kept_kinds)
-        dim_index = np.concatenate(kept_index)
-        if len(kind_codes) == 0:
+            if not valid.any():
+                continue
+            kept_any = True
+            dim_index = (np.stack([unravelled[i][valid] for i in range(len(names))], axis=1) if names
+                         else np.zeros((int(valid.sum()), 0), dtype=np.int64))
+            yield {k: v[valid] for k, v in cols.items()}, kind_codes[valid], dim_index
+        if not kept_any:
             if smallest is None:
                 raise self._fail("dimensions", "no combination of the dimensions makes a valid ArchConfig")
             raise self._fail("constraints", f"params range {self._range_text()} admits no config of the space "
                                             f"(valid configs have {smallest:,} to {largest:,} parameters)")
+
+    @staticmethod
+    def _row_matrix(cols, kind_codes):
+        import numpy as np
+
+        return np.stack([cols[k] for k in ArchBatch.COLUMNS] + [kind_codes], axis=1)
+
+    def _enumerate(self):
+        import numpy as np
+
+        chunks = list(self._valid_chunks())
+        cols = {k: np.concatenate([c[0][k] for c in chunks]) for k in ArchBatch.COLUMNS}
+        kind_codes = np.concatenate([c[1] for c in chunks])
+        dim_index = np.concatenate([c[2] for c in chunks])
         # Deduplicate identical configs (e.g. "gqa:4" with 4 heads == "mqa"), keeping the first in grid order.
-        matrix = np.stack([cols[k] for k in ArchBatch.COLUMNS] + [kind_codes], axis=1)
-        _, first = np.unique(matrix, axis=0, return_index=True)
+        _, first = np.unique(self._row_matrix(cols, kind_codes), axis=0, return_index=True)
         first.sort()
         cols = {k: v[first] for k, v in cols.items()}
         n = len(first)
@@ -358,6 +375,30 @@ class SearchSpace:
             extra[name] = np.full(n, value, dtype=np.int64 if isinstance(value, int) else np.float64)
         batch = ArchBatch(cols, np.asarray(FFN_KINDS)[kind_codes[first]], extra)
         return batch, dim_index[first]
+
+    def _exceeds(self, limit: int) -> bool:
+        """Whether the space has more than `limit` distinct configs, decided chunk by chunk without keeping the
+        configs: distinct rows are counted by a 64-bit hash of their columns (a collision can only undercount,
+        so "more than" is never wrong), and counting stops as soon as the limit is passed."""
+        import numpy as np
+
+        seen = np.zeros(0, dtype=np.uint64)
+        raw = 0
+        weights = np.random.default_rng(0x6E6173).integers(1, 2**63, size=len(ArchBatch.COLUMNS) + 1,
+                                                            dtype=np.uint64) | np.uint64(1)
+        for cols, kind_codes, _ in self._valid_chunks():
+            raw += len(kind_codes)
+            rows = self._row_matrix(cols, kind_codes).astype(np.uint64)
+            with np.errstate(over="ignore"):
+                hashes = (rows * weights).sum(axis=1, dtype=np.uint64)
+                hashes ^= hashes >> np.uint64(29)
+            merged = np.sort(np.concatenate([seen, hashes]))  # a sort: faster here than np.unique's hash table
+            seen = merged[np.concatenate([[True], merged[1:] != merged[:-1]])]
+            if len(seen) > limit:
+                return True  # stop here: the rest of the grid cannot make it smaller
+        if raw <= limit:
+            return False
+        return len(self.enumerate()) > limit  # close to the limit: count exactly
 
     def _range_text(self) -> str:
         low, high = self.params_range
@@ -374,8 +415,13 @@ class SearchSpace:
             self._batch, self._dim_index = cached
         return self._batch
 
-    def size(self) -> int:
-        return len(self.enumerate())
+    def size(self, limit: int | None = None) -> int | None:
+        """The number of distinct configs. With `limit`: None when there are more than `limit`, found without
+        enumerating (or holding) the whole space, so asking whether a huge space is small stays cheap."""
+        if self._batch is not None or self.fingerprint in _ENUM_CACHE or limit is None:
+            n = len(self.enumerate())
+            return None if limit is not None and n > limit else n
+        return None if self._exceeds(limit) else len(self.enumerate())
 
     def values_of(self, row: int) -> dict[str, Any]:
         """The dimension values that build row `row` of `enumerate()` (what a sampler would have chosen)."""

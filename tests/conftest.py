@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests import helpers
+
 
 @pytest.fixture(autouse=True)
 def nas_home(tmp_path_factory, monkeypatch):
@@ -18,3 +20,22 @@ def tiny_arch():
 
     return ArchConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
                       vocab_size=256, max_seq_len=256)
+
+
+@pytest.fixture
+def fake_graphs(monkeypatch):
+    """The graph builder that profiling and bundles call, swapped for a tiny real ONNX graph."""
+    import nas.latency.bundle
+    import nas.latency.profile
+
+    module = helpers.fake_graphs_module()
+    monkeypatch.setattr(nas.latency.profile, "graphs", module)
+    monkeypatch.setattr(nas.latency.bundle, "graphs", module)
+    return module
+
+
+@pytest.fixture
+def fake_space(monkeypatch):
+    import nas.spaces
+
+    monkeypatch.setattr(nas.spaces, "load_space", lambda name: helpers.FakeSpace(), raising=False)

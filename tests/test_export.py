@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -169,7 +170,7 @@ def test_unknown_format_and_unwritable_folder(tmp_path):
 # ----------------------------------------------------------------------------------------------- nas export
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory):
-    from test_reports import make_study
+    from tests.helpers import make_study
 
     db = tmp_path_factory.mktemp("export") / "nas.db"
     url = f"sqlite:///{db}"
@@ -264,3 +265,22 @@ def test_nas_export_bad_input_is_one_line_exit_2(tmp_path, capsys, storage):
         assert len(err.strip().splitlines()) == 1 and expected in err, (expected, err)
     assert not (tmp_path / "o").exists() and not (tmp_path / "n").exists()
     assert not (tmp_path / "none.db").exists()
+
+
+def test_nas_export_json_says_what_it_wrote(tmp_path, capsys, storage):
+    code, out, _ = _run(capsys, "--storage", storage, "--study", "exp", "--pick", "knee", "--format", "litgpt",
+                        "--out", str(tmp_path / "k"), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["format"] == "litgpt" and Path(data["path"]).is_file() and data["path"].endswith("model_config.yaml")
+    assert "knee" in data["chosen_by"] and data["arch"]["num_layers"] > 0 and isinstance(data["notes"], list)
+
+
+def test_nas_report_json_lists_its_files(tmp_path, capsys, storage):
+    from nas.cli import main
+
+    capsys.readouterr()
+    assert main(["report", "--storage", storage, "--study", "exp", "--out", str(tmp_path / "r"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["index"].endswith("index.html") and Path(data["index"]).is_file()
+    assert any(f.endswith("pareto.csv") for f in data["files"])

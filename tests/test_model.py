@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
 from nas.core.arch import ArchConfig
 from nas.model import build_model
-
-import transformers
 
 # Small shapes covering each attention type, head_dim != hidden/heads, qkv bias (Qwen2), each gated FFN.
 SHAPES = {

@@ -19,11 +19,10 @@ import pytest
 from nas.cli import main
 from nas.core.errors import NasUserError
 from nas.search import MAX_ASKS_PER_TRIAL, Search, SearchSettings
-from nas.study.objectives import parse_count, parse_objectives, parse_params_range
-from nas.study.pareto import Normaliser, hypervolume, pareto_mask
 from nas.study.schema import FOUND_BY_EXACT
+from tests.helpers import brute_pareto_mask
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def settings(**kw) -> SearchSettings:
@@ -36,70 +35,6 @@ def quiet_search(**kw) -> Search:
     return Search(settings(**kw), log=lambda _: None)
 
 
-# ---------------------------------------------------------------------------------------------- maths
-def _brute_pareto(points):
-    n = len(points)
-    return np.array([not any(np.all(points[j] <= points[i]) and np.any(points[j] < points[i]) for j in range(n))
-                     for i in range(n)])
-
-
-@pytest.mark.parametrize("k", [1, 2, 3, 4])
-def test_pareto_mask_matches_brute_force(k):
-    rng = np.random.default_rng(k)
-    pts = rng.integers(0, 6, size=(200, k)).astype(float)  # many ties and duplicates
-    assert np.array_equal(pareto_mask(pts), _brute_pareto(pts))
-
-
-def test_hypervolume_2d_and_3d_exact():
-    assert hypervolume(np.array([[0.0, 0.0]]), [1.0, 1.0]) == pytest.approx(1.0)
-    # Two boxes [0,1]x[0.5,1] and [0.5,1]x[0,1] overlap in [0.5,1]x[0.5,1]: 0.5 + 0.5 - 0.25.
-    assert hypervolume(np.array([[0.0, 0.5], [0.5, 0.0], [0.9, 0.9]]), [1, 1]) == pytest.approx(0.75)
-    pts3 = np.array([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
-    # Union of three boxes: 3 * 0.25 - 3 * 0.125 + 0.125.
-    assert hypervolume(pts3, [1, 1, 1]) == pytest.approx(0.5)
-    assert hypervolume(np.array([[2.0, 0.0]]), [1, 1]) == 0.0
-
-
-def test_hypervolume_matches_grid_count_3d():
-    rng = np.random.default_rng(0)
-    pts = rng.integers(0, 10, size=(15, 3)) / 10.0
-    grid = np.stack(np.meshgrid(*[np.arange(10) / 10.0 + 0.05] * 3, indexing="ij"), -1).reshape(-1, 3)
-    covered = np.any(np.all(grid[:, None, :] >= pts[None, :, :], axis=2), axis=1)
-    assert hypervolume(pts, [1, 1, 1]) == pytest.approx(covered.mean())
-
-
-def test_normaliser_scales_to_unit_box():
-    norm = Normaliser.from_points(np.array([[0.0, 10.0], [4.0, 30.0]]))
-    assert np.allclose(norm(np.array([[2.0, 20.0]])), [[0.5, 0.5]])
-    assert norm.hypervolume(np.array([[0.0, 10.0]])) == pytest.approx(1.1 * 1.1)
-
-
-def test_parse_objectives_modes():
-    one = parse_objectives(None, ["pixel8"])
-    assert [o.label for o in one] == ["quality", "decode_tokens_per_s@pixel8"]
-    two = parse_objectives(["quality", "decode_tps", "ttft"], ["pixel8", "iphone15pro"])
-    assert [o.label for o in two] == ["quality", "decode_tokens_per_s@pixel8", "decode_tokens_per_s@iphone15pro",
-                                      "ttft_ms@pixel8", "ttft_ms@iphone15pro"]
-    assert two[-1].direction == "minimize"
-    worst = parse_objectives(None, ["pixel8", "iphone15pro", "rpi5"])
-    assert [o.label for o in worst] == ["quality", "decode_tokens_per_s@worst"]
-    with pytest.raises(NasUserError, match="unknown objective 'speed'; known: quality"):
-        parse_objectives(["quality", "speed"], ["pixel8"])
-    with pytest.raises(NasUserError, match="at least two"):
-        parse_objectives(["quality"], ["pixel8"])
-
-
-def test_parse_params_range():
-    assert parse_params_range("100M:600M") == (100_000_000, 600_000_000)
-    assert parse_params_range("450M:") == (450_000_000, None)
-    assert parse_params_range(":1.2B") == (None, 1_200_000_000)
-    assert parse_count("125000") == 125000
-    for bad in ("100M", "600M:100M", "abc:1M", ":"):
-        with pytest.raises(NasUserError):
-            parse_params_range(bad)
-
-
-# ---------------------------------------------------------------------------------------------- search
 def test_trials_carry_records_and_constraints():
     from nas.study.schema import TrialRecord
 
@@ -136,7 +71,7 @@ def test_exact_front_is_enqueued_and_study_front_is_exact():
     exact = search.exact_front()
     batch = search.space.enumerate()
     values = search.figures(batch).values(search.objectives)
-    brute = _brute_pareto(-values)
+    brute = brute_pareto_mask(-values)
     assert len(np.unique(values[brute], axis=0)) == len(np.unique(exact.values, axis=0))
 
 
@@ -399,3 +334,16 @@ def test_every_sampler_runs_a_short_search(sampler):
     gp needs scipy, a declared dependency)."""
     result = quiet_search(sampler=sampler, trials=14).run(progress=False)
     assert result.trials_new == 14 and result.pareto
+
+
+def test_report_progress_counts_only_the_samplers_trials(tmp_path):
+    from nas.report.data import search_progress
+    from nas.study.read import load_study, read_study
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = Search(settings(trials=25, storage=url, study="p"), log=lambda _: None).run(progress=False)
+    progress = search_progress(read_study(load_study(url, "p")))
+    assert result.exact_added > 0 and progress.exact_added == result.exact_added
+    assert progress.values[-1] == pytest.approx(result.hypervolume_ratio)  # the search's own figure
+    assert progress.final_with_exact == pytest.approx(1.0)  # with the exact front added: all of it
+    assert "exact front" in progress.unit

@@ -235,3 +235,39 @@ def test_unknown_space():
     assert "tiny" in str(info.value) and "subbillion" in str(info.value)
     with pytest.raises(NasUserError, match="does not exist"):
         load_space("missing/space.toml")
+
+
+BIG_SPACE = """name = "big"
+description = "more configs than nas enumerates"
+[dimensions]
+hidden_size = { min = 256, max = 4096, step = 16 }
+num_layers = { min = 2, max = 128, step = 1 }
+head_dim = [32, 64, 128]
+attention = ["mha", "gqa:2", "gqa:4", "gqa:8", "mqa"]
+ffn_ratio = [2.0, 2.5, 2.667, 3.0, 3.5, 4.0]
+ffn_kind = ["swiglu", "reglu", "geglu"]
+tie_embeddings = [true, false]
+"""
+
+
+def test_size_with_a_limit_stops_early_on_a_huge_space(tmp_path):
+    from nas.spaces import _ENUM_CACHE, ENUMERATION_LIMIT
+
+    path = tmp_path / "big.toml"
+    path.write_text(BIG_SPACE)
+    space = load_space(str(path))
+    assert space.size(limit=ENUMERATION_LIMIT) is None
+    assert space.fingerprint not in _ENUM_CACHE  # answered without enumerating (or keeping) the space
+    tiny = load_space("tiny")
+    assert tiny.size(limit=ENUMERATION_LIMIT) == tiny.size() == len(tiny.enumerate())
+    assert tiny.size(limit=tiny.size() - 1) is None
+
+
+def test_nas_spaces_show_a_huge_space(tmp_path, capsys):
+    from nas.cli import main
+
+    path = tmp_path / "big.toml"
+    path.write_text(BIG_SPACE)
+    assert main(["spaces", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "size:        > 2,000,000 valid configs" in out and "too large to enumerate" in out

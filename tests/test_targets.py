@@ -9,8 +9,17 @@ import shutil
 import pytest
 
 from nas.core.errors import NasUserError
-from nas.targets import (COMPUTE_UNITS, EXECUTION_PROVIDERS, PRECISIONS, TARGETS_DIR, Spec, Target,
-                     known_target_names, list_targets, load_target)
+from nas.targets import (
+    COMPUTE_UNITS,
+    EXECUTION_PROVIDERS,
+    PRECISIONS,
+    TARGETS_DIR,
+    Spec,
+    Target,
+    known_target_names,
+    list_targets,
+    load_target,
+)
 
 REQUIRED = {"host-cpu", "pixel8", "sd8gen3", "iphone15pro", "rpi5", "jetson-orin-nano", "macbook-m3"}
 

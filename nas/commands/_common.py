@@ -67,6 +67,8 @@ def arch_from_args(args: argparse.Namespace):
     if missing:
         flags = ", ".join("--" + {"num_layers": "layers", "num_heads": "heads"}.get(n, n).replace("_", "-")
                           for n in missing)
+        if fields:
+            raise NasUserError(f"incomplete architecture: also give {flags} (or a config file)")
         raise NasUserError(f"no architecture given: pass a config file or the flags {flags}")
     return ArchConfig.from_dict(fields)
 

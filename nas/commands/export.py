@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from nas.commands._common import add_json_flag, emit
 
 HELP = "export a study's architecture to Hugging Face, LitGPT, nanoGPT or nas JSON"
 DESCRIPTION = """Export one architecture of a study as a config a trainer reads.
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=["hf", "litgpt", "nanogpt", "json"], dest="fmt")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--name", help="model name written into the LitGPT config (default: nas-<arch id>)")
+    add_json_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,12 +47,17 @@ def run(args: argparse.Namespace) -> int:
     trials = read_study(load_study(args.storage or default_storage(), args.study))
     point, how = choose_trial(trials, trial=args.trial, arch_id=args.arch_id, pick=args.pick)
     result = export_arch(point.record.arch, args.fmt, args.out, name=args.name)
-    sys.stdout.write(f"exported {how}: {point.shape} ({point.record.arch.num_params / 1e6:.1f} M parameters, "
-                     f"arch id {point.arch_id})\n")
+    notes = list(result.notes)
     if not point.feasible:
         reasons = "; ".join(point.record.violations) or "Optuna constraint violated"
-        sys.stderr.write(f"note: this shape breaks the study's constraints: {reasons}\n")
-    for note in result.notes:
-        sys.stderr.write(f"note: {note}\n")
-    sys.stdout.write(f"wrote {result.path}\n")
+        notes.insert(0, f"this shape breaks the study's constraints: {reasons}")
+    data = {"study": trials.name, "trial": point.number, "chosen_by": how, "arch_id": point.arch_id,
+            "shape": point.shape, "num_params": point.record.arch.num_params, "format": args.fmt,
+            "path": str(result.path), "feasible": point.feasible, "notes": notes,
+            "arch": point.record.arch.to_dict()}
+    text = [f"exported {how}: {point.shape} ({point.record.arch.num_params / 1e6:.1f} M parameters, "
+            f"arch id {point.arch_id})"]
+    text += [f"note: {note}" for note in notes]
+    text.append(f"wrote {result.path}")
+    emit(args, data, "\n".join(text))
     return 0

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from nas.commands._common import add_json_flag, emit
 
 HELP = "write a study's Pareto report: plots, tables, index.html"
 DESCRIPTION = """Write a report folder for a study written by `nas search`:
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="study name (as given to or printed by `nas search`)")
     parser.add_argument("--storage", help="Optuna storage URL or journal file (default: sqlite:///runs/nas.db)")
     parser.add_argument("--out", help="report folder (default: runs/reports/<study>)")
+    add_json_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,5 +35,6 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else default_report_dir(args.study)
     index = build_report(args.storage or default_storage(), args.study, out)
-    sys.stdout.write(f"report written: {index}\n")
+    files = sorted(str(p) for p in index.parent.iterdir() if p.is_file() and not p.name.startswith("."))
+    emit(args, {"study": args.study, "index": str(index), "files": files}, f"report written: {index}")
     return 0

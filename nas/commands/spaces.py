@@ -42,17 +42,22 @@ def _arch_summary(arch) -> dict:
             "config": arch.to_dict()}
 
 
+def _size_text(size: int | None, limit: int) -> str:
+    """A space's size for people: exact, or "> limit" for a space too large to enumerate (JSON: null)."""
+    return f"> {limit:,}" if size is None else f"{size:,}"
+
+
 def _list(args) -> int:
-    from nas.spaces import list_spaces
+    from nas.spaces import ENUMERATION_LIMIT, list_spaces
 
     data, rows = [], []
     for s in list_spaces():
-        size = s.size()
+        size = s.size(limit=ENUMERATION_LIMIT)
         low, high = s.params_range
         data.append({"name": s.name, "description": s.description, "size": size, "params_min": low,
                      "params_max": high, "dimensions": list(s.dimensions), "fingerprint": s.fingerprint,
                      "path": str(s.path)})
-        rows.append([s.name, f"{size:,}", _range(s), s.description])
+        rows.append([s.name, _size_text(size, ENUMERATION_LIMIT), _range(s), s.description])
     widths = [max(len(r[i]) for r in rows + [["NAME", "CONFIGS", "PARAMS", ""]]) for i in range(3)]
     lines = [f"{'NAME':<{widths[0]}}  {'CONFIGS':>{widths[1]}}  {'PARAMS':<{widths[2]}}  DESCRIPTION"]
     lines += [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
@@ -61,15 +66,17 @@ def _list(args) -> int:
 
 
 def _show(args, name: str) -> int:
-    from nas.spaces import load_space
+    from nas.spaces import ENUMERATION_LIMIT, load_space
 
     s = load_space(name)
-    size = s.size()
-    smallest, largest = s.smallest_largest()
+    size = s.size(limit=ENUMERATION_LIMIT)
     data = s.to_dict()
-    data.update(size=size, smallest=_arch_summary(smallest), largest=_arch_summary(largest))
+    data.update(size=size, size_limit=ENUMERATION_LIMIT)
+    if size is not None:
+        smallest, largest = s.smallest_largest()
+        data.update(smallest=_arch_summary(smallest), largest=_arch_summary(largest))
     lines = [f"{s.name}: {s.description}", f"  file:        {s.path}", f"  fingerprint: {s.fingerprint[:16]}",
-             f"  size:        {size:,} valid configs", "  dimensions:"]
+             f"  size:        {_size_text(size, ENUMERATION_LIMIT)} valid configs", "  dimensions:"]
     for d in s.dimensions.values():
         shown = (f"{d.low}..{d.high} step {d.step} ({len(d)} values)" if d.step
                  else ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in d.choices))
@@ -80,7 +87,12 @@ def _show(args, name: str) -> int:
     lines += [f"    {k:<16} {str(v).lower() if isinstance(v, bool) else v}" for k, v in s.fixed.items()] or ["    -"]
     low, high = s.params_range
     lines.append(f"  constraints: params {'-' if low is None else f'{low:,}'} .. {'-' if high is None else f'{high:,}'}")
-    for label, arch in (("smallest", smallest), ("largest", largest)):
+    if size is None:
+        lines.append(f"  (too large to enumerate: nas search samples it and skips the exact front)")
+    for label, key in (("smallest", "smallest"), ("largest", "largest")):
+        if key not in data:
+            continue
+        arch = smallest if key == "smallest" else largest
         lines.append(f"  {label + ':':<12} {_count(arch.num_params)} params  {arch.short_tag}  "
                      f"{arch.attention_type} {arch.ffn_kind} {'tied' if arch.tie_embeddings else 'untied'}  "
                      f"id {arch.arch_id}")

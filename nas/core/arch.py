@@ -244,25 +244,45 @@ class ArchConfig:
         act = hf.get("hidden_act", "silu")
         if act not in _FFN_OF_HF_ACT:
             raise NasUserError(f"HF hidden_act {act!r} is not supported; supported: {', '.join(_FFN_OF_HF_ACT)}")
-        heads = hf["num_attention_heads"]
+        heads = _hf_int(hf, "num_attention_heads")
+        hidden = _hf_int(hf, "hidden_size")
         rope_theta = hf.get("rope_theta")
         if rope_theta is None:  # transformers >= 5 may keep it in rope_parameters
             rope_theta = (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
         return cls(
-            vocab_size=hf["vocab_size"],
-            hidden_size=hf["hidden_size"],
-            num_layers=hf["num_hidden_layers"],
+            vocab_size=_hf_int(hf, "vocab_size"),
+            hidden_size=hidden,
+            num_layers=_hf_int(hf, "num_hidden_layers"),
             num_heads=heads,
-            num_kv_heads=hf.get("num_key_value_heads") or heads,
-            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-            intermediate_size=hf["intermediate_size"],
+            num_kv_heads=_hf_int(hf, "num_key_value_heads", heads),
+            head_dim=_hf_int(hf, "head_dim", hidden // heads),
+            intermediate_size=_hf_int(hf, "intermediate_size"),
             ffn_kind=_FFN_OF_HF_ACT[act],
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),  # both HF classes default to untied
             qkv_bias=model_type == "qwen2",
-            max_seq_len=hf.get("max_position_embeddings", 2048),
-            rope_theta=float(rope_theta),
-            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6 if model_type == "qwen2" else 1e-5)),
+            max_seq_len=_hf_int(hf, "max_position_embeddings", 2048),
+            rope_theta=_hf_number(hf, "rope_theta", rope_theta),
+            rms_norm_eps=_hf_number(hf, "rms_norm_eps", hf.get("rms_norm_eps",
+                                                              1e-6 if model_type == "qwen2" else 1e-5)),
         )
+
+
+def _hf_int(hf: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    """A positive integer field of an HF config; missing (without a default) or of the wrong type is one line."""
+    value = hf.get(key)
+    if value is None:
+        if default is None:
+            raise NasUserError(f"HF config has no {key!r}; a Llama/Qwen2 config.json needs it")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise NasUserError(f"HF config {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _hf_number(hf: Mapping[str, Any], key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise NasUserError(f"HF config {key!r} must be a positive number, got {value!r}")
+    return float(value)
 
 
 class ArchBatch:

@@ -174,12 +174,12 @@ def format_summary(data: Mapping[str, Any]) -> str:
 # ----- measurement budget -----
 
 # Building one graph (weights drawn, ONNX proto, ORT session with its prepacked weights) costs a fixed part
-# plus a part growing with the fp32 weights: 8-18 s per GB measured on a shared 2-core host (less when quiet).
+# plus a part growing with the fp32 weights: 8-18 s per GB on a 2-core x86 host (the low end when it is quiet).
 _BUILD_FIXED_S = 0.5
 _BUILD_S_PER_GB = 12.0
 # Each further session of a graph (protocol.sessions > 1) is created from the already serialised graph: ORT
 # parses it, optimises it and prepacks its weights again: 0.5-0.8 s at 0.1-0.3 GB and 1.7-1.9 s at 0.6 GB of
-# fp32 weights, measured on the busy 2-core host.
+# fp32 weights, on a 2-core x86 host.
 _SESSION_FIXED_S = 0.3
 _SESSION_S_PER_GB = 2.5
 # Safety factor on the roofline's figure. With the schema-2 probes (GEMV bandwidth, probed dispatch cost) the

@@ -8,16 +8,14 @@ runs of all sessions), each session's median and the raw samples travel with the
 measurement can be seen to be noisy.
 
 Why several sessions: the timed runs of one session agree with each other far better than two sessions of
-the same graph agree. On a shared 2-core VM the same config measured in separate sessions differed by up to
-+-15% (prefill) and +-11% (decode), and within one session a graph can sit in a slow state (a decode graph
-took 13.7 ms at C=128, then 8.3 ms at C=512 seconds later, each with a small spread over its 7 runs). The
-cause lies outside the graph (other load on the machine, where a session's memory and threads landed) and
-lasts longer than the back-to-back runs of one measurement, so more runs in a row do not average it out.
-A single session's median is therefore not a stable figure, and a predictor fitted to such figures is held
-back by that noise rather than by its model (held-out MAPE ~7%, 76% within +-10%, with single-session rows).
-So each length is measured in `sessions` freshly created sessions, spread out in time (all lengths of a graph
-are timed in one session before the next session is created), and the median of the per-session medians
-is reported: it ignores one session out of three that sat in a slow state.
+the same graph agree. A session can sit in a slow state for longer than the back-to-back runs of one
+measurement (the cause lies outside the graph: other load on the machine, where the session's memory and
+threads landed), so more runs in a row do not average it out, and a predictor fitted to single-session
+medians is held back by that noise rather than by its model. So each length is measured in `sessions`
+freshly created sessions, spread out in time (all lengths of a graph are timed in one session before the
+next session is created), and the median of the per-session medians is reported: it ignores one session out
+of three that sat in a slow state. (The README's status section gives the session-to-session spread measured
+on our machines.)
 
 Execution providers are named exactly as ONNX Runtime names them ("CPUExecutionProvider",
 "XnnpackExecutionProvider", ...). A session is created with the requested provider first and

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from nas.latency import analytic, probes, registry
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
+from nas.latency import analytic, probes, registry
 from nas.targets import list_targets, load_target
 
 FAKE_PROBES = {"schema": 1, "cpu_model": "test", "threads": 2, "ort_version": "x",

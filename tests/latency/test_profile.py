@@ -7,100 +7,22 @@ symbolic P / C inputs) so they run in milliseconds; `test_real_graphs_*` uses th
 from __future__ import annotations
 
 import json
-import types
 
 import numpy as np
 import pytest
 
-from nas.latency.measure import Protocol
-from nas.latency.profile import (KEY_FIELDS, ROW_FIELDS, ProfileSettings, measurement_key, profile_configs,
-                                    read_measurements)
-from nas.core.arch import ArchConfig
 from nas.cli import main
 from nas.core.errors import NasUserError
-
-
-def small_arch(hidden=32, layers=1, **kw):
-    return ArchConfig(hidden_size=hidden, num_layers=layers, num_heads=2, intermediate_size=2 * hidden,
-                      vocab_size=64, max_seq_len=64, **kw)
-
-
-def fake_build_graph(arch, phase, precision="fp32", seed=0, weights=None):
-    """Embedding gather + matmul; decode also reads a past KV [layers, kv, C, head_dim]."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    inits = [numpy_helper.from_array(rng.standard_normal((arch.vocab_size, arch.hidden_size)).astype(np.float32), "E"),
-             numpy_helper.from_array(rng.standard_normal((arch.hidden_size, arch.hidden_size)).astype(np.float32), "W")]
-    nodes = [helper.make_node("Gather", ["E", "input_ids"], ["h"]), helper.make_node("MatMul", ["h", "W"], ["y"])]
-    seq = "P" if phase == "prefill" else 1
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq])]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, arch.hidden_size])]
-    if phase == "decode":
-        inputs.append(helper.make_tensor_value_info(
-            "past_kv", TensorProto.FLOAT, [arch.num_layers, arch.num_kv_heads, "C", arch.head_dim]))
-        inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, 1]))
-        nodes.append(helper.make_node("ReduceSum", ["past_kv"], ["s"], keepdims=0))
-        outputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, []))
-        nodes.append(helper.make_node("Identity", ["position_ids"], ["pos"]))
-        outputs.append(helper.make_tensor_value_info("pos", TensorProto.INT64, [1, 1]))
-    model = helper.make_model(helper.make_graph(nodes, f"fake_{phase}", inputs, outputs, initializer=inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
-
-
-def fake_graph_feeds(arch, phase, prompt_len=None, context_len=None, seed=0, precision="fp32"):
-    rng = np.random.default_rng(seed)
-    if phase == "prefill":
-        return {"input_ids": rng.integers(0, arch.vocab_size, (1, prompt_len), dtype=np.int64)}
-    return {"input_ids": np.array([[3]], dtype=np.int64),
-            "past_kv": rng.standard_normal((arch.num_layers, arch.num_kv_heads, context_len, arch.head_dim))
-            .astype(np.float32),
-            "position_ids": np.array([[context_len]], dtype=np.int64)}
-
-
-def fake_save_graph(model, path):
-    import onnx
-
-    onnx.save_model(model, str(path))
-
-
-def fake_graphs_module():
-    module = types.ModuleType("nas.latency.graphs")
-    module.PHASES = ("prefill", "decode")
-    module.build_graph = fake_build_graph
-    module.graph_feeds = fake_graph_feeds
-    module.save_graph = fake_save_graph
-    return module
-
-
-@pytest.fixture
-def fake_graphs(monkeypatch):
-    """The graph builder that profiling and bundles call, swapped for a tiny real ONNX graph."""
-    import nas.latency.bundle
-    import nas.latency.profile
-
-    module = fake_graphs_module()
-    monkeypatch.setattr(nas.latency.profile, "graphs", module)
-    monkeypatch.setattr(nas.latency.bundle, "graphs", module)
-    return module
-
-
-class FakeSpace:
-    name = "fake"
-
-    def sample(self, n, seed=0):
-        return [small_arch(hidden=16 * (i + 1)) for i in range(n)]
-
-
-@pytest.fixture
-def fake_space(monkeypatch):
-    import nas.spaces
-
-    monkeypatch.setattr(nas.spaces, "load_space", lambda name: FakeSpace(), raising=False)
+from nas.latency.measure import Protocol
+from nas.latency.profile import (
+    KEY_FIELDS,
+    ROW_FIELDS,
+    ProfileSettings,
+    measurement_key,
+    profile_configs,
+    read_measurements,
+)
+from tests.helpers import fake_build_graph, fake_graph_feeds, small_arch
 
 
 def settings(**kw):

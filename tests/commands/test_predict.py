@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from nas.latency import probes
 from nas.cli import main
+from nas.latency import probes
 
 ARCH = ["--hidden-size", "576", "--layers", "30", "--heads", "9", "--kv-heads", "3", "--ffn", "1536",
         "--vocab-size", "49152"]
@@ -76,7 +76,7 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, match):
 
 
 def test_measured_prediction_outside_its_range_says_so(capsys, tmp_path):
-    from test_calibrate import device_rows, write_rows
+    from tests.helpers import device_rows, write_rows
 
     path = write_rows(tmp_path / "p8.jsonl", device_rows())
     assert main(["calibrate", "--target", "pixel8", "--measurements", path]) == 0

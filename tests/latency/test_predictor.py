@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from nas.latency import features as F
-from nas.latency import predictor as P
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
+from nas.latency import features as F
+from nas.latency import predictor as P
 
 TRUE = {
     "prefill": {"one": 0.4, "layers": 0.05, "linear_gflop": 25.0, "score_melems": 0.02, "streamed_weight_mb": 0.003},

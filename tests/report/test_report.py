@@ -8,70 +8,15 @@ import re
 
 import pytest
 
-from nas.core.arch import ArchConfig
-from nas.study.schema import Objective, StudyMeta, TargetFigures, TrialRecord
+from tests.helpers import make_study
 
 # Plausible device figures for fake studies: effective memory bandwidth (GB/s) and matmul rate (GFLOP/s).
-FAKE_TARGETS = {"pixel8": (22.0, 180.0, "analytic, uncalibrated"), "host-cpu": (14.0, 420.0, "calibrated")}
-PROMPT, CONTEXT = 256, 1024
 
 
-def fake_figures(arch: ArchConfig, target: str) -> TargetFigures:
-    bw, rate, source = FAKE_TARGETS[target]
-    decode_ms = (arch.weight_bytes("int4") + arch.kv_cache_bytes(CONTEXT)) / (bw * 1e9) * 1e3 + 0.04 * arch.num_layers
-    prefill_ms = arch.prefill_flops(PROMPT) / (rate * 1e9) * 1e3 + 0.3 * arch.num_layers
-    return TargetFigures(prefill_ms=prefill_ms, decode_ms=decode_ms,
-                         memory_mb=arch.memory_bytes("int4", PROMPT, CONTEXT) / 2**20, latency_source=source,
-                         prompt_len=PROMPT)
 
 
-def random_arch(rng: random.Random) -> ArchConfig:
-    hidden = rng.choice([384, 512, 576, 640, 768, 896, 1024, 1152, 1280, 1536, 1792, 2048])
-    heads = hidden // 64
-    kv = rng.choice([d for d in range(1, heads + 1) if heads % d == 0 and d <= 8] + [heads])
-    inter = int(round(hidden * rng.uniform(2.5, 4.0) / 64)) * 64
-    return ArchConfig(hidden_size=hidden, num_layers=rng.randint(8, 32), num_heads=heads, num_kv_heads=kv,
-                      intermediate_size=inter, vocab_size=32000, max_seq_len=2048)
 
 
-def make_study(storage, name: str, n_trials: int = 60, targets=("pixel8",), seed: int = 0, memory_mb: float = 700.0,
-               n_failed: int = 2, n_pruned: int = 1):
-    """A study as `nas search` writes it: StudyMeta, TrialRecords, Optuna constraints; some FAIL/PRUNED."""
-    import optuna
-    from optuna.distributions import IntDistribution
-    from optuna.trial import TrialState, create_trial
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    objectives = (Objective("quality", "maximize"),) + tuple(
-        Objective("decode_tokens_per_s", "maximize", t) for t in targets)
-    study = optuna.create_study(storage=storage, study_name=name, directions=[o.direction for o in objectives])
-    meta = StudyMeta(space="test", space_fingerprint="0" * 16, targets=tuple(targets),
-                     precision={t: "int4" for t in targets}, prompt_len=PROMPT, context_len=CONTEXT,
-                     objectives=objectives, constraints={"memory_mb": memory_mb},
-                     latency_sources={t: FAKE_TARGETS[t][2] for t in targets}, nas_version="0.1.0")
-    for key, value in meta.to_user_attrs().items():
-        study.set_user_attr(key, value)
-    rng = random.Random(seed)
-    dist = {"x": IntDistribution(0, 10**6)}
-    trials = []
-    for i in range(n_trials):
-        arch = random_arch(rng)
-        figs = {t: fake_figures(arch, t) for t in targets}
-        worst_mem = max(f.memory_mb for f in figs.values())
-        violations = (f"memory {worst_mem:.0f} MB > {memory_mb:.0f} MB",) if worst_mem > memory_mb else ()
-        record = TrialRecord(arch, figs, float(arch.num_non_embedding_params), "non_embedding_params", violations)
-        values = [record.quality] + [figs[t].decode_tokens_per_s for t in targets]
-        trials.append(create_trial(values=values, params={"x": i}, distributions=dist,
-                                   user_attrs=record.to_user_attrs(),
-                                   system_attrs={"constraints": [worst_mem - memory_mb]}))
-    for _ in range(n_failed):
-        trials.insert(rng.randrange(len(trials)), create_trial(state=TrialState.FAIL, params={"x": 0},
-                                                               distributions=dist, user_attrs={"fail_reason": "x"}))
-    for _ in range(n_pruned):
-        trials.insert(rng.randrange(len(trials)), create_trial(state=TrialState.PRUNED, params={"x": 0},
-                                                               distributions=dist))
-    study.add_trials(trials)
-    return study
 
 
 @pytest.fixture
@@ -82,15 +27,6 @@ def study_trials():
 
 
 # ----------------------------------------------------------------------------------------------- compute
-def test_pareto_mask_max_basic():
-    from nas.study.pareto import pareto_mask_max
-
-    pts = [(1, 5), (5, 1), (3, 3), (2, 2), (3, 3), (0, 0)]
-    assert pareto_mask_max(pts, [True, True]).tolist() == [True, True, True, False, True, False]
-    assert pareto_mask_max([(1, 5), (2, 4)], [False, True]).tolist() == [True, False]  # minimise x
-    assert pareto_mask_max([], [True]).tolist() == []
-
-
 def test_study_pareto_set_is_feasible_non_dominated_and_unique(study_trials):
     from nas.study.pareto import pareto_mask_max
     from nas.study.read import study_pareto_set
@@ -131,19 +67,6 @@ def test_label_subset_keeps_picks_and_caps_count():
     assert {17, 39, 0} <= set(chosen) and len(chosen) <= 8
     assert list(chosen) == sorted(chosen)
     assert label_subset([3, 4], {}, 8) == (3, 4)
-
-
-def test_knee_index():
-    from nas.study.pareto import knee_index
-
-    # A front bulging toward the ideal corner: the bulge is the knee.
-    assert knee_index([1, 2, 9, 10], [10, 9.5, 9, 1]) == 2
-    # A straight front: every point is as good a trade; the tie goes to the higher quality.
-    assert knee_index([1, 2, 9, 10], [10, 9, 2, 1]) == 0
-    xs, ys = [0, 1, 5, 10], [10, 9, 8, 0]
-    assert knee_index(xs, ys) == 2
-    assert knee_index([3], [4]) == 0
-    assert knee_index([1, 2], [5, 4]) == 0  # two points: the higher quality
 
 
 def test_picks_are_on_the_pareto_set(study_trials):

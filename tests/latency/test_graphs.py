@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
+from nas.core.arch import ArchConfig
+from nas.core.errors import NasUserError
 from nas.latency import graphs, onnxio
 from nas.latency.graphs import build_graph, graph_feeds, model_weights, save_graph
 from nas.latency.quantize import quantize
-from nas.core.arch import ArchConfig
-from nas.core.errors import NasUserError
 from nas.model import build_model
-
-import onnxruntime as ort
 
 SHAPES = {
     "gqa-swiglu-untied": dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=96,

@@ -7,18 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from nas.latency import features as F
-from nas.latency import probes
-from nas.latency.calibrate import default_holdout, select_rows
-from nas.latency.measure import Protocol, summarize
-from nas.latency.profile import ProfileSettings, make_row
-from nas.latency.registry import CALIBRATED, MEASURED, latency_source, load_latency_model
-from nas.core.arch import ArchBatch
 from nas.cli import main
+from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
 from nas.core.paths import predictor_path
+from nas.latency import probes
+from nas.latency.calibrate import default_holdout, select_rows
+from nas.latency.registry import CALIBRATED, MEASURED, latency_source, load_latency_model
 from nas.spaces import load_space
 from nas.targets import load_target
+from tests.helpers import DEVICE_ENV, device_rows, write_rows
 
 
 @pytest.fixture(autouse=True)
@@ -28,35 +26,10 @@ def quick_probes(monkeypatch):
     monkeypatch.setattr(probes, "host_probes", lambda threads, refresh=False, quick=False: real(threads, quick=True))
 
 
-DEVICE_ENV = {"ort_version": "1.20.0", "cpu_model": "Tensor G3", "nas_version": "0.1.0"}
-DEVICE_RATES = {"prefill": {"one": 1.0, "layers": 0.2, "linear_gflop": 8.0, "score_melems": 0.05,
-                            "streamed_weight_mb": 0.002},
-                "decode": {"one": 0.5, "layers": 0.1, "streamed_weight_mb": 0.02, "kv_mb": 0.05}}
 
 
-def device_rows(target="pixel8", n=24, env=DEVICE_ENV, precision="int4", seed=0, threads=4):
-    """Rows as the on-device runner writes them, with latencies from a known model plus 1% noise."""
-    rng = np.random.default_rng(seed)
-    configs = load_space("tiny").sample(n, seed=seed)
-    settings = ProfileSettings(precision=precision, provider="CPUExecutionProvider", prompt_lens=(32, 64),
-                               context_lens=(32, 128), protocol=Protocol(threads=threads, warmup=1, runs=3, sessions=1))
-    rows = []
-    for arch in configs:
-        batch = ArchBatch.from_configs([arch])
-        for phase in F.PHASES:
-            coef = np.array([DEVICE_RATES[phase].get(k, 0.0) for k in F.DEFAULT_FEATURES[phase]])
-            for length in settings.lengths(phase):
-                ms = float((F.feature_matrix(batch, phase, length, precision) @ coef)[0])
-                samples = list(ms * (1 + 0.01 * rng.standard_normal(3)))
-                stats = {**summarize(samples), "samples": samples}
-                rows.append(make_row(target=target, arch=arch, phase=phase, length=length, settings=settings,
-                                     env=env, providers_used=["CPUExecutionProvider"], stats=stats, build_s=0.1))
-    return rows
 
 
-def write_rows(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 def test_host_calibration_end_to_end_with_real_measurements(capsys):

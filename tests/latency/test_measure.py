@@ -7,9 +7,17 @@ import statistics
 import numpy as np
 import pytest
 
-from nas.latency.measure import (Protocol, available_providers, combine_sessions, environment, make_session,
-                                    reusable_model, summarize, time_session)
 from nas.core.errors import NasUserError
+from nas.latency.measure import (
+    Protocol,
+    available_providers,
+    combine_sessions,
+    environment,
+    make_session,
+    reusable_model,
+    summarize,
+    time_session,
+)
 
 
 def matmul_model(n: int = 16):
