@@ -347,3 +347,14 @@ def test_report_progress_counts_only_the_samplers_trials(tmp_path):
     assert progress.values[-1] == pytest.approx(result.hypervolume_ratio)  # the search's own figure
     assert progress.final_with_exact == pytest.approx(1.0)  # with the exact front added: all of it
     assert "exact front" in progress.unit
+
+
+def test_unwritable_report_dir_is_refused_before_searching(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "5", "--no-progress",
+                 "--report-dir", str(blocker / "sub")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "cannot write the report" in err
+    assert not (tmp_path / "runs" / "nas.db").exists()  # nothing was searched or stored

@@ -108,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, storage=args.storage, study=args.study, exact=args.exact,
     )
     search = Search(settings)
+    if args.report and args.report_dir:
+        from nas.report import prepare_dir
+
+        prepare_dir(args.report_dir)  # an unwritable --report-dir is refused before searching, not after
     result = search.run(progress=args.progress)
 
     report_path, report_note = None, None

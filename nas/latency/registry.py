@@ -7,7 +7,7 @@ Labels (shown everywhere a latency figure appears):
   no latency measurements behind it.
 
 `load_latency_model(target, precision, provider)` is the one entry point the search and `nas predict` use:
-a fitted predictor (the user's in NAS_HOME, else one shipped in targets/calibrations/) wins when present and
+a fitted predictor (the user's in NAS_HOME, else one shipped in latency_models/predictors/) wins when present and
 must pass its metadata check; otherwise the analytic model answers, labelled as such.
 """
 

@@ -15,10 +15,10 @@ from nas.report import html, plots, tables
 from nas.report.data import SPEED_METRICS, Parity, compute_report
 from nas.study.read import load_study, read_study
 
-__all__ = ["build_report", "render_report"]
+__all__ = ["build_report", "prepare_dir", "render_report"]
 
 
-def _prepare_dir(out_dir: Path) -> Path:
+def prepare_dir(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -32,7 +32,7 @@ def _prepare_dir(out_dir: Path) -> Path:
 
 def render_report(data, out_dir: Path, storage: str | None = None) -> Path:
     """Draw a computed `ReportData` into `out_dir`; returns the index.html path."""
-    out_dir = _prepare_dir(out_dir)
+    out_dir = prepare_dir(out_dir)
     pareto_images = [plots.plot_fronts(data, m, out_dir)[0] for m in SPEED_METRICS]
     hv_image = plots.plot_progress(data.progress, out_dir, data.trials.name)[0]
     parity_images = {t: plots.plot_parity(p, out_dir) for t, p in data.parity.items() if isinstance(p, Parity)}
