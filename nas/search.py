@@ -62,6 +62,7 @@ DEFAULT_TRIALS = 200  # the default pixel8 run on subbillion: ~25 s of SQLite wr
 DEFAULT_PROMPT_LEN = 512
 DEFAULT_CONTEXT_LEN = 2048
 DEFAULT_SEED = 0
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take 32-bit seeds
 EXACT_LIMIT = ENUMERATION_LIMIT  # configs; enumeration + prediction stays within seconds and ~1 GB up to here
 EXACT_IDS_KEPT = 200  # arch ids of the exact front kept in study user attrs (keeps attrs small)
 FEASIBILITY_SAMPLE = 2000  # random configs checked when a space is too large to enumerate
@@ -147,6 +148,8 @@ class Search:
         for name, value in (("--trials", s.trials), ("--prompt-len", s.prompt_len), ("--context-len", s.context_len)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise NasUserError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(s.seed, bool) or not isinstance(s.seed, int) or not 0 <= s.seed <= MAX_SEED:
+            raise NasUserError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {s.seed!r}")
         if s.sampler not in SAMPLERS:
             raise NasUserError(f"unknown sampler {s.sampler!r}; known: {', '.join(SAMPLERS)}")
         if s.population is not None and s.population < 2:

@@ -35,6 +35,8 @@ Examples:
 # Defaults of `nas calibrate --target host-cpu`: the measuring commands' protocol and lengths
 # (nas.latency.measure.Protocol, nas.latency.profile), on 64 configs (30 held out + 34 fitted), sized to
 # finish within ~15 minutes on a 2-core machine; `--dry-run` prints the estimate for any plan.
+MIN_FIT_CONFIGS = 2  # architectures a predictor needs to be fitted on at all
+
 HOST_DEFAULTS = {
     "n_configs": 64,
     "prompt_lens": DEFAULT_PROMPT_LENS,
@@ -103,6 +105,9 @@ def _measure_here(args, target, precision: str, provider: str, threads: int) -> 
 
     if args.n_configs < 2:
         raise NasUserError(f"--n-configs must be at least 2, got {args.n_configs}")
+    if args.holdout is not None and args.holdout > args.n_configs - MIN_FIT_CONFIGS:
+        raise NasUserError(f"--holdout {args.holdout} leaves fewer than {MIN_FIT_CONFIGS} of --n-configs "
+                           f"{args.n_configs} to fit on; hold out fewer or measure more configs")
     for flag, value, low in (("--warmup", args.warmup, 0), ("--runs", args.runs, 1), ("--sessions", args.sessions, 1)):
         if value < low:
             raise NasUserError(f"{flag} must be at least {low}, got {value}")

@@ -138,6 +138,7 @@ def parse_objectives(names: Sequence[str] | None, targets: Sequence[str], mode: 
 
 
 # ------------------------------------------------------------------------------------------ constraints
+MIN_PLAUSIBLE_PARAMS = 10_000  # a --params range entirely below this is a missing suffix, not a model
 _SIZE_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
 
 
@@ -158,6 +159,10 @@ def parse_params_range(text: str | None) -> tuple[int | None, int | None]:
     lo_text, hi_text = text.split(":", 1)
     lo = parse_count(lo_text) if lo_text.strip() else None
     hi = parse_count(hi_text) if hi_text.strip() else None
+    if max(v for v in (lo, hi) if v is not None) < MIN_PLAUSIBLE_PARAMS:
+        suffixed = ":".join(f"{part.strip()}M" if part.strip() else "" for part in (lo_text, hi_text))
+        raise NasUserError(f"--params {text!r} means fewer than {MIN_PLAUSIBLE_PARAMS:,} parameters; counts need a "
+                           f"suffix (K, M, B): did you mean {suffixed}?")
     if lo is not None and hi is not None and lo > hi:
         raise NasUserError(f"--params {text!r}: the low end is above the high end")
     if lo is None and hi is None:

@@ -43,10 +43,7 @@ def open_storage(url: str, must_exist: bool = False):
             if must_exist and not path.is_file():
                 raise NasUserError(f"no study storage at {path} (from --storage {url}); run `nas search` first "
                                    "or pass the --storage the search used")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise NasUserError(f"cannot create the folder for --storage {url!r}: {exc.strerror or exc}") from None
+            _make_parent(path, url)
     try:
         storage = optuna.storages.RDBStorage(url)
     except ImportError as exc:  # the database's driver is not installed
@@ -59,6 +56,20 @@ def open_storage(url: str, must_exist: bool = False):
     return storage
 
 
+def _make_parent(path: Path, url: str) -> None:
+    """Create the storage file's folder when its own parent exists (runs/ in the working directory), never a
+    chain of folders: a mistyped absolute path is an error, not new folders at the filesystem root."""
+    folder = path.parent
+    if folder.is_dir():
+        return
+    if not folder.parent.is_dir():
+        raise NasUserError(f"cannot use --storage {url!r}: folder {folder.parent} does not exist")
+    try:
+        folder.mkdir()
+    except OSError as exc:
+        raise NasUserError(f"cannot create the folder for --storage {url!r}: {exc.strerror or exc}") from None
+
+
 def _journal(path: str, must_exist: bool):
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -68,8 +79,8 @@ def _journal(path: str, must_exist: bool):
     if not must_exist and not path.endswith(".log"):
         raise NasUserError(f"--storage {path!r} is not a database URL; expected e.g. sqlite:///runs/nas.db, "
                            "postgresql://user@host/db, an Optuna journal file ending in .log, or :memory:")
+    _make_parent(Path(path), path)
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(path))
     except STORAGE_ERRORS as exc:  # an unwritable folder, a file that is not a journal
         raise NasUserError(f"cannot open journal storage {path!r}: {first_line(exc)}") from None
