@@ -14,9 +14,17 @@ What it computes (the same as transformers' LlamaForCausalLM / Qwen2ForCausalLM 
 
 Parameter names mirror transformers (`model.embed_tokens.weight`, `model.layers.0.self_attn.q_proj.weight`,
 ..., `lm_head.weight`), so a Llama/Qwen2 state dict loads with `load_state_dict`.
+
+Attention is `F.scaled_dot_product_attention`: causal through `is_causal` when there is no cache (no boolean
+mask is materialised), with SDPA's own grouped-query support (`enable_gqa`) so K and V are never copied per
+query head. `Scales` multiplies the residual branches, the logits and the attention scores: all 1 (and
+1/sqrt(head_dim) for attention) is the plain model transformers computes; proxy training sets them for its
+width and depth parametrisation (`nas.proxy.scaling`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +35,18 @@ from nas.core.arch import ArchConfig
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (key, value), each [batch, kv_heads, T, head_dim]
 
 INIT_STD = 0.02  # transformers' initializer_range default for Llama/Qwen2
+
+
+@dataclass(frozen=True)
+class Scales:
+    """Constant multipliers a parametrisation puts into the forward pass (see the module docstring)."""
+
+    residual: float = 1.0  # each attention and FFN branch output before it is added to the residual stream
+    logits: float = 1.0  # the final hidden state before the LM head
+    attention: float | None = None  # query-key scores; None: 1/sqrt(head_dim)
+
+
+PLAIN = Scales()
 
 
 class RMSNorm(nn.Module):
@@ -53,9 +73,10 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, arch: ArchConfig):
+    def __init__(self, arch: ArchConfig, scale: float | None = None):
         super().__init__()
         h, d = arch.hidden_size, arch.head_dim
+        self.scale = scale
         self.num_heads, self.num_kv_heads, self.head_dim = arch.num_heads, arch.num_kv_heads, d
         self.q_proj = nn.Linear(h, arch.num_heads * d, bias=arch.qkv_bias)
         self.k_proj = nn.Linear(h, arch.num_kv_heads * d, bias=arch.qkv_bias)
@@ -74,15 +95,15 @@ class Attention(nn.Module):
             v = torch.cat((past[1], v), dim=2)
         present = (k, v)
         past_len = k.shape[2] - s
-        groups = self.num_heads // self.num_kv_heads
-        if groups > 1:  # each kv head serves `groups` consecutive query heads (transformers' repeat_kv)
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
-        mask = None
-        if s > 1:  # query i sits at position past_len + i and sees keys 0..past_len + i
+        # Each kv head serves `groups` consecutive query heads (transformers' repeat_kv), done inside SDPA.
+        gqa = self.num_heads != self.num_kv_heads
+        if past_len == 0 or s == 1:  # a prompt from scratch is plain causal; one new token sees every key
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=past_len == 0 and s > 1, scale=self.scale,
+                                                 enable_gqa=gqa)
+        else:  # several new tokens after a cache: query i sits at position past_len + i
             rows = torch.arange(s, device=x.device)[:, None] + past_len
             mask = torch.arange(k.shape[2], device=x.device)[None, :] <= rows
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
         out = out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)
         return self.o_proj(out), present
 
@@ -106,36 +127,43 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, arch: ArchConfig):
+    def __init__(self, arch: ArchConfig, scales: Scales = PLAIN):
         super().__init__()
         self.input_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
-        self.self_attn = Attention(arch)
+        self.self_attn = Attention(arch, scales.attention)
         self.post_attention_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
         self.mlp = MLP(arch)
+        self.residual = scales.residual
 
     def forward(self, x, cos, sin, past):
         attn, present = self.self_attn(self.input_layernorm(x), cos, sin, past)
+        if self.residual != 1.0:
+            attn = attn * self.residual
         x = x + attn
-        return x + self.mlp(self.post_attention_layernorm(x)), present
+        mlp = self.mlp(self.post_attention_layernorm(x))
+        if self.residual != 1.0:
+            mlp = mlp * self.residual
+        return x + mlp, present
 
 
 class Backbone(nn.Module):
     """The `model.` prefix of transformers' names: embedding, layers, final norm."""
 
-    def __init__(self, arch: ArchConfig):
+    def __init__(self, arch: ArchConfig, scales: Scales = PLAIN):
         super().__init__()
         self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(arch) for _ in range(arch.num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(arch, scales) for _ in range(arch.num_layers))
         self.norm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
 
 
 class LlamaModel(nn.Module):
     """Decoder-only LM of one ArchConfig. `forward(input_ids, past_key_values)` -> (logits, presents)."""
 
-    def __init__(self, arch: ArchConfig):
+    def __init__(self, arch: ArchConfig, scales: Scales = PLAIN):
         super().__init__()
         self.arch = arch
-        self.model = Backbone(arch)
+        self.scales = scales
+        self.model = Backbone(arch, scales)
         self.lm_head = nn.Linear(arch.hidden_size, arch.vocab_size, bias=False)
         if arch.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -165,15 +193,23 @@ class LlamaModel(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x, present = layer(x, cos, sin, None if past_key_values is None else past_key_values[i])
             presents.append(present)
-        return self.lm_head(self.model.norm(x)), presents
+        x = self.model.norm(x)
+        if self.scales.logits != 1.0:
+            x = x * self.scales.logits
+        return self.lm_head(x), presents
 
     def num_params(self) -> int:
         """Unique parameters (a tied head counts once): equals ArchConfig.num_params."""
         return sum(p.numel() for p in self.parameters())  # parameters() already yields shared tensors once
 
 
-def init_weights(model: LlamaModel, seed: int = 0) -> None:
-    """transformers' init, seeded: matrices and embedding N(0, 0.02), biases 0, norm weights 1."""
+HIDDEN_MATRICES = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
+                   "up_proj.weight", "down_proj.weight")  # the matrices inside the decoder layers
+
+
+def init_weights(model: LlamaModel, seed: int = 0, hidden_std: float = INIT_STD) -> None:
+    """transformers' init, seeded: matrices and embedding N(0, 0.02), biases 0, norm weights 1. `hidden_std`
+    replaces 0.02 for the decoder layers' matrices (a width parametrisation shrinks it as the width grows)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():  # a tied weight appears once, under the embedding's name
@@ -181,20 +217,25 @@ def init_weights(model: LlamaModel, seed: int = 0) -> None:
                 p.fill_(1.0)
             elif name.endswith(".bias"):
                 p.zero_()
+            elif name.endswith(HIDDEN_MATRICES):
+                p.normal_(0.0, hidden_std, generator=gen)
             else:
                 p.normal_(0.0, INIT_STD, generator=gen)
 
 
-def build_model(arch: ArchConfig, seed: int = 0) -> LlamaModel:
-    """A freshly initialised fp32 model on the CPU; the same seed gives the same weights."""
+def build_model(arch: ArchConfig, seed: int = 0, scales: Scales = PLAIN, hidden_std: float = INIT_STD,
+                device: str = "cpu") -> LlamaModel:
+    """A freshly initialised fp32 model on `device`; the same seed gives the same weights (drawn on the CPU,
+    so a CUDA model starts from exactly the CPU model's weights)."""
     with torch.device("meta"):  # skip nn.Linear's default (kaiming) init: we overwrite every weight anyway
-        model = LlamaModel(arch)
+        model = LlamaModel(arch, scales)
     model = model.to_empty(device="cpu")
     if arch.tie_embeddings:  # to_empty keeps the sharing, but make it explicit
         model.lm_head.weight = model.model.embed_tokens.weight
     model.rope_inv_freq = rope_inv_freq(arch.head_dim, arch.rope_theta)
-    init_weights(model, seed)
-    return model
+    init_weights(model, seed, hidden_std)
+    return model if device == "cpu" else model.to(device)
 
 
-__all__ = ["LlamaModel", "KVCache", "build_model", "init_weights", "rope_inv_freq", "INIT_STD"]
+__all__ = ["LlamaModel", "KVCache", "Scales", "PLAIN", "HIDDEN_MATRICES", "build_model", "init_weights",
+           "rope_inv_freq", "INIT_STD"]

@@ -1,7 +1,8 @@
 """Where nas finds what it ships and keeps what it generates.
 
-Shipped data (device TOML files, search-space presets, latency data, report styles) lives in the top-level
-folders of the source tree (`targets/`, `search_spaces/`, `latency_models/`, `reports/`); a wheel carries the
+Shipped data (device TOML files, search-space presets, latency data, report styles, the proxy-training corpus)
+lives in the top-level folders of the source tree (`targets/`, `search_spaces/`, `latency_models/`, `reports/`,
+`corpora/`); a wheel carries the
 same folders inside the package as `nas/_data/<folder>` (pyproject.toml maps them). `shipped()` finds either.
 
 User data lives under NAS_HOME (default ~/.local/share/nas) so it survives reinstalls and is shared by
@@ -15,7 +16,7 @@ import os
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the `nas` package folder
-SHIPPED_FOLDERS = ("targets", "search_spaces", "latency_models", "reports")
+SHIPPED_FOLDERS = ("targets", "search_spaces", "latency_models", "reports", "corpora")
 
 
 def shipped(folder: str) -> Path:
