@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
 
     ort_version = cpu = None
     if target.measured_here:
-        from nas.latency.measure import cpu_model, ort_version as installed_ort
+        from nas.latency.measure import cpu_model
+        from nas.latency.measure import ort_version as installed_ort
 
         ort_version, cpu = installed_ort(), cpu_model()
     plan: dict[str, Any] = {}

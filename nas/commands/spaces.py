@@ -88,7 +88,7 @@ def _show(args, name: str) -> int:
     low, high = s.params_range
     lines.append(f"  constraints: params {'-' if low is None else f'{low:,}'} .. {'-' if high is None else f'{high:,}'}")
     if size is None:
-        lines.append(f"  (too large to enumerate: nas search samples it and skips the exact front)")
+        lines.append("  (too large to enumerate: nas search samples it and skips the exact front)")
     for label, key in (("smallest", "smallest"), ("largest", "largest")):
         if key not in data:
             continue

@@ -18,8 +18,8 @@ import numpy as np
 from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
 from nas.latency import analytic
-from nas.latency import probes as probing
 from nas.latency import features as F
+from nas.latency import probes as probing
 from nas.latency.predictor import LatencyPredictor, fit_predictor, json_safe, split_arch_ids
 from nas.latency.registry import host_threads
 

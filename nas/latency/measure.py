@@ -306,7 +306,6 @@ def cpu_model() -> str:
 def environment() -> dict[str, Any]:
     """Where a measurement was taken: software versions and the CPU. Recorded in every row."""
     import numpy
-    import onnxruntime as ort
 
     return {
         "ort_version": ort_version(),

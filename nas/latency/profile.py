@@ -59,8 +59,7 @@ from typing import Any, Iterable, Mapping
 from nas.core.accounting import PHASES, PRECISIONS
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
-from nas.latency import graphs
-from nas.latency import measure
+from nas.latency import graphs, measure
 from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS, STAT_KEYS, Protocol
 
 SCHEMA = 1

@@ -16,6 +16,7 @@ from nas.report import tables
 from nas.report.data import Parity, ReportData
 from nas.study.read import PICK_TITLES, PICKS
 
+
 def _css() -> str:
     """The report's stylesheet, shipped as data in reports/report.css (inlined: the page needs no network)."""
     return (shipped("reports") / "report.css").read_text(encoding="utf-8")

@@ -1,0 +1,28 @@
+"""`nas search`: shapes for a device, in stages.
+
+1. The latency stage (`nas.search.latency`): every candidate's predicted speed, memory and parameter count; an
+   Optuna sampler plus, for enumerable spaces, the exact front.
+2. The proxy stage (`nas.search.proxy`): shapes chosen on and near that front (`nas.search.selection`) are
+   trained as short proxies in rungs of growing budget, stopped early by multi-objective successive halving;
+   the final front is proxy quality against device speed.
+"""
+
+from nas.search.latency import (
+                                DEFAULT_CONTEXT_LEN,
+                                DEFAULT_PROMPT_LEN,
+                                DEFAULT_SEED,
+                                DEFAULT_SPACE,
+                                DEFAULT_TRIALS,
+                                MAX_ASKS_PER_TRIAL,
+                                MAX_SEED,
+                                SAMPLERS,
+                                ExactFront,
+                                Search,
+                                SearchResult,
+                                SearchSettings,
+)
+from nas.search.output import format_table, pareto_row, pick_rows
+
+__all__ = ["DEFAULT_CONTEXT_LEN", "DEFAULT_PROMPT_LEN", "DEFAULT_SEED", "DEFAULT_SPACE", "DEFAULT_TRIALS",
+           "MAX_ASKS_PER_TRIAL", "MAX_SEED", "SAMPLERS", "ExactFront", "Search", "SearchResult", "SearchSettings",
+           "format_table", "pareto_row", "pick_rows"]
