@@ -62,6 +62,8 @@ def _make_parent(path: Path, url: str) -> None:
     folder = path.parent
     if folder.is_dir():
         return
+    if folder.parent.exists() and not folder.parent.is_dir():
+        raise NasUserError(f"cannot create the folder for --storage {url!r}: {folder.parent} is not a folder")
     if not folder.parent.is_dir():
         raise NasUserError(f"cannot use --storage {url!r}: folder {folder.parent} does not exist")
     try:
