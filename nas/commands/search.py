@@ -9,12 +9,23 @@ from nas.core.accounting import PRECISIONS
 
 HELP = "search a space for shapes that trade model quality against on-device speed"
 DESCRIPTION = """\
-Search a space of Llama-family shapes for the Pareto front of model quality against device speed,
-as an Optuna study (saved in --storage, readable by optuna-dashboard), and print the Pareto table.
+Search a space of Llama-family shapes for the Pareto front of model quality against device speed, as
+Optuna studies (saved in --storage, readable by optuna-dashboard), and print the Pareto tables. In two stages:
+
+1. Latency stage (seconds): every candidate's predicted speed, memory and size; NSGA-II plus, for spaces up
+   to 2M configs, the exact front. Its quality objective is the non-embedding parameter count, which is blind
+   to shape at equal size.
+2. Proxy stage (minutes; --no-proxy skips it): --proxy-shapes shapes on and near that front, spread along the
+   speed axis and differing in depth, width, attention grouping and FFN, are trained as scaled-down proxies
+   (same depth and grouping, width ~128, byte tokens, muP + CompleteP so one learning rate is fair to all) on
+   real text (the shipped Shakespeare corpus, or --data), in rungs of growing token budget (--proxy-tokens);
+   after each rung, multi-objective successive halving stops a shape only when others beat it on both
+   held-out loss and speed and it is not in the best 1/--eta. The final front is held-out bits per byte
+   against device speed, in the study <study>:proxy; the parameter-count front stays for comparison.
 
 Objectives (--objectives, comma-separated, default quality,decode_tps):
-  quality      non-embedding parameter count, maximised: the quality proxy until proxy training
-               (Archai's LTS: Spearman 0.95-0.99 with perplexity within a family)
+  quality      non-embedding parameter count in the latency stage, maximised; held-out bits per byte of the
+               trained proxy in the proxy stage, minimised
   decode_tps   decode tokens/s with --context-len tokens in the KV cache (maximised)
   prefill_tps  prefill tokens/s for a --prompt-len prompt (maximised)
   ttft         time to first token in ms for a --prompt-len prompt (minimised)
@@ -43,7 +54,14 @@ the reason. Neither counts toward --trials; both stay in the study for the sampl
 
 Resuming: the same --storage and --study continue the study up to --trials evaluated configs in all;
 a study created with another space, target, precision, lengths, objectives or constraints is refused.
-Ctrl-C stops, prints what was found and exits with 130. Same --seed, same trials and Pareto set.
+Ctrl-C (or SIGTERM) stops: finished trials are kept, a proxy run in progress is marked failed with the
+reason, what was found is printed (and reported), exit 130. Same --seed, same trials and Pareto sets.
+
+Many workers: start the same command (same --storage and --study) in any number of processes, on one
+machine (a journal file --storage runs/nas.log, or SQLite) or many (--storage postgresql://...). The first
+runs the latency stage and chooses the shapes; all of them then claim shapes to train one at a time. A
+worker that dies is noticed by its missing heartbeats and its shape is trained again by another.
+--stage latency runs only the first part, --stage proxy only joins as a worker.
 """
 
 SAMPLER_CHOICES = ("nsga2", "tpe", "gp", "random")
@@ -54,6 +72,22 @@ DEFAULT_TRIALS = 200
 DEFAULT_PROMPT_LEN = 512
 DEFAULT_CONTEXT_LEN = 2048
 DEFAULT_SEED = 0
+DEFAULT_PROXY_SHAPES = 12
+DEFAULT_PROXY_TOKENS = (24_576, 73_728)
+DEFAULT_ETA = 3.0
+
+
+def _tokens_arg(text: str) -> tuple[int, ...]:
+    """argparse type for "24576,73728" or "24K,72K"."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().upper()
+        scale = 1000 if part.endswith("K") else 1_000_000 if part.endswith("M") else 1
+        try:
+            out.append(int(float(part.rstrip("KM")) * scale))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated token budgets such as 24K,72K, got {text!r}")
+    return tuple(out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +127,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--show", type=int, default=20, metavar="N",
                         help="Pareto rows printed, spread along the front (default 20; 0: all; --json has all)")
+    proxy = parser.add_argument_group("proxy stage")
+    proxy.add_argument("--no-proxy", dest="proxy", action="store_false",
+                       help="latency stage only: quality is the parameter count (seconds instead of minutes)")
+    proxy.add_argument("--proxy-shapes", type=int, default=DEFAULT_PROXY_SHAPES, metavar="N",
+                       help=f"shapes to train (default {DEFAULT_PROXY_SHAPES})")
+    proxy.add_argument("--proxy-tokens", type=_tokens_arg, default=DEFAULT_PROXY_TOKENS, metavar="B0,B1,...",
+                       help="token budget of each rung (default "
+                            f"{','.join(str(t) for t in DEFAULT_PROXY_TOKENS)})")
+    proxy.add_argument("--eta", type=float, default=DEFAULT_ETA,
+                       help=f"successive halving keeps about 1/eta of the dominated shapes per rung (default {DEFAULT_ETA:g})")
+    proxy.add_argument("--proxy-repeats", type=int, default=1, metavar="N",
+                       help="seeds per shape; the shape's score is their mean (default 1)")
+    proxy.add_argument("--data", metavar="PATH",
+                       help="training text: a file, a folder of text files or JSONL with a \"text\" field "
+                            "(default: the shipped Shakespeare corpus)")
+    proxy.add_argument("--device", default="cpu", help="torch device for proxy training: cpu or cuda (default cpu)")
+    proxy.add_argument("--proxy-threads", type=int, metavar="N", help="torch threads (default: every core)")
+    proxy.add_argument("--proxy-time-limit", type=float, metavar="S",
+                       help="seconds one shape may train, all rungs together; past it the shape fails (default: none)")
+    proxy.add_argument("--stage", default="all", choices=("all", "latency", "proxy"),
+                       help="all (default), latency only, or proxy only (join as a worker)")
     add_json_flag(parser)
+
+
+def _proxy_options(args: argparse.Namespace):
+    if not args.proxy:
+        return None
+    from nas.proxy.train import TrainSettings
+    from nas.search import ProxyOptions
+
+    train = TrainSettings(device=args.device, time_limit_s=args.proxy_time_limit)
+    return ProxyOptions(shapes=args.proxy_shapes, rung_tokens=tuple(args.proxy_tokens), eta=args.eta,
+                        repeats=args.proxy_repeats, data=args.data, train=train, threads=args.proxy_threads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +173,12 @@ def run(args: argparse.Namespace) -> int:
         max_ttft_ms=args.max_ttft_ms, params=args.params, sampler=args.sampler, population=args.population,
         seed=args.seed, storage=args.storage, study=args.study, exact=args.exact,
     )
-    search = Search(settings)
+    proxy = _proxy_options(args)
+    if proxy is not None:
+        from nas.proxy.corpus import load_corpus
+
+        load_corpus(proxy.data)  # unreadable or empty --data is refused before anything is searched
+    search = Search(settings, proxy=proxy, stage=args.stage)
     if args.report and args.report_dir:
         from nas.report import prepare_dir
 
@@ -125,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
     if len(shown) < len(result.pareto):
         lines.append(f"({len(shown)} of {len(result.pareto)} Pareto shapes shown, spread along the front; "
                      "--show 0 for all, --json or the report for everything)")
+    if result.proxy is not None:
+        lines += ["", proxy_text(result.proxy)]
+        if result.proxy.pareto:
+            lines += ["", format_table(result.proxy.pareto, list(result.meta.targets))]
     lines.append("")
     lines.append(f"quality = {_quality_label(result)}; speeds and memory are predicted "
                  f"({', '.join(f'{t} {p}: {s}' for (t, s), p in zip(result.meta.latency_sources.items(), result.meta.precision.values()))})")
@@ -186,6 +261,24 @@ def summary_text(result) -> str:
     return "\n".join(lines)
 
 
+def proxy_text(summary) -> str:
+    outcome = summary.outcome
+    states = outcome.states if outcome else {}
+    lines = [f"proxy stage ({summary.study_name}): {summary.chosen} shapes chosen from {summary.candidates:,} "
+             f"candidates; {states.get('COMPLETE', 0)} trained to the last rung, {states.get('PRUNED', 0)} stopped "
+             f"early by successive halving, {states.get('FAIL', 0)} failed"
+             + (f", {states.get('WAITING', 0) + states.get('RUNNING', 0)} still queued or running"
+                if outcome and not outcome.done else "")
+             + (f"; this worker trained {outcome.trained} in {outcome.seconds:.0f} s" if outcome else "")]
+    for row in summary.pruned:
+        lines.append(f"  stopped at rung {row['rung']}: {row['shape']} ({row['val_bpb']:.3f} bits/byte): {row['reason']}")
+    for row in summary.failed:
+        lines.append(f"  failed: {row['shape']} (trial {row['trial']}): {row['reason']}")
+    lines.append(f"Proxy Pareto set: {len(summary.pareto)} shapes (held-out bits per byte vs "
+                 f"{', '.join(o.label for o in summary.objectives[1:])})")
+    return "\n".join(lines)
+
+
 def result_to_json(result) -> dict:
     exact = result.exact
     return {
@@ -208,4 +301,9 @@ def result_to_json(result) -> dict:
         "exact_front": None if exact is None else {**exact.to_user_attrs(), "added_as_trials": result.exact_added},
         "hypervolume_ratio": result.hypervolume_ratio,
         "pareto": result.pareto,
+        "proxy": None if result.proxy is None else {
+            "study": result.proxy.study_name, "chosen": result.proxy.chosen, "candidates": result.proxy.candidates,
+            "states": result.proxy.outcome.states if result.proxy.outcome else None,
+            "done": result.proxy.outcome.done if result.proxy.outcome else False,
+            "pareto": result.proxy.pareto, "pruned": result.proxy.pruned, "failed": result.proxy.failed},
     }

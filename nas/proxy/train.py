@@ -48,9 +48,9 @@ class TrainSettings:
     """One learning rate and schedule for every proxy (the parametrisation makes that fair)."""
 
     lr: float = 2.0 ** -9
-    batch_size: int = 16
-    seq_len: int = 256
-    warmup_tokens: int = 16_384
+    batch_size: int = 8
+    seq_len: int = 128
+    warmup_tokens: int = 4_096
     cooldown: float = 0.2  # share of each rung's budget over which the learning rate decays to zero
     weight_decay: float = 0.0
     eps: float = 1e-8

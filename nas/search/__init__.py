@@ -5,6 +5,7 @@
 2. The proxy stage (`nas.search.proxy`): shapes chosen on and near that front (`nas.search.selection`) are
    trained as short proxies in rungs of growing budget, stopped early by multi-objective successive halving;
    the final front is proxy quality against device speed.
+`nas.search.pipeline.Search` runs them, for one process among any number sharing a storage.
 """
 
 from nas.search.latency import (
@@ -17,12 +18,15 @@ from nas.search.latency import (
                                 MAX_SEED,
                                 SAMPLERS,
                                 ExactFront,
-                                Search,
+                                LatencyStage,
                                 SearchResult,
                                 SearchSettings,
 )
 from nas.search.output import format_table, pareto_row, pick_rows
+from nas.search.pipeline import STAGES, ProxySummary, Search, StageLock
+from nas.search.proxy import ProxyOptions, proxy_study_name
 
 __all__ = ["DEFAULT_CONTEXT_LEN", "DEFAULT_PROMPT_LEN", "DEFAULT_SEED", "DEFAULT_SPACE", "DEFAULT_TRIALS",
-           "MAX_ASKS_PER_TRIAL", "MAX_SEED", "SAMPLERS", "ExactFront", "Search", "SearchResult", "SearchSettings",
-           "format_table", "pareto_row", "pick_rows"]
+           "MAX_ASKS_PER_TRIAL", "MAX_SEED", "SAMPLERS", "STAGES", "ExactFront", "LatencyStage", "ProxyOptions",
+           "ProxySummary", "Search", "SearchResult", "SearchSettings", "StageLock", "format_table", "pareto_row",
+           "pick_rows", "proxy_study_name"]

@@ -133,12 +133,12 @@ class SearchResult:
     seconds: float
     states: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    proxy: Any = None  # nas.search.pipeline.ProxySummary when the proxy stage ran (or was planned)
 
 
-# ------------------------------------------------------------------------------------------------ storage
-# ------------------------------------------------------------------------------------------------ the search
-class Search:
-    """One `nas search` run. Construct (resolves and validates), then `run()`."""
+# ------------------------------------------------------------------------------------------------ the stage
+class LatencyStage:
+    """The latency stage of one `nas search` run. Construct (resolves and validates), then `run()`."""
 
     def __init__(self, settings: SearchSettings, log: Callable[[str], None] | None = None):
         self.settings = s = settings
@@ -189,6 +189,9 @@ class Search:
             latency_sources={t: m.source for t, m in self.models.items()}, nas_version=__version__,
         )
         self.stop_reason: str | None = None  # why a run ended before its budget, if it did
+        self._feasible = None  # (batch, figures, feasible rows) of an enumerated space, after exact_front()
+        self.storage = None  # an opened storage to use instead of opening storage_url (the pipeline's)
+        self.study = None  # the stored study, after run()
         self._seen: dict[str, Any] = {}  # arch id -> the COMPLETE FrozenTrial that evaluated it
         self.evaluations = 0  # configs predicted one by one (duplicates are not)
 
@@ -286,6 +289,7 @@ class Search:
         if not feasible.any():
             raise NasUserError(self._infeasible_message(names, matrix, figs, batch.config, exhaustive=True))
         index = np.flatnonzero(feasible)
+        self._feasible = (batch, figs, index)  # every feasible config: what the proxy stage chooses from
         values = figs.values(self.objectives)[index]
         minimised = to_minimisation(values, self.directions)
         front = index[pareto_mask(minimised)]
@@ -347,12 +351,44 @@ class Search:
         return (f"{where} meets all constraints together; the closest is {arch.short_tag} ({arch.arch_id}): "
                 f"{broken}")
 
+    # -------------------------------------------------------------------------------- candidates
+    def speed_objective(self):
+        """The first speed objective (what the proxy stage spreads its shapes along)."""
+        return next(o for o in self.objectives if o.metric != "quality")
+
+    def candidates(self) -> tuple[ArchBatch, np.ndarray, Callable[[int], tuple[TrialRecord, list[float]]]]:
+        """The feasible shapes the latency stage knows, for the proxy stage to choose from: an ArchBatch of
+        them, their speeds (the first speed objective, higher is better), and a function giving row i's
+        TrialRecord and its values of the speed objectives. All of an enumerated space; else every feasible
+        config the sampler evaluated."""
+        speed_obj = self.speed_objective()
+        sign = 1.0 if speed_obj.direction == "maximize" else -1.0
+        speed_positions = [j for j, o in enumerate(self.objectives) if o.metric != "quality"]
+        if self._feasible is not None:
+            batch, figs, index = self._feasible
+            chosen = batch.subset(index)
+
+            def record_of(i: int):
+                row = figs.row(int(index[i]))
+                rec, values, _ = self.record(chosen.config(i), row)
+                return rec, [values[j] for j in speed_positions]
+
+            return chosen, sign * figs.metric(speed_obj)[index], record_of
+        trials = [t for t in self._working.get_trials(deepcopy=False)
+                  if t.state.name == "COMPLETE" and TrialRecord.present_in(t.user_attrs)
+                  and S.DUPLICATE_OF not in t.user_attrs and all(v <= 0 for v in t.constraints.values())]
+        records = [TrialRecord.from_user_attrs(t.user_attrs) for t in trials]
+        position = [o.label for o in self.objectives].index(speed_obj.label)
+        speeds = np.array([sign * t.values[position] for t in trials], dtype=float)
+        return (ArchBatch.from_configs([r.arch for r in records]), speeds,
+                lambda i: (records[i], [float(trials[i].values[j]) for j in speed_positions]))
+
     # -------------------------------------------------------------------------------- study
     def open_study(self, exact: ExactFront | None):
         """The stored study (created, or loaded and checked against this run's settings)."""
         import optuna
 
-        self._storage = open_storage(self.storage_url)
+        self._storage = self.storage if self.storage is not None else open_storage(self.storage_url)
         try:
             study = optuna.load_study(study_name=self.study_name, storage=self._storage)
         except KeyError:
@@ -437,7 +473,7 @@ class Search:
         from optuna.trial import TrialState
 
         exact = self.exact_front()
-        study = self.open_study(exact)
+        study = self.study = self.open_study(exact)
         stored = [t for t in study.get_trials(deepcopy=False)
                   if t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)]
         counted = sum(1 for t in stored if t.user_attrs.get(S.COUNTED))

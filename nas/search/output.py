@@ -9,6 +9,8 @@ import numpy as np
 from nas.study import schema as S
 from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER
 
+PROXY_QUALITY = "proxy_bpb"  # quality_source of proxy-trained trials: quality is minus the held-out bits per byte
+
 
 def pareto_row(trial, objectives) -> dict[str, Any]:
     """One Pareto-table row from a trial's user attrs (the same data --json prints)."""
@@ -47,7 +49,8 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str]) -> str:
     for t in targets:
         suffix = f"@{t}" if len(targets) > 1 else ""
         head += [f"mem MB{suffix}", f"prefill t/s{suffix}", f"decode t/s{suffix}", f"TTFT ms{suffix}"]
-    head += ["quality", "arch id", "found by"]
+    proxy = bool(rows) and all(r["quality_source"] == PROXY_QUALITY for r in rows)
+    head += ["bits/byte" if proxy else "quality", "arch id", "found by"]
     body = []
     for r in rows:
         line = [str(r["trial"]), r["shape"], r["attention"], r["arch"]["ffn_kind"],
@@ -57,7 +60,9 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str]) -> str:
             f = r["targets"][t]
             line += [f"{f['memory_mb']:.0f}", f"{f['prefill_tokens_per_s']:.0f}", f"{f['decode_tokens_per_s']:.1f}",
                      f"{f['ttft_ms']:.0f}"]
-        line += [f"{r['quality']:.4g}", r["arch_id"], "exact" if r["found_by"] == FOUND_BY_EXACT else "search"]
+        quality = f"{-r['quality']:.3f}" if proxy else f"{r['quality']:.4g}"
+        found = "proxy" if proxy else "exact" if r["found_by"] == FOUND_BY_EXACT else "search"
+        line += [quality, r["arch_id"], found]
         body.append(line)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     left = {1, 2, 3, 4, len(head) - 2, len(head) - 1}

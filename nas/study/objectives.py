@@ -159,7 +159,7 @@ def parse_params_range(text: str | None) -> tuple[int | None, int | None]:
     lo_text, hi_text = text.split(":", 1)
     lo = parse_count(lo_text) if lo_text.strip() else None
     hi = parse_count(hi_text) if hi_text.strip() else None
-    if max(v for v in (lo, hi) if v is not None) < MIN_PLAUSIBLE_PARAMS:
+    if (lo is not None or hi is not None) and max(v for v in (lo, hi) if v is not None) < MIN_PLAUSIBLE_PARAMS:
         suffixed = ":".join(f"{part.strip()}M" if part.strip() else "" for part in (lo_text, hi_text))
         raise NasUserError(f"--params {text!r} means fewer than {MIN_PLAUSIBLE_PARAMS:,} parameters; counts need a "
                            f"suffix (K, M, B): did you mean {suffixed}?")

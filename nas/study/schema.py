@@ -39,6 +39,15 @@ COUNTED = "counted"
 DUPLICATE_OF = "duplicate_of"
 FAIL_REASON = "fail_reason"
 
+# Written by the proxy stage (trials of the `<study>:proxy` study):
+PROXY_SPEED = "proxy_speed"
+PROXY_RUNGS = "proxy_rungs"
+PROXY_WORKER = "proxy_worker"
+PROXY_ARCH = "proxy_arch"
+PROXY_HISTORY = "proxy_history"
+PRUNED_AT_RUNG = "pruned_at_rung"
+PRUNE_REASON = "prune_reason"
+
 FOUND_BY_SAMPLER = "sampler"  # proposed by the Optuna sampler
 FOUND_BY_EXACT = "exact_front"  # a member of the exact front the sampler missed, added after the search
 
@@ -59,6 +68,14 @@ TRIAL_ATTRS: dict[str, str] = {
     COUNTED: "true on a trial that evaluated a new config inside the space: these count toward --trials",
     DUPLICATE_OF: "number of the trial that first evaluated this arch id; the values were copied from it",
     FAIL_REASON: "why a FAIL trial failed, in one line (e.g. a combination the space rejects)",
+    PROXY_SPEED: "proxy stage: the candidate's values of the speed objectives, in the study's order",
+    PROXY_RUNGS: "proxy stage: the token budget of each rung",
+    PROXY_WORKER: "proxy stage: host:pid of the worker that claimed the trial",
+    PROXY_ARCH: "proxy stage: ArchConfig.to_dict() of the proxy actually trained (nas.proxy.scaling)",
+    PROXY_HISTORY: "proxy stage: per rung, tokens, held-out bits per byte (mean over repeats, and each), seconds, "
+                   "the training-loss curve and the halving decision",
+    PRUNED_AT_RUNG: "proxy stage: the rung after which successive halving stopped the trial (PRUNED)",
+    PRUNE_REASON: "proxy stage: why halving stopped it, in one line",
 }
 
 # ----- study user attrs -----
@@ -66,6 +83,8 @@ STUDY_SCHEMA = "nas_schema_version"
 STUDY_META = "nas_meta"
 STUDY_EXACT = "nas_exact"
 STUDY_SEARCH = "nas_search"
+STUDY_LATENCY_DONE = "nas_latency_done"
+STUDY_PROXY_PLAN = "nas_proxy_plan"
 
 STUDY_ATTRS: dict[str, str] = {
     STUDY_SCHEMA: "version of this schema the study was created with (SCHEMA_VERSION)",
@@ -75,6 +94,9 @@ STUDY_ATTRS: dict[str, str] = {
                  "normalisation it was measured in, and how many front members were added as trials",
     STUDY_SEARCH: "the last run's summary: counted trials, Optuna trials, Pareto-set size, the sampler's share "
                   "of the exact hypervolume, sampler and seed",
+    STUDY_LATENCY_DONE: "set when the latency stage finished its budget; workers of the proxy stage wait for it",
+    STUDY_PROXY_PLAN: "on the proxy study: the shapes chosen for training (arch ids), how many candidates they "
+                      "were chosen from, and when",
 }
 
 
@@ -192,6 +214,7 @@ class StudyMeta:
     constraints: dict[str, Any]
     latency_sources: dict[str, str]
     nas_version: str
+    proxy: dict[str, Any] | None = None  # the proxy study's training settings (ProxyOptions.identity)
 
     def to_user_attrs(self) -> dict[str, Any]:
         data = asdict(self)
@@ -212,4 +235,4 @@ class StudyMeta:
         """The settings that define what a study's trials mean; resuming with any of these changed is refused."""
         return {"space": self.space, "space_fingerprint": self.space_fingerprint, "targets": list(self.targets),
                 "precision": self.precision, "prompt_len": self.prompt_len, "context_len": self.context_len,
-                "objectives": [o.label for o in self.objectives]}
+                "objectives": [o.label for o in self.objectives], "proxy": self.proxy}

@@ -8,6 +8,8 @@ new one must end in .log), or ':memory:'.
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,8 +28,21 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def open_storage(url: str, must_exist: bool = False):
-    """An Optuna storage for `url`. With `must_exist`, a SQLite file or journal that is not there is an error."""
+@dataclass(frozen=True)
+class Heartbeat:
+    """How workers show they are alive (RDB storages): a heartbeat every `interval_s`; a RUNNING trial without
+    one for `grace_s` is failed and, up to `max_retry` times, queued again as a WAITING copy (Optuna's
+    RetryHeartbeatStaleTrialCallback)."""
+
+    interval_s: int = 10
+    grace_s: int = 60
+    max_retry: int = 2
+
+
+def open_storage(url: str, must_exist: bool = False, heartbeat: Heartbeat | None = None):
+    """An Optuna storage for `url`. With `must_exist`, a SQLite file or journal that is not there is an error.
+    With `heartbeat`, an RDB storage (SQLite, PostgreSQL, MySQL) records workers' heartbeats and retries the
+    trials of workers that died (journal and in-memory storages have no heartbeat in Optuna)."""
     import optuna
 
     if url in MEMORY_STORAGES:
@@ -44,11 +59,20 @@ def open_storage(url: str, must_exist: bool = False):
                 raise NasUserError(f"no study storage at {path} (from --storage {url}); run `nas search` first "
                                    "or pass the --storage the search used")
             _make_parent(path, url)
+    options = {}
+    if heartbeat is not None:
+        with warnings.catch_warnings():  # the callback is marked experimental; it is what Optuna documents
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
+        options = dict(heartbeat_interval=heartbeat.interval_s, grace_period=heartbeat.grace_s,
+                       heartbeat_stale_trial_callback=retry)
     try:
-        storage = optuna.storages.RDBStorage(url)
+        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna; they are what it documents
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(url, **options)
     except ImportError as exc:  # the database's driver is not installed
         raise NasUserError(f"cannot open study storage {url!r}: {first_line(exc)} (install the database "
-                           "driver, e.g. pip install psycopg2-binary for PostgreSQL)") from None
+                           "driver: pip install 'nas[postgres]' for PostgreSQL)") from None
     except STORAGE_ERRORS as exc:
         raise NasUserError(f"cannot open study storage {url!r}: {first_line(exc)}") from None
     if url.startswith("sqlite"):

@@ -31,7 +31,7 @@ def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalogue")
     db = root / "runs" / "nas.db"
     storage = f"sqlite:///{db}"
-    assert main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress",
+    assert main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress",
                  "--storage", storage, "--study", STUDY, "--no-report"]) == 0
     (root / "arch.json").write_text(json.dumps({"hidden_size": 64, "num_layers": 2, "num_heads": 2,
                                                 "intermediate_size": 128, "vocab_size": 256}))
@@ -46,6 +46,8 @@ def workdir(tmp_path_factory):
     (root / "rows.jsonl").write_text('{"schema": 1, "target": "pixel8"\n')
     (root / "empty.jsonl").write_text("")
     (root / "not_a_dir").write_text("")
+    (root / "empty_dir").mkdir()
+    (root / "broken.xz").write_bytes(b"not xz data")
     return root, storage
 
 
@@ -121,6 +123,16 @@ CASES = [
     ("spaces-unknown", ["spaces", "show", "nope"], "'nope' is not a known search space"),
     ("spaces-bad-action", ["spaces", "frobnicate"], "is not a spaces action"),
     ("no-command-args", ["search"], "the following arguments are required: --target"),
+    ("data-missing", ["search", "--target", "pixel8", "--data", "no_such_text"], "--data no_such_text does not exist"),
+    ("data-empty-folder", ["search", "--target", "pixel8", "--data", "empty_dir"], "is an empty folder"),
+    ("data-too-small", ["search", "--target", "pixel8", "--data", "arch.json"], "proxy training needs at least"),
+    ("data-unreadable", ["search", "--target", "pixel8", "--data", "broken.xz"], "cannot decompress"),
+    ("proxy-shapes-zero", ["search", "--target", "pixel8", "--proxy-shapes", "0"], "--proxy-shapes must be"),
+    ("proxy-tokens-decreasing", ["search", "--target", "pixel8", "--proxy-shapes", "2", "--proxy-tokens",
+                                 "90000,30000"], "increasing positive token budgets"),
+    ("eta-one", ["search", "--target", "pixel8", "--proxy-shapes", "2", "--eta", "1"], "--eta must be a number above 1"),
+    ("stage-proxy-no-proxy", ["search", "--target", "pixel8", "--stage", "proxy", "--no-proxy"],
+     "--stage proxy with --no-proxy"),
 ]
 
 
@@ -131,7 +143,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(workdir, monkeypatch, 
     if argv[0] in ("search", "report", "export") and "--storage" not in argv:
         argv = argv + ["--storage", storage]
     if argv[0] == "search":
-        argv = argv + ["--no-progress"]
+        argv = argv + ["--no-progress"] + ([] if "--data" in argv or "--proxy-shapes" in argv else ["--no-proxy"])
     before = _snapshot(root, nas_home)
     capsys.readouterr()
     try:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import optuna
 
-from nas.search import Search, SearchSettings
+from nas.search import LatencyStage, SearchSettings
 from nas.study import schema
 
 
 def test_every_key_a_search_writes_is_in_the_schema(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
-    Search(SearchSettings(targets=("pixel8",), space="tiny", trials=30, storage=url, study="s", seed=1),
+    LatencyStage(SearchSettings(targets=("pixel8",), space="tiny", trials=30, storage=url, study="s", seed=1),
            log=lambda _: None).run(progress=False)
     study = optuna.load_study(study_name="s", storage=url)
     assert set(study.user_attrs) <= set(schema.STUDY_ATTRS)

@@ -18,11 +18,11 @@ import pytest
 
 from nas.cli import main
 from nas.core.errors import NasUserError
-from nas.search import MAX_ASKS_PER_TRIAL, Search, SearchSettings
+from nas.search import MAX_ASKS_PER_TRIAL, LatencyStage, SearchSettings
 from nas.study.schema import FOUND_BY_EXACT
 from tests.helpers import brute_pareto_mask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def settings(**kw) -> SearchSettings:
@@ -31,8 +31,8 @@ def settings(**kw) -> SearchSettings:
     return SearchSettings(**base)
 
 
-def quiet_search(**kw) -> Search:
-    return Search(settings(**kw), log=lambda _: None)
+def quiet_search(**kw) -> LatencyStage:
+    return LatencyStage(settings(**kw), log=lambda _: None)
 
 
 def test_trials_carry_records_and_constraints():
@@ -211,7 +211,7 @@ def test_ctrl_c_keeps_finished_trials(tmp_path, monkeypatch):
 
     url = f"sqlite:///{tmp_path / 'nas.db'}"
     search = quiet_search(storage=url, trials=50, study="s", exact=False)
-    real = Search._objective
+    real = LatencyStage._objective
     calls = {"n": 0}
 
     def objective(self, trial):
@@ -220,7 +220,7 @@ def test_ctrl_c_keeps_finished_trials(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(self, trial)
 
-    monkeypatch.setattr(Search, "_objective", objective)
+    monkeypatch.setattr(LatencyStage, "_objective", objective)
     result = search.run(progress=False)
     assert result.interrupted and result.pareto
     stored = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
@@ -231,7 +231,7 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
     import optuna
 
     db = tmp_path / "nas.db"
-    cmd = [sys.executable, "-m", "nas", "search", "--target", "pixel8", "--space", "subbillion", "--trials", "5000",
+    cmd = [sys.executable, "-m", "nas", "search", "--no-proxy", "--target", "pixel8", "--space", "subbillion", "--trials", "5000",
            "--storage", f"sqlite:///{db}", "--study", "k", "--no-report", "--no-progress", "--no-exact"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -250,7 +250,7 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
     stored = optuna.load_study(study_name="k", storage=f"sqlite:///{db}").get_trials(deepcopy=False)
     assert len(stored) >= n and all(t.state.name in ("COMPLETE", "FAIL") for t in stored)
     before = sum(bool(t.user_attrs.get("counted")) for t in stored)
-    result = Search(SearchSettings(targets=("pixel8",), space="subbillion", trials=before + 3, study="k",
+    result = LatencyStage(SearchSettings(targets=("pixel8",), space="subbillion", trials=before + 3, study="k",
                                    storage=f"sqlite:///{db}", exact=False), log=lambda _: None).run(progress=False)
     assert result.trials_new == 3 and result.trials_total == before + 3
 
@@ -258,13 +258,13 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_prints_pareto_table_and_json(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress"])
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
     assert "Pareto set:" in out and "decode t/s" in out and "arch id" in out
     assert "study 'pixel8-tiny' saved in sqlite:///runs/nas.db" in out
     assert (tmp_path / "runs" / "nas.db").is_file()
-    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress",
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress",
                  "--json", "--storage", ":memory:"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["pareto"] and data["exact_front"]["front_size"] == len(data["pareto"])
@@ -275,7 +275,7 @@ def test_cli_prints_pareto_table_and_json(tmp_path, monkeypatch, capsys):
 
 def test_cli_writes_report_when_available(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress"])
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
     line = next(l for l in out.splitlines() if l.startswith("report: "))
@@ -292,7 +292,7 @@ def test_cli_writes_report_when_available(tmp_path, monkeypatch, capsys):
 ])
 def test_cli_bad_input_one_line_exit_2(tmp_path, monkeypatch, capsys, argv, pattern):
     monkeypatch.chdir(tmp_path)
-    code = main(["search", "--space", "tiny", "--trials", "5", "--no-report", "--no-progress", *argv])
+    code = main(["search", "--no-proxy", "--space", "tiny", "--trials", "5", "--no-report", "--no-progress", *argv])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and pattern in err, err
@@ -300,7 +300,7 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, monkeypatch, capsys, argv, patt
 
 def test_cli_interrupt_exits_130(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    real = Search._objective
+    real = LatencyStage._objective
     calls = {"n": 0}
 
     def objective(self, trial):
@@ -309,8 +309,8 @@ def test_cli_interrupt_exits_130(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(self, trial)
 
-    monkeypatch.setattr(Search, "_objective", objective)
-    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "30", "--no-report", "--no-progress",
+    monkeypatch.setattr(LatencyStage, "_objective", objective)
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "30", "--no-report", "--no-progress",
                  "--no-exact"])
     out = capsys.readouterr().out
     assert code == 130 and out.startswith("interrupted after") and "Pareto set:" in out
@@ -341,7 +341,7 @@ def test_report_progress_counts_only_the_samplers_trials(tmp_path):
     from nas.study.read import load_study, read_study
 
     url = f"sqlite:///{tmp_path / 's.db'}"
-    result = Search(settings(trials=25, storage=url, study="p"), log=lambda _: None).run(progress=False)
+    result = LatencyStage(settings(trials=25, storage=url, study="p"), log=lambda _: None).run(progress=False)
     progress = search_progress(read_study(load_study(url, "p")))
     assert result.exact_added > 0 and progress.exact_added == result.exact_added
     assert progress.values[-1] == pytest.approx(result.hypervolume_ratio)  # the search's own figure
@@ -353,7 +353,7 @@ def test_unwritable_report_dir_is_refused_before_searching(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     blocker = tmp_path / "file"
     blocker.write_text("")
-    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "5", "--no-progress",
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "5", "--no-progress",
                  "--report-dir", str(blocker / "sub")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "cannot write the report" in err

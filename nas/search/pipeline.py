@@ -1,0 +1,280 @@
+"""One `nas search` run: the latency stage, then the proxy stage, for one process among any number.
+
+Any number of processes may run the same `nas search` (same --storage and --study) at once, on one machine or
+many (an RDB storage such as PostgreSQL). The latency stage runs under a lock (`StageLock`), so it happens
+once: the first process runs it and plans the proxy stage (chooses and enqueues the shapes); the others wait
+for the lock, then find the stage finished (a resumed latency stage with its budget spent evaluates nothing)
+and join the proxy stage as workers. `--stage latency` runs only the first part, `--stage proxy` only joins as
+a worker (waiting for the plan), `--stage all` (the default) does both.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from nas.core.errors import NasUserError
+from nas.search.latency import LatencyStage, SearchResult, SearchSettings
+from nas.search.output import pareto_row
+from nas.search.proxy import (
+    ProxyOptions,
+    ProxyOutcome,
+    ProxyWorker,
+    enqueue,
+    open_proxy_study,
+    proxy_objectives,
+    proxy_study_name,
+)
+from nas.search.selection import Candidates, select_shapes
+from nas.study import schema as S
+from nas.study.pareto import pareto_mask, to_minimisation
+from nas.study.schema import StudyMeta
+from nas.study.storage import Heartbeat, open_storage
+
+STAGES = ("all", "latency", "proxy")
+LOCK_SUFFIX = ":lock"
+LOCK_BEAT_S = 5.0
+LOCK_STALE_S = 60.0  # a lock whose holder has not refreshed it for this long is taken over
+WAIT_LOG_S = 30.0
+
+
+class StageLock:
+    """A lock shared by every process using one storage: a study named `<study>:lock` exists while it is held.
+    Study names are unique in every Optuna storage, so exactly one of several simultaneous `create_study`
+    calls succeeds. The holder refreshes a timestamp every LOCK_BEAT_S; a waiter takes over a lock whose
+    timestamp is older than LOCK_STALE_S (its holder died), by deleting it and creating it again, which again
+    only one waiter can win."""
+
+    def __init__(self, storage, name: str, log: Callable[[str], None]):
+        self.storage, self.name, self.log = storage, name + LOCK_SUFFIX, log
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _try_create(self) -> bool:
+        import optuna
+
+        try:
+            study = optuna.create_study(study_name=self.name, storage=self.storage)
+        except optuna.exceptions.DuplicatedStudyError:
+            return False
+        study.set_user_attr("holder", self.holder)
+        study.set_user_attr("beat", time.time())
+        return True
+
+    def _holder_beat(self) -> tuple[str, float | None]:
+        import optuna
+
+        try:
+            attrs = optuna.load_study(study_name=self.name, storage=self.storage).user_attrs
+        except KeyError:
+            return "", None
+        return str(attrs.get("holder", "?")), attrs.get("beat")
+
+    def acquire(self) -> None:
+        import optuna
+
+        said = 0.0
+        while not self._try_create():
+            holder, beat = self._holder_beat()
+            if beat is not None and time.time() - float(beat) > LOCK_STALE_S:
+                self.log(f"taking over the latency stage from {holder} (no sign of life for {LOCK_STALE_S:.0f} s)")
+                try:
+                    optuna.delete_study(study_name=self.name, storage=self.storage)
+                except KeyError:
+                    pass  # another waiter deleted it first; whoever creates it next holds it
+                continue
+            if time.time() - said > WAIT_LOG_S:
+                self.log(f"waiting: {holder or 'another process'} is running the latency stage")
+                said = time.time()
+            time.sleep(1.0)
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        import optuna
+
+        while not self._stop.wait(LOCK_BEAT_S):
+            try:
+                optuna.load_study(study_name=self.name, storage=self.storage).set_user_attr("beat", time.time())
+            except Exception:  # noqa: BLE001 -- a lost beat only lets a waiter take over later; never crash
+                pass
+
+    def release(self) -> None:
+        import optuna
+
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=LOCK_BEAT_S + 1)
+        try:
+            optuna.delete_study(study_name=self.name, storage=self.storage)
+        except KeyError:
+            pass
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+@dataclass
+class ProxySummary:
+    """The proxy stage as this run leaves it."""
+
+    study_name: str
+    chosen: int  # shapes in the plan
+    candidates: int  # feasible shapes they were chosen from
+    outcome: ProxyOutcome | None  # this process's work (None with --stage latency)
+    pareto: list[dict[str, Any]] = field(default_factory=list)  # proxy quality vs speed, one row per shape
+    pruned: list[dict[str, Any]] = field(default_factory=list)  # shapes stopped early, with rung and reason
+    failed: list[dict[str, Any]] = field(default_factory=list)  # shapes whose training failed, with the reason
+    objectives: tuple = ()
+
+
+class Search:
+    """`nas search`: construct (resolves and validates everything, writes nothing), then `run()`."""
+
+    def __init__(self, settings: SearchSettings, proxy: ProxyOptions | None = None, stage: str = "all",
+                 log: Callable[[str], None] | None = None, heartbeat: Heartbeat | None = None):
+        if stage not in STAGES:
+            raise NasUserError(f"--stage {stage!r} is not one of {', '.join(STAGES)}")
+        if stage == "proxy" and proxy is None:
+            raise NasUserError("--stage proxy with --no-proxy leaves nothing to do")
+        self.log = log or (lambda line: print(line, file=sys.stderr))
+        self.latency = LatencyStage(settings, log=self.log)
+        self.proxy_options, self.stage = proxy, stage
+        self.heartbeat = heartbeat or Heartbeat()
+        self.settings = settings
+
+    @property
+    def study_name(self) -> str:
+        return self.latency.study_name
+
+    def proxy_meta(self) -> StudyMeta:
+        from nas.proxy.corpus import load_corpus
+
+        meta = self.latency.meta
+        corpus = load_corpus(self.proxy_options.data)
+        return StudyMeta(**{**meta.__dict__, "objectives": proxy_objectives(meta.objectives),
+                            "proxy": self.proxy_options.identity(corpus)})
+
+    def run(self, progress: bool = True) -> SearchResult:
+        import optuna
+
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study and trial created
+        try:
+            return self._run(progress)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
+    def _run(self, progress: bool) -> SearchResult:
+        storage = open_storage(self.latency.storage_url, heartbeat=self.heartbeat if self.proxy_options else None)
+        self.latency.storage = storage
+        shared = not _in_memory(storage)
+        result = None
+        if self.stage in ("all", "latency"):
+            if shared:
+                with StageLock(storage, self.study_name, self.log):
+                    result = self._latency_and_plan(storage, progress)
+            else:
+                result = self._latency_and_plan(storage, progress)
+        if self.proxy_options is not None and self.stage in ("all", "proxy") and not (result and result.interrupted):
+            if result is None:
+                result = self._wait_for_plan(storage, progress)
+            outcome = ProxyWorker(storage, proxy_study_name(self.study_name), self.proxy_options,
+                                  [o.direction for o in proxy_objectives(self.latency.objectives)][1:],
+                                  log=self.log, progress=progress).run()
+            result.interrupted = result.interrupted or outcome.interrupted
+            result.proxy = self._proxy_summary(storage, outcome)
+        elif self.proxy_options is not None and result is not None:
+            result.proxy = self._proxy_summary(storage, None)
+        return result
+
+    def _latency_and_plan(self, storage, progress: bool) -> SearchResult:
+        result = self.latency.run(progress=progress)
+        if result.interrupted or self.proxy_options is None:
+            return result
+        study = self.latency.study
+        study.set_user_attr(S.STUDY_LATENCY_DONE, True)
+        proxy_study = open_proxy_study(storage, proxy_study_name(self.study_name), self.proxy_meta(), create=True)
+        if S.STUDY_PROXY_PLAN not in proxy_study.user_attrs:
+            batch, speeds, record_of = self.latency.candidates()
+            chosen = select_shapes(Candidates.of(batch, speeds), self.proxy_options.shapes)
+            picked = [record_of(i) for i in chosen]
+            added = enqueue(proxy_study, [r for r, _ in picked], [v for _, v in picked],
+                            self.proxy_options.rung_tokens)
+            proxy_study.set_user_attr(S.STUDY_PROXY_PLAN, {
+                "arch_ids": [r.arch.arch_id for r, _ in picked], "candidates": int(len(batch)),
+                "enqueued": added, "time": time.time()})
+            self.log(f"proxy stage: {len(picked)} shapes chosen from {len(batch):,} feasible candidates "
+                     f"(on and near the parameter-count front, spread along {self.latency.speed_objective().label})")
+        return result
+
+    def _wait_for_plan(self, storage, progress: bool) -> SearchResult:
+        """--stage proxy: wait until the latency stage has planned the proxy stage, then read its result."""
+        import optuna
+
+        said = 0.0
+        name = proxy_study_name(self.study_name)
+        while True:
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+                if S.STUDY_PROXY_PLAN in study.user_attrs:
+                    break
+            except KeyError:
+                pass
+            if time.time() - said > WAIT_LOG_S:
+                self.log(f"waiting for the latency stage of study {self.study_name!r} to plan the proxy stage "
+                         f"(run `nas search ... --stage latency` if no process is running it)")
+                said = time.time()
+            time.sleep(2.0)
+        return self.latency.run(progress=False)  # the budget is spent: reads the stored study, evaluates nothing
+
+    def _proxy_summary(self, storage, outcome: ProxyOutcome | None) -> ProxySummary:
+        import optuna
+        from optuna.trial import TrialState
+
+        name = proxy_study_name(self.study_name)
+        study = optuna.load_study(study_name=name, storage=storage)
+        meta = StudyMeta.from_user_attrs(study.user_attrs)
+        plan = study.user_attrs.get(S.STUDY_PROXY_PLAN, {})
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+        rows = []
+        if complete:
+            mask = pareto_mask(to_minimisation(np.array([t.values for t in complete]),
+                                               [o.direction for o in meta.objectives]))
+            rows = [pareto_row(t, meta.objectives) for t, m in zip(complete, mask) if m]
+            rows.sort(key=lambda r: (-r["quality"], r["trial"]))
+        pruned = [{"trial": t.number, "shape": t.user_attrs.get(S.SHAPE), "arch_id": t.user_attrs.get(S.ARCH_ID),
+                   "rung": t.user_attrs.get(S.PRUNED_AT_RUNG), "reason": t.user_attrs.get(S.PRUNE_REASON),
+                   "val_bpb": -float(t.user_attrs.get(S.QUALITY, float("nan")))}
+                  for t in trials if t.state == TrialState.PRUNED]
+        failed = [{"trial": t.number, "shape": t.user_attrs.get(S.SHAPE), "arch_id": t.user_attrs.get(S.ARCH_ID),
+                   "reason": t.user_attrs.get(S.FAIL_REASON) or _stale_reason(t, trials)}
+                  for t in trials if t.state == TrialState.FAIL]
+        return ProxySummary(name, len(plan.get("arch_ids", [])), int(plan.get("candidates", 0)), outcome, rows,
+                            pruned, failed, meta.objectives)
+
+
+def _stale_reason(trial, trials) -> str:
+    retried = [t.number for t in trials if t.system_attrs.get("failed_trial") == trial.number
+               or trial.number in (t.system_attrs.get("retry_history") or [])]
+    text = "its worker stopped sending heartbeats (killed or lost)"
+    return text + (f"; retried as trial {', '.join(map(str, retried))}" if retried else "")
+
+
+def _in_memory(storage) -> bool:
+    import optuna
+
+    return isinstance(storage, optuna.storages.InMemoryStorage)

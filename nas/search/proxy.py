@@ -1,0 +1,395 @@
+"""The proxy stage of `nas search`: train the chosen shapes as short proxies, in rungs, on any number of workers.
+
+The stage has its own Optuna study, `<study>:proxy`, beside the latency stage's: its objectives are the
+proxy's held-out bits per byte (minimised) and the latency stage's speed objectives (so a proxy trial's values
+mean one thing only). Its life:
+
+1. Plan (once, by the process that ran the latency stage): choose the shapes (`nas.search.selection`) and
+   enqueue one WAITING trial per shape, its ArchConfig and predicted figures in the user attrs. A shape
+   already in the study is not enqueued again.
+2. Work (every worker process, on one machine or many sharing an RDB storage): claim a WAITING trial
+   atomically (WAITING -> RUNNING in the storage; two workers never get the same one), train its proxy
+   through the rungs (`nas.proxy.train`), record each rung's held-out bits per byte as the trial's
+   intermediate value at step = rung, and after each rung ask `nas.proxy.halving.decide` whether it goes on;
+   a stopped run ends PRUNED with the rung and the reason, a finished one COMPLETE with its values, a
+   diverged or timed-out one FAIL with the reason. While a trial runs, the worker sends heartbeats (RDB
+   storages); a worker that dies leaves a trial that goes stale after the grace period, is failed, and is
+   queued again as a copy (Optuna's RetryHeartbeatStaleTrialCallback). Journal and in-memory storages have no
+   heartbeat in Optuna; there a trial whose worker process (on this machine) no longer exists is treated the
+   same way.
+3. Done when no trial is WAITING or RUNNING.
+
+`trial.report` is refused by Optuna for multi-objective studies, so the intermediate values are written
+through the storage's public `set_trial_intermediate_value`; optuna-dashboard shows them as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from nas.core.arch import ArchConfig
+from nas.core.errors import NasUserError
+from nas.proxy import halving
+from nas.proxy.corpus import Corpus, load_corpus
+from nas.proxy.scaling import ProxyRule
+from nas.proxy.train import ProxyDiverged, ProxyTimeout, ProxyTrainer, TrainSettings
+from nas.search.output import PROXY_QUALITY
+from nas.search.selection import DEFAULT_SHAPES
+from nas.study import schema as S
+from nas.study.schema import Objective, StudyMeta, TrialRecord
+from nas.study.storage import STORAGE_ERRORS
+
+PROXY_SUFFIX = ":proxy"
+QUALITY_SOURCE = PROXY_QUALITY  # TrialRecord.quality is minus the held-out bits per byte (higher is better)
+DEFAULT_RUNG_TOKENS = (24_576, 73_728)  # rung budgets (eta = 3): see README "proxy stage" for the timing
+DEFAULT_ETA = 3.0
+POLL_S = 2.0  # how often an idle worker looks for work while other workers still run trials
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """Everything the proxy stage takes; the defaults are the CLI's."""
+
+    shapes: int = DEFAULT_SHAPES
+    rung_tokens: tuple[int, ...] = DEFAULT_RUNG_TOKENS
+    eta: float = DEFAULT_ETA
+    repeats: int = 1  # seeds per shape; a shape's score is their mean
+    data: str | None = None  # None: the shipped corpus
+    rule: ProxyRule = field(default_factory=ProxyRule)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    threads: int | None = None  # torch threads; None: every core
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shapes, bool) or not isinstance(self.shapes, int) or self.shapes < 1:
+            raise NasUserError(f"--proxy-shapes must be a positive integer, got {self.shapes!r}")
+        tokens = tuple(self.rung_tokens)
+        if not tokens or any(not isinstance(t, int) or t <= 0 for t in tokens) or list(tokens) != sorted(set(tokens)):
+            raise NasUserError(f"--proxy-tokens must be increasing positive token budgets, got {list(tokens)}")
+        smallest = 2 * self.train.tokens_per_step
+        if tokens[0] < smallest:
+            raise NasUserError(f"--proxy-tokens {tokens[0]} is below two training steps ({smallest} tokens at batch "
+                               f"{self.train.batch_size} x {self.train.seq_len})")
+        if not (isinstance(self.eta, (int, float)) and self.eta > 1):
+            raise NasUserError(f"--eta must be a number above 1, got {self.eta!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise NasUserError(f"--proxy-repeats must be a positive integer, got {self.repeats!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise NasUserError(f"--proxy-threads must be a positive integer, got {self.threads!r}")
+
+    def identity(self, corpus: Corpus) -> dict[str, Any]:
+        """What decides the proxy scores: resuming a proxy study with any of it changed is refused."""
+        train = {k: v for k, v in self.train.to_dict().items() if k not in ("device", "time_limit_s")}
+        identity = {"rule": self.rule.to_dict(), "train": train, "rung_tokens": list(self.rung_tokens),
+                    "eta": self.eta, "repeats": self.repeats, "corpus": corpus.name, "corpus_sha256": corpus.sha256}
+        return json.loads(json.dumps(identity))  # as stored: tuples become lists, so a resume compares equal
+
+
+@dataclass
+class ProxyOutcome:
+    """What one worker did, and where the stage stands."""
+
+    study_name: str
+    trained: int = 0  # trials this worker finished (COMPLETE or PRUNED)
+    failed: int = 0  # trials this worker failed (divergence, time limit, interruption)
+    states: dict[str, int] = field(default_factory=dict)  # the whole proxy study, by state
+    done: bool = False  # nothing WAITING or RUNNING any more
+    seconds: float = 0.0
+    interrupted: bool = False
+
+
+def proxy_study_name(study: str) -> str:
+    return study + PROXY_SUFFIX
+
+
+def proxy_objectives(latency_objectives: Sequence[Objective]) -> tuple[Objective, ...]:
+    """Held-out bits per byte (minimised) in place of the latency stage's quality; its other objectives kept."""
+    return (Objective(QUALITY_SOURCE, "minimize"),) + tuple(o for o in latency_objectives if o.metric != "quality")
+
+
+# ------------------------------------------------------------------------------------------------ planning
+def open_proxy_study(storage, name: str, meta: StudyMeta, create: bool):
+    """The proxy study (created when `create` and missing); one line for a study searched otherwise."""
+    import optuna
+
+    directions = [o.direction for o in meta.objectives]
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        if not create:
+            return None
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
+            study = optuna.load_study(study_name=name, storage=storage)
+        else:
+            for key, value in meta.to_user_attrs().items():
+                study.set_user_attr(key, value)
+            with warnings.catch_warnings():  # experimental in Optuna; it names the objectives in optuna-dashboard
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([o.label for o in meta.objectives])
+            return study
+    old = StudyMeta.from_user_attrs(study.user_attrs)
+    if old is not None and old.identity() != meta.identity():
+        diffs = [k for k in meta.identity() if meta.identity()[k] != old.identity().get(k)]
+        raise NasUserError(f"proxy study {name!r} was trained with other settings ({', '.join(diffs)}); pass "
+                           "--study NEW_NAME, or the same settings to resume it")
+    return study
+
+
+def enqueue(study, records: Sequence[TrialRecord], speeds: Sequence[Sequence[float]], rungs: Sequence[int]) -> int:
+    """Queue one WAITING trial per record whose arch id the study does not hold yet; returns how many."""
+    have = {t.user_attrs.get(S.ARCH_ID) for t in study.get_trials(deepcopy=False)}
+    added = 0
+    for record, speed in zip(records, speeds):
+        if record.arch.arch_id in have:
+            continue  # trained (or queued) at this budget already: not again
+        attrs = {**record.to_user_attrs(), S.PROXY_SPEED: [float(v) for v in speed], S.PROXY_RUNGS: list(rungs)}
+        study.enqueue_trial(params={}, user_attrs=attrs, skip_if_exists=False)
+        have.add(record.arch.arch_id)
+        added += 1
+    return added
+
+
+# ------------------------------------------------------------------------------------------------ working
+class _HeartbeatThread:
+    """Sends a RUNNING trial's heartbeat every interval until stopped (RDB storages only)."""
+
+    def __init__(self, storage, trial_id: int):
+        from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+        self.enabled = isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
+        self.storage, self.trial_id = storage, trial_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True) if self.enabled else None
+
+    def _run(self) -> None:
+        interval = self.storage.get_heartbeat_interval() or 60
+        while not self.stop.is_set():
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except STORAGE_ERRORS:  # the database went away for a moment: the next beat tries again
+                pass
+            self.stop.wait(interval)
+
+    def __enter__(self):
+        if self.thread is not None:
+            self.storage.record_heartbeat(self.trial_id)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ProxyWorker:
+    """One process's share of the proxy stage (see the module docstring)."""
+
+    def __init__(self, storage, study_name: str, options: ProxyOptions, speed_directions: Sequence[str],
+                 log: Callable[[str], None] | None = None, progress: bool = True):
+        self.storage, self.study_name, self.options = storage, study_name, options
+        self.speed_directions = list(speed_directions)
+        self.log = log or (lambda line: print(line, file=sys.stderr))
+        self.progress = progress
+        self.corpus: Corpus | None = None
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _study(self):
+        import optuna
+
+        return optuna.load_study(study_name=self.study_name, storage=self.storage)
+
+    # ----------------------------------------------------------------------------------------- claiming
+    def _recover_stale(self, study) -> None:
+        """Fail and requeue trials whose worker is gone: by heartbeat on RDB storages, else by process id
+        (journal and in-memory storages serve processes on this machine only)."""
+        import optuna
+        from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+        from optuna.trial import TrialState
+
+        if isinstance(self.storage, BaseHeartbeat) and is_heartbeat_enabled(self.storage):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            return
+        host = socket.gethostname()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = str(trial.user_attrs.get(S.PROXY_WORKER, ""))
+            owner_host, _, pid = owner.rpartition(":")
+            if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+                trial_id = self._trial_id(study, trial.number)
+                if self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(
+                            study, self.storage.get_trial(trial_id))
+
+    def _trial_id(self, study, number: int) -> int:
+        study_id = self.storage.get_study_id_from_name(study.study_name)
+        return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+    def claim(self, study):
+        """The next WAITING trial, now RUNNING for this worker, or None when there is none."""
+        from optuna.trial import TrialState
+
+        for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number):
+            trial_id = self._trial_id(study, trial.number)
+            if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):  # atomic in the storage
+                self.storage.set_trial_user_attr(trial_id, S.PROXY_WORKER, self.worker)
+                return self.storage.get_trial(trial_id), trial_id
+        return None
+
+    # ----------------------------------------------------------------------------------------- the loop
+    def run(self) -> ProxyOutcome:
+        """Claim and train trials until none is WAITING or RUNNING (other workers' included)."""
+        from optuna.trial import TrialState
+
+        start = time.perf_counter()
+        outcome = ProxyOutcome(self.study_name)
+        self._configure_torch()
+        study = self._study()
+        bar = self._bar(study)
+        try:
+            while True:
+                self._recover_stale(study)
+                claimed = self.claim(study)
+                if claimed is None:
+                    states = {t.state for t in study.get_trials(deepcopy=False)}
+                    if TrialState.WAITING not in states and TrialState.RUNNING not in states:
+                        outcome.done = True
+                        break
+                    time.sleep(POLL_S)  # others are still training; their trials may still come back
+                    continue
+                frozen, trial_id = claimed
+                finished = self._train_one(study, frozen, trial_id)
+                outcome.trained += finished
+                outcome.failed += 1 - finished
+                if bar is not None:
+                    bar.update(1)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+        finally:
+            if bar is not None:
+                bar.close()
+        outcome.states = _states(study)
+        outcome.seconds = time.perf_counter() - start
+        return outcome
+
+    def _bar(self, study):
+        if not self.progress:
+            return None
+        from optuna.trial import TrialState
+        from tqdm import tqdm
+
+        todo = sum(1 for t in study.get_trials(deepcopy=False)
+                   if t.state in (TrialState.WAITING, TrialState.RUNNING))
+        return tqdm(total=todo, desc="proxy training", unit="shape", file=sys.stderr, dynamic_ncols=True)
+
+    def _configure_torch(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.options.threads or os.cpu_count() or 1)
+        if self.options.deterministic:
+            torch.use_deterministic_algorithms(True)
+
+    def _corpus(self) -> Corpus:
+        if self.corpus is None:
+            self.corpus = load_corpus(self.options.data)
+        return self.corpus
+
+    def _peers(self, study, rung: int, exclude: int) -> tuple[list[float], list[float]]:
+        """Losses and speeds of the other trials that finished `rung` (any state)."""
+        losses, speeds = [], []
+        for t in study.get_trials(deepcopy=False):
+            if t.number == exclude or rung not in t.intermediate_values:
+                continue
+            value = t.intermediate_values[rung]
+            speed = t.user_attrs.get(S.PROXY_SPEED)
+            if speed and math.isfinite(value):
+                losses.append(float(value))
+                speeds.append(self._speed(speed))
+        return losses, speeds
+
+    def _speed(self, speeds: Sequence[float]) -> float:
+        """The speed halving compares: the first speed objective, oriented so higher is better."""
+        return float(speeds[0]) if self.speed_directions[0] == "maximize" else -float(speeds[0])
+
+    def _train_one(self, study, frozen, trial_id: int) -> int:
+        """Train one claimed trial to its end (COMPLETE, PRUNED or FAIL); 1 when it was trained, 0 when failed."""
+        from optuna.trial import TrialState
+
+        arch = ArchConfig.from_dict(frozen.user_attrs[S.ARCH])
+        speeds = frozen.user_attrs[S.PROXY_SPEED]
+        rungs = frozen.user_attrs.get(S.PROXY_RUNGS) or list(self.options.rung_tokens)
+        set_attr = lambda key, value: self.storage.set_trial_user_attr(trial_id, key, value)  # noqa: E731
+        history: list[dict[str, Any]] = []
+        try:
+            with _HeartbeatThread(self.storage, trial_id):
+                trainers = [ProxyTrainer(arch, self._corpus(), self.options.rule,
+                                         TrainSettings(**{**self.options.train.to_dict(),
+                                                          "seed": self.options.train.seed + r}))
+                            for r in range(self.options.repeats)]
+                set_attr(S.PROXY_ARCH, trainers[0].proxy.to_dict())
+                for rung, tokens in enumerate(rungs):
+                    results = [t.train_to(tokens, rung) for t in trainers]
+                    bpb = float(np.mean([r.val_bpb for r in results]))  # repeats average, never copy
+                    self.storage.set_trial_intermediate_value(trial_id, rung, bpb)
+                    history.append({"rung": rung, "tokens": results[0].tokens, "val_bpb": bpb,
+                                    "val_bpb_each": [r.val_bpb for r in results],
+                                    "seconds": round(sum(r.seconds for r in results), 3),
+                                    "curve": [[int(a), round(float(b), 5)] for a, b in results[0].curve]})
+                    last = rung == len(rungs) - 1
+                    decision = None
+                    if not last:
+                        losses, peer_speeds = self._peers(study, rung, frozen.number)
+                        decision = halving.decide(bpb, self._speed(speeds), losses, peer_speeds, self.options.eta)
+                        history[-1]["decision"] = asdict(decision)
+                    set_attr(S.PROXY_HISTORY, history)
+                    set_attr(S.QUALITY, -bpb)
+                    set_attr(S.QUALITY_SOURCE, QUALITY_SOURCE)
+                    if decision is not None and not decision.keep:
+                        set_attr(S.PRUNED_AT_RUNG, rung)
+                        set_attr(S.PRUNE_REASON, decision.reason)
+                        study.tell(frozen.number, state=TrialState.PRUNED)
+                        return 1
+            study.tell(frozen.number, values=[bpb, *[float(v) for v in speeds]])
+            return 1
+        except (ProxyDiverged, ProxyTimeout) as exc:
+            set_attr(S.FAIL_REASON, f"{type(exc).__name__}: {exc}")
+            study.tell(frozen.number, state=TrialState.FAIL)
+            return 0
+        except KeyboardInterrupt:
+            set_attr(S.FAIL_REASON, "interrupted: the worker was stopped (SIGINT or SIGTERM) during training")
+            study.tell(frozen.number, state=TrialState.FAIL)
+            raise
+
+
+def _states(study) -> dict[str, int]:
+    states: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    return states

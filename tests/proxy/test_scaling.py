@@ -1,0 +1,76 @@
+"""The scaling rule (candidate -> proxy) and the muP + CompleteP parametrisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from nas.core.arch import ArchConfig
+from nas.core.errors import NasUserError
+from nas.model import PLAIN, build_model
+from nas.proxy.scaling import Parametrisation, ProxyRule, proxy_arch
+
+MOBILELLM_125M = ArchConfig(hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=1536,
+                            vocab_size=32000)
+LLAMA_1B = ArchConfig(hidden_size=2048, num_layers=16, num_heads=32, num_kv_heads=8, intermediate_size=8192,
+                      vocab_size=128256)
+
+
+@pytest.mark.parametrize("arch", [MOBILELLM_125M, LLAMA_1B,
+                                  ArchConfig(hidden_size=1024, num_layers=8, num_heads=16, intermediate_size=2816,
+                                             ffn_kind="reglu", tie_embeddings=False, qkv_bias=True)])
+def test_rule_keeps_depth_grouping_ffn_ratio_kind_and_tying(arch):
+    proxy = proxy_arch(arch, ProxyRule(), seq_len=128)
+    assert proxy.num_layers == arch.num_layers
+    assert proxy.num_heads // proxy.num_kv_heads == arch.num_heads // arch.num_kv_heads
+    assert (proxy.ffn_kind, proxy.tie_embeddings, proxy.qkv_bias) == (arch.ffn_kind, arch.tie_embeddings, arch.qkv_bias)
+    assert proxy.vocab_size == 256 and proxy.max_seq_len == 128 and proxy.head_dim == 32
+    ratio, proxy_ratio = arch.intermediate_size / arch.hidden_size, proxy.intermediate_size / proxy.hidden_size
+    assert abs(proxy_ratio - ratio) / ratio < 0.15
+    assert 64 <= proxy.hidden_size <= 256
+
+
+def test_deep_thin_stays_deeper_than_shallow_wide_at_equal_size():
+    deep = ArchConfig(hidden_size=512, num_layers=32, num_heads=8, intermediate_size=1408)
+    wide = ArchConfig(hidden_size=1024, num_layers=8, num_heads=16, intermediate_size=2816)
+    pd, pw = proxy_arch(deep, ProxyRule(), 128), proxy_arch(wide, ProxyRule(), 128)
+    assert pd.num_layers == 32 and pw.num_layers == 8
+    assert pd.hidden_size == pw.hidden_size  # one proxy width: the comparison is about shape, not size
+
+
+def test_parametrisation_is_standard_at_the_base_shape():
+    base = ArchConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=352, vocab_size=256)
+    p = Parametrisation.of(base, ProxyRule())
+    assert (p.width_mult, p.depth_mult) == (1.0, 1.0)
+    assert p.scales.residual == 1.0 and p.scales.logits == 1.0
+    assert p.scales.attention == pytest.approx(1 / math.sqrt(32)) and p.hidden_init_std == 0.02
+    groups = p.param_groups(build_model(base), lr=1e-3, weight_decay=0.1, eps=1e-8)
+    assert {g["name"] for g in groups} == {"embedding_and_head", "final_norm", "layer_matrices", "layer_vectors"}
+    assert all(g["lr"] == 1e-3 for g in groups)
+
+
+def test_width_and_depth_multipliers():
+    wide_deep = ArchConfig(hidden_size=256, num_layers=16, num_heads=8, intermediate_size=704, vocab_size=256)
+    p = Parametrisation.of(wide_deep, ProxyRule())
+    assert (p.width_mult, p.depth_mult) == (2.0, 4.0)
+    assert p.scales.residual == pytest.approx(0.25) and p.scales.logits == pytest.approx(0.5)
+    assert p.hidden_init_std == pytest.approx(0.02 / math.sqrt(2))
+    groups = {g["name"]: g for g in p.param_groups(build_model(wide_deep), lr=1e-3, weight_decay=0.1, eps=1e-8)}
+    assert groups["layer_matrices"]["lr"] == pytest.approx(5e-4)  # muP: lr / m_N; CompleteP alpha=1: no depth change
+    assert groups["layer_matrices"]["weight_decay"] == pytest.approx(0.2)
+    assert groups["embedding_and_head"]["lr"] == 1e-3
+    assert groups["layer_matrices"]["eps"] == pytest.approx(1e-8 / 2 / 4)
+    sp = Parametrisation.of(wide_deep, ProxyRule(parametrisation="sp"))
+    assert sp.scales.residual == 1.0 and sp.scales.logits == 1.0 and sp.width_mult == 1.0
+
+
+def test_rule_refuses_nonsense():
+    with pytest.raises(NasUserError, match="parametrisation 'ntk'"):
+        ProxyRule(parametrisation="ntk")
+    with pytest.raises(NasUserError, match="head_dim must be even"):
+        ProxyRule(head_dim=31)
+
+
+def test_plain_scales_compute_the_reference_model():
+    assert PLAIN.residual == 1.0 and PLAIN.logits == 1.0 and PLAIN.attention is None

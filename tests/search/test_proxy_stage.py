@@ -1,0 +1,106 @@
+"""The proxy stage end to end on tiny proxies: planning, rungs, halving, failures, resuming, dead workers."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.cli import main
+from nas.proxy.scaling import ProxyRule
+from nas.proxy.train import TrainSettings
+from nas.search import ProxyOptions, Search, SearchSettings, proxy_study_name
+from nas.search.proxy import ProxyWorker
+from nas.study import schema as S
+
+TINY_TRAIN = TrainSettings(batch_size=4, seq_len=32, warmup_tokens=128, eval_windows=4, curve_every=2)
+TINY = ProxyOptions(shapes=5, rung_tokens=(256, 768), rule=ProxyRule(width=32, head_dim=16), train=TINY_TRAIN,
+                    threads=1)
+
+
+def run(tmp_path, proxy=TINY, study="p", storage=None, **kw):
+    storage = storage or f"sqlite:///{tmp_path / 'nas.db'}"
+    settings = SearchSettings(targets=("pixel8",), space="tiny", trials=20, storage=storage, study=study, seed=1, **kw)
+    return Search(settings, proxy=proxy, log=lambda _: None).run(progress=False), storage
+
+
+def test_proxy_stage_trains_prunes_and_fronts(tmp_path):
+    result, storage = run(tmp_path)
+    summary = result.proxy
+    study = optuna.load_study(study_name=proxy_study_name("p"), storage=storage)
+    assert study.directions[0].name == "MINIMIZE" and study.directions[1].name == "MAXIMIZE"
+    assert study.metric_names == ["proxy_bpb", "decode_tokens_per_s@pixel8"]
+    plan = study.user_attrs[S.STUDY_PROXY_PLAN]
+    assert len(plan["arch_ids"]) == 5 == summary.chosen and plan["candidates"] > 100
+    trials = study.get_trials(deepcopy=False)
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert sorted(t.user_attrs[S.ARCH_ID] for t in trials) == sorted(plan["arch_ids"])  # each shape once
+    assert summary.outcome.done and summary.outcome.trained == 5
+    for t in trials:
+        assert 0 in t.intermediate_values and math.isfinite(t.intermediate_values[0])
+        assert t.user_attrs[S.QUALITY_SOURCE] == "proxy_bpb" and t.user_attrs[S.PROXY_ARCH]["vocab_size"] == 256
+        if t.state == TrialState.PRUNED:
+            assert t.user_attrs[S.PRUNED_AT_RUNG] == 0 and "dominated" in t.user_attrs[S.PRUNE_REASON]
+            assert 1 not in t.intermediate_values
+        else:
+            assert t.values[0] == t.intermediate_values[1]
+            assert t.values[1] == t.user_attrs[S.PROXY_SPEED][0]
+    assert summary.pareto and all(r["quality_source"] == "proxy_bpb" for r in summary.pareto)
+    assert len(summary.pruned) == sum(t.state == TrialState.PRUNED for t in trials)
+
+
+def test_resume_trains_nothing_twice_and_refuses_other_settings(tmp_path):
+    first, storage = run(tmp_path)
+    again, _ = run(tmp_path)
+    study = optuna.load_study(study_name=proxy_study_name("p"), storage=storage)
+    assert len(study.get_trials(deepcopy=False)) == 5 and again.proxy.outcome.trained == 0
+    from nas.core.errors import NasUserError
+
+    other = ProxyOptions(**{**TINY.__dict__, "rung_tokens": (512, 1024)})
+    with pytest.raises(NasUserError, match="trained with other settings"):
+        run(tmp_path, proxy=other)
+
+
+def test_a_diverging_shape_fails_its_trial_and_the_search_goes_on(tmp_path):
+    wild = ProxyOptions(**{**TINY.__dict__, "train": TrainSettings(**{**TINY_TRAIN.to_dict(), "lr": 1e4,
+                                                                      "clip": 1e9})})
+    result, _ = run(tmp_path, proxy=wild)
+    assert result.proxy.failed and all("ProxyDiverged" in f["reason"] for f in result.proxy.failed)
+    assert result.proxy.outcome.done and result.pareto  # the latency stage's front is still there
+
+
+def test_a_dead_workers_trial_is_failed_and_queued_again(tmp_path):
+    """Journal storage (no heartbeats in Optuna): a RUNNING trial whose worker process is gone is requeued."""
+    log = str(tmp_path / "nas.log")
+    settings = SearchSettings(targets=("pixel8",), space="tiny", trials=20, storage=log, study="j", seed=1)
+    search = Search(settings, proxy=TINY, stage="latency", log=lambda _: None)
+    search.run(progress=False)
+    storage = search.latency.storage
+    study = optuna.load_study(study_name=proxy_study_name("j"), storage=storage)
+    worker = ProxyWorker(storage, proxy_study_name("j"), TINY, ["maximize"], progress=False)
+    frozen, trial_id = worker.claim(study)
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    storage.set_trial_user_attr(trial_id, S.PROXY_WORKER, f"{os.uname().nodename}:{dead}")
+    outcome = worker.run()
+    trials = study.get_trials(deepcopy=False)
+    assert outcome.done and trials[frozen.number].state == TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == frozen.number]
+    assert len(retried) == 1 and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retried[0].user_attrs[S.ARCH_ID] == frozen.user_attrs[S.ARCH_ID]
+
+
+def test_cli_prints_both_fronts(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-progress", "--no-report",
+                 "--proxy-shapes", "3", "--proxy-tokens", "4096,8192", "--proxy-threads", "1", "--json"])
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["pareto"] and data["proxy"]["chosen"] == 3
+    assert data["proxy"]["pareto"] and data["proxy"]["done"]
