@@ -148,6 +148,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="seconds one shape may train, all rungs together; past it the shape fails (default: none)")
     proxy.add_argument("--stage", default="all", choices=("all", "latency", "proxy"),
                        help="all (default), latency only, or proxy only (join as a worker)")
+    proxy.add_argument("--heartbeat-interval", type=int, default=10, metavar="S",
+                       help="seconds between a worker's heartbeats on an RDB storage (default 10)")
+    proxy.add_argument("--grace-period", type=int, default=60, metavar="S",
+                       help="seconds without a heartbeat after which a worker's shape is retried by another "
+                            "(default 60)")
     add_json_flag(parser)
 
 
@@ -178,7 +183,14 @@ def run(args: argparse.Namespace) -> int:
         from nas.proxy.corpus import load_corpus
 
         load_corpus(proxy.data)  # unreadable or empty --data is refused before anything is searched
-    search = Search(settings, proxy=proxy, stage=args.stage)
+    from nas.core.errors import NasUserError
+    from nas.study.storage import Heartbeat
+
+    if not 1 <= args.heartbeat_interval < args.grace_period:
+        raise NasUserError(f"--heartbeat-interval ({args.heartbeat_interval}) must be at least 1 and below "
+                           f"--grace-period ({args.grace_period})")
+    search = Search(settings, proxy=proxy, stage=args.stage,
+                    heartbeat=Heartbeat(args.heartbeat_interval, args.grace_period))
     if args.report and args.report_dir:
         from nas.report import prepare_dir
 

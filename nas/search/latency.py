@@ -351,6 +351,28 @@ class LatencyStage:
         return (f"{where} meets all constraints together; the closest is {arch.short_tag} ({arch.arch_id}): "
                 f"{broken}")
 
+    def prepare(self) -> ExactFront | None:
+        """Everything that can refuse the run before anything is written: the exact stage (an impossible
+        constraint), and an existing study searched with other settings. Done once; `run` reuses it."""
+        if not hasattr(self, "_prepared"):
+            exact = self.exact_front()
+            self._check_existing()
+            self._prepared = exact
+        return self._prepared
+
+    def _check_existing(self) -> None:
+        import optuna
+
+        self._storage = self.storage if self.storage is not None else open_storage(self.storage_url)
+        try:
+            study = optuna.load_study(study_name=self.study_name, storage=self._storage)
+        except KeyError:
+            return
+        except STORAGE_ERRORS as exc:
+            raise NasUserError(f"cannot read study storage {self.storage_url!r}: {_first_line(exc)}") from None
+        if StudyMeta.from_user_attrs(study.user_attrs) is not None:
+            self._check_identity(study)
+
     # -------------------------------------------------------------------------------- candidates
     def speed_objective(self):
         """The first speed objective (what the proxy stage spreads its shapes along)."""
@@ -472,7 +494,7 @@ class LatencyStage:
         import optuna
         from optuna.trial import TrialState
 
-        exact = self.exact_front()
+        exact = self.prepare()
         study = self.study = self.open_study(exact)
         stored = [t for t in study.get_trials(deepcopy=False)
                   if t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)]

@@ -180,6 +180,10 @@ class Search:
     def _run(self, progress: bool) -> SearchResult:
         storage = open_storage(self.latency.storage_url, heartbeat=self.heartbeat if self.proxy_options else None)
         self.latency.storage = storage
+        if self.stage in ("all", "latency"):
+            self.latency.prepare()  # refusals (impossible constraints, other settings) before any write
+        if self.proxy_options is not None:
+            open_proxy_study(storage, proxy_study_name(self.study_name), self.proxy_meta(), create=False)
         shared = not _in_memory(storage)
         result = None
         if self.stage in ("all", "latency"):

@@ -243,10 +243,7 @@ class ProxyWorker:
             if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
                 trial_id = self._trial_id(study, trial.number)
                 if self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(
-                            study, self.storage.get_trial(trial_id))
+                    _requeue(study, self.storage.get_trial(trial_id))
 
     def _trial_id(self, study, number: int) -> int:
         study_id = self.storage.get_study_id_from_name(study.study_name)
@@ -383,9 +380,21 @@ class ProxyWorker:
             study.tell(frozen.number, state=TrialState.FAIL)
             return 0
         except KeyboardInterrupt:
-            set_attr(S.FAIL_REASON, "interrupted: the worker was stopped (SIGINT or SIGTERM) during training")
+            set_attr(S.FAIL_REASON, "interrupted: the worker was stopped (SIGINT or SIGTERM) during training; "
+                                    "queued again for another worker or the next run")
             study.tell(frozen.number, state=TrialState.FAIL)
+            _requeue(study, self.storage.get_trial(trial_id))
             raise
+
+
+def _requeue(study, failed) -> None:
+    """Queue a failed trial again as a WAITING copy, the way Optuna's RetryHeartbeatStaleTrialCallback does
+    (it records `failed_trial` and `retry_history`), at most twice per shape."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, failed)
 
 
 def _states(study) -> dict[str, int]:
