@@ -227,7 +227,9 @@ def run(args: argparse.Namespace) -> int:
 def _quality_label(result) -> str:
     sources = {r["quality_source"] for r in result.pareto}
     if sources <= {"non_embedding_params"}:
-        return "non-embedding parameters (proxy for perplexity until proxy training)"
+        return ("non-embedding parameters (blind to shape at equal size"
+                + ("; the proxy stage's held-out bits per byte is the quality that sees shape)" if result.proxy
+                   else "; run without --no-proxy for a quality that sees shape)"))
     return ", ".join(sorted(sources))
 
 

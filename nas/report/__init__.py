@@ -12,8 +12,10 @@ from pathlib import Path
 from nas.core.errors import NasUserError
 from nas.core.paths import default_storage
 from nas.report import html, plots, tables
-from nas.report.data import SPEED_METRICS, Parity, compute_report
+from nas.report.data import SPEED_METRICS, Parity, compute_report, proxy_runs
 from nas.study.read import load_study, read_study
+from nas.study.schema import proxy_study_name
+from nas.study.storage import open_storage
 
 __all__ = ["build_report", "prepare_dir", "render_report"]
 
@@ -34,11 +36,28 @@ def render_report(data, out_dir: Path, storage: str | None = None) -> Path:
     """Draw a computed `ReportData` into `out_dir`; returns the index.html path."""
     out_dir = prepare_dir(out_dir)
     pareto_images = [plots.plot_fronts(data, m, out_dir)[0] for m in SPEED_METRICS]
+    proxy_images = []
+    if data.proxy is not None:
+        proxy_images = [plots.plot_fronts(data.proxy, m, out_dir, prefix="proxy_")[0] for m in SPEED_METRICS]
+        proxy_images.append(plots.plot_proxy_runs(data.runs, out_dir, data.proxy.trials.name)[0])
+        tables.write_tables(data.proxy.columns, data.proxy.rows, out_dir, stem="proxy_pareto")
     hv_image = plots.plot_progress(data.progress, out_dir, data.trials.name)[0]
     parity_images = {t: plots.plot_parity(p, out_dir) for t, p in data.parity.items() if isinstance(p, Parity)}
     table_files = tables.write_tables(data.columns, data.rows, out_dir)
     files = sorted({*out_dir.glob("*.png"), *out_dir.glob("*.svg"), *table_files}, key=lambda p: p.name)
-    return html.write_index(out_dir, html.render_index(data, pareto_images, hv_image, parity_images, files, storage))
+    return html.write_index(out_dir, html.render_index(data, pareto_images, hv_image, parity_images, files, storage,
+                                                       proxy_images))
+
+
+def _proxy_study(storage, study_name: str):
+    """The study's proxy stage (`<study>:proxy`), or None when it had none."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=proxy_study_name(study_name),
+                                 storage=open_storage(storage, must_exist=True) if isinstance(storage, str) else storage)
+    except KeyError:
+        return None
 
 
 def build_report(storage: str, study_name: str, out_dir: Path) -> Path:
@@ -49,4 +68,10 @@ def build_report(storage: str, study_name: str, out_dir: Path) -> Path:
     """
     trials = read_study(load_study(storage, study_name))
     data = compute_report(trials)
+    proxy = _proxy_study(storage, study_name)
+    if proxy is not None:
+        data.runs = proxy_runs(proxy)
+        proxy_trials = read_study(proxy)
+        if proxy_trials.points:
+            data.proxy = compute_report(proxy_trials, with_parity=False)
     return render_report(data, out_dir, storage=None if storage == default_storage() else storage)

@@ -26,6 +26,7 @@ import numpy as np
 
 from nas.core.errors import NasUserError
 from nas.core.paths import find_predictor
+from nas.study import schema as S
 from nas.study.pareto import Normaliser, pareto_mask, pareto_mask_max, to_minimisation
 from nas.study.read import PICKS, StudyTrials, compute_picks, study_pareto_set
 from nas.study.schema import FOUND_BY_EXACT, TargetFigures
@@ -252,8 +253,10 @@ def quality_axis(trials: StudyTrials) -> tuple[str, float]:
     """Axis label and the factor to multiply quality by for display."""
     sources = {p.record.quality_source for p in trials.points.values()}
     source = sources.pop() if len(sources) == 1 else "mixed"
-    if source == "non_embedding_params":
+    if source == S.QUALITY_PARAMS:
         return "quality: non-embedding parameters (M)", 1e-6
+    if source == S.QUALITY_PROXY:  # stored as minus the loss so that higher is better; shown as the loss itself
+        return "proxy: held-out bits per byte (lower is better)", -1.0
     return f"quality: {source.replace('_', ' ')} (higher is better)", 1.0
 
 
@@ -262,7 +265,8 @@ def table_columns(trials: StudyTrials) -> list[Column]:
     cols = [Column("pick", "pick", ""), Column("trial", "trial", "d"), Column("shape", "shape", ""),
             Column("attention", "attention", ""), Column("heads", "heads q/kv × dim", ""),
             Column("ffn", "FFN, LM head", ""),
-            Column("params_m", "params (M)", ".1f"), Column("quality", label, ".1f" if scale == 1e-6 else ".4g")]
+            Column("params_m", "params (M)", ".1f"),
+            Column("quality", label, {1e-6: ".1f", -1.0: ".3f"}.get(scale, ".4g"))]
     for t in trials.meta.targets:
         ctx = trials.meta.context_len
         cols += [Column(f"{t}.memory_mb", f"{t} memory @ctx {ctx} (MB)", ".0f"),
@@ -297,8 +301,39 @@ def table_rows(trials: StudyTrials, pareto: Sequence[int], picks: Mapping[str, i
             for key in ("memory_mb", "ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s"):
                 row[f"{t}.{key}"] = None if fig is None else float(getattr(fig, key))
         rows.append(row)
-    rows.sort(key=lambda r: (-r["quality"], r["trial"]))
+    rows.sort(key=lambda r: (-r["quality"] * (1 if qscale > 0 else -1), r["trial"]))
     return rows
+
+
+# ----------------------------------------------------------------------------------------------- proxy runs
+@dataclass(frozen=True)
+class ProxyRun:
+    """One shape's proxy training: its rungs, how it ended, and its training-loss curve."""
+
+    number: int
+    shape: str
+    arch_id: str
+    state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
+    rungs: tuple[tuple[int, float], ...]  # (tokens, held-out bits per byte) per finished rung
+    curve: tuple[tuple[int, float], ...]  # (tokens, training bits per byte)
+    pruned_at: int | None
+    reason: str  # why it was stopped or failed ("" otherwise)
+    speed: float | None  # its first speed objective
+
+
+def proxy_runs(study) -> list[ProxyRun]:
+    """Every trial of a proxy study as a ProxyRun, by trial number."""
+    runs = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        history = a.get(S.PROXY_HISTORY) or []
+        curve = tuple((int(x), float(y)) for h in history for x, y in h.get("curve", []))
+        speed = a.get(S.PROXY_SPEED)
+        runs.append(ProxyRun(t.number, str(a.get(S.SHAPE, "?")), str(a.get(S.ARCH_ID, "?")), t.state.name,
+                             tuple((int(h["tokens"]), float(h["val_bpb"])) for h in history), curve,
+                             a.get(S.PRUNED_AT_RUNG), str(a.get(S.PRUNE_REASON) or a.get(S.FAIL_REASON) or ""),
+                             float(speed[0]) if speed else None))
+    return runs
 
 
 # ----------------------------------------------------------------------------------------------- all together
@@ -315,6 +350,8 @@ class ReportData:
     quality_label: str
     quality_scale: float
     notes: list[str] = field(default_factory=list)
+    proxy: "ReportData | None" = None  # the proxy stage's report data, when the study has a proxy stage
+    runs: list[ProxyRun] = field(default_factory=list)  # the proxy stage's trainings
 
     @property
     def first_target(self) -> str:

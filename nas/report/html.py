@@ -81,8 +81,40 @@ def _parity_section(data: ReportData, images: dict[str, list[Path]]) -> str:
     return "".join(parts) or '<p class="note">No target.</p>'
 
 
+def _proxy_section(data: ReportData, images: Sequence[Path]) -> str:
+    proxy = data.proxy
+    if proxy is None:
+        return ""
+    states: dict[str, int] = {}
+    for run in data.runs:
+        states[run.state] = states.get(run.state, 0) + 1
+    stopped = "".join(
+        f"<li>#{r.number} <b>{html.escape(r.shape)}</b>: "
+        + (f"stopped after rung {r.pruned_at} ({r.rungs[-1][1]:.3f} bits/byte at {r.rungs[-1][0]:,} tokens): "
+           if r.state == "PRUNED" and r.rungs else f"{r.state.lower()}: ")
+        + f"{html.escape(r.reason)}</li>"
+        for r in data.runs if r.state in ("PRUNED", "FAIL"))
+    figures = "".join(_img(p, alt) for p, alt in zip(images, [
+        "Proxy quality (held-out bits per byte, lower is better: the axis is flipped so up is better) vs decode "
+        "speed: the front of trained shapes", "Proxy quality vs prefill speed",
+        "Proxy training: loss curves and the held-out score of each shape at each rung"]))
+    return f"""
+<h2>Proxy training: quality that sees shape</h2>
+<p class="meta">{len(data.runs)} shapes trained as scaled proxies (study <code>{html.escape(proxy.trials.name)}</code>):
+{html.escape(', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items())))}.
+The front below ranks them by held-out bits per byte of the proxy against device speed.</p>
+{figures}
+<h3>Proxy Pareto set ({len(proxy.rows)} shapes)</h3>
+<div class="scroll">{tables.to_html(proxy.columns, proxy.rows)}</div>
+<p class="note">Also as <a href="proxy_pareto.csv">CSV</a> and <a href="proxy_pareto.md">Markdown</a>.</p>
+<h3>Stopped early or failed</h3>
+<ul class="note">{stopped or "<li>none</li>"}</ul>
+"""
+
+
 def render_index(data: ReportData, pareto_images: Sequence[Path], hv_image: Path,
-                 parity_images: dict[str, list[Path]], files: Sequence[Path], storage: str | None = None) -> str:
+                 parity_images: dict[str, list[Path]], files: Sequence[Path], storage: str | None = None,
+                 proxy_images: Sequence[Path] = ()) -> str:
     tr = data.trials
     meta = tr.meta
     states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(tr.states.items()))
@@ -96,6 +128,7 @@ def render_index(data: ReportData, pareto_images: Sequence[Path], hv_image: Path
         ["Quality vs decode speed per target: front highlighted, picks marked",
          "Quality vs prefill speed per target"]))
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
+    pick_source = ", from the proxy-trained front" if data.proxy else ""
     file_links = " · ".join(f'<a href="{html.escape(f.name)}">{html.escape(f.name)}</a>' for f in files)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -109,10 +142,10 @@ Trials: {html.escape(states)}; {n_feasible} feasible; {len(data.pareto)} shapes 
 Objectives: {html.escape(objectives)} · prompt {meta.prompt_len} tokens, context {meta.context_len} tokens
 · nas {html.escape(meta.nas_version)}</p>
 
-<h2>Recommended shapes (picked on {html.escape(data.first_target)})</h2>
-{_cards(data, storage)}
-
-<h2>Pareto fronts</h2>
+<h2>Recommended shapes (picked on {html.escape(data.first_target)}{pick_source})</h2>
+{_cards(data.proxy or data, storage)}
+{_proxy_section(data, proxy_images)}
+<h2>{"Parameter-count fronts (latency stage, for comparison)" if data.proxy else "Pareto fronts"}</h2>
 {figures}
 
 <h2>Pareto set ({len(data.rows)} shapes)</h2>

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from nas.report.data import Front2D, Parity, ReportData, SearchProgress
+from nas.report.data import Front2D, Parity, ProxyRun, ReportData, SearchProgress
 from nas.study.read import PICK_TITLES, PICKS
 
 DPI = 130
@@ -57,7 +57,7 @@ def _use_log(values: Sequence[float]) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- Pareto
-def plot_fronts(data: ReportData, metric: str, out_dir: Path) -> list[Path]:
+def plot_fronts(data: ReportData, metric: str, out_dir: Path, prefix: str = "") -> list[Path]:
     """Quality against `metric` on every target, one panel per target."""
     fronts = data.fronts[metric]
     ncols = min(2, len(fronts))
@@ -69,13 +69,14 @@ def plot_fronts(data: ReportData, metric: str, out_dir: Path) -> list[Path]:
     for ax, front in zip(axes, fronts):
         _draw_front(ax, front, data)
     # Two short lines: one long line is clipped on a single-panel figure (seen with a 25-character study name).
-    fig.suptitle(f"Quality vs {_METRIC_TITLE[metric]} speed\nstudy {data.trials.name}: "
+    what = "Proxy quality" if data.quality_scale < 0 else "Quality"
+    fig.suptitle(f"{what} vs {_METRIC_TITLE[metric]} speed\nstudy {data.trials.name}: "
                  f"{len(data.pareto)} shapes on the Pareto set", fontsize=12, fontweight="bold")
     fig.canvas.draw()  # fixes limits and layout, so labels can be placed in display space
     fig.set_layout_engine("none")  # and keep them: labels must not move the axes after placement
     for ax, front in zip(axes, fronts):
         _place_labels(ax, front, data)
-    return _save(fig, out_dir, f"pareto_{_METRIC_TITLE[metric]}")
+    return _save(fig, out_dir, f"{prefix}pareto_{_METRIC_TITLE[metric]}")
 
 
 def _draw_front(ax, front: Front2D, data: ReportData) -> None:
@@ -113,6 +114,8 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
                                   markeredgewidth=style["linewidths"], label=f"{PICK_TITLES[name]}: #{n}"))
     _scale_axis(ax, "x", [v[0] for v in xy.values()])
     _scale_axis(ax, "y", [v[1] for v in xy.values()])
+    if q < 0:  # a loss (lower is better) shown as itself: flip the axis so that up is still better
+        ax.invert_yaxis()
     ax.grid(True, which="major", alpha=0.3)
     ax.set_xlabel(_METRIC_AXIS[front.metric].format(target=front.target, ctx=meta.context_len,
                                                    prompt=meta.prompt_len))
@@ -274,6 +277,41 @@ def plot_progress(progress: SearchProgress, out_dir: Path, study: str) -> list[P
     ax.grid(True, alpha=0.3)
     ax.set_title(f"Search progress: hypervolume over the study's objectives — study {study}", fontsize=11)
     return _save(fig, out_dir, "hypervolume")
+
+
+# ----------------------------------------------------------------------------------------------- proxy runs
+def plot_proxy_runs(runs: Sequence[ProxyRun], out_dir: Path, study: str) -> list[Path]:
+    """Training-loss curves of every proxy (left) and each shape's held-out score per rung (right); a shape
+    stopped by successive halving ends in a cross at the rung it was stopped."""
+    fig = _figure(12.0, 4.8)
+    left, right = fig.subplots(1, 2)
+    colors = _cycle(len(runs))
+    for run, color in zip(runs, colors):
+        if run.curve:
+            left.plot([c[0] for c in run.curve], [c[1] for c in run.curve], lw=1.2, color=color, alpha=0.85,
+                      label=f"#{run.number} {run.shape}")
+        if run.rungs:
+            xs, ys = [r[0] for r in run.rungs], [r[1] for r in run.rungs]
+            right.plot(xs, ys, "-o", color=color, lw=1.5, ms=5)
+            if run.state == "PRUNED":
+                right.scatter([xs[-1]], [ys[-1]], marker="x", s=90, color=color, zorder=5)
+    for ax, title, ylabel in ((left, "training loss", "training bits per byte"),
+                              (right, "held-out score at each rung (x: stopped by halving)", "held-out bits per byte")):
+        ax.set_xlabel("tokens trained")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=11)
+        ax.grid(True, alpha=0.3)
+    if runs:
+        left.legend(fontsize=7, ncol=2, loc="upper right")
+    fig.suptitle(f"Proxy training — study {study}", fontsize=12, fontweight="bold")
+    return _save(fig, out_dir, "proxy_training")
+
+
+def _cycle(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return [cmap(i % 20) for i in range(n)]
 
 
 # ----------------------------------------------------------------------------------------------- parity

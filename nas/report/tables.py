@@ -52,8 +52,9 @@ def to_html(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> str:
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
 
 
-def write_tables(columns: Sequence[Column], rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    csv_path, md_path = out_dir / "pareto.csv", out_dir / "pareto.md"
+def write_tables(columns: Sequence[Column], rows: Sequence[dict[str, Any]], out_dir: Path,
+                 stem: str = "pareto") -> list[Path]:
+    csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     csv_path.write_text(to_csv(columns, rows))
     md_path.write_text(to_markdown(columns, rows))
     return [csv_path, md_path]

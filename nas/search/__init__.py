@@ -24,7 +24,8 @@ from nas.search.latency import (
 )
 from nas.search.output import format_table, pareto_row, pick_rows
 from nas.search.pipeline import STAGES, ProxySummary, Search, StageLock
-from nas.search.proxy import ProxyOptions, proxy_study_name
+from nas.search.proxy import ProxyOptions
+from nas.study.schema import proxy_study_name
 
 __all__ = ["DEFAULT_CONTEXT_LEN", "DEFAULT_PROMPT_LEN", "DEFAULT_SEED", "DEFAULT_SPACE", "DEFAULT_TRIALS",
            "MAX_ASKS_PER_TRIAL", "MAX_SEED", "SAMPLERS", "STAGES", "ExactFront", "LatencyStage", "ProxyOptions",

@@ -9,8 +9,6 @@ import numpy as np
 from nas.study import schema as S
 from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER
 
-PROXY_QUALITY = "proxy_bpb"  # quality_source of proxy-trained trials: quality is minus the held-out bits per byte
-
 
 def pareto_row(trial, objectives) -> dict[str, Any]:
     """One Pareto-table row from a trial's user attrs (the same data --json prints)."""
@@ -49,7 +47,7 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str]) -> str:
     for t in targets:
         suffix = f"@{t}" if len(targets) > 1 else ""
         head += [f"mem MB{suffix}", f"prefill t/s{suffix}", f"decode t/s{suffix}", f"TTFT ms{suffix}"]
-    proxy = bool(rows) and all(r["quality_source"] == PROXY_QUALITY for r in rows)
+    proxy = bool(rows) and all(r["quality_source"] == S.QUALITY_PROXY for r in rows)
     head += ["bits/byte" if proxy else "quality", "arch id", "found by"]
     body = []
     for r in rows:

@@ -23,19 +23,11 @@ import numpy as np
 from nas.core.errors import NasUserError
 from nas.search.latency import LatencyStage, SearchResult, SearchSettings
 from nas.search.output import pareto_row
-from nas.search.proxy import (
-    ProxyOptions,
-    ProxyOutcome,
-    ProxyWorker,
-    enqueue,
-    open_proxy_study,
-    proxy_objectives,
-    proxy_study_name,
-)
+from nas.search.proxy import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, open_proxy_study, proxy_objectives
 from nas.search.selection import Candidates, select_shapes
 from nas.study import schema as S
 from nas.study.pareto import pareto_mask, to_minimisation
-from nas.study.schema import StudyMeta
+from nas.study.schema import StudyMeta, proxy_study_name
 from nas.study.storage import Heartbeat, open_storage
 
 STAGES = ("all", "latency", "proxy")

@@ -44,14 +44,12 @@ from nas.proxy import halving
 from nas.proxy.corpus import Corpus, load_corpus
 from nas.proxy.scaling import ProxyRule
 from nas.proxy.train import ProxyDiverged, ProxyTimeout, ProxyTrainer, TrainSettings
-from nas.search.output import PROXY_QUALITY
 from nas.search.selection import DEFAULT_SHAPES
 from nas.study import schema as S
 from nas.study.schema import Objective, StudyMeta, TrialRecord
 from nas.study.storage import STORAGE_ERRORS
 
-PROXY_SUFFIX = ":proxy"
-QUALITY_SOURCE = PROXY_QUALITY  # TrialRecord.quality is minus the held-out bits per byte (higher is better)
+QUALITY_SOURCE = S.QUALITY_PROXY  # TrialRecord.quality is minus the held-out bits per byte (higher is better)
 DEFAULT_RUNG_TOKENS = (24_576, 73_728)  # rung budgets (eta = 3): see README "proxy stage" for the timing
 DEFAULT_ETA = 3.0
 POLL_S = 2.0  # how often an idle worker looks for work while other workers still run trials
@@ -108,10 +106,6 @@ class ProxyOutcome:
     done: bool = False  # nothing WAITING or RUNNING any more
     seconds: float = 0.0
     interrupted: bool = False
-
-
-def proxy_study_name(study: str) -> str:
-    return study + PROXY_SUFFIX
 
 
 def proxy_objectives(latency_objectives: Sequence[Objective]) -> tuple[Objective, ...]:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nas.core.errors import NasUserError
-from nas.study.schema import Objective
+from nas.study.schema import QUALITY_PARAMS, Objective
 
 # CLI name -> (metric in TrialRecord/TargetFigures vocabulary, direction, measured per target?)
 OBJECTIVES: dict[str, tuple[str, str, bool]] = {
@@ -29,7 +29,7 @@ OBJECTIVES: dict[str, tuple[str, str, bool]] = {
 }
 DEFAULT_OBJECTIVES = ("quality", "decode_tps")
 MULTI_TARGET_MODES = ("each", "worst")
-QUALITY_SOURCE = "non_embedding_params"  # until proxy training lands; see nas.study.schema.TrialRecord
+QUALITY_SOURCE = QUALITY_PARAMS  # what the latency stage scores quality by (nas.study.schema)
 WORST = "worst"
 MIB = 2**20
 

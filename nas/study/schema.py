@@ -48,6 +48,10 @@ PROXY_HISTORY = "proxy_history"
 PRUNED_AT_RUNG = "pruned_at_rung"
 PRUNE_REASON = "prune_reason"
 
+# What TrialRecord.quality measures (QUALITY_SOURCE), higher always better:
+QUALITY_PARAMS = "non_embedding_params"  # the latency stage: non-embedding parameter count
+QUALITY_PROXY = "proxy_bpb"  # the proxy stage: minus the trained proxy's held-out bits per byte
+
 FOUND_BY_SAMPLER = "sampler"  # proposed by the Optuna sampler
 FOUND_BY_EXACT = "exact_front"  # a member of the exact front the sampler missed, added after the search
 
@@ -77,6 +81,15 @@ TRIAL_ATTRS: dict[str, str] = {
     PRUNED_AT_RUNG: "proxy stage: the rung after which successive halving stopped the trial (PRUNED)",
     PRUNE_REASON: "proxy stage: why halving stopped it, in one line",
 }
+
+# ----- studies -----
+PROXY_SUFFIX = ":proxy"  # the proxy stage's study is the latency stage's name plus this
+
+
+def proxy_study_name(study: str) -> str:
+    """The name of the proxy stage's study beside the latency stage's study `study`."""
+    return study + PROXY_SUFFIX
+
 
 # ----- study user attrs -----
 STUDY_SCHEMA = "nas_schema_version"
@@ -148,7 +161,7 @@ class TrialRecord:
     arch: ArchConfig
     figures: dict[str, TargetFigures]  # target name -> figures
     quality: float  # higher is better
-    quality_source: str  # "non_embedding_params" until proxy training; then e.g. "proxy_loss"
+    quality_source: str  # QUALITY_PARAMS (latency stage) or QUALITY_PROXY (proxy stage)
     violations: tuple[str, ...] = ()  # human-readable reasons the candidate breaks a constraint
 
     @property
