@@ -11,7 +11,9 @@ DESCRIPTION = """Export one architecture of a study as a config a trainer reads.
 
 Choose it by trial number, by arch id (a unique prefix is enough), or let nas pick from the Pareto set
 (--pick): fastest = highest decode tokens/s on the study's first target; best-quality = highest quality;
-knee = the best trade between the two (see `nas report`). nas says which trial it picked.
+knee = the best trade between the two (see `nas report`). nas says which trial it picked. When the study
+had a proxy stage, --pick chooses on its proxy-trained front (study <study>:proxy); --trial and --arch-id
+look in the study named.
 
 Formats (file written into --out):
   hf       config.json      LlamaConfig, or Qwen2Config when the shape has qkv bias
@@ -35,6 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
 
 
+def _proxy_trials(storage: str, study: str):
+    import optuna
+
+    from nas.study.read import read_study
+    from nas.study.schema import proxy_study_name
+    from nas.study.storage import open_storage
+
+    try:
+        return read_study(optuna.load_study(study_name=proxy_study_name(study),
+                                            storage=open_storage(storage, must_exist=True)))
+    except KeyError:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     from nas.core.errors import NasUserError
     from nas.core.paths import default_storage
@@ -44,8 +60,15 @@ def run(args: argparse.Namespace) -> int:
     if args.trial is None and args.arch_id is None and args.pick is None:
         raise NasUserError("say which shape to export: --trial N, --arch-id ID, or "
                            "--pick fastest|best-quality|knee (nas does not pick unless asked)")
-    trials = read_study(load_study(args.storage or default_storage(), args.study))
+    storage = args.storage or default_storage()
+    trials = read_study(load_study(storage, args.study))
+    if args.pick is not None:  # a study with a proxy stage recommends from its proxy-trained front
+        proxy = _proxy_trials(storage, args.study)
+        if proxy is not None and proxy.points:
+            trials = proxy
     point, how = choose_trial(trials, trial=args.trial, arch_id=args.arch_id, pick=args.pick)
+    if trials.name != args.study:
+        how += f" (proxy-trained front, study {trials.name})"
     result = export_arch(point.record.arch, args.fmt, args.out, name=args.name)
     notes = list(result.notes)
     if not point.feasible:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,18 @@ STUDY = "cat"
 
 
 def _snapshot(*roots: Path) -> dict[str, str]:
-    """sha256 of every file under the roots (the study database and its write-ahead log included; SQLite's
-    shared-memory index `-shm` is rewritten by every reader and holds no data)."""
+    """sha256 of every file under the roots. A SQLite study database is hashed by its full SQL dump: SQLite
+    moves pages between the file and its write-ahead log (`-wal`, `-shm`) whenever the last reader closes it,
+    which changes those files' bytes but not one row; the dump covers both."""
     out = {}
     for root in roots:
         for path in sorted(root.rglob("*")):
-            if path.is_file() and not path.name.endswith("-shm"):
+            if not path.is_file() or path.name.endswith(("-wal", "-shm")):
+                continue
+            if path.suffix == ".db":
+                with sqlite3.connect(path) as db:
+                    out[str(path)] = hashlib.sha256("\n".join(db.iterdump()).encode()).hexdigest()
+            else:
                 out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
