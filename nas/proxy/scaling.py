@@ -4,8 +4,10 @@ train every proxy fairly.
 The scaling rule (`proxy_arch`), candidate -> proxy:
 - kept: the depth (num_layers), the query heads per kv head (num_heads / num_kv_heads: MHA, GQA or MQA),
   the FFN kind, tied or untied embeddings, qkv bias, and the proportions hidden : attention width : FFN width;
-- shrunk: head_dim -> `head_dim` (32); kv heads -> k = max(1, round(width / (head_dim * g))) with g the query
-  heads per kv head; query heads = g * k; then one factor s = (g * k * head_dim) / (num_heads * head_dim of the
+- shrunk: head_dim -> `head_dim` (32) and query heads -> width / head_dim (4 at the default width 128), so
+  every proxy has the same attention width; kv heads -> max(1, round(query heads / g)) with g the candidate's
+  query heads per kv head, so MHA stays MHA and MQA stays MQA, and a GQA candidate keeps its share of kv heads
+  as far as 4 heads allow (a share below 1/4 becomes MQA); one factor s = width / (num_heads * head_dim of the
   candidate) scales hidden_size and intermediate_size (rounded to a multiple of `multiple`);
 - replaced: the vocabulary by bytes (256) and max_seq_len by the training sequence length.
 So a deep-thin candidate stays deep and thin, an MQA candidate stays MQA, and two candidates of equal width
@@ -70,8 +72,10 @@ class ProxyRule:
 def proxy_arch(arch: ArchConfig, rule: ProxyRule, seq_len: int) -> ArchConfig:
     """The proxy trained for `arch` (the scaling rule of the module docstring)."""
     group = arch.num_heads // arch.num_kv_heads
-    kv_heads = max(1, round(rule.width / (rule.head_dim * group)))
-    heads = group * kv_heads
+    heads = max(1, rule.width // rule.head_dim)
+    kv_heads = max(1, round(heads / group))
+    while heads % kv_heads:  # the nearest count that divides the heads (GQA needs whole groups)
+        kv_heads -= 1
     factor = heads * rule.head_dim / (arch.num_heads * arch.head_dim)
 
     def size(x: float) -> int:

@@ -182,6 +182,7 @@ class LatencyStage:
         self.constraint_names = self.constraints.names(self.target_names)
         self.storage_url = s.storage or default_storage()
         self.study_name = s.study or f"{'+'.join(self.target_names)}-{self.space.name}"
+        self.named_by_user = s.study is not None
         self.meta = StudyMeta(
             space=self.space.name, space_fingerprint=self.space.fingerprint, targets=self.target_names,
             precision=dict(self.precisions), prompt_len=s.prompt_len, context_len=s.context_len,
@@ -370,7 +371,17 @@ class LatencyStage:
             return
         except STORAGE_ERRORS as exc:
             raise NasUserError(f"cannot read study storage {self.storage_url!r}: {_first_line(exc)}") from None
-        if StudyMeta.from_user_attrs(study.user_attrs) is not None:
+        old = StudyMeta.from_user_attrs(study.user_attrs)
+        if old is not None and old.differences(self.meta) and not self.named_by_user:
+            # The default name holds a study of other settings: these settings get a name of their own (the same
+            # one every time, so running them again resumes it) instead of an error.
+            base, self.study_name = self.study_name, f"{self.study_name}-{self.meta.digest()}"
+            self.named_by_user = True  # one rename at most
+            shown = "; ".join(old.differences(self.meta)[:3])
+            self.log(f"note: study {base!r} holds a search with other settings ({shown}); this one is study "
+                     f"{self.study_name!r}")
+            return self._check_existing()
+        if old is not None:
             self._check_identity(study)
 
     # -------------------------------------------------------------------------------- candidates
@@ -441,12 +452,10 @@ class LatencyStage:
             for key, value in self.meta.to_user_attrs().items():
                 study.set_user_attr(key, value)
             return
-        mine, theirs = self.meta.identity(), old.identity()
-        mine["constraints"], theirs["constraints"] = self.meta.constraints, old.constraints
-        diffs = [f"{k}={theirs.get(k)!r}, this run {k}={mine[k]!r}" for k in mine if mine[k] != theirs.get(k)]
+        diffs = self.meta.differences(old)
         if diffs:
-            raise NasUserError(f"study {self.study_name!r} in {self.storage_url} was searched with "
-                               f"{'; '.join(diffs)}; pass --study NEW_NAME for a new study, or the same settings "
+            raise NasUserError(f"study {self.study_name!r} in {self.storage_url} was searched with other settings "
+                               f"({'; '.join(diffs)}); pass --study NEW_NAME for a new study, or the same settings "
                                "to resume it")
 
     def _make_sampler(self, seed: int | None, budget: int):

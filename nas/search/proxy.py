@@ -50,7 +50,7 @@ from nas.study.schema import Objective, StudyMeta, TrialRecord
 from nas.study.storage import STORAGE_ERRORS
 
 QUALITY_SOURCE = S.QUALITY_PROXY  # TrialRecord.quality is minus the held-out bits per byte (higher is better)
-DEFAULT_RUNG_TOKENS = (24_576, 73_728)  # rung budgets (eta = 3): see README "proxy stage" for the timing
+DEFAULT_RUNG_TOKENS = (40_960, 122_880)  # rung budgets (eta = 3): see README "proxy stage" for the timing
 DEFAULT_ETA = 3.0
 POLL_S = 2.0  # how often an idle worker looks for work while other workers still run trials
 

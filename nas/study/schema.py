@@ -12,6 +12,8 @@ accounting and per-target predicted figures) plus how the search came by the tri
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
@@ -244,8 +246,41 @@ class StudyMeta:
         return cls(**{**data, "targets": tuple(data["targets"]),
                       "objectives": tuple(Objective(**o) for o in data["objectives"])})
 
+    def digest(self) -> str:
+        """8 hex digits naming these settings (identity and constraints): default study names use it."""
+        blob = json.dumps({**self.identity(), "constraints": self.constraints}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+    def differences(self, other: "StudyMeta") -> list[str]:
+        """What differs from `other`, in words: 'constraints.max_params: 1,000,000,000 there, 550,000,000 here'."""
+        mine = _flatten({**self.identity(), "constraints": self.constraints})
+        theirs = _flatten({**other.identity(), "constraints": other.constraints})
+        return [f"{key}: {_show(theirs.get(key))} there, {_show(mine.get(key))} here"
+                for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key)]
+
     def identity(self) -> dict[str, Any]:
         """The settings that define what a study's trials mean; resuming with any of these changed is refused."""
         return {"space": self.space, "space_fingerprint": self.space_fingerprint, "targets": list(self.targets),
                 "precision": self.precision, "prompt_len": self.prompt_len, "context_len": self.context_len,
                 "objectives": [o.label for o in self.objectives], "proxy": self.proxy}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return str(value)

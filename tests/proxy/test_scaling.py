@@ -23,7 +23,8 @@ LLAMA_1B = ArchConfig(hidden_size=2048, num_layers=16, num_heads=32, num_kv_head
 def test_rule_keeps_depth_grouping_ffn_ratio_kind_and_tying(arch):
     proxy = proxy_arch(arch, ProxyRule(), seq_len=128)
     assert proxy.num_layers == arch.num_layers
-    assert proxy.num_heads // proxy.num_kv_heads == arch.num_heads // arch.num_kv_heads
+    assert proxy.attention_type == arch.attention_type or (arch.attention_type == "gqa" and proxy.num_kv_heads == 1)
+    assert proxy.num_heads * proxy.head_dim == 128  # one attention width for every proxy
     assert (proxy.ffn_kind, proxy.tie_embeddings, proxy.qkv_bias) == (arch.ffn_kind, arch.tie_embeddings, arch.qkv_bias)
     assert proxy.vocab_size == 256 and proxy.max_seq_len == 128 and proxy.head_dim == 32
     ratio, proxy_ratio = arch.intermediate_size / arch.hidden_size, proxy.intermediate_size / proxy.hidden_size
@@ -74,3 +75,11 @@ def test_rule_refuses_nonsense():
 
 def test_plain_scales_compute_the_reference_model():
     assert PLAIN.residual == 1.0 and PLAIN.logits == 1.0 and PLAIN.attention is None
+
+
+def test_many_heads_mqa_does_not_blow_up_the_proxy():
+    mqa = ArchConfig(hidden_size=1088, num_layers=4, num_heads=17, num_kv_heads=1, intermediate_size=2176)
+    proxy = proxy_arch(mqa, ProxyRule(), 128)
+    assert proxy.attention_type == "mqa" and proxy.hidden_size == 128 and proxy.num_heads == 4
+    gqa2 = ArchConfig(hidden_size=1024, num_layers=4, num_heads=16, num_kv_heads=8, intermediate_size=2816)
+    assert proxy_arch(gqa2, ProxyRule(), 128).num_kv_heads == 2  # half the heads, as in the candidate

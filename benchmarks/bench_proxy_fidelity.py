@@ -1,0 +1,157 @@
+"""Fidelity of the default proxy: does it rank candidates as a longer, wider proxy does, inside equal-size groups too?
+
+Candidates come from a preset space: GROUPS groups of GROUP_SIZE shapes at equal non-embedding parameters
+(within +-3%) that differ in depth, width, FFN ratio and kv heads (chosen by farthest-point sampling), plus
+EXTRA shapes of other sizes. Each is scored by
+- the default proxy (nas.proxy defaults: width 128, the default search's last rung budget), seeds 0 and 1;
+- the reference: proxies 2x wider (width 256) trained for 8x the default search's first-rung budget, seed 0
+  (2.7x the default proxy's own budget: 8x it would take about 4 hours of this 2-core machine's time; say so
+  when quoting the figures);
+and the script prints Kendall's tau against the reference, overall and inside each equal-size group, for the
+default proxy, the seed-noise ceiling (seed 0 against seed 1 of the default proxy) and parameter count.
+
+Every run is appended to a JSONL file as it finishes; re-running skips what is there, so the benchmark can
+be stopped and resumed. Run it alone (it times nothing, but it fills both cores for a long while):
+
+    python benchmarks/bench_proxy_fidelity.py --out fidelity.jsonl --lock /work/scratch/bench.lock
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nas.core.arch import ArchConfig
+from nas.latency.predictor import kendall_tau
+from nas.proxy.corpus import load_corpus
+from nas.proxy.scaling import ProxyRule
+from nas.proxy.train import ProxyTrainer, TrainSettings
+from nas.search.proxy import DEFAULT_RUNG_TOKENS
+from nas.spaces import load_space
+
+GROUPS = (110e6, 250e6)  # non-embedding parameters of the equal-size groups
+GROUP_SIZE = 5
+EXTRA = (60e6, 170e6, 400e6)
+TOLERANCE = 0.03
+MAX_LAYERS = 32  # deeper proxies cost too much at the reference budget on a 2-core machine
+
+
+def farthest(points: np.ndarray, k: int) -> list[int]:
+    chosen = [int(np.argmin(points[:, 0]))]
+    while len(chosen) < min(k, len(points)):
+        dist = np.min(np.linalg.norm(points[:, None, :] - points[chosen][None, :, :], axis=2), axis=1)
+        chosen.append(int(np.argmax(dist)))
+    return chosen
+
+
+def candidates(space_name: str) -> list[tuple[str, ArchConfig]]:
+    batch = load_space(space_name).enumerate()
+    batch = batch.subset(np.flatnonzero(batch.columns["num_layers"] <= MAX_LAYERS))
+    c = batch.columns
+    params = np.asarray(batch.num_non_embedding_params, dtype=float)
+    shape = np.column_stack([np.log2(c["num_layers"]), np.log2(c["hidden_size"]),
+                             np.log2(c["num_heads"] // c["num_kv_heads"]), c["intermediate_size"] / c["hidden_size"]])
+    shape = (shape - shape.min(0)) / np.where(np.ptp(shape, 0) > 0, np.ptp(shape, 0), 1)
+    out = []
+    for g, target in enumerate(GROUPS):
+        rows = np.flatnonzero(np.abs(params - target) <= TOLERANCE * target)
+        rows = rows[(c["tie_embeddings"][rows] == 1) & (batch.ffn_kinds[rows] == "swiglu")]
+        for i in farthest(shape[rows], GROUP_SIZE):
+            out.append((f"group{g}", batch.config(int(rows[i]))))
+    for target in EXTRA:
+        rows = np.flatnonzero((np.abs(params - target) <= TOLERANCE * target) & (c["tie_embeddings"] == 1))
+        out.append(("extra", batch.config(int(rows[len(rows) // 2]))))
+    return out
+
+
+def score(arch: ArchConfig, corpus, rule: ProxyRule, tokens: int, seed: int) -> dict:
+    trainer = ProxyTrainer(arch, corpus, rule, TrainSettings(seed=seed))
+    start = time.perf_counter()
+    result = trainer.train_to(tokens)
+    return {"val_bpb": result.val_bpb, "seconds": round(time.perf_counter() - start, 1), "tokens": result.tokens,
+            "proxy": trainer.proxy.short_tag}
+
+
+@contextlib.contextmanager
+def machine_lock(path: str | None):
+    """Hold an exclusive flock on `path` (if given) for one run, so long benchmarks interleave with others'."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", default="subbillion")
+    parser.add_argument("--out", default="fidelity.jsonl")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lock", help="a lock file to hold during each run (others' benchmarks interleave)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    corpus = load_corpus()
+    default_tokens = DEFAULT_RUNG_TOKENS[-1]
+    runs = {"default": (ProxyRule(), default_tokens, 0), "seed1": (ProxyRule(), default_tokens, 1),
+            "reference": (ProxyRule(width=256), 8 * DEFAULT_RUNG_TOKENS[0], 0)}
+    out = Path(args.out)
+    done = {(r["arch_id"], r["run"]) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
+    cands = candidates(args.space)
+    for run, (rule, tokens, seed) in runs.items():
+        for group, arch in cands:
+            if (arch.arch_id, run) in done:
+                continue
+            with machine_lock(args.lock):
+                scored = score(arch, corpus, rule, tokens, seed)
+            row = {"arch_id": arch.arch_id, "shape": arch.short_tag, "group": group, "run": run,
+                   "non_embedding_params": arch.num_non_embedding_params, **scored}
+            with out.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+    report(out)
+
+
+def report(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    table: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        table.setdefault(r["arch_id"], {})[r["run"]] = r
+    complete = {a: t for a, t in table.items() if {"default", "seed1", "reference"} <= set(t)}
+    groups = sorted({t["default"]["group"] for t in complete.values()})
+    print(f"\n{len(complete)} candidates scored by all three runs")
+    print(f"{'set':8} {'n':>3} {'proxy':>7} {'seeds':>7} {'params':>7}  (Kendall tau against the reference)")
+    for name in ["all"] + [g for g in groups if g.startswith("group")]:
+        members = [t for t in complete.values() if name == "all" or t["default"]["group"] == name]
+        if len(members) < 2:
+            continue
+        ref = [-m["reference"]["val_bpb"] for m in members]
+        proxy = [-m["default"]["val_bpb"] for m in members]
+        seed1 = [-m["seed1"]["val_bpb"] for m in members]
+        params = [m["default"]["non_embedding_params"] for m in members]
+        print(f"{name:8} {len(members):>3} {kendall_tau(proxy, ref):>7.3f} {kendall_tau(proxy, seed1):>7.3f} "
+              f"{kendall_tau(params, ref):>7.3f}")
+    spread = [abs(t["default"]["val_bpb"] - t["seed1"]["val_bpb"]) for t in complete.values()]
+    if spread:
+        print(f"seed noise: median |seed0 - seed1| = {np.median(spread):.4f} bits/byte; default proxy time "
+              f"median {np.median([t['default']['seconds'] for t in complete.values()]):.0f} s, reference "
+              f"{np.median([t['reference']['seconds'] for t in complete.values()]):.0f} s per shape")
+    for t in sorted(complete.values(), key=lambda t: (t["default"]["group"], t["default"]["non_embedding_params"])):
+        d = t["default"]
+        print(f"  {d['group']:7} {d['shape']:28} {d['non_embedding_params'] / 1e6:7.1f}M  default {d['val_bpb']:.4f}  "
+              f"seed1 {t['seed1']['val_bpb']:.4f}  reference {t['reference']['val_bpb']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Does one learning rate suit every proxy shape? The best LR of a small sweep, across proxy widths and depths.
+
+For proxies of width 64, 128 and 256 (depth 4) and depth 4, 16 and 32 (width 128), trained for the default
+search's last rung budget, sweep the learning rate over a x2 grid and print the best per shape, under
+muP + CompleteP (nas's default) and under standard parametrisation. The goal: under nas's parametrisation the
+best LR moves by at most one grid step across width and depth.
+
+    python benchmarks/bench_proxy_lr.py --lock /work/scratch/bench.lock
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import math
+
+import torch
+
+from nas.core.arch import ArchConfig
+from nas.proxy.corpus import load_corpus
+from nas.proxy.scaling import ProxyRule
+from nas.proxy.train import ProxyDiverged, ProxyTrainer, TrainSettings
+from nas.search.proxy import DEFAULT_RUNG_TOKENS
+
+# (label, candidate, proxy width): candidates whose proxies differ in width only, or in depth only.
+SHAPES = [
+    ("width 64, L4", ArchConfig(hidden_size=1024, num_layers=4, num_heads=16, intermediate_size=2816), 64),
+    ("width 128, L4", ArchConfig(hidden_size=1024, num_layers=4, num_heads=16, intermediate_size=2816), 128),
+    ("width 256, L4", ArchConfig(hidden_size=1024, num_layers=4, num_heads=16, intermediate_size=2816), 256),
+    ("width 128, L16", ArchConfig(hidden_size=1024, num_layers=16, num_heads=16, intermediate_size=2816), 128),
+    ("width 128, L32", ArchConfig(hidden_size=1024, num_layers=32, num_heads=16, intermediate_size=2816), 128),
+]
+LOG2_LRS = (-12, -11, -10, -9, -8, -7, -6)
+
+
+@contextlib.contextmanager
+def machine_lock(path: str | None):
+    """Hold an exclusive flock on `path` (if given) for one run, so long benchmarks interleave with others'."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=DEFAULT_RUNG_TOKENS[-1])
+    parser.add_argument("--lock", help="a lock file to hold during each run (others' benchmarks interleave)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    corpus = load_corpus()
+    best: dict[tuple[str, str], int] = {}
+    for param in ("completep", "sp"):
+        for label, arch, width in SHAPES:
+            scores = {}
+            for e in LOG2_LRS:
+                rule = ProxyRule(width=width, parametrisation=param)
+                try:
+                    with machine_lock(args.lock):
+                        bpb = ProxyTrainer(arch, corpus, rule, TrainSettings(lr=2.0 ** e)).train_to(args.tokens).val_bpb
+                except ProxyDiverged:
+                    bpb = math.inf
+                scores[e] = bpb
+                print(json.dumps({"param": param, "shape": label, "log2_lr": e, "val_bpb": bpb}), flush=True)
+            best[(param, label)] = min(scores, key=scores.get)
+    print(f"\nbest log2(lr) after {args.tokens:,} tokens (grid step = x2):")
+    print(f"{'proxy':16} {'muP+CompleteP':>14} {'standard':>9}")
+    for label, _, _ in SHAPES:
+        print(f"{label:16} {best[('completep', label)]:>14} {best[('sp', label)]:>9}")
+    for param in ("completep", "sp"):
+        values = [best[(param, label)] for label, _, _ in SHAPES]
+        print(f"{param}: best LR moves by {max(values) - min(values)} grid steps across these shapes")
+
+
+if __name__ == "__main__":
+    main()
