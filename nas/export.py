@@ -36,7 +36,8 @@ from typing import Any
 
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
-from nas.study.read import PICK_TITLES, PICKS, compute_picks, study_pareto_set
+from nas.study.pareto import PICKS
+from nas.study.read import PICK_TITLES, compute_picks, study_pareto_set
 
 FORMATS = ("hf", "litgpt", "nanogpt", "json")
 FILENAMES = {"hf": "config.json", "litgpt": "model_config.yaml", "nanogpt": "train_nas.py", "json": "arch.json"}

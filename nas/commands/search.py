@@ -169,6 +169,7 @@ def _proxy_options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from nas.search import Search, SearchSettings, format_table, pick_rows
+    from nas.search.output import recommend
 
     objectives = args.objectives.split(",") if args.objectives else None
     settings = SearchSettings(
@@ -203,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
 
     data = result_to_json(result)
     data["report"] = str(report_path) if report_path else None
+    final = result.proxy.pareto if result.proxy is not None and result.proxy.pareto else result.pareto
+    final_study = result.proxy.study_name if final is not result.pareto else result.study_name
+    data["recommendation"] = recommend(final, result.meta.targets[0], final_study, args.storage)
     shown = pick_rows(result.pareto, args.show)
     lines = [summary_text(result), "", format_table(shown, list(result.meta.targets))]
     if len(shown) < len(result.pareto):
@@ -216,6 +220,15 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"quality = {_quality_label(result)}; speeds and memory are predicted "
                  f"({', '.join(f'{t} {p}: {s}' for (t, s), p in zip(result.meta.latency_sources.items(), result.meta.precision.values()))})")
     lines.append(f"study {result.study_name!r} saved in {result.storage}")
+    if data["recommendation"]:
+        rec = data["recommendation"]
+        knee = rec["picks"]["knee"]
+        lines += ["", f"recommended for {rec['target']}: {knee['shape']} (trial {knee['trial']} of study "
+                      f"{rec['study']}, arch id {knee['arch_id']}), {knee['why']}"]
+        for name in ("fastest", "best-quality"):
+            pick = rec["picks"][name]
+            lines.append(f"  {name}: {pick['shape']} (trial {pick['trial']})")
+        lines += [f"  export it: {knee['export']}"]
     if report_path:
         lines.append(f"report: {report_path}")
     elif report_note:

@@ -27,8 +27,8 @@ import numpy as np
 from nas.core.errors import NasUserError
 from nas.core.paths import find_predictor
 from nas.study import schema as S
-from nas.study.pareto import Normaliser, pareto_mask, pareto_mask_max, to_minimisation
-from nas.study.read import PICKS, StudyTrials, compute_picks, study_pareto_set
+from nas.study.pareto import PICKS, Normaliser, pareto_mask, pareto_mask_max, to_minimisation
+from nas.study.read import StudyTrials, compute_picks, study_pareto_set
 from nas.study.schema import FOUND_BY_EXACT, TargetFigures
 from nas.targets import load_target
 

@@ -14,7 +14,8 @@ from typing import Sequence
 from nas.core.paths import shipped
 from nas.report import tables
 from nas.report.data import Parity, ReportData
-from nas.study.read import PICK_TITLES, PICKS
+from nas.study.pareto import PICKS
+from nas.study.read import PICK_TITLES
 
 
 def _css() -> str:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from nas.report.data import Front2D, Parity, ProxyRun, ReportData, SearchProgress
-from nas.study.read import PICK_TITLES, PICKS
+from nas.study.pareto import PICKS
+from nas.study.read import PICK_TITLES
 
 DPI = 130
 PANEL_SIZE = (7.6, 5.6)  # inches per target panel

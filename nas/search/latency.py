@@ -41,7 +41,7 @@ from nas.core.errors import NasUserError
 from nas.core.paths import default_storage
 from nas.core.version import __version__
 from nas.latency.registry import load_latency_model
-from nas.search.output import pareto_row
+from nas.search.output import group_twins, pareto_row
 from nas.spaces import ENUMERATION_LIMIT, load_space
 from nas.study import schema as S
 from nas.study.objectives import (
@@ -661,6 +661,7 @@ class LatencyStage:
                     seen.add(t.user_attrs[S.ARCH_ID])
                     rows.append(pareto_row(t, self.objectives))
             rows.sort(key=lambda r: (-r["quality"], r["trial"]))
+            rows = group_twins(rows)
             if exact is not None:
                 searched = [t for t in feasible if t.user_attrs.get(S.FOUND_BY) != FOUND_BY_EXACT]
                 if searched and exact.hypervolume > 0:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any, Sequence
 
 import numpy as np
 
+from nas.core.arch import ArchConfig
 from nas.study import schema as S
+from nas.study.pareto import PICK_REASONS, picks
+from nas.study.read import preference
 from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER
 
 
@@ -73,3 +77,36 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str]) -> str:
 
 def _millions(n: float) -> str:
     return f"{n / 1e6:.1f}M"
+
+
+def group_twins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per group of twins (identical objective values: e.g. the same shape with SwiGLU or gated ReLU,
+    or tied and untied), the member a user would choose (`nas.study.read.preference`) standing for the
+    group; its `twins` lists the others' arch ids. Order kept."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(round(v, 12) for v in row["objectives"].values()), []).append(row)
+    keep = {}
+    for members in groups.values():
+        members.sort(key=lambda r: (preference(ArchConfig.from_dict(r["arch"])), r["trial"]))
+        keep[id(members[0])] = [m["arch_id"] for m in members[1:]]
+    return [{**row, "twins": keep[id(row)]} for row in rows if id(row) in keep]
+
+
+def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str | None) -> dict[str, Any] | None:
+    """The three picks of a Pareto set (`nas.study.pareto.picks`, on decode tokens/s on `target`), with why and
+    the command that exports each."""
+    rows = [r for r in rows if target in r["targets"]]
+    if not rows:
+        return None
+    chosen = picks(list(range(len(rows))), [r["targets"][target]["decode_tokens_per_s"] for r in rows],
+                   [r["quality"] for r in rows])
+    where = [] if storage in (None, "sqlite:///runs/nas.db") else ["--storage", storage]
+    out = {}
+    for name, i in chosen.items():
+        row = rows[i]
+        command = ["nas", "export", *where, "--study", study, "--trial", str(row["trial"]), "--format", "hf",
+                   "--out", f"{study.replace(':', '-')}-{name}"]
+        out[name] = {"trial": row["trial"], "shape": row["shape"], "arch_id": row["arch_id"], "why": PICK_REASONS[name],
+                     "export": shlex.join(command)}
+    return {"target": target, "study": study, "picks": out}

@@ -22,7 +22,7 @@ import numpy as np
 
 from nas.core.errors import NasUserError
 from nas.search.latency import LatencyStage, SearchResult, SearchSettings
-from nas.search.output import pareto_row
+from nas.search.output import group_twins, pareto_row
 from nas.search.proxy import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, open_proxy_study, proxy_objectives
 from nas.search.selection import Candidates, select_shapes
 from nas.study import schema as S
@@ -252,6 +252,7 @@ class Search:
                                                [o.direction for o in meta.objectives]))
             rows = [pareto_row(t, meta.objectives) for t, m in zip(complete, mask) if m]
             rows.sort(key=lambda r: (-r["quality"], r["trial"]))
+            rows = group_twins(rows)
         pruned = [{"trial": t.number, "shape": t.user_attrs.get(S.SHAPE), "arch_id": t.user_attrs.get(S.ARCH_ID),
                    "rung": t.user_attrs.get(S.PRUNED_AT_RUNG), "reason": t.user_attrs.get(S.PRUNE_REASON),
                    "val_bpb": -float(t.user_attrs.get(S.QUALITY, float("nan")))}

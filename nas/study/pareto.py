@@ -156,3 +156,27 @@ def knee_index(xs: Sequence[float], ys: Sequence[float], log: bool = False) -> i
     sign = 1.0 if (dx * (1 - w[a]) - dy * (1 - u[a])) >= 0 else -1.0
     dist = [sign * (dx * (w[i] - w[a]) - dy * (u[i] - u[a])) / norm for i in range(n)]
     return max(range(n), key=lambda i: (round(dist[i], 12), ys[i]))
+
+
+PICKS = ("knee", "fastest", "best-quality")
+PICK_REASONS = {
+    "knee": "the knee: the point of the quality-vs-speed front farthest from the line joining its two ends "
+            "(log axes scaled to 0-1), where a little more speed starts to cost a lot of quality",
+    "fastest": "the fastest shape of the Pareto set",
+    "best-quality": "the best quality of the Pareto set",
+}
+
+
+def picks(keys: Sequence, speeds: Sequence[float], qualities: Sequence[float]) -> dict:
+    """{"knee", "fastest", "best-quality"} -> key, among candidates given by parallel lists (both axes
+    maximised). Ties go to the higher quality, then the earlier key."""
+    n = len(keys)
+    if n == 0:
+        return {}
+    order = range(n)
+    fastest = max(order, key=lambda i: (speeds[i], qualities[i], -i))
+    best = max(order, key=lambda i: (qualities[i], speeds[i], -i))
+    mask = pareto_mask_max([(speeds[i], qualities[i]) for i in order], [True, True])
+    front = sorted((i for i in order if mask[i]), key=lambda i: (speeds[i], i))
+    knee = front[knee_index([speeds[i] for i in front], [qualities[i] for i in front], log=True)]
+    return {"knee": keys[knee], "fastest": keys[fastest], "best-quality": keys[best]}

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from nas.core.errors import NasUserError
-from nas.study.pareto import knee_index, pareto_mask_max
+from nas.study.pareto import pareto_mask_max, picks
 from nas.study.schema import FOUND_BY, FOUND_BY_SAMPLER, STUDY_EXACT, STUDY_META, StudyMeta, TrialRecord
 from nas.study.storage import open_storage
 
-PICKS = ("knee", "fastest", "best-quality")
 PICK_TITLES = {"knee": "knee (recommended)", "fastest": "fastest", "best-quality": "best quality"}
 
 
@@ -115,29 +114,46 @@ def read_study(study) -> StudyTrials:
                        study.user_attrs.get(STUDY_EXACT))
 
 
-def study_pareto_set(trials: StudyTrials) -> tuple[int, ...]:
-    """Trial numbers of the feasible Pareto set on the study's objectives, one per arch_id, by number."""
+def preference(arch) -> tuple:
+    """How a user chooses among twins (shapes with identical objective values, e.g. the same shape with SwiGLU
+    or gated ReLU, tied or untied): tied embeddings (less memory, the small-model norm), then SwiGLU (every
+    trainer builds it), then fewer total parameters. Smaller sorts first."""
+    return (not arch.tie_embeddings, arch.ffn_kind != "swiglu", arch.num_params)
+
+
+def twin_groups(points: Sequence[TrialPoint]) -> dict[int, list[int]]:
+    """Trial number of each twin group's preferred member -> every member's number (itself first)."""
+    groups: dict[tuple, list[TrialPoint]] = {}
+    for p in points:
+        groups.setdefault(tuple(round(v, 12) for v in p.values), []).append(p)
+    out = {}
+    for members in groups.values():
+        members.sort(key=lambda p: (preference(p.record.arch), p.number))
+        out[members[0].number] = [m.number for m in members]
+    return out
+
+
+def study_pareto_set(trials: StudyTrials, twins: dict[int, list[int]] | None = None) -> tuple[int, ...]:
+    """Trial numbers of the feasible Pareto set on the study's objectives, one per arch_id and one per twin
+    group (its preferred member, see `preference`), by number. `twins`, when given, is filled with each kept
+    trial's group."""
     feasible = [p for p in trials.points.values() if p.feasible and len(p.values) == len(trials.directions)]
     mask = pareto_mask_max([p.values for p in feasible], [d == "maximize" for d in trials.directions])
     seen: set[str] = set()
-    out = []
+    unique = []
     for p in sorted((p for p, m in zip(feasible, mask) if m), key=lambda p: p.number):
         if p.arch_id not in seen:
             seen.add(p.arch_id)
-            out.append(p.number)
-    return tuple(out)
+            unique.append(p)
+    groups = twin_groups(unique)
+    if twins is not None:
+        twins.update(groups)
+    return tuple(sorted(groups))
 
 
 def compute_picks(trials: StudyTrials, pareto: Sequence[int], target: str | None = None) -> dict[str, int]:
     """{"knee": n, "fastest": n, "best-quality": n} among the Pareto set, on `target` (default: the first)."""
     target = target or trials.meta.targets[0]
     cands = [trials.points[n] for n in pareto if trials.points[n].speed(target, "decode_tokens_per_s") is not None]
-    if not cands:
-        return {}
-    speed = {p.number: p.speed(target, "decode_tokens_per_s") for p in cands}
-    fastest = max(cands, key=lambda p: (speed[p.number], p.quality, -p.number)).number
-    best = max(cands, key=lambda p: (p.quality, speed[p.number], -p.number)).number
-    mask = pareto_mask_max([(speed[p.number], p.quality) for p in cands], [True, True])
-    front = sorted((p for p, m in zip(cands, mask) if m), key=lambda p: (speed[p.number], p.number))
-    knee = front[knee_index([speed[p.number] for p in front], [p.quality for p in front], log=True)].number
-    return {"knee": knee, "fastest": fastest, "best-quality": best}
+    return picks([p.number for p in cands], [p.speed(target, "decode_tokens_per_s") for p in cands],
+                 [p.quality for p in cands])
