@@ -372,12 +372,12 @@ class LatencyStage:
         except STORAGE_ERRORS as exc:
             raise NasUserError(f"cannot read study storage {self.storage_url!r}: {_first_line(exc)}") from None
         old = StudyMeta.from_user_attrs(study.user_attrs)
-        if old is not None and old.differences(self.meta) and not self.named_by_user:
+        if old is not None and self.meta.differences(old) and not self.named_by_user:
             # The default name holds a study of other settings: these settings get a name of their own (the same
             # one every time, so running them again resumes it) instead of an error.
             base, self.study_name = self.study_name, f"{self.study_name}-{self.meta.digest()}"
             self.named_by_user = True  # one rename at most
-            shown = "; ".join(old.differences(self.meta)[:3])
+            shown = "; ".join(self.meta.differences(old)[:3])
             self.log(f"note: study {base!r} holds a search with other settings ({shown}); this one is study "
                      f"{self.study_name!r}")
             return self._check_existing()

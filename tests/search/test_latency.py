@@ -360,3 +360,19 @@ def test_unwritable_report_dir_is_refused_before_searching(tmp_path, monkeypatch
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "cannot write the report" in err
     assert not (tmp_path / "runs" / "nas.db").exists()  # nothing was searched or stored
+
+
+def test_default_study_name_never_clashes_with_other_settings(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    base = ["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "5", "--no-report",
+            "--no-progress"]
+    assert main(base) == 0
+    assert main(base + ["--params", "1M:4M"]) == 0  # the README tour's second step: no clash, no dicts
+    captured = capsys.readouterr()
+    assert "holds a search with other settings (constraints.max_params: none there, 4,000,000 here" in captured.err
+    import re
+
+    names = re.findall(r"study '([^']+)' saved", captured.out)
+    assert names[0] == "pixel8-tiny" and re.fullmatch(r"pixel8-tiny-[0-9a-f]{8}", names[1])
+    assert main(base + ["--params", "1M:4M"]) == 0  # the same settings resume their own study
+    assert re.findall(r"study '([^']+)' saved", capsys.readouterr().out) == [names[1]]
