@@ -66,7 +66,6 @@ DEFAULT_CONTEXT_LEN = 2048
 DEFAULT_SEED = 0
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take 32-bit seeds
 EXACT_LIMIT = ENUMERATION_LIMIT  # configs; enumeration + prediction stays within seconds and ~1 GB up to here
-EXACT_IDS_KEPT = 200  # arch ids of the exact front kept in study user attrs (keeps attrs small)
 FEASIBILITY_SAMPLE = 2000  # random configs checked when a space is too large to enumerate
 STALL_ASKS = 100  # proposals in a row without a new config before a search stops early
 MAX_ASKS_PER_TRIAL = 5  # proposals per budgeted evaluation before stopping early (random needs ~4 on subbillion)
@@ -114,7 +113,6 @@ class ExactFront:
     def to_user_attrs(self) -> dict[str, Any]:
         return {"space_size": self.space_size, "feasible": self.feasible, "front_size": len(self.arch_ids),
                 "hypervolume": self.hypervolume, "normalisation": self.normaliser.to_dict(),
-                "arch_ids": self.arch_ids[:EXACT_IDS_KEPT], "arch_ids_truncated": len(self.arch_ids) > EXACT_IDS_KEPT,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -439,6 +437,9 @@ class LatencyStage:
                                    f"{_first_line(exc)}") from None
             for key, value in self.meta.to_user_attrs().items():
                 study.set_user_attr(key, value)
+            with warnings.catch_warnings():  # experimental in Optuna; it names the objectives in optuna-dashboard
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([o.label for o in self.objectives])
         if exact is not None:
             study.set_user_attr(S.STUDY_EXACT, exact.to_user_attrs())
         return study

@@ -106,7 +106,7 @@ STUDY_ATTRS: dict[str, str] = {
     STUDY_META: "StudyMeta: space, targets, precision, lengths, objectives, constraints, latency sources; a "
                 "resumed search must match its identity()",
     STUDY_EXACT: "the exact stage's summary: space size, feasible configs, front size, hypervolume, the "
-                 "normalisation it was measured in, and how many front members were added as trials",
+                 "normalisation it was measured in (no per-shape lists: the front's members are trials)",
     STUDY_SEARCH: "the last run's summary: counted trials, Optuna trials, Pareto-set size, the sampler's share "
                   "of the exact hypervolume, sampler and seed",
     STUDY_LATENCY_DONE: "set when the latency stage finished its budget; workers of the proxy stage wait for it",
