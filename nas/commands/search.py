@@ -120,6 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///runs/nas.db), a journal file "
                                           "ending in .log, or :memory:")
     parser.add_argument("--study", help="study name (default <targets>-<space>); the same name resumes")
+    parser.add_argument("--trainer", choices=("hf", "litgpt", "nanogpt"),
+                        help="only shapes this trainer can build (nas export's formats; says how many it removes)")
     parser.add_argument("--no-exact", dest="exact", action="store_false",
                         help="do not enumerate the space for the exact front")
     parser.add_argument("--no-report", dest="report", action="store_false", help="do not write the report")
@@ -177,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         context_len=args.context_len, precision=args.precision, objectives=objectives,
         multi_target=args.multi_target, max_memory_mb=args.max_memory_mb, min_decode_tps=args.min_decode_tps,
         max_ttft_ms=args.max_ttft_ms, params=args.params, sampler=args.sampler, population=args.population,
-        seed=args.seed, storage=args.storage, study=args.study, exact=args.exact,
+        seed=args.seed, storage=args.storage, study=args.study, exact=args.exact, trainer=args.trainer,
     )
     proxy = _proxy_options(args)
     if proxy is not None:

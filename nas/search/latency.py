@@ -39,6 +39,7 @@ import numpy as np
 from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
 from nas.core.paths import default_storage
+from nas.core.trainers import RULES, buildable, check_trainer, missing
 from nas.core.version import __version__
 from nas.latency.registry import load_latency_model
 from nas.search.output import group_twins, pareto_row
@@ -93,6 +94,7 @@ class SearchSettings:
     storage: str | None = None  # None: nas.paths.default_storage()
     study: str | None = None  # None: "<targets>-<space>"
     exact: bool = True
+    trainer: str | None = None  # only shapes this trainer can build (nas.core.trainers)
 
 
 @dataclass
@@ -176,6 +178,7 @@ class LatencyStage:
         else:
             memory = {name: t.memory_budget_bytes / 2**20 for name, t in zip(self.target_names, self.targets.values())
                       if t.memory_budget_bytes}
+        check_trainer(s.trainer)
         self.constraints = Constraints(memory, s.min_decode_tps, s.max_ttft_ms, lo, hi)
         self.constraint_names = self.constraints.names(self.target_names)
         self.storage_url = s.storage or default_storage()
@@ -184,7 +187,7 @@ class LatencyStage:
         self.meta = StudyMeta(
             space=self.space.name, space_fingerprint=self.space.fingerprint, targets=self.target_names,
             precision=dict(self.precisions), prompt_len=s.prompt_len, context_len=s.context_len,
-            objectives=self.objectives, constraints=self.constraints.to_dict(),
+            objectives=self.objectives, constraints={**self.constraints.to_dict(), "trainer": s.trainer},
             latency_sources={t: m.source for t, m in self.models.items()}, nas_version=__version__,
         )
         self.stop_reason: str | None = None  # why a run ended before its budget, if it did
@@ -211,6 +214,9 @@ class LatencyStage:
         names, matrix = self.constraints.evaluate(figs)
         violations = list(self.constraints.violations(figs, 0))
         space_violations = list(self.space.check(arch))
+        if self.settings.trainer:
+            needs = missing(arch, self.settings.trainer)
+            space_violations += [f"{self.settings.trainer} cannot build it: it needs {n}" for n in needs]
         violations += space_violations
         constraint_values = {n: float(matrix[0, j]) for j, n in enumerate(names)}
         constraint_values["space"] = self._space_violation(arch, space_violations)
@@ -282,6 +288,17 @@ class LatencyStage:
             return None
         t0 = time.perf_counter()
         batch = self.space.enumerate()
+        space_rows = np.arange(len(batch))  # row in the space's enumeration of each row of `batch`
+        if self.settings.trainer:
+            keep = buildable(batch, self.settings.trainer)
+            self.log(f"--trainer {self.settings.trainer}: {int((~keep).sum()):,} of {len(batch):,} shapes of the space "
+                     f"are ones it cannot build ({'; '.join(r[0] for r in RULES[self.settings.trainer])}); "
+                     "searching the rest")
+            if not keep.any():
+                raise NasUserError(f"--trainer {self.settings.trainer} can build no shape of space {self.space.name!r}")
+            space_rows = np.flatnonzero(keep)
+            batch = batch.subset(space_rows)
+            size = len(batch)
         figs = self.figures(batch)
         names, matrix = self.constraints.evaluate(figs)
         feasible = np.all(matrix <= 0, axis=1) if matrix.shape[1] else np.ones(len(batch), dtype=bool)
@@ -299,7 +316,7 @@ class LatencyStage:
         front, front_values = front[order], front_values[order]
         configs = [batch.config(int(i)) for i in front]
         front_figs = self.figures(batch.subset(front))
-        params = [self.space.values_of(int(i)) for i in front]
+        params = [self.space.values_of(int(space_rows[i])) for i in front]
         hv = normaliser.hypervolume(to_minimisation(front_values, self.directions))
         return ExactFront(space_size=size, feasible=int(feasible.sum()), arch_ids=[c.arch_id for c in configs],
                           values=front_values, normaliser=normaliser, hypervolume=hv, configs=configs,
