@@ -73,5 +73,6 @@ def build_report(storage: str, study_name: str, out_dir: Path) -> Path:
         data.runs = proxy_runs(proxy)
         proxy_trials = read_study(proxy)
         if proxy_trials.points:
-            data.proxy = compute_report(proxy_trials, with_parity=False)
+            data.proxy = compute_report(proxy_trials, with_parity=False, with_landmarks=False)
+            data.proxy.landmarks = data.landmarks
     return render_report(data, out_dir, storage=None if storage == default_storage() else storage)

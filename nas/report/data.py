@@ -24,8 +24,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
-from nas.core.paths import find_predictor
+from nas.core.paths import find_predictor, shipped
+from nas.core.userfiles import read_toml
+from nas.latency.registry import load_latency_model
 from nas.study import schema as S
 from nas.study.pareto import PICKS, Normaliser, pareto_mask, pareto_mask_max, to_minimisation
 from nas.study.read import StudyTrials, compute_picks, study_pareto_set
@@ -147,6 +150,54 @@ class ParityPhase:
     within_5_pct: float | None  # percent of held-out points
     within_10_pct: float | None
     kendall_tau: float | None
+
+
+# ----------------------------------------------------------------------------------------------- landmarks
+LANDMARK_FIELDS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
+                   "ffn_kind", "tie_embeddings", "qkv_bias")
+
+
+@dataclass(frozen=True)
+class Landmark:
+    """A published model placed on the plots: its shape and nas's predicted figures for it on each target."""
+
+    name: str
+    arch: ArchConfig
+    figures: dict[str, TargetFigures]
+    source: str
+
+    def speed(self, target: str, metric: str) -> float | None:
+        fig = self.figures.get(target)
+        return None if fig is None else float(getattr(fig, metric))
+
+
+def load_landmarks(path: Path | None = None) -> list[tuple[str, ArchConfig, str]]:
+    """(name, ArchConfig, source) of every landmark in reports/landmarks.toml (or `path`)."""
+    toml = read_toml(path or shipped("reports") / "landmarks.toml", "landmarks file")
+    out = []
+    for i, entry in enumerate(toml.data.get("landmark", [])):
+        toml.keys(entry, f"landmark.{i}", {"name", "source", *LANDMARK_FIELDS}, {"name", "source", *LANDMARK_FIELDS})
+        out.append((entry["name"], ArchConfig.from_dict({k: entry[k] for k in LANDMARK_FIELDS}), entry["source"]))
+    return out
+
+
+def landmark_figures(meta) -> list[Landmark]:
+    """The landmarks with the figures the study's own latency models predict for them (what `nas predict`
+    prints for the same shape, target, precision and lengths)."""
+    models = {t: load_latency_model(t, meta.precision.get(t)) for t in meta.targets}
+    out = []
+    for name, arch, source in load_landmarks():
+        arch = arch.replace(max_seq_len=max(arch.max_seq_len, meta.context_len + 1, meta.prompt_len))
+        batch = ArchBatch.from_configs([arch])
+        figures = {}
+        for target, model in models.items():
+            pred = model.predict(batch, meta.prompt_len, meta.context_len)
+            figures[target] = TargetFigures(
+                prefill_ms=float(pred["prefill_ms"][0]), decode_ms=float(pred["decode_ms"][0]),
+                memory_mb=arch.memory_bytes(model.precision, meta.prompt_len, meta.context_len) / 2**20,
+                latency_source=model.source, prompt_len=meta.prompt_len)
+        out.append(Landmark(name, arch, figures, source))
+    return out
 
 
 @dataclass(frozen=True)
@@ -350,6 +401,7 @@ class ReportData:
     quality_label: str
     quality_scale: float
     notes: list[str] = field(default_factory=list)
+    landmarks: list[Landmark] = field(default_factory=list)
     proxy: "ReportData | None" = None  # the proxy stage's report data, when the study has a proxy stage
     runs: list[ProxyRun] = field(default_factory=list)  # the proxy stage's trainings
 
@@ -358,7 +410,7 @@ class ReportData:
         return self.trials.meta.targets[0]
 
 
-def compute_report(trials: StudyTrials, with_parity: bool = True) -> ReportData:
+def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks: bool = True) -> ReportData:
     if not trials.points:
         states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(trials.states.items())) or "no trials"
         raise NasUserError(f"study {trials.name!r} has no complete nas trials to report ({states})")
@@ -381,4 +433,5 @@ def compute_report(trials: StudyTrials, with_parity: bool = True) -> ReportData:
     if trials.unrecorded:
         notes.append(f"{trials.unrecorded} complete trial(s) carry no nas record and are left out.")
     return ReportData(trials, pareto, picks, fronts, progress, parity, table_columns(trials),
-                      table_rows(trials, pareto, picks), label, scale, notes)
+                      table_rows(trials, pareto, picks), label, scale, notes,
+                      landmark_figures(trials.meta) if with_landmarks else [])

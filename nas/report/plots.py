@@ -103,7 +103,7 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
         fx, fy = cols(front.front)
         ax.plot(fx, fy, "-o", color=FRONT_COLOR, lw=2.0, ms=5.5, zorder=4)
         handles.append(Line2D([], [], color=FRONT_COLOR, marker="o", lw=2.0,
-                              label=f"Pareto front on this panel ({len(front.front)})"))
+                              label=f"Pareto front on this panel ({len(set(zip(fx, fy)))} points)"))
 
     for name in PICKS:
         n = data.picks.get(name)
@@ -113,6 +113,9 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
             handles.append(Line2D([], [], linestyle="", marker=style["marker"], markersize=13 if name == "knee" else 9,
                                   markerfacecolor=style["facecolor"], markeredgecolor=style["edgecolor"],
                                   markeredgewidth=style["linewidths"], label=f"{PICK_TITLES[name]}: #{n}"))
+    marks = _draw_landmarks(ax, front, data, q)
+    if marks:
+        handles.append(marks)
     _scale_axis(ax, "x", [v[0] for v in xy.values()])
     _scale_axis(ax, "y", [v[1] for v in xy.values()])
     if q < 0:  # a loss (lower is better) shown as itself: flip the axis so that up is still better
@@ -129,6 +132,30 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
               frameon=False)
     if not xy:
         ax.text(0.5, 0.5, "no trial has figures for this target", transform=ax.transAxes, ha="center")
+
+
+def _draw_landmarks(ax, front: Front2D, data: ReportData, q: float):
+    """Published models at their predicted speed: a diamond at their parameter count on a parameter-count
+    plot; on a proxy-quality plot (they were not trained) a dashed vertical line at their speed."""
+    from matplotlib.lines import Line2D
+
+    shown = [(lm, lm.speed(front.target, front.metric)) for lm in data.landmarks]
+    shown = [(lm, x) for lm, x in shown if x is not None and math.isfinite(x)]
+    if not shown:
+        return None
+    for lm, x in shown:
+        if q > 0:
+            y = lm.arch.num_non_embedding_params * q
+            ax.scatter([x], [y], marker="D", s=42, facecolor="white", edgecolor="black", linewidths=1.2, zorder=6)
+            ax.annotate(lm.name, (x, y), xytext=(5, -10), textcoords="offset points", fontsize=7.5, color="#222")
+        else:
+            ax.axvline(x, color="#555555", lw=0.9, ls="--", alpha=0.7, zorder=1)
+            ax.annotate(lm.name, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -4),
+                        textcoords="offset points", rotation=90, va="top", fontsize=7, color="#444")
+    if q > 0:
+        return Line2D([], [], linestyle="", marker="D", markerfacecolor="white", markeredgecolor="black",
+                      label="published models (predicted speed)")
+    return Line2D([], [], color="#555555", ls="--", label="published models' predicted speed (not trained)")
 
 
 def _scale_axis(ax, which: str, values: Sequence[float]) -> None:

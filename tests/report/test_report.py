@@ -247,3 +247,31 @@ def test_nas_report_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_landmarks_are_predicted_as_nas_predict_predicts_them(tmp_path, capsys):
+    import json
+
+    from nas.cli import main
+    from nas.report.data import landmark_figures, load_landmarks
+    from nas.study.schema import Objective, StudyMeta
+
+    meta = StudyMeta(space="test", space_fingerprint="0", targets=("pixel8", "rpi5"),
+                     precision={"pixel8": "int4", "rpi5": "int4"}, prompt_len=256, context_len=1024,
+                     objectives=(Objective("quality", "maximize"),), constraints={}, latency_sources={},
+                     nas_version="0")
+    landmarks = landmark_figures(meta)
+    assert {lm.name for lm in landmarks} >= {"MobileLLM-125M", "SmolLM2-360M", "Qwen2.5-0.5B", "Llama-3.2-1B"}
+    assert len(landmarks) == len(load_landmarks())
+    for lm in landmarks[:3]:
+        path = tmp_path / f"{lm.name}.json"
+        path.write_text(lm.arch.to_json())
+        capsys.readouterr()
+        assert main(["predict", "--target", "pixel8", "--target", "rpi5", str(path), "--prompt-len", "256",
+                     "--context-len", "1024", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        rows = out["targets"] if isinstance(out, dict) and "targets" in out else out
+        for row in (rows.values() if isinstance(rows, dict) else rows):
+            target = row["target"]
+            assert row["decode_ms"] == pytest.approx(lm.figures[target].decode_ms, rel=1e-9)
+            assert row["prefill_ms"] == pytest.approx(lm.figures[target].prefill_ms, rel=1e-9)
