@@ -432,6 +432,11 @@ def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks
                      "and nothing to recommend. Loosen the constraints or widen the search space.")
     if trials.unrecorded:
         notes.append(f"{trials.unrecorded} complete trial(s) carry no nas record and are left out.")
+    landmarks = []
+    if with_landmarks:
+        try:
+            landmarks = landmark_figures(trials.meta)
+        except NasUserError as exc:  # a target's latency model is gone or broken since the search: say so
+            notes.append(f"Published models are not drawn: {exc}")
     return ReportData(trials, pareto, picks, fronts, progress, parity, table_columns(trials),
-                      table_rows(trials, pareto, picks), label, scale, notes,
-                      landmark_figures(trials.meta) if with_landmarks else [])
+                      table_rows(trials, pareto, picks), label, scale, notes, landmarks)

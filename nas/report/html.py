@@ -105,11 +105,12 @@ def _proxy_section(data: ReportData, images: Sequence[Path]) -> str:
 {html.escape(', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items())))}.
 The front below ranks them by held-out bits per byte of the proxy against device speed.</p>
 {figures}
-<h3>Proxy Pareto set ({len(proxy.rows)} shapes)</h3>
+<details open><summary>Proxy Pareto set ({len(proxy.rows)} shapes)</summary>
 <div class="scroll">{tables.to_html(proxy.columns, proxy.rows)}</div>
 <p class="note">Also as <a href="proxy_pareto.csv">CSV</a> and <a href="proxy_pareto.md">Markdown</a>.</p>
-<h3>Stopped early or failed</h3>
-<ul class="note">{stopped or "<li>none</li>"}</ul>
+</details>
+<details><summary>Stopped early or failed ({sum(1 for r in data.runs if r.state in ("PRUNED", "FAIL"))})</summary>
+<ul class="note">{stopped or "<li>none</li>"}</ul></details>
 """
 
 
@@ -146,20 +147,21 @@ Objectives: {html.escape(objectives)} · prompt {meta.prompt_len} tokens, contex
 <h2>Recommended shapes (picked on {html.escape(data.first_target)}{pick_source})</h2>
 {_cards(data.proxy or data, storage)}
 {_proxy_section(data, proxy_images)}
-<h2>{"Parameter-count fronts (latency stage, for comparison)" if data.proxy else "Pareto fronts"}</h2>
-{figures}
+<details{"" if data.proxy else " open"}><summary>{"Parameter-count fronts (latency stage, for comparison)"
+    if data.proxy else "Pareto fronts"}</summary>
+<div class="figures">{figures}</div></details>
 
-<h2>Pareto set ({len(data.rows)} shapes)</h2>
+<details><summary>Pareto set of the latency stage ({len(data.rows)} shapes)</summary>
 <div class="scroll">{tables.to_html(data.columns, data.rows)}</div>
-<p class="note">Also as <a href="pareto.csv">CSV</a> and <a href="pareto.md">Markdown</a>.</p>
+<p class="note">Also as <a href="pareto.csv">CSV</a> and <a href="pareto.md">Markdown</a>.</p></details>
 
-<h2>Search progress</h2>
-{_img(hv_image, "Hypervolume history per target")}
+<details><summary>Search progress</summary>
+{_img(hv_image, "Hypervolume of the sampler's trials, as a share of the exact front's")}</details>
 
-<h2>Latency predictor accuracy</h2>
-{_parity_section(data, parity_images)}
+<details><summary>Latency predictor accuracy</summary>
+{_parity_section(data, parity_images)}</details>
 
-<h2>How to read this</h2>
+<details><summary>How to read this</summary>
 <ul class="note">
 <li>Up and right is better: more quality, more tokens per second. Faint grey dots are dominated shapes,
 faint red crosses break a constraint.</li>
@@ -168,10 +170,10 @@ Each panel's front line is the same idea on that panel's two axes only.</li>
 <li><b>Picks</b> (on {html.escape(data.first_target)}): <i>fastest</i> has the highest decode tokens/s,
 <i>best quality</i> the highest quality, and the <i>knee</i> is the point of their quality-vs-decode front
 (both axes scaled to 0–1) farthest from the line joining its two ends: the best trade.</li>
-<li>Hypervolume: share of the normalised quality × decode-speed square dominated by the front so far.</li>
+<li>Search progress: the hypervolume of the feasible shapes the sampler found, over the study's objectives, as a share of the exact front's (the same figure `nas search` prints); the star marks where the exact front's remaining members were added.</li>
 <li>Latency "analytic, uncalibrated" is a roofline estimate from the device's spec sheet, not a measurement.</li>
 {notes}
-</ul>
+</ul></details>
 <p class="note">Files: {file_links}</p>
 </body></html>
 """
