@@ -50,7 +50,7 @@ def _cards(data: ReportData, storage: str | None) -> str:
         fig = p.record.figures.get(t)
         also = [k for k, v in data.picks.items() if v == n and k != name]
         cmd = ["nas", "export", "--study", data.trials.name, "--trial", str(n), "--format", "hf",
-               "--out", f"{data.trials.name}-trial{n}"]
+               "--out", f"{data.trials.name.replace(':', '-')}-trial{n}"]
         if storage:
             cmd[4:4] = ["--storage", storage]
         items = [
