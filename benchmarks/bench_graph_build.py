@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.latency.graphs import PHASES, PRECISIONS, build_graph  # noqa: E402
 from nas.core.arch import ArchConfig  # noqa: E402
+from nas.latency.graphs import PHASES, PRECISIONS, build_graph  # noqa: E402
 
 # Llama-2 tokenizer (32k), tied embeddings, as small on-device models ship.
 SIZES = {

@@ -19,14 +19,13 @@ be stopped and resumed. Run it alone (it times nothing, but it fills both cores 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _lock import machine_lock
 
 from nas.core.arch import ArchConfig
 from nas.latency.predictor import kendall_tau
@@ -77,20 +76,6 @@ def score(arch: ArchConfig, corpus, rule: ProxyRule, tokens: int, seed: int) -> 
     result = trainer.train_to(tokens)
     return {"val_bpb": result.val_bpb, "seconds": round(time.perf_counter() - start, 1), "tokens": result.tokens,
             "proxy": trainer.proxy.short_tag}
-
-
-@contextlib.contextmanager
-def machine_lock(path: str | None):
-    """Hold an exclusive flock on `path` (if given) for one run, so long benchmarks interleave with others'."""
-    if not path:
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def main() -> None:

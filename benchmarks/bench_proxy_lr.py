@@ -11,12 +11,11 @@ best LR moves by at most one grid step across width and depth.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import math
 
 import torch
+from _lock import machine_lock
 
 from nas.core.arch import ArchConfig
 from nas.proxy.corpus import load_corpus
@@ -33,20 +32,6 @@ SHAPES = [
     ("width 128, L32", ArchConfig(hidden_size=1024, num_layers=32, num_heads=16, intermediate_size=2816), 128),
 ]
 LOG2_LRS = (-12, -11, -10, -9, -8, -7, -6)
-
-
-@contextlib.contextmanager
-def machine_lock(path: str | None):
-    """Hold an exclusive flock on `path` (if given) for one run, so long benchmarks interleave with others'."""
-    if not path:
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def main() -> None:

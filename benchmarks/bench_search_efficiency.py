@@ -48,8 +48,8 @@ def main(argv=None) -> int:
     from optuna.trial import TrialState
 
     import nas.search
-    from nas.study.objectives import to_minimisation
     from nas.search import Search, SearchSettings
+    from nas.study.objectives import to_minimisation
 
     # Measure the samplers, not nas search's stop rule for samplers that keep proposing rejected shapes
     # (random proposes ~55% invalid or out-of-range shapes in this space).
