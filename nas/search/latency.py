@@ -189,6 +189,7 @@ class LatencyStage:
             precision=dict(self.precisions), prompt_len=s.prompt_len, context_len=s.context_len,
             objectives=self.objectives, constraints={**self.constraints.to_dict(), "trainer": s.trainer},
             latency_sources={t: m.source for t, m in self.models.items()}, nas_version=__version__,
+            latency_errors={t: m.error_band() for t, m in self.models.items()},
         )
         self.stop_reason: str | None = None  # why a run ended before its budget, if it did
         self._feasible = None  # (batch, figures, feasible rows) of an enumerated space, after exact_front()

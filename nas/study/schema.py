@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from nas.core.arch import ArchConfig
@@ -103,8 +103,8 @@ STUDY_PROXY_PLAN = "nas_proxy_plan"
 
 STUDY_ATTRS: dict[str, str] = {
     STUDY_SCHEMA: "version of this schema the study was created with (SCHEMA_VERSION)",
-    STUDY_META: "StudyMeta: space, targets, precision, lengths, objectives, constraints, latency sources; a "
-                "resumed search must match its identity()",
+    STUDY_META: "StudyMeta: space, targets, precision, lengths, objectives, constraints, latency sources and "
+                "their error bands; a resumed search must match its identity()",
     STUDY_EXACT: "the exact stage's summary: space size, feasible configs, front size, hypervolume, the "
                  "normalisation it was measured in (no per-shape lists: the front's members are trials)",
     STUDY_SEARCH: "the last run's summary: counted trials, Optuna trials, Pareto-set size, the sampler's share "
@@ -230,6 +230,7 @@ class StudyMeta:
     latency_sources: dict[str, str]
     nas_version: str
     proxy: dict[str, Any] | None = None  # the proxy study's training settings (ProxyOptions.identity)
+    latency_errors: dict[str, Any] = field(default_factory=dict)  # target -> LatencyModel.error_band()
 
     def to_user_attrs(self) -> dict[str, Any]:
         data = asdict(self)
