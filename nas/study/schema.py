@@ -12,6 +12,7 @@ accounting and per-target predicted figures) plus how the search came by the tri
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -285,3 +286,28 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "none"
     return str(value)
+
+
+# Optuna 5 stores each constraint as its own system attr, "constraints:<name>" (Trial.set_constraint);
+# optuna-dashboard (0.21) still reads only the older list under "constraints", and without it counts infeasible
+# trials among its best trials and draws them as feasible. Stored trials carry both.
+CONSTRAINTS_PREFIX = "constraints:"
+LEGACY_CONSTRAINTS = "constraints"
+
+
+def named_constraints(system_attrs: Mapping[str, Any]) -> dict[str, float]:
+    """The named constraint values of a trial (not the legacy list's positional copies)."""
+    return {k[len(CONSTRAINTS_PREFIX):]: v for k, v in system_attrs.items()
+            if k.startswith(CONSTRAINTS_PREFIX) and not k[len(CONSTRAINTS_PREFIX):].isdigit()}
+
+
+def with_constraint_list(trial):
+    """A copy of a FrozenTrial whose system attrs also hold its named constraints as the legacy list (names
+    sorted), so optuna-dashboard's Pareto front and best trials see which trials are infeasible."""
+    named = named_constraints(trial.system_attrs)
+    if not named:
+        return trial
+    out = copy.copy(trial)
+    out.system_attrs = {**trial.system_attrs, LEGACY_CONSTRAINTS: [float(named[k]) for k in sorted(named)]}
+    return out
+
