@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
 
 TRAINERS = ("hf", "litgpt", "nanogpt")
@@ -65,8 +66,6 @@ def buildable(batch, trainer: str) -> np.ndarray:
 
 def missing(arch, trainer: str) -> list[str]:
     """What `trainer` needs that `arch` lacks ([] when it can build it)."""
-    from nas.core.arch import ArchBatch
-
     check_trainer(trainer)
     cols = _columns(ArchBatch.from_configs([arch]))
     return [text for text, rule in RULES[trainer] if not bool(np.asarray(rule(cols))[0])]

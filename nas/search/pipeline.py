@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nas.core.errors import NasUserError
+from nas.proxy.corpus import load_corpus
 from nas.search.latency import LatencyStage, SearchResult, SearchSettings
 from nas.search.output import group_twins, pareto_row
 from nas.search.proxy import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, open_proxy_study, proxy_objectives
@@ -152,8 +153,6 @@ class Search:
         return self.latency.study_name
 
     def proxy_meta(self) -> StudyMeta:
-        from nas.proxy.corpus import load_corpus
-
         meta = self.latency.meta
         corpus = load_corpus(self.proxy_options.data)
         return StudyMeta(**{**meta.__dict__, "objectives": proxy_objectives(meta.objectives),
