@@ -21,6 +21,11 @@ target's measurements file are reused), hold out --holdout whole architectures, 
 With --measurements FILE...: use those rows instead (e.g. from the profiling bundle run on a phone); the
 target then reports "calibrated" latencies.
 
+Rows measured on graphs of another graph-builder version (or, on this host, with another onnxruntime or
+onnxruntime-genai) are not fitted on: the count and reason are printed; a file with no other rows is refused.
+The saved predictor records the graph-builder, feature-formula, onnxruntime(-genai) versions, provider and
+threads, and is refused on use when the graph builder or feature formulas have changed since.
+
 Printed per phase: MAPE, share within +-5% and +-10%, Kendall tau and n of the fitted predictor on the
 held-out configs, beside a FLOPs-only and a params-only linear model fitted on the same rows and the
 analytic roofline, and the run-to-run spread of the measurements (the floor no predictor can beat).
@@ -187,9 +192,12 @@ def run(args: argparse.Namespace) -> int:
                                    seed=args.seed)
     summary = cal.summary(predictor)
     summary["measurement_source"] = source
+    summary["skipped_rows"] = rows.skipped
     if plan:
         summary["plan"] = plan
     text = cal.format_summary(summary)
+    if rows.skipped:
+        text = rows.skipped_text() + "\n" + text
     if threads == host_threads(target):
         path = predictor_path(target.name, provider, precision)
         predictor.save(path)
