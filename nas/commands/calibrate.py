@@ -141,7 +141,10 @@ def _measure_here(args, target, precision: str, provider: str, threads: int) -> 
         return [], plan
     rows = profile_configs(target, configs, settings, out_path, progress=not args.json and sys.stderr.isatty())
     plan.update(measured_now=rows.measured, reused=rows.skipped, failed=rows.failed, out_of_range=rows.out_of_range,
-                reused_other_protocol=rows.other_protocol)
+                reused_other_protocol=rows.other_protocol, not_reused_stale=rows.stale)
+    if rows.stale:
+        _log(args, f"{rows.stale} row(s) in {out_path} are of other graphs or another runtime and were not reused "
+                   f"({'; '.join(f'{n}: {why}' for why, n in rows.stale_reasons.items())})")
     if rows.other_protocol:
         _log(args, f"{rows.other_protocol} reused row(s) were measured with another protocol (e.g. one session); "
                    f"move {out_path} away to measure everything with this one")

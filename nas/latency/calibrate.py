@@ -69,8 +69,9 @@ def select_rows(rows: Sequence[Mapping[str, Any]], *, target: str, precision: st
     # of another onnxruntime (-genai). A file with nothing left is one line; otherwise the skipped rows are counted.
     skipped: dict[str, int] = {}
     kept = []
+    genai = prov.genai_version() if ort_version is not None else ...
     for r in chosen:
-        reason = prov.stale_reason(r, ort_version, prov.genai_version() if ort_version is not None else ...)
+        reason = prov.stale_reason(r, ort_version, genai)
         if reason is None:
             kept.append(r)
         else:
