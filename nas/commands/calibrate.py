@@ -38,8 +38,9 @@ Examples:
 
 
 # Defaults of `nas calibrate --target host-cpu`: the measuring commands' protocol and lengths
-# (nas.latency.measure.Protocol, nas.latency.profile), on 64 configs (30 held out + 34 fitted), sized to
-# finish within ~15 minutes on a 2-core machine; `--dry-run` prints the estimate for any plan.
+# (nas.latency.measure.Protocol, nas.latency.profile), on 64 configs (30 held out + 34 fitted), meant to
+# finish within ~15 minutes on a 2-core machine (not yet shown with the search's own lengths: see README
+# status); `--dry-run` prints the estimate for any plan.
 MIN_FIT_CONFIGS = 2  # architectures a predictor needs to be fitted on at all
 
 HOST_DEFAULTS = {
