@@ -12,6 +12,7 @@ from nas.core.arch import ArchBatch, ArchConfig
 from nas.latency import features as F
 from nas.latency.measure import Protocol, summarize
 from nas.latency.profile import ProfileSettings, make_row
+from nas.latency.provenance import GRAPH_BUILDER_VERSION
 from nas.spaces import load_space
 from nas.study.schema import Objective, StudyMeta, TargetFigures, TrialRecord
 
@@ -146,7 +147,8 @@ def make_study(storage, name: str, n_trials: int = 60, targets=("pixel8",), seed
 
 
 # ----------------------------------------------------------------------------------------------- device rows
-DEVICE_ENV = {"ort_version": "1.20.0", "cpu_model": "Tensor G3", "nas_version": "0.1.0"}
+DEVICE_ENV = {"ort_version": "1.20.0", "cpu_model": "Tensor G3", "nas_version": "0.1.0",
+              "graph_builder": GRAPH_BUILDER_VERSION}
 DEVICE_RATES = {"prefill": {"one": 1.0, "layers": 0.2, "linear_gflop": 8.0, "score_melems": 0.05,
                             "streamed_weight_mb": 0.002},
                 "decode": {"one": 0.5, "layers": 0.1, "streamed_weight_mb": 0.02, "kv_mb": 0.05}}

@@ -271,3 +271,17 @@ def test_nas_spaces_show_a_huge_space(tmp_path, capsys):
     assert main(["spaces", "show", str(path)]) == 0
     out = capsys.readouterr().out
     assert "size:        > 2,000,000 valid configs" in out and "too large to enumerate" in out
+
+
+def test_default_lengths_fit_every_preset_and_are_measured_by_default():
+    """Decode at context C is C cached tokens plus the new one (C + 1 positions): the presets' max_seq_len holds
+    the search's default lengths, and the measuring commands' default lengths include them."""
+    from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS
+    from nas.latency.profile import fits_context
+    from nas.search import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN
+
+    assert DEFAULT_PROMPT_LEN in DEFAULT_PROMPT_LENS and DEFAULT_CONTEXT_LEN in DEFAULT_CONTEXT_LENS
+    for name in ("subbillion", "phonelm", "mobilellm", "hostcal"):
+        for arch in load_space(name).sample(20, seed=0):
+            assert fits_context(arch, "prefill", max(DEFAULT_PROMPT_LENS)), name
+            assert fits_context(arch, "decode", max(DEFAULT_CONTEXT_LENS)), name

@@ -21,6 +21,11 @@ target's measurements file are reused), hold out --holdout whole architectures, 
 With --measurements FILE...: use those rows instead (e.g. from the profiling bundle run on a phone); the
 target then reports "calibrated" latencies.
 
+Rows measured on graphs of another graph-builder version (or, on this host, with another onnxruntime or
+onnxruntime-genai) are not fitted on: the count and reason are printed; a file with no other rows is refused.
+The saved predictor records the graph-builder, feature-formula, onnxruntime(-genai) versions, provider and
+threads, and is refused on use when the graph builder or feature formulas have changed since.
+
 Printed per phase: MAPE, share within +-5% and +-10%, Kendall tau and n of the fitted predictor on the
 held-out configs, beside a FLOPs-only and a params-only linear model fitted on the same rows and the
 analytic roofline, and the run-to-run spread of the measurements (the floor no predictor can beat).
@@ -33,8 +38,9 @@ Examples:
 
 
 # Defaults of `nas calibrate --target host-cpu`: the measuring commands' protocol and lengths
-# (nas.latency.measure.Protocol, nas.latency.profile), on 64 configs (30 held out + 34 fitted), sized to
-# finish within ~15 minutes on a 2-core machine; `--dry-run` prints the estimate for any plan.
+# (nas.latency.measure.Protocol, nas.latency.profile), on 64 configs (30 held out + 34 fitted), meant to
+# finish within ~15 minutes on a 2-core machine (not yet shown with the search's own lengths: see README
+# status); `--dry-run` prints the estimate for any plan.
 MIN_FIT_CONFIGS = 2  # architectures a predictor needs to be fitted on at all
 
 HOST_DEFAULTS = {
@@ -136,7 +142,10 @@ def _measure_here(args, target, precision: str, provider: str, threads: int) -> 
         return [], plan
     rows = profile_configs(target, configs, settings, out_path, progress=not args.json and sys.stderr.isatty())
     plan.update(measured_now=rows.measured, reused=rows.skipped, failed=rows.failed, out_of_range=rows.out_of_range,
-                reused_other_protocol=rows.other_protocol)
+                reused_other_protocol=rows.other_protocol, not_reused_stale=rows.stale)
+    if rows.stale:
+        _log(args, f"{rows.stale} row(s) in {out_path} are of other graphs or another runtime and were not reused "
+                   f"({'; '.join(f'{n}: {why}' for why, n in rows.stale_reasons.items())})")
     if rows.other_protocol:
         _log(args, f"{rows.other_protocol} reused row(s) were measured with another protocol (e.g. one session); "
                    f"move {out_path} away to measure everything with this one")
@@ -187,9 +196,12 @@ def run(args: argparse.Namespace) -> int:
                                    seed=args.seed)
     summary = cal.summary(predictor)
     summary["measurement_source"] = source
+    summary["skipped_rows"] = rows.skipped
     if plan:
         summary["plan"] = plan
     text = cal.format_summary(summary)
+    if rows.skipped:
+        text = rows.skipped_text() + "\n" + text
     if threads == host_threads(target):
         path = predictor_path(target.name, provider, precision)
         predictor.save(path)

@@ -17,7 +17,10 @@ precision + fp16 KV cache + working memory) of one architecture, on each --targe
 
 Every latency says where it comes from: "measured" (a predictor fitted on this machine's ONNX Runtime
 measurements), "calibrated" (fitted on measurements imported from the device) or "analytic, uncalibrated"
-(a roofline from the device's spec sheet, or from this host's probes).
+(a roofline from the device's spec sheet, or from this host's probes). A warning says when a prediction is
+extrapolated: lengths beyond the architecture's max_seq_len (a decode step after C cached tokens needs C + 1
+positions), or, for a fitted predictor, prompt/context lengths or a parameter count outside what it was
+measured on (also in --json, "warnings" per target).
 
 Examples:
   nas predict --target pixel8 --hidden-size 576 --layers 30 --heads 9 --kv-heads 3 --ffn 1536 --vocab-size 49152
@@ -59,9 +62,7 @@ def predict_one(arch, target_name: str, prompt_len: int, context_len: int, preci
     total = arch.memory_bytes(model.precision, prompt_len, context_len)
     budget = target.memory_budget_bytes
     note = model.note
-    outside = _outside_training(model.details.get("training_ranges"), arch, prompt_len, context_len)
-    if outside:
-        note = (note + "; " if note else "") + f"extrapolating beyond the measured range ({outside})"
+    warnings = model.extrapolation(arch, prompt_len, context_len)
     return {
         "target": target.name,
         "display_name": target.display_name,
@@ -69,6 +70,7 @@ def predict_one(arch, target_name: str, prompt_len: int, context_len: int, preci
         "provider": model.provider,
         "latency_source": model.source,
         "note": note,
+        "warnings": warnings,
         "prefill_ms": prefill_ms,
         "ttft_ms": prefill_ms,
         "prefill_tokens_per_s": prompt_len * 1000.0 / prefill_ms,
@@ -80,21 +82,6 @@ def predict_one(arch, target_name: str, prompt_len: int, context_len: int, preci
         "model": {k: v for k, v in model.describe().items() if k not in ("target", "precision", "provider",
                                                                          "latency_source", "note")},
     }
-
-
-def _outside_training(ranges, arch, prompt_len: int, context_len: int) -> str:
-    """What of this prediction lies outside what a fitted predictor was measured on ('' when nothing)."""
-    if not ranges:
-        return ""
-    parts = []
-    for phase, key, value in (("prefill", "prompt_len", prompt_len), ("decode", "context_len", context_len)):
-        lengths = (ranges.get(phase) or {}).get(key)
-        if lengths and not min(lengths) <= value <= max(lengths):
-            parts.append(f"{key} {value} vs {min(lengths)}-{max(lengths)}")
-    params = (ranges.get("prefill") or {}).get("num_params")
-    if params and not params[0] <= arch.num_params <= params[1]:
-        parts.append(f"{arch.num_params / 1e6:.1f}M params vs {params[0] / 1e6:.1f}M-{params[1] / 1e6:.1f}M")
-    return ", ".join(parts)
 
 
 def _text(arch, prompt_len: int, context_len: int, results: list[dict[str, Any]], notes: list[str]) -> str:
@@ -116,6 +103,8 @@ def _text(arch, prompt_len: int, context_len: int, results: list[dict[str, Any]]
                      f"{_mib(mem['kv_cache'])} (fp16, {context_len} tokens) + working {_mib(mem['working'])}")
         if r["note"]:
             lines.append(f"  note: {r['note']}")
+        for warning in r["warnings"]:
+            lines.append(f"  warning: {warning}")
     for note in notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -130,10 +119,7 @@ def run(args: argparse.Namespace) -> int:
     targets = list(dict.fromkeys(args.target))
     results = [predict_one(arch, t, args.prompt_len, args.context_len, args.precision, args.provider)
                for t in targets]
-    notes = []
-    if args.prompt_len > arch.max_seq_len or args.context_len + 1 > arch.max_seq_len:
-        notes.append(f"the lengths exceed the architecture's max_seq_len ({arch.max_seq_len}); "
-                     "the prediction extrapolates the same formulas")
+    notes: list[str] = []  # per-target warnings (lengths beyond max_seq_len, outside a fitted range) are in each
     data = {"arch": arch.to_dict(), "arch_id": arch.arch_id, "num_params": arch.num_params,
             "prompt_len": args.prompt_len, "context_len": args.context_len, "notes": notes,
             "targets": {r["target"]: r for r in results}}

@@ -14,7 +14,8 @@ DESCRIPTION = """Measure prefill (time to first token at prompt length P) and de
 KV cache) latency of a space-filling sample of a search space, with ONNX Runtime on this machine, and append
 one JSON row per measurement to the target's measurements file (read by `nas calibrate`).
 
-Re-running skips what is already measured; a config that fails is recorded with its reason and the run goes
+Re-running skips what is already measured (rows of another graph-builder version, onnxruntime or
+onnxruntime-genai are measured again, never reused); a config that fails is recorded with its reason and the run goes
 on. Only targets measured here (host-cpu) can be profiled; for a device, use `nas bundle`.
 
 Protocol: each graph is timed in SESSIONS freshly created ONNX Runtime sessions, each doing WARMUP untimed
@@ -166,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         "context_lens": list(settings.context_lens), "measured": rows.measured, "skipped": rows.skipped,
         "failed": rows.failed, "out_of_range": rows.out_of_range, "ok_rows": sum(r["status"] == "ok" for r in rows),
         "protocol": settings.protocol.to_dict(), "skipped_other_protocol": rows.other_protocol,
+        "not_reused_stale": rows.stale, "stale_reasons": rows.stale_reasons,
         "out": str(out),
         "failures": [{"arch_id": r["arch_id"], "phase": r["phase"],
                       "length": r["prompt_len"] if r["phase"] == "prefill" else r["context_len"],
@@ -184,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
     if rows.other_protocol:
         lines.append(f"  {rows.other_protocol} of the skipped rows were measured with another protocol (e.g. fewer "
                      "sessions); write to a new --out to measure them again with this one")
+    if rows.stale:
+        lines.append(f"  {rows.stale} row(s) in the file were not reused, they are of other graphs or another runtime "
+                     f"({'; '.join(f'{n}: {why}' for why, n in rows.stale_reasons.items())}); measured again")
     for failure in summary["failures"][:5]:
         lines.append(f"  failed {failure['arch_id']} {failure['phase']} {failure['length']}: {failure['error']}")
     if len(summary["failures"]) > 5:

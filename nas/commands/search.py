@@ -30,7 +30,10 @@ Objectives (--objectives, comma-separated, default quality,decode_tps):
   prefill_tps  prefill tokens/s for a --prompt-len prompt (maximised)
   ttft         time to first token in ms for a --prompt-len prompt (minimised)
   memory       weights + KV cache + working memory in MiB (minimised)
-Figures come from each target's latency model; analytic ones are labelled "analytic, uncalibrated".
+Figures come from each target's latency model; analytic ones are labelled "analytic, uncalibrated". Where
+the Pareto set's predictions are extrapolated (lengths beyond a shape's max_seq_len, or lengths and sizes
+outside what a fitted predictor was measured on) a warning line says so per target (--json: "warnings";
+the report shows them on top).
 
 Several targets (--target A --target B): every speed objective is either counted per target
 (--multi-target each: quality, decode@A, decode@B; a shape must not be dominated on any device) or as the
@@ -53,7 +56,9 @@ again: its trial copies the values (duplicate_of). A combination the space rejec
 the reason. Neither counts toward --trials; both stay in the study for the sampler to learn from.
 
 Resuming: the same --storage and --study continue the study up to --trials evaluated configs in all;
-a study created with another space, target, precision, lengths, objectives or constraints is refused.
+a study created with another space, target, precision, lengths, objectives or constraints is refused, and
+so is one searched under another latency model of a target (the study records each model's fingerprint:
+calibrating a target, or a new graph builder, changes it; start a new --study then).
 Ctrl-C (or SIGTERM) stops: finished trials are kept, a proxy run in progress is marked failed with the
 reason, what was found is printed (and reported), exit 130. Same --seed, same trials and Pareto sets.
 
@@ -276,7 +281,7 @@ def summary_text(result) -> str:
     head = (f"{'interrupted after' if result.interrupted else 'evaluated'} {result.trials_new} new configs "
             f"({result.trials_total} in the study; {sum(s.values())} Optuna trials: {s.get('COMPLETE', 0)} complete, "
             f"{s.get('FAIL', 0)} failed) in {result.seconds:.1f} s")
-    lines = [head] + list(result.notes)
+    lines = [head] + list(result.notes) + [f"warning: {w}" for w in result.warnings]
     exact = result.exact
     if exact is not None:
         from nas.study.schema import FOUND_BY_EXACT
@@ -325,6 +330,8 @@ def result_to_json(result) -> dict:
         "constraints": result.meta.constraints,
         "latency_sources": result.meta.latency_sources,
         "latency_errors": result.meta.latency_errors,
+        "latency_models": result.meta.latency_models,
+        "warnings": list(result.warnings),
         "trials_total": result.trials_total,
         "trials_new": result.trials_new,
         "states": result.states,

@@ -42,7 +42,7 @@ class ArchConfig:
     ffn_kind: str = "swiglu"
     tie_embeddings: bool = True  # small models tie: the embedding is a large share of their parameters
     qkv_bias: bool = False  # Qwen2 style; exported as Qwen2Config when on
-    max_seq_len: int = 2048
+    max_seq_len: int = 4096  # positions: a prompt of P needs P, a decode step after C cached tokens C + 1
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
 

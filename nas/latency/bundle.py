@@ -32,6 +32,7 @@ from nas.core.version import __version__
 from nas.latency import graphs
 from nas.latency.measure import Protocol
 from nas.latency.profile import fits_context
+from nas.latency.provenance import GRAPH_BUILDER_VERSION
 
 RUNNER_SOURCE = Path(__file__).resolve().parent / "nas_runner.py"
 MANIFEST_NAME = "manifest.json"
@@ -199,7 +200,7 @@ def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, conte
         "context_lens": sorted(set(context_lens)),
         "protocol": protocol.to_dict(),
         "seed": seed,
-        "graph_builder": str(getattr(graphs, "BUILDER_VERSION", "unknown")),
+        "graph_builder": GRAPH_BUILDER_VERSION,
         "space": space,
         "length_names": {"P": "prompt_len (prefill)", "C": "context_len: tokens already in the KV cache (decode)"},
         "graphs": entries,

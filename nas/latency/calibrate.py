@@ -1,7 +1,9 @@
 """Turning measurement rows into a checked, evaluated, saved predictor (what `nas calibrate` does).
 
 The steps: select the rows that belong to one (target, provider, precision, threads) and refuse rows that do
-not (another target, another ONNX Runtime version, another machine for host-cpu); split the *architectures*
+not (another target, another machine for host-cpu); skip rows of other graphs (another graph-builder version)
+and, on this host, of another onnxruntime (-genai), saying how many and why (a file with nothing else is
+refused in one line); split the *architectures*
 into a fit set and a held-out set (a held-out config is never seen in fitting, at any length); fit; evaluate
 the predictor on the held-out configs beside the FLOPs-only and params-only baselines fitted on the same rows
 and the analytic roofline (host probes for host-cpu, the spec sheet for a device); report the run-to-run
@@ -20,6 +22,7 @@ from nas.core.errors import NasUserError
 from nas.latency import analytic
 from nas.latency import features as F
 from nas.latency import probes as probing
+from nas.latency import provenance as prov
 from nas.latency.predictor import LatencyPredictor, fit_predictor, json_safe, split_arch_ids
 from nas.latency.registry import host_threads
 
@@ -62,12 +65,25 @@ def select_rows(rows: Sequence[Mapping[str, Any]], *, target: str, precision: st
         found = sorted({r.get("threads") for r in chosen})
         if len(found) > 1:
             raise NasUserError(f"{source}: mixes thread counts {', '.join(map(str, found))}; choose one with --threads")
+    # Rows of other graphs (another graph-builder version) are never fitted on; on this host, neither are rows
+    # of another onnxruntime (-genai). A file with nothing left is one line; otherwise the skipped rows are counted.
+    skipped: dict[str, int] = {}
+    kept = []
+    genai = prov.genai_version() if ort_version is not None else ...
+    for r in chosen:
+        reason = prov.stale_reason(r, ort_version, genai)
+        if reason is None:
+            kept.append(r)
+        else:
+            skipped[reason] = skipped.get(reason, 0) + 1
+    if not kept:
+        why = "; ".join(f"{n} row(s): {reason}" for reason, n in skipped.items())
+        redo = ("measure again (`nas profile` / `nas calibrate` re-measures them)" if ort_version is not None
+                else "make a new bundle (`nas bundle`) and measure again on the device")
+        raise NasUserError(f"{source}: no measurement of the graphs this nas builds ({why}); {redo}")
+    chosen = kept
     versions = sorted({str((r.get("env") or {}).get("ort_version")) for r in chosen})
-    if ort_version is not None and versions != [ort_version]:
-        other = [v for v in versions if v != ort_version]
-        raise NasUserError(f"{source}: measured with onnxruntime {', '.join(other)}, but this is {ort_version} "
-                           "(measure again with this onnxruntime, or move the old measurements away)")
-    if len(versions) > 1:
+    if len(versions) > 1:  # imported rows of several device runtimes: which one the predictor is for is the user's call
         raise NasUserError(f"{source}: mixes onnxruntime versions {', '.join(versions)}; a predictor is for one")
     if cpu_model is not None:
         cpus = sorted({str((r.get("env") or {}).get("cpu_model")) for r in chosen} - {cpu_model})
@@ -76,7 +92,22 @@ def select_rows(rows: Sequence[Mapping[str, Any]], *, target: str, precision: st
     for phase in F.PHASES:
         if not any(r.get("phase") == phase for r in chosen):
             raise NasUserError(f"{source}: no {phase} measurements; both phases are needed")
-    return chosen
+    return SelectedRows(chosen, skipped)
+
+
+class SelectedRows(list):
+    """The rows `select_rows` keeps; `skipped` says why others were left out (reason -> count)."""
+
+    def __init__(self, rows=(), skipped: Mapping[str, int] | None = None) -> None:
+        super().__init__(rows)
+        self.skipped = dict(skipped or {})
+
+    def skipped_text(self) -> str:
+        """'12 row(s) skipped: graph builder 0 (this nas builds 1)', or '' when none were."""
+        if not self.skipped:
+            return ""
+        return (f"{sum(self.skipped.values())} row(s) skipped, not of the graphs and runtime this predictor is for: "
+                + "; ".join(f"{n}: {reason}" for reason, n in self.skipped.items()))
 
 
 def analytic_baseline(target, precision: str, probes: Mapping[str, Any] | None = None, threads: int | None = None
@@ -135,6 +166,8 @@ def summary(predictor: LatencyPredictor) -> dict[str, Any]:
         "n_configs_held_out": len(predictor.evaluation.get("holdout_arch_ids", [])),
         "coefficients": {phase: dict(zip(m.features, (float(c) for c in m.coef)))
                          for phase, m in predictor.phases.items()},
+        "dropped_columns": {phase: info.get("feature_selection", {}).get("dropped_columns", {})
+                            for phase, info in predictor.training.items() if phase in predictor.phases},
         "phases": phases,
     })
 
@@ -165,6 +198,9 @@ def format_summary(data: Mapping[str, Any]) -> str:
         if spread.get("repeat_median_dev_pct") is not None:
             floor += f", repeats deviate by {_pct(spread['repeat_median_dev_pct']).strip()} (median)"
         lines.append(floor)
+    for phase, dropped in (data.get("dropped_columns") or {}).items():
+        for name, why in dropped.items():
+            lines.append(f"{phase:8} feature {name} left out, its rate cannot be told apart: {why}")
     for phase, coefs in data.get("coefficients", {}).items():
         terms = ", ".join(f"{name} {value:.4g}" for name, value in coefs.items() if value > 0)
         lines.append(f"{phase:8} fitted cost rates (ms per feature unit): {terms}")

@@ -53,12 +53,14 @@ from nas.core.accounting import PHASES
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
 from nas.latency.onnxio import save_graph
+from nas.latency.provenance import GRAPH_BUILDER_VERSION
 from nas.latency.quantize import quantize
 
 PRECISIONS = accounting.PRECISIONS
 OPSET = 17  # ReduceMean with an `axes` attribute: the form ORT's RMSNorm fusion matches
 IR_VERSION = 8  # the IR version of opset 17; every ORT >= 1.14 loads it
-BUILDER_VERSION = "1"  # bump when the graph structure changes, so old measurements can be told apart
+# bump nas.latency.provenance.GRAPH_BUILDER_VERSION when the graph structure changes (old rows are then re-measured)
+BUILDER_VERSION = GRAPH_BUILDER_VERSION
 _POOL_SIZE = 1 << 20
 _INIT_STD = 0.02  # nas.model.INIT_STD, repeated so this module does not import torch
 

@@ -126,8 +126,8 @@ class Protocol:
 
 PROTOCOL_DEFAULTS = Protocol(threads=1)  # read its warmup/runs/sessions; threads come from the target
 # Lengths every measuring command (`nas profile`, `nas bundle`, `nas calibrate`) measures unless told otherwise.
-DEFAULT_PROMPT_LENS = (64, 128)
-DEFAULT_CONTEXT_LENS = (128, 512)
+DEFAULT_PROMPT_LENS = (64, 256, 512)
+DEFAULT_CONTEXT_LENS = (512, 2048)
 
 
 def available_providers() -> list[str]:

@@ -99,9 +99,15 @@ def cpu_model():
 
 
 def environment(ort, np, nas_version):
-    return {"ort_version": ort.__version__, "numpy_version": np.__version__, "nas_version": nas_version,
-            "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
-            "cpu_model": cpu_model(), "cpu_count": os.cpu_count()}
+    env = {"ort_version": ort.__version__, "numpy_version": np.__version__, "nas_version": nas_version,
+           "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
+           "cpu_model": cpu_model(), "cpu_count": os.cpu_count()}
+    try:  # recorded when installed, as nas.latency.provenance does on the host
+        import onnxruntime_genai as og
+    except Exception:  # noqa: BLE001 -- absent or broken: not recorded
+        return env
+    env["ort_genai_version"] = str(getattr(og, "__version__", "unknown"))
+    return env
 
 
 def make_feeds(np, specs, seed):

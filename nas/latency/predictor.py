@@ -7,13 +7,15 @@ counts as much as a 2 s one. Non-negative rates make every prediction a sum of p
 whenever a strictly positive feature (layers, weight bytes) has a non-zero rate, which fitting requires.
 
 The saved JSON carries everything needed to trust or refuse it: target, execution provider, precision,
-ONNX Runtime version, package version, the feature list with units, coefficients, training ranges, and the
+threads, ONNX Runtime (and onnxruntime-genai) version, the graph-builder version of the measurements and the
+feature-formula version (`nas.latency.provenance`; another of either is refused on load), package version, the feature list with units, coefficients, training ranges, and the
 held-out evaluation (metrics and the raw predicted/measured arrays for a parity plot).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
 from nas.core.version import __version__
 from nas.latency import features as F
+from nas.latency import provenance as prov
 
 FORMAT = "nas-latency-predictor"
 SCHEMA = 1
@@ -304,15 +307,78 @@ def cross_validated_mape(data: PhaseData, precision: str, names: Sequence[str], 
     return float(np.mean(errors) * 100)
 
 
+# A column whose share of the design matrix (unit-norm columns) left after projecting out the columns before it
+# is below this is treated as a combination of them: its coefficient would be arbitrary. Exact combinations
+# (streamed = layer weights + LM head) leave ~1e-15; columns that differ only by a few norm weights (decode
+# linear_gflop vs layer_weight_mb) or by one position (attention FLOPs vs score elements at one head_dim)
+# leave 1e-5..3e-4 on the old hostcal space: their split is as arbitrary. Independent features leave > 0.05.
+RANK_TOLERANCE = 1e-3
+
+
+def independent_columns(X: np.ndarray, names: Sequence[str], y: np.ndarray | None = None
+                        ) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The columns of X (named `names`, in order) that are not linear combinations of the columns kept before
+    them, and, for each dropped column, why: 'k x a + m x b' (it equals that combination on these rows).
+    Columns are judged as the fit sees them: relative to `y` (the measured times) when given, unit norm."""
+    A = np.asarray(X, dtype=np.float64)
+    if y is not None:
+        A = A / np.asarray(y, dtype=np.float64)[:, None]
+    norms = np.linalg.norm(A, axis=0)
+    kept: list[int] = []
+    dropped: dict[str, str] = {}
+    for j, name in enumerate(names):
+        if norms[j] == 0:
+            dropped[name] = "it is zero on every measurement"
+            continue
+        col = A[:, j] / norms[j]
+        if kept:
+            basis = A[:, kept] / norms[kept]
+            coef, *_ = np.linalg.lstsq(basis, col, rcond=None)
+            residual = float(np.linalg.norm(col - basis @ coef))
+            if residual < RANK_TOLERANCE:
+                raw, *_ = np.linalg.lstsq(X[:, kept], X[:, j], rcond=None)
+                terms = [f"{c:.4g} x {names[k]}" for c, k in zip(raw, kept) if abs(c) * norms[k] > 1e-9 * norms[j]]
+                dropped[name] = f"it equals {' + '.join(terms) or '0'} on these measurements"
+                continue
+        kept.append(j)
+    return tuple(names[k] for k in kept), dropped
+
+
 def fit_phase(data: PhaseData, precision: str, names: Sequence[str] | None = None
               ) -> tuple[PhaseModel, dict[str, Any]]:
     """Fit one phase. With `names` None, choose among CANDIDATE_FEATURES by grouped cross-validation.
-    Returns the model and how it was chosen (each candidate's cross-validated MAPE)."""
-    candidates = [tuple(names)] if names is not None else list(CANDIDATE_FEATURES[data.phase])
-    smallest = min(len(c) for c in candidates)
+    Returns the model and how it was chosen (each candidate's cross-validated MAPE).
+
+    The design matrix's rank is checked first: a feature that is a linear combination of the ones before it on
+    these measurements (e.g. two columns proportional because the calibration space never varies what tells
+    them apart) has no identifiable rate. Given `names`, such a set is refused (one line naming the column and
+    the combination); among the candidates, the column is dropped and the selection records which and why
+    (`dropped_columns`), which `nas calibrate` prints."""
+    dropped_all: dict[str, str] = {}
+    smallest = len(names) if names is not None else min(len(c) for c in CANDIDATE_FEATURES[data.phase])
     if len(data) < smallest:
         raise NasUserError(f"{data.phase}: {len(data)} measurements cannot fit {smallest} coefficients; "
                            f"measure at least {smallest} (more configs or lengths)")
+    if names is not None:
+        X = F.feature_matrix(data.batch, data.phase, data.lengths, precision, names)
+        _, dropped = independent_columns(X, tuple(names), data.measured_ms if len(data) else None)
+        if dropped and len(data):
+            name, why = next(iter(dropped.items()))
+            raise NasUserError(f"{data.phase}: feature {name!r} cannot be fitted: {why} (the design matrix has "
+                               f"rank {len(names) - len(dropped)} of {len(names)}); measure configs that vary it "
+                               "independently, or leave the feature out")
+        candidates = [tuple(names)]
+    else:
+        candidates = []
+        for cand in CANDIDATE_FEATURES[data.phase]:
+            if len(data):
+                X = F.feature_matrix(data.batch, data.phase, data.lengths, precision, cand)
+                kept, dropped = independent_columns(X, cand, data.measured_ms)
+                for name, why in dropped.items():
+                    dropped_all.setdefault(name, why)
+                cand = kept
+            if cand not in candidates:
+                candidates.append(cand)
     selection: dict[str, Any] = {"method": "fixed", "cv_mape": {}}
     chosen = candidates[0]
     n_configs = len(set(data.arch_ids))
@@ -324,6 +390,8 @@ def fit_phase(data: PhaseData, precision: str, names: Sequence[str] | None = Non
         selection = {"method": f"{CV_FOLDS}-fold cross-validation grouped by architecture", "cv_mape": scores}
     elif len(candidates) > 1:
         selection = {"method": "too few configs to cross-validate: the fewest terms", "cv_mape": {}}
+    if dropped_all:
+        selection["dropped_columns"] = dropped_all
     X = F.feature_matrix(data.batch, data.phase, data.lengths, precision, chosen)
     coef = fit_relative_nnls(X, data.measured_ms)
     # Every feature is strictly positive for a valid config, so one positive rate keeps predictions > 0.
@@ -374,6 +442,10 @@ class LatencyPredictor:
     training: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    graph_builder: str | None = None  # graph-builder version of the measurements it was fitted on
+    feature_version: str | None = None  # version of the feature formulas its coefficients are rates of
+    ort_genai_version: str | None = None  # of the measurements, when onnxruntime-genai was installed there
+    digest: str = ""  # SHA-256 of the file it was loaded from ("" when not loaded from a file)
 
     def predict_phase(self, batch: ArchBatch, phase: str, length) -> np.ndarray:
         if phase not in self.phases:
@@ -394,6 +466,9 @@ class LatencyPredictor:
             "provider": self.provider,
             "precision": self.precision,
             "ort_version": self.ort_version,
+            "ort_genai_version": self.ort_genai_version,
+            "graph_builder": self.graph_builder,
+            "feature_version": self.feature_version,
             "nas_version": self.nas_version,
             "threads": self.threads,
             "cpu_model": self.cpu_model,
@@ -450,12 +525,26 @@ class LatencyPredictor:
                    ort_version=data["ort_version"], phases=phases, nas_version=data["nas_version"],
                    threads=data.get("threads"), cpu_model=data.get("cpu_model"), protocol=data.get("protocol"),
                    training=dict(data["training"]), evaluation=dict(data["evaluation"]),
-                   created=data.get("created", ""))
+                   created=data.get("created", ""), graph_builder=data.get("graph_builder"),
+                   feature_version=data.get("feature_version"), ort_genai_version=data.get("ort_genai_version"))
+
+    def provenance(self) -> dict[str, Any]:
+        """What the predictor's numbers stand on: graphs, runtime, provider, threads, feature formulas."""
+        return {"graph_builder": self.graph_builder, "ort_version": self.ort_version,
+                "ort_genai_version": self.ort_genai_version, "provider": self.provider, "threads": self.threads,
+                "feature_version": self.feature_version}
 
     def check(self, source: str, target: str | None = None, provider: str | None = None,
               precision: str | None = None, ort_version: str | None = None, cpu_model: str | None = None,
               threads: int | None = None) -> None:
-        """Refuse use where the predictor does not apply, naming the mismatch."""
+        """Refuse use where the predictor does not apply, naming the mismatch. A predictor fitted on other graphs
+        (graph-builder version) or with other feature formulas is always refused: its rates describe neither."""
+        for what, want, have in (("graph builder", prov.GRAPH_BUILDER_VERSION, self.graph_builder),
+                                 ("feature formulas", prov.FEATURE_VERSION, self.feature_version)):
+            if have != want:
+                raise NasUserError(f"{source}: predictor was fitted on {what} version {have or 'unrecorded'}, this "
+                                   f"nas uses {want}; re-run `nas calibrate --target {self.target}` (for a "
+                                   "device, on measurements of a new `nas bundle`)")
         for what, want, have in (("target", target, self.target), ("execution provider", provider, self.provider),
                                  ("precision", precision, self.precision),
                                  ("ONNX Runtime version", ort_version, self.ort_version),
@@ -469,12 +558,14 @@ def load_predictor(path: str | Path, **expect: Any) -> LatencyPredictor:
     """Read and check a predictor file; `expect` as in `LatencyPredictor.check`. One-line errors."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
+        data = json.loads(text)
     except OSError as exc:
         raise NasUserError(f"cannot read predictor {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise NasUserError(f"{path}:{exc.lineno}:{exc.colno}: malformed predictor JSON: {exc.msg}") from None
     predictor = LatencyPredictor.from_dict(data, str(path))
+    predictor.digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     predictor.check(str(path), **expect)
     return predictor
 
@@ -599,6 +690,8 @@ def fit_predictor(rows: Sequence[Mapping[str, Any]], *, target: str, provider: s
         nas_version=__version__, threads=threads, cpu_model=cpu_model or env.get("cpu_model"), protocol=protocol,
         training=training, evaluation=evaluation,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        graph_builder=env.get(prov.GRAPH_BUILDER), feature_version=prov.FEATURE_VERSION,
+        ort_genai_version=env.get(prov.GENAI_VERSION),
     )
 
 

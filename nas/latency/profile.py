@@ -23,7 +23,10 @@ Row schema (version 1), one JSON object per line; `nas calibrate` and the on-dev
                       session's median (ms; absent in rows written before it existed, which are
                       single-session rows). null when status is "failed"
     samples_ms        every timed run, in ms, in order, session after session ([] when failed)
-    env               measure.environment() of the machine that measured
+    env               measure.environment() of the machine that measured, plus `graph_builder` (the version
+                      of the graphs timed, nas.latency.provenance) and `ort_genai_version` (when
+                      onnxruntime-genai is installed). Rows of another graph builder or runtime are not
+                      reused: `nas profile` measures them again, `nas calibrate` skips them
     status            "ok" | "failed"
     error             null, or "<stage>: <ExceptionType>: <message>" with stage build | session | run | memory
     build_s           seconds to build the graph and create its first session (null if that never finished)
@@ -60,6 +63,7 @@ from nas.core.accounting import PHASES, PRECISIONS
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
 from nas.latency import graphs, measure
+from nas.latency import provenance as prov
 from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS, STAT_KEYS, Protocol
 
 SCHEMA = 1
@@ -124,13 +128,19 @@ class ProfileRows(list):
     """The rows `profile_configs` returns (one per key: the ok row, else the newest failed one),
     with counts of what this call did: `measured` (new ok rows), `failed` (new failed rows),
     `skipped` (keys already measured), `out_of_range` (lengths beyond a config's max_seq_len),
-    `other_protocol` (skipped keys whose row was measured with another protocol, e.g. fewer sessions)."""
+    `other_protocol` (skipped keys whose row was measured with another protocol, e.g. fewer sessions),
+    `stale` (rows already in the file from another graph builder or runtime, not reused; `stale_reasons`)."""
 
     measured: int = 0
     failed: int = 0
     skipped: int = 0
     out_of_range: int = 0
     other_protocol: int = 0  # of the skipped: rows measured with a protocol other than the one asked for
+    stale: int = 0  # rows in the file of another graph builder or runtime: not reused (measured again)
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.stale_reasons: dict[str, int] = {}  # why rows were not reused -> how many
 
     @property
     def new_failures(self) -> list[dict]:
@@ -260,15 +270,23 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     target_name = target if isinstance(target, str) else target.name
+    env = {**measure.environment()}
+    # Which graph structure was timed and on which runtime: rows of another graph builder or onnxruntime
+    # (-genai) describe other graphs or kernels, so they are measured again rather than reused.
+    env.update(prov.row_provenance(env["ort_version"]))
+    genai = env.get(prov.GENAI_VERSION)
     latest: dict[tuple, dict] = {}
+    result = ProfileRows()
     for row in _existing_rows(out_path, target_name):
+        reason = prov.stale_reason(row, env["ort_version"], genai)
+        if reason is not None:
+            result.stale += 1
+            result.stale_reasons[reason] = result.stale_reasons.get(reason, 0) + 1
+            continue
         key = measurement_key(row)
         if key not in latest or latest[key]["status"] != "ok":
             latest[key] = row
 
-    # The graph builder's version says which graph structure was timed (bumped when it changes).
-    env = {**measure.environment(), "graph_builder": str(getattr(graphs, "BUILDER_VERSION", "unknown"))}
-    result = ProfileRows()
     result._new_failures = []
     wanted: list[tuple] = []
     bar = _progress_bar(len(configs), f"profile {target_name}", progress)

@@ -13,6 +13,8 @@ must pass its metadata check; otherwise the analytic model answers, labelled as 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,7 @@ from nas.core.errors import NasUserError
 from nas.core.paths import find_predictor
 from nas.latency import analytic
 from nas.latency import probes as probing
+from nas.latency import provenance as prov
 from nas.latency.measure import cpu_model, ort_version
 from nas.latency.predictor import check_latencies, load_predictor
 from nas.latency.uncertainty import band_from_evaluation, unknown_band
@@ -94,7 +97,47 @@ class LatencyModel:
 
     def describe(self) -> dict[str, Any]:
         return {"target": self.target, "precision": self.precision, "provider": self.provider,
-                "latency_source": self.source, "note": self.note, "error_band": self.error_band(), **self.details}
+                "latency_source": self.source, "note": self.note, "error_band": self.error_band(),
+                "fingerprint": self.fingerprint(),
+                "provenance": self.provenance(), **self.details}
+
+    # ----- identity: what decides the predictions -----
+    def _fingerprint_parts(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """12 hex digits of a SHA-256 over everything that decides this model's predictions: target,
+        precision, provider, source, and the predictor file's content (fitted) or the roofline's parameters
+        with the graph-builder and feature versions (analytic). Equal fingerprints predict equal numbers; a
+        study records it per target and refuses to resume under another one."""
+        data = {"target": self.target, "precision": self.precision, "provider": self.provider,
+                "source": self.source, **self._fingerprint_parts()}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def provenance(self) -> str:
+        """A short phrase for people: 'analytic, uncalibrated (spec sheet)', 'measured (predictor ... fitted ...)'."""
+        raise NotImplementedError
+
+    # ----- where the model is on firm ground -----
+    def extrapolation(self, batch, prompt_len: int, context_len: int) -> list[str]:
+        """Human-readable notes on what of predicting `batch` (an ArchBatch or ArchConfig) at these lengths lies
+        outside where this model is known to hold: lengths beyond the configs' max_seq_len (a decode step after
+        C cached tokens needs C + 1 positions), and, for a fitted predictor, lengths and sizes outside what it
+        was measured on. [] when nothing does."""
+        batch = _as_batch(batch)
+        notes = []
+        if len(batch):
+            max_seq = np.asarray(batch.extra["max_seq_len"]) if "max_seq_len" in batch.extra else \
+                np.full(len(batch), np.iinfo(np.int64).max)
+            over = int(np.sum((prompt_len > max_seq) | (context_len + 1 > max_seq)))
+            if over:
+                notes.append(f"{_count(over, len(batch))} a max_seq_len below the lengths (prompt {prompt_len}, "
+                             f"decode after {context_len} cached tokens needs {context_len + 1}): predicted with "
+                             "the same formulas, but such a model cannot run these lengths")
+        return notes + self._extrapolation(batch, prompt_len, context_len)
+
+    def _extrapolation(self, batch, prompt_len: int, context_len: int) -> list[str]:
+        return []
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(target={self.target!r}, precision={self.precision!r}, "
@@ -119,6 +162,36 @@ class FittedLatencyModel(LatencyModel):
     def error_band(self) -> dict[str, Any]:
         return band_from_evaluation(self.predictor.evaluation)
 
+    def _fingerprint_parts(self):
+        p = self.predictor
+        return {"predictor_sha256": p.digest or hashlib.sha256(json.dumps(p.to_dict(), sort_keys=True).encode())
+                .hexdigest(), **p.provenance()}
+
+    def provenance(self) -> str:
+        how = "measured here" if self.source == MEASURED else "calibrated on device measurements"
+        created = self.predictor.created or "at an unrecorded time"
+        return (f"{how}: predictor {self.details['predictor_path']} fitted {created}, graph builder "
+                f"{self.predictor.graph_builder}")
+
+    def _extrapolation(self, batch, prompt_len, context_len):
+        notes = []
+        ranges = self.details.get("training_ranges") or {}
+        for phase, key, value, what in (("prefill", "prompt_len", prompt_len, "prompt length"),
+                                        ("decode", "context_len", context_len, "context length")):
+            lengths = (ranges.get(phase) or {}).get(key)
+            if lengths and not min(lengths) <= value <= max(lengths):
+                notes.append(f"{what} {value} is outside the measured {_span(lengths)}: {self.target}'s {phase} "
+                             "time is extrapolated")
+        params = (ranges.get("prefill") or {}).get("num_params")
+        if params and len(batch):
+            n = np.asarray(batch.num_params, dtype=np.float64)
+            outside = int(np.sum((n < params[0]) | (n > params[1])))
+            if outside:
+                notes.append(f"{_count(outside, len(batch))} {n.min() / 1e6:,.0f}M-{n.max() / 1e6:,.0f}M "
+                             f"parameters, outside the {params[0] / 1e6:,.0f}M-{params[1] / 1e6:,.0f}M "
+                             f"{self.target}'s predictor was measured on: extrapolated")
+        return notes
+
 
 class AnalyticLatencyModel(LatencyModel):
     """The roofline, from the target's spec sheet or this host's probes."""
@@ -129,6 +202,29 @@ class AnalyticLatencyModel(LatencyModel):
 
     def _predict(self, batch, prompt_len, context_len):
         return self.roofline.predict(batch, prompt_len, context_len)
+
+    def _fingerprint_parts(self):
+        # The roofline follows the graphs' structure and the accounting's byte counts.
+        return {"roofline": self.roofline.params.to_dict(), "graph_builder": prov.GRAPH_BUILDER_VERSION,
+                "feature_version": prov.FEATURE_VERSION}
+
+    def provenance(self) -> str:
+        return f"{ANALYTIC} ({self.roofline.params.inputs})"
+
+
+def _as_batch(batch):
+    from nas.core.arch import ArchBatch, ArchConfig
+
+    return ArchBatch.from_configs([batch]) if isinstance(batch, ArchConfig) else batch
+
+
+def _count(k: int, n: int) -> str:
+    return ("the config has" if n == 1 else f"all {n} configs have" if k == n else f"{k} of {n} configs have")
+
+
+def _span(values) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def host_threads(target) -> int:
@@ -150,6 +246,10 @@ def load_latency_model(target, precision: str | None = None, provider: str | Non
             expect["ort_version"] = ort_version()
             expect["cpu_model"] = cpu_model()
         predictor = load_predictor(path, **expect)
+        if target.measured_here and predictor.ort_genai_version != prov.genai_version():
+            raise NasUserError(f"{path}: predictor was measured with onnxruntime-genai "
+                               f"{predictor.ort_genai_version or 'absent'}, here it is "
+                               f"{prov.genai_version() or 'absent'} (re-run `nas calibrate`)")
         return FittedLatencyModel(target.name, precision, provider, MEASURED if target.measured_here else CALIBRATED,
                                   predictor, path)
 

@@ -186,6 +186,11 @@ def landmark_figures(meta) -> list[Landmark]:
     """The landmarks with the figures the study's own latency models predict for them (what `nas predict`
     prints for the same shape, target, precision and lengths)."""
     models = {t: load_latency_model(t, meta.precision.get(t)) for t in meta.targets}
+    for t, model in models.items():  # drawn beside the study's points, they must come from the same model
+        was = (meta.latency_models or {}).get(t)
+        if was and was.get("fingerprint") != model.fingerprint():
+            raise NasUserError(f"{t}'s latency model is now {model.fingerprint()} ({model.provenance()}), the study "
+                               f"was searched with {was.get('fingerprint')} ({was.get('provenance')})")
     out = []
     for name, arch, source in load_landmarks():
         arch = arch.replace(max_seq_len=max(arch.max_seq_len, meta.context_len + 1, meta.prompt_len))
@@ -443,6 +448,8 @@ def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks
                      "and nothing to recommend. Loosen the constraints or widen the search space.")
     if trials.unrecorded:
         notes.append(f"{trials.unrecorded} complete trial(s) carry no nas record and are left out.")
+    for warning in (trials.search or {}).get("warnings") or ():
+        notes.append(f"Latency extrapolated, {warning}.")
     landmarks = []
     if with_landmarks:
         try:

@@ -19,6 +19,15 @@ from nas.study.pareto import PICKS
 from nas.study.read import PICK_TITLES
 
 
+def _warnings(trials) -> str:
+    """Where the search's latency predictions are extrapolated (outside a fitted model's range): shown on top."""
+    found = (trials.search or {}).get("warnings") or []
+    if not found:
+        return ""
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in found)
+    return f'<div class="warning"><b>Latency extrapolated</b> for these predictions:<ul>{items}</ul></div>'
+
+
 def _css() -> str:
     """The report's stylesheet, shipped as data in reports/report.css (inlined: the page needs no network)."""
     return (shipped("reports") / "report.css").read_text(encoding="utf-8")
@@ -147,7 +156,7 @@ def render_index(data: ReportData, pareto_images: Sequence[Path], hv_image: Path
 Trials: {html.escape(states)}; {n_feasible} feasible; {len(data.pareto)} shapes on the Pareto set.<br>
 Objectives: {html.escape(objectives)} · prompt {meta.prompt_len} tokens, context {meta.context_len} tokens
 · nas {html.escape(meta.nas_version)}</p>
-
+{_warnings(tr)}
 <h2>Recommended shapes (picked on {html.escape(data.first_target)}{pick_source})</h2>
 {_cards(data.proxy or data, storage)}
 {_proxy_section(data, proxy_images)}

@@ -133,6 +133,7 @@ class SearchResult:
     seconds: float
     states: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # predictions outside where a latency model is known to hold
     proxy: Any = None  # nas.search.pipeline.ProxySummary when the proxy stage ran (or was planned)
 
 
@@ -190,6 +191,8 @@ class LatencyStage:
             objectives=self.objectives, constraints={**self.constraints.to_dict(), "trainer": s.trainer},
             latency_sources={t: m.source for t, m in self.models.items()}, nas_version=__version__,
             latency_errors={t: m.error_band() for t, m in self.models.items()},
+            latency_models={t: {"fingerprint": m.fingerprint(), "provenance": m.provenance()}
+                            for t, m in self.models.items()},
         )
         self.stop_reason: str | None = None  # why a run ended before its budget, if it did
         self._feasible = None  # (batch, figures, feasible rows) of an enumerated space, after exact_front()
@@ -476,6 +479,11 @@ class LatencyStage:
             raise NasUserError(f"study {self.study_name!r} in {self.storage_url} was searched with other settings "
                                f"({'; '.join(diffs)}); pass --study NEW_NAME for a new study, or the same settings "
                                "to resume it")
+        changed = self.meta.latency_model_change(old, self.study_name)
+        if changed:
+            raise NasUserError(changed)
+        if old.latency_models is None:  # written before the fingerprints were recorded: record them from now on
+            study.set_user_attr(S.STUDY_META, self.meta.to_user_attrs()[S.STUDY_META])
 
     def _make_sampler(self, seed: int | None, budget: int):
         import optuna
@@ -671,9 +679,12 @@ class LatencyStage:
         feasible = [t for t in complete if all(v <= 0 for v in t.constraints.values())]
         rows = []
         hv_ratio = None
+        warnings_: list[str] = []
         if feasible:
             minimised = to_minimisation(np.array([t.values for t in feasible]), self.directions)
             mask = pareto_mask(minimised)
+            warnings_ = self.extrapolation_warnings([TrialRecord.from_user_attrs(t.user_attrs).arch
+                                                     for t, m in zip(feasible, mask) if m], "Pareto")
             seen: set[str] = set()
             for t in sorted((t for t, m in zip(feasible, mask) if m), key=lambda t: t.number):
                 if t.user_attrs[S.ARCH_ID] not in seen:
@@ -688,12 +699,24 @@ class LatencyStage:
                     hv_ratio = exact.normaliser.hypervolume(pts) / exact.hypervolume
         summary = {"trials": sum(1 for t in trials if t.user_attrs.get(S.COUNTED)),
                    "optuna_trials": len(trials),
-                   "pareto_size": len(rows), "hypervolume_ratio": hv_ratio, "interrupted": interrupted}
+                   "pareto_size": len(rows), "hypervolume_ratio": hv_ratio, "interrupted": interrupted,
+                   "warnings": warnings_}
         study.set_user_attr(S.STUDY_SEARCH, {**summary, "sampler": self.settings.sampler, "seed": self.settings.seed})
         return SearchResult(study_name=self.study_name, storage=self.storage_url, meta=self.meta,
                             trials_total=summary["trials"], trials_new=new, pareto=rows, exact=exact,
                             exact_added=added, hypervolume_ratio=hv_ratio, interrupted=interrupted,
-                            seconds=seconds, states=states, notes=[self.stop_reason] if self.stop_reason else [])
+                            seconds=seconds, states=states, notes=[self.stop_reason] if self.stop_reason else [],
+                            warnings=warnings_)
+
+    def extrapolation_warnings(self, configs, what: str) -> list[str]:
+        """Per target, where predicting `configs` (e.g. the Pareto set's shapes) at the study's lengths lies outside
+        what its latency model is known to hold for (`LatencyModel.extrapolation`), one line each."""
+        if not configs:
+            return []
+        batch = ArchBatch.from_configs(list(configs))
+        s = self.settings
+        return [f"{target}: {note} ({what} shapes)" for target, model in self.models.items()
+                for note in model.extrapolation(batch, s.prompt_len, s.context_len)]
 
 
 class _TrialFailed(Exception):

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from nas.core.errors import NasUserError
 from nas.study.pareto import pareto_mask_max, picks
-from nas.study.schema import FOUND_BY, FOUND_BY_SAMPLER, STUDY_EXACT, STUDY_META, StudyMeta, TrialRecord
+from nas.study.schema import FOUND_BY, FOUND_BY_SAMPLER, STUDY_EXACT, STUDY_META, STUDY_SEARCH, StudyMeta, TrialRecord
 from nas.study.storage import open_storage
 
 PICK_TITLES = {"knee": "knee (recommended)", "fastest": "fastest", "best-quality": "best quality"}
@@ -83,6 +83,7 @@ class StudyTrials:
     unrecorded: int = 0  # COMPLETE trials without a nas record (written by another tool)
     trial_states: dict[int, str] = field(default_factory=dict)  # trial number -> state name
     exact: dict[str, Any] | None = None  # the exact stage's summary (STUDY_EXACT), when the search had one
+    search: dict[str, Any] | None = None  # the last run's summary (STUDY_SEARCH): trials, warnings, ...
 
 
 def read_study(study) -> StudyTrials:
@@ -111,7 +112,7 @@ def read_study(study) -> StudyTrials:
         points[trial.number] = TrialPoint(trial.number, record, values, record.feasible and _constraints_ok(trial),
                                           str(trial.user_attrs.get(FOUND_BY, FOUND_BY_SAMPLER)))
     return StudyTrials(study.study_name, meta, directions, points, states, unrecorded, trial_states,
-                       study.user_attrs.get(STUDY_EXACT))
+                       study.user_attrs.get(STUDY_EXACT), study.user_attrs.get(STUDY_SEARCH))
 
 
 def preference(arch) -> tuple:

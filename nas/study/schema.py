@@ -105,11 +105,13 @@ STUDY_PROXY_PLAN = "nas_proxy_plan"
 STUDY_ATTRS: dict[str, str] = {
     STUDY_SCHEMA: "version of this schema the study was created with (SCHEMA_VERSION)",
     STUDY_META: "StudyMeta: space, targets, precision, lengths, objectives, constraints, latency sources and "
-                "their error bands; a resumed search must match its identity()",
+                "each target's latency-model fingerprint (latency_models) and error band (latency_errors); a resumed search must match its "
+                "identity() and the fingerprints",
     STUDY_EXACT: "the exact stage's summary: space size, feasible configs, front size, hypervolume, the "
                  "normalisation it was measured in (no per-shape lists: the front's members are trials)",
     STUDY_SEARCH: "the last run's summary: counted trials, Optuna trials, Pareto-set size, the sampler's share "
-                  "of the exact hypervolume, sampler and seed",
+                  "of the exact hypervolume, sampler and seed, and warnings: where the Pareto set's predictions "
+                  "lie outside what a target's latency model was fitted on (LatencyModel.extrapolation)",
     STUDY_LATENCY_DONE: "set when the latency stage finished its budget; workers of the proxy stage wait for it",
     STUDY_PROXY_PLAN: "on the proxy study: the shapes chosen for training (arch ids), how many candidates they "
                       "were chosen from, and when",
@@ -232,6 +234,9 @@ class StudyMeta:
     nas_version: str
     proxy: dict[str, Any] | None = None  # the proxy study's training settings (ProxyOptions.identity)
     latency_errors: dict[str, Any] = field(default_factory=dict)  # target -> LatencyModel.error_band()
+    # target -> {"fingerprint": LatencyModel.fingerprint(), "provenance": its phrase}: the latency model each
+    # target was searched with (None in studies written before it was recorded)
+    latency_models: dict[str, dict[str, str]] | None = None
 
     def to_user_attrs(self) -> dict[str, Any]:
         data = asdict(self)
@@ -259,6 +264,21 @@ class StudyMeta:
         theirs = _flatten({**other.identity(), "constraints": other.constraints})
         return [f"{key}: {_show(theirs.get(key))} there, {_show(mine.get(key))} here"
                 for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key)]
+
+    def latency_model_change(self, old: StudyMeta, study: str) -> str | None:
+        """One line saying which target's latency model differs from the one `old` was searched with (None
+        when they agree, or when `old` predates the record). Kept out of identity(): a recalibrated target must
+        not silently rename a default study, it is refused with this line."""
+        if not old.latency_models or not self.latency_models:
+            return None
+        for target in self.targets:
+            was, now = old.latency_models.get(target), self.latency_models.get(target)
+            if was and now and was.get("fingerprint") != now.get("fingerprint"):
+                return (f"study {study!r} was searched with {target}'s latency model {was.get('fingerprint')} "
+                        f"({was.get('provenance')}); now it is {now.get('fingerprint')} ({now.get('provenance')}): "
+                        "its figures would mix both models; start a new study (--study NAME), or restore that "
+                        "latency model to resume it")
+        return None
 
     def identity(self) -> dict[str, Any]:
         """The settings that define what a study's trials mean; resuming with any of these changed is refused."""

@@ -98,7 +98,7 @@ def test_spaces_errors(capsys, tmp_path):
 
 def test_inspect_flags(capsys):
     code, out, _ = _run(capsys, "inspect", "--hidden-size", "576", "--layers", "30", "--heads", "9",
-                        "--kv-heads", "3", "--ffn", "1536")
+                        "--kv-heads", "3", "--ffn", "1536", "--max-seq-len", "2048")
     assert code == 0
     assert "124.64M" in out and "GQA" in out and "240d40d719a17308" in out
     assert "GFLOPs" in out and "MiB" in out and "int4" in out

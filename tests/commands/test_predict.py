@@ -84,5 +84,10 @@ def test_measured_prediction_outside_its_range_says_so(capsys, tmp_path):
     assert main(["predict", "--target", "pixel8", *ARCH, "--json"]) == 0
     r = json.loads(capsys.readouterr().out)["targets"]["pixel8"]
     assert r["latency_source"] == "calibrated"
-    assert "extrapolating beyond the measured range" in r["note"] and "prompt_len 512 vs 32-64" in r["note"]
+    assert r["warnings"] == ["prompt length 512 is outside the measured 32-64: pixel8's prefill time is extrapolated",
+                             "context length 2048 is outside the measured 32-128: pixel8's decode time is extrapolated",
+                             r["warnings"][2]]
+    assert r["warnings"][2].startswith("the config has") and "parameters, outside the" in r["warnings"][2]
+    code = main(["predict", "--target", "pixel8", *ARCH, "--prompt-len", "48", "--context-len", "100"])
+    assert code == 0 and "warning: prompt length" not in capsys.readouterr().out
     assert r["model"]["held_out_accuracy"]["prefill"]["mape"] < 5

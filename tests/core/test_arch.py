@@ -106,11 +106,12 @@ def test_json_round_trip(arch):
 
 
 def test_arch_id_is_stable_and_distinct():
-    fixed = ArchConfig(hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=1536)
+    fixed = ArchConfig(hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=1536,
+                       max_seq_len=2048)
     # Hard-coded on purpose: a change here means every stored study's ids change (the canonical JSON moved).
     assert fixed.arch_id == "240d40d719a17308"
     assert ArchConfig(hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=1536,
-                      head_dim=64, rope_theta=10000).arch_id == fixed.arch_id  # derived/int-vs-float don't matter
+                      head_dim=64, rope_theta=10000, max_seq_len=2048).arch_id == fixed.arch_id  # derived/int-vs-float don't matter
     assert len({a.arch_id for a in SHAPES}) == len(SHAPES)
     assert fixed.replace(num_layers=31).arch_id != fixed.arch_id
     assert fixed.replace(tie_embeddings=False).arch_id != fixed.arch_id

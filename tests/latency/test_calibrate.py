@@ -13,6 +13,7 @@ from nas.core.errors import NasUserError
 from nas.core.paths import predictor_path
 from nas.latency import probes
 from nas.latency.calibrate import default_holdout, select_rows
+from nas.latency.provenance import FEATURE_VERSION, GRAPH_BUILDER_VERSION
 from nas.latency.registry import CALIBRATED, MEASURED, latency_source, load_latency_model
 from nas.spaces import load_space
 from nas.targets import load_target
@@ -151,10 +152,10 @@ def test_bad_device_measurements_leave_existing_predictor_alone(tmp_path, capsys
 
 
 def test_host_measurements_from_another_ort_version_are_refused(tmp_path, capsys):
-    env = {"ort_version": "0.0.1", "cpu_model": "x"}
+    env = {"ort_version": "0.0.1", "cpu_model": "x", "graph_builder": GRAPH_BUILDER_VERSION}
     path = write_rows(tmp_path / "old.jsonl", device_rows(target="host-cpu", env=env, precision="fp32", threads=2))
     _assert_refused(capsys, ["calibrate", "--target", "host-cpu", "--threads", "2", "--measurements", path],
-                    "measured with onnxruntime 0.0.1")
+                    "no measurement of the graphs this nas builds (96 row(s): onnxruntime 0.0.1 (this is")
     assert not predictor_path("host-cpu", "CPUExecutionProvider", "fp32").exists()
 
 
@@ -193,3 +194,49 @@ def test_other_threads_are_evaluated_but_not_saved(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["saved"] is False and data["latency_source"] == "analytic, uncalibrated"
     assert not predictor_path("pixel8", "CPUExecutionProvider", "int4").exists()
+
+
+def test_rows_of_another_graph_builder_are_skipped_and_a_file_of_only_them_is_one_line(tmp_path, capsys):
+    old_env = {**DEVICE_ENV, "graph_builder": "0"}
+    only_old = write_rows(tmp_path / "old.jsonl", device_rows(env=old_env))
+    _assert_refused(capsys, ["calibrate", "--target", "pixel8", "--measurements", only_old],
+                    f"no measurement of the graphs this nas builds (96 row(s): graph builder 0 (this nas builds "
+                    f"{GRAPH_BUILDER_VERSION}))")
+    assert not predictor_path("pixel8", "CPUExecutionProvider", "int4").exists()
+    unversioned = write_rows(tmp_path / "unversioned.jsonl",
+                             device_rows(env={k: v for k, v in DEVICE_ENV.items() if k != "graph_builder"}))
+    _assert_refused(capsys, ["calibrate", "--target", "pixel8", "--measurements", unversioned],
+                    "no graph-builder version recorded")
+    mixed = write_rows(tmp_path / "mixed.jsonl", device_rows(env=old_env, n=5, seed=7) + device_rows())
+    code = main(["calibrate", "--target", "pixel8", "--measurements", mixed, "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["skipped_rows"] == {f"graph builder 0 (this nas builds {GRAPH_BUILDER_VERSION})": 20}
+    assert data["n_configs_fit"] + data["n_configs_held_out"] == 24  # the old rows' configs were not fitted on
+    saved = json.loads(predictor_path("pixel8", "CPUExecutionProvider", "int4").read_text())
+    assert saved["graph_builder"] == GRAPH_BUILDER_VERSION and saved["feature_version"] == FEATURE_VERSION
+    assert saved["provider"] == "CPUExecutionProvider" and saved["threads"] == 4 and saved["ort_version"] == "1.20.0"
+    main(["calibrate", "--target", "pixel8", "--measurements", mixed])
+    assert "20 row(s) skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("field, value, words", [("graph_builder", "0", "graph builder version 0"),
+                                                 ("feature_version", None, "feature formulas version unrecorded")])
+def test_predictor_of_other_graphs_or_features_is_refused_on_use(tmp_path, capsys, field, value, words):
+    good = write_rows(tmp_path / "good.jsonl", device_rows())
+    assert main(["calibrate", "--target", "pixel8", "--measurements", good]) == 0
+    capsys.readouterr()
+    saved = predictor_path("pixel8", "CPUExecutionProvider", "int4")
+    data = json.loads(saved.read_text())
+    data[field] = value
+    saved.write_text(json.dumps(data))
+    _assert_refused(capsys, ["predict", "--target", "pixel8", "--hidden-size", "64", "--layers", "2", "--heads", "2",
+                             "--ffn", "128"], words)
+    assert "re-run `nas calibrate --target pixel8`" in str(pytest.raises(NasUserError, load_latency_model, "pixel8").value)
+
+
+def test_calibrate_says_which_feature_columns_it_left_out(tmp_path, capsys):
+    # the tiny space has one head_dim: decode attention FLOPs are proportional to score elements on it
+    path = write_rows(tmp_path / "pixel8.jsonl", device_rows())
+    assert main(["calibrate", "--target", "pixel8", "--measurements", path]) == 0
+    out = capsys.readouterr().out
+    assert "decode   feature linear_gflop left out, its rate cannot be told apart: it equals" in out

@@ -13,6 +13,7 @@ from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
 from nas.latency import features as F
 from nas.latency import predictor as P
+from nas.latency.provenance import GRAPH_BUILDER_VERSION
 
 TRUE = {
     "prefill": {"one": 0.4, "layers": 0.05, "linear_gflop": 25.0, "score_melems": 0.02, "streamed_weight_mb": 0.003},
@@ -49,7 +50,7 @@ def synthetic_rows(configs, coefs=TRUE, target="host-cpu", noise=0.0, seed=0, pr
                              "prompt_len": length if phase == "prefill" else None,
                              "context_len": length if phase == "decode" else None, "precision": precision,
                              "provider": "CPUExecutionProvider", "threads": 2, "status": "ok",
-                             "latency_ms": {"median": ms, "cv": 0.01}, "env": {"ort_version": "1.0", "cpu_model": "x"}})
+                             "latency_ms": {"median": ms, "cv": 0.01}, "env": {"ort_version": "1.0", "cpu_model": "x", "graph_builder": GRAPH_BUILDER_VERSION}})
     return rows
 
 
@@ -282,3 +283,56 @@ def test_feature_selection_is_recorded_and_can_be_fixed(fitted):
                             feature_sets={"prefill": ("one", "linear_gflop"), "decode": ("one", "streamed_weight_mb")})
     assert fixed.phases["prefill"].features == ("one", "linear_gflop")
     assert fixed.training["decode"]["feature_selection"]["method"] == "fixed"
+
+
+# ----- identifiability: the design matrix's rank -----
+
+def test_rank_check_names_each_dependent_column_and_its_combination():
+    configs = _configs(30, seed=3)
+    batch = ArchBatch.from_configs(configs)
+    names = ("one", "layers", "streamed_weight_mb", "layer_weight_mb", "lm_head_mb", "kv_mb", "lm_head_gflop")
+    X = F.feature_matrix(batch, "decode", 256, "fp32", names)
+    kept, dropped = P.independent_columns(X, names)
+    assert kept == ("one", "layers", "streamed_weight_mb", "layer_weight_mb", "kv_mb")
+    assert dropped["lm_head_mb"] == "it equals 1 x streamed_weight_mb + -1 x layer_weight_mb on these measurements"
+    assert "lm_head_gflop" in dropped and np.linalg.matrix_rank(X[:, [0, 1, 2, 3, 5]]) == 5
+    # one head_dim and fixed per-config lengths: attention FLOPs and score elements are proportional
+    same_hd = [c for c in configs if c.head_dim == 64]
+    X = F.feature_matrix(ArchBatch.from_configs(same_hd), "decode", 256, "fp32", ("one", "attention_gflop",
+                                                                                   "score_kelems"))
+    kept, dropped = P.independent_columns(X, ("one", "attention_gflop", "score_kelems"))
+    assert kept == ("one", "attention_gflop") and list(dropped) == ["score_kelems"]
+
+
+def test_fixed_rank_deficient_features_are_refused_and_candidates_drop_the_column():
+    rows = synthetic_rows(_configs(24, seed=4))
+    with pytest.raises(NasUserError, match=r"decode: feature 'lm_head_mb' cannot be fitted: it equals 1 x "
+                                           r"streamed_weight_mb \+ -1 x layer_weight_mb .* rank 4 of 5"):
+        P.fit_predictor(rows, target="t", provider="p", precision="fp32", ort_version="1",
+                        feature_sets={"decode": ("one", "streamed_weight_mb", "layer_weight_mb", "lm_head_mb",
+                                                 "kv_mb")})
+    # the largest decode candidate carries linear_gflop, which on decode (one token) is 2 FLOPs per layer weight,
+    # and attention_gflop, which at one head_dim (all of these configs have 64) is proportional to score_kelems
+    pred = P.fit_predictor(rows, target="t", provider="p", precision="fp32", ort_version="1")
+    dropped = pred.training["decode"]["feature_selection"]["dropped_columns"]
+    assert set(dropped) == {"linear_gflop", "attention_gflop"} and "layer_weight_mb" in dropped["linear_gflop"]
+    assert "score_kelems" in dropped["attention_gflop"]
+    for phase, model in pred.phases.items():
+        data = P.phase_data(rows, phase)
+        X = F.feature_matrix(data.batch, phase, data.lengths, "fp32", model.features)
+        assert P.independent_columns(X, model.features, data.measured_ms)[1] == {}
+
+
+def test_hostcal_space_and_default_lengths_identify_every_candidate_feature():
+    from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS
+    from nas.spaces import load_space
+
+    configs = load_space("hostcal").sample(64, seed=0)
+    inherent = {"linear_gflop"}  # decode: one token's projection FLOPs are 2 per layer weight, always
+    for phase, lengths in (("prefill", DEFAULT_PROMPT_LENS), ("decode", DEFAULT_CONTEXT_LENS)):
+        rows = [c for c in configs for _ in lengths]
+        L = np.array([n for _ in configs for n in lengths])
+        for cand in P.CANDIDATE_FEATURES[phase]:
+            X = F.feature_matrix(ArchBatch.from_configs(rows), phase, L, "fp32", cand)
+            dropped = P.independent_columns(X, cand)[1]
+            assert set(dropped) <= (inherent if phase == "decode" else set()), (phase, cand, dropped)

@@ -115,6 +115,29 @@ def test_unfinished_last_line_is_dropped(fake_graphs, tmp_path, capsys):
     assert len(read_measurements(out)) == 3
 
 
+def test_rows_of_other_graphs_or_runtime_are_measured_again_not_reused(fake_graphs, tmp_path):
+    from nas.latency.provenance import GRAPH_BUILDER_VERSION
+
+    out = tmp_path / "m.jsonl"
+    configs = [small_arch()]
+    rows = profile_configs("host-cpu", configs, settings(), out, progress=False)
+    assert rows.measured == 3 and rows.stale == 0
+    assert all(r["env"]["graph_builder"] == GRAPH_BUILDER_VERSION and r["env"]["ort_version"] for r in rows)
+    old = [json.loads(line) for line in out.read_text().splitlines()]
+    old[0]["env"]["graph_builder"] = "0"
+    old[1]["env"]["ort_version"] = "0.0.1"
+    del old[2]["env"]["graph_builder"]
+    out.write_text("".join(json.dumps(r) + "\n" for r in old))
+    again = profile_configs("host-cpu", configs, settings(), out, progress=False)
+    assert (again.measured, again.skipped, again.stale) == (3, 0, 3)
+    assert set(again.stale_reasons) == {f"graph builder 0 (this nas builds {GRAPH_BUILDER_VERSION})",
+                                        "no graph-builder version recorded (measured before versioning)",
+                                        f"onnxruntime 0.0.1 (this is {rows[0]['env']['ort_version']})"}
+    assert all(r["env"]["graph_builder"] == GRAPH_BUILDER_VERSION for r in again)
+    third = profile_configs("host-cpu", configs, settings(), out, progress=False)
+    assert (third.measured, third.skipped) == (0, 3)
+
+
 def test_other_targets_rows_are_left_alone(fake_graphs, tmp_path):
     out = tmp_path / "m.jsonl"
     profile_configs("other", [small_arch()], settings(), out, progress=False)

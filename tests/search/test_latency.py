@@ -237,7 +237,7 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
            "--storage", f"sqlite:///{db}", "--study", "k", "--no-report", "--no-progress", "--no-exact"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    deadline = time.time() + 60
+    deadline = time.time() + 240  # a loaded 2-core machine starts Python + torch slowly
     n = 0
     while time.time() < deadline and n < 15:
         time.sleep(0.5)
@@ -282,6 +282,10 @@ def test_cli_writes_report_when_available(tmp_path, monkeypatch, capsys):
     assert code == 0
     line = next(l for l in out.splitlines() if l.startswith("report: "))
     assert line.endswith("index.html") and Path(line[len("report: "):]).is_file(), line
+    # tiny's max_seq_len (256) is below the default lengths: said on stdout and on top of the report
+    assert "warning: pixel8: all " in out and "max_seq_len below the lengths" in out
+    page = Path(line[len("report: "):]).read_text()
+    assert '<div class="warning"><b>Latency extrapolated</b>' in page and "max_seq_len below the lengths" in page
 
 
 @pytest.mark.parametrize("argv, pattern", [
@@ -396,3 +400,76 @@ def test_stored_trials_show_their_constraints_to_optuna_dashboard(tmp_path):
     front = {t.user_attrs["arch_id"] for t in feasible
              if not any(all(o >= v for o, v in zip(u.values, t.values)) and u.values != t.values for u in feasible)}
     assert front == {a for r in result.pareto for a in [r["arch_id"], *r.get("twins", [])]}
+
+
+def test_resume_under_another_latency_model_is_refused_naming_it(tmp_path, monkeypatch, capsys):
+    import optuna
+
+    from nas.latency import load_latency_model
+    from tests.helpers import device_rows, write_rows
+
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    first = quiet_search(storage=url, trials=8, study="s")
+    first.run(progress=False)
+    analytic = load_latency_model("pixel8")
+    stored = optuna.load_study(study_name="s", storage=url).user_attrs["nas_meta"]["latency_models"]
+    assert stored == {"pixel8": {"fingerprint": analytic.fingerprint(), "provenance": analytic.provenance()}}
+    assert analytic.fingerprint() == load_latency_model("pixel8").fingerprint()  # stable across loads
+
+    # pixel8 is calibrated from device measurements: its latency model changes under the study
+    assert main(["calibrate", "--target", "pixel8", "--measurements",
+                 write_rows(tmp_path / "p8.jsonl", device_rows())]) == 0
+    fitted = load_latency_model("pixel8")
+    assert fitted.fingerprint() != analytic.fingerprint()
+    with pytest.raises(NasUserError) as refused:
+        quiet_search(storage=url, trials=16, study="s").run(progress=False)
+    line = str(refused.value)
+    assert line.startswith(f"study 's' was searched with pixel8's latency model {analytic.fingerprint()} "
+                           f"(analytic, uncalibrated (spec sheet)); now it is {fitted.fingerprint()} (calibrated")
+    assert "start a new study (--study NAME)" in line and "\n" not in line
+    trials = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+    assert sum(bool(t.user_attrs.get("counted")) for t in trials) == 8  # nothing was added under the new model
+    capsys.readouterr()
+    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "16", "--storage", url,
+                 "--study", "s", "--no-proxy", "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pixel8's latency model" in err and err.count("\n") == 1, err
+    # the report draws published models with today's latency model: not beside points of another one
+    from nas.report.data import compute_report
+    from nas.study.read import read_study
+
+    notes = compute_report(read_study(optuna.load_study(study_name="s", storage=url)), with_parity=False).notes
+    assert any(n.startswith("Published models are not drawn: pixel8's latency model is now") for n in notes)
+    # a new study under the new model is fine
+    assert quiet_search(storage=url, trials=4, study="s2").run(progress=False).trials_new == 4
+
+
+def test_study_written_before_fingerprints_resumes_and_records_them(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    quiet_search(storage=url, trials=6, study="s").run(progress=False)
+    study = optuna.load_study(study_name="s", storage=url)
+    meta = dict(study.user_attrs["nas_meta"])
+    del meta["latency_models"]
+    study.set_user_attr("nas_meta", meta)
+    assert quiet_search(storage=url, trials=8, study="s").run(progress=False).trials_new == 2
+    assert "latency_models" in optuna.load_study(study_name="s", storage=url).user_attrs["nas_meta"]
+
+
+def test_extrapolation_warnings_in_the_result_and_json(tmp_path, monkeypatch, capsys):
+    from nas.search import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN
+
+    result = quiet_search(trials=10).run(progress=False)  # tiny: max_seq_len 256 < the default lengths
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith("pixel8: all ")
+    assert (f"configs have a max_seq_len below the lengths (prompt {DEFAULT_PROMPT_LEN}, decode after "
+            f"{DEFAULT_CONTEXT_LEN} cached tokens needs {DEFAULT_CONTEXT_LEN + 1})") in result.warnings[0]
+    assert result.warnings[0].endswith("(Pareto shapes)")
+    assert quiet_search(trials=10, prompt_len=64, context_len=128).run(progress=False).warnings == []
+    monkeypatch.chdir(tmp_path)
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-report",
+                 "--no-progress", "--json", "--storage", ":memory:"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["warnings"] == result.warnings
+    assert set(data["latency_models"]["pixel8"]) == {"fingerprint", "provenance"}
