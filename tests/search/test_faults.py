@@ -163,3 +163,52 @@ def test_a_trial_given_away_while_training_is_left_to_its_retry(tmp_path):
     assert outcome.done and [t.state for t in trials].count(TrialState.FAIL) == 1
     assert sorted(t.user_attrs[S.ARCH_ID] for t in trials if t.state == TrialState.COMPLETE) == \
         sorted(study.user_attrs[S.STUDY_PROXY_PLAN]["arch_ids"])
+
+
+REPORT_ARGV = ["search", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress", "--no-proxy",
+               "--study", "r"]
+
+
+def _stored_trials(folder) -> int:
+    return len(optuna.load_study(study_name="r", storage=f"sqlite:///{folder}/runs/nas.db").trials)
+
+
+def test_a_full_report_folder_keeps_the_trials_says_so_in_one_line_and_exits_1(tmp_path, monkeypatch, capsys):
+    """Disk full, simulated for the report alone: its index.html is a symlink to /dev/full, where every write
+    fails with ENOSPC ("No space left on device"), the error a full disk gives."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "runs" / "reports" / "r"
+    folder.mkdir(parents=True)
+    (folder / "index.html").symlink_to("/dev/full")
+    assert main(REPORT_ARGV) == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "cannot write the report to runs/reports/r: No space left on device" in lines[0], err
+    assert "nas report --study r" in lines[0] and "Traceback" not in err
+    assert "Pareto set:" in out  # what was found is still printed
+    assert _stored_trials(tmp_path) >= 10
+
+
+def test_a_read_only_report_folder_keeps_the_trials_says_so_in_one_line_and_exits_1(tmp_path, monkeypatch, capsys):
+    """The default report folder's parent is read-only: chmod 555, or, when the tests run as root (who writes
+    anywhere), the immutable attribute (chattr +i), which stops root too."""
+    monkeypatch.chdir(tmp_path)
+    reports = tmp_path / "runs" / "reports"
+    reports.mkdir(parents=True)
+    as_root = os.geteuid() == 0
+    if as_root:
+        subprocess.run(["chattr", "+i", str(reports)], check=True, capture_output=True)
+    else:
+        reports.chmod(0o555)
+    try:
+        assert main(REPORT_ARGV) == 1
+    finally:
+        if as_root:
+            subprocess.run(["chattr", "-i", str(reports)], check=True, capture_output=True)
+        reports.chmod(0o755)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "cannot write the report to runs/reports/r: " in lines[0], err
+    assert ("Operation not permitted" if as_root else "Permission denied") in lines[0], err
+    assert "Pareto set:" in out and "Traceback" not in err
+    assert _stored_trials(tmp_path) >= 10
