@@ -212,3 +212,16 @@ def test_a_read_only_report_folder_keeps_the_trials_says_so_in_one_line_and_exit
     assert ("Operation not permitted" if as_root else "Permission denied") in lines[0], err
     assert "Pareto set:" in out and "Traceback" not in err
     assert _stored_trials(tmp_path) >= 10
+
+
+def test_a_proxy_past_its_time_limit_fails_its_trial_and_the_report_says_why(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["search", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress", "--study", "t",
+                 "--proxy-shapes", "2", "--proxy-tokens", "4096,8192", "--proxy-threads", "1",
+                 "--proxy-time-limit", "0.001", "--report-dir", "rep"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("ProxyTimeout: proxy training passed its time limit of 0.001 s") == 2, out
+    assert "0 trained to the last rung, 0 stopped early by successive halving, 2 failed" in out
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert html.count("ProxyTimeout: proxy training passed its time limit") == 2
