@@ -245,11 +245,16 @@ class ProxyWorker:
 
     def claim(self, study):
         """The next WAITING trial, now RUNNING for this worker, or None when there is none."""
+        import optuna
         from optuna.trial import TrialState
 
         for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number):
             trial_id = self._trial_id(study, trial.number)
-            if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):  # atomic in the storage
+            try:
+                claimed = self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)  # atomic
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker claimed and finished it since the list was read
+            if claimed:
                 self.storage.set_trial_user_attr(trial_id, S.PROXY_WORKER, self.worker)
                 return self.storage.get_trial(trial_id), trial_id
         return None

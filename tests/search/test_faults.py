@@ -225,3 +225,32 @@ def test_a_proxy_past_its_time_limit_fails_its_trial_and_the_report_says_why(tmp
     assert "0 trained to the last rung, 0 stopped early by successive halving, 2 failed" in out
     html = (tmp_path / "rep" / "index.html").read_text()
     assert html.count("ProxyTimeout: proxy training passed its time limit") == 2
+
+
+def test_a_claim_from_a_stale_list_skips_a_trial_another_worker_finished(tmp_path):
+    """Two workers read the WAITING list; one claims and finishes a trial before the other claims from its (now
+    stale) list: the other moves on to the next trial instead of crashing (Optuna raises
+    UpdateFinishedTrialError for a finished trial; found by benchmarks/bench_workers.py with 3 workers)."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    from nas.search import ProxyOptions
+    from nas.search.proxy import ProxyWorker
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "q.log")))
+    study = optuna.create_study(study_name="q", storage=storage, directions=["minimize", "maximize"])
+    for i in range(2):
+        study.enqueue_trial(params={}, user_attrs={S.SHAPE: f"s{i}"}, skip_if_exists=False)
+    snapshot = study.get_trials(deepcopy=True, states=(TrialState.WAITING,))
+
+    class StaleList:  # the other worker's view: the list it read before the first trial was finished
+        study_name = "q"
+
+        def get_trials(self, deepcopy=False, states=None):
+            return snapshot
+
+    first = ProxyWorker(storage, "q", ProxyOptions(), ["maximize"], progress=False)
+    frozen, _ = first.claim(study)
+    study.tell(frozen.number, values=[1.0, 1.0])
+    second = ProxyWorker(storage, "q", ProxyOptions(), ["maximize"], progress=False)
+    claimed, _ = second.claim(StaleList())
+    assert (frozen.number, claimed.number) == (0, 1)
