@@ -46,3 +46,34 @@ def test_a_config_too_big_for_this_machine_is_recorded_not_tried(fake_graphs, tm
     assert {r["arch_id"] for r in failed} == {huge.arch_id} and len(failed) == 3
     assert all(r["error"].startswith("memory: needs about ") and "GiB available" in r["error"] for r in failed)
     assert rows.measured == 3
+
+
+def test_sigint_stops_profile_with_one_line_and_keeps_the_rows(tmp_path):
+    """Found when tried as a new user: Ctrl-C during `nas profile` printed nothing. Now, as for search and
+    calibrate: "nas profile: interrupted", exit 130, and the rows measured so far stay readable."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "m.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "nas", "profile", "--target", "host-cpu", "--space", "tiny",
+                             "--n-configs", "40", "--prompt-lens", "8", "--context-lens", "8", "--warmup", "0",
+                             "--runs", "1", "--sessions", "1", "--threads", "1", "--quiet", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NAS_HOME": str(tmp_path / "home")})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out.exists() and out.read_text().count("\n") >= 1):
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["nas profile: interrupted"], stderr
+    rows = read_measurements(out, require_ok=False)
+    assert 1 <= len(rows) < 80
