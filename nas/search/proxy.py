@@ -83,6 +83,9 @@ class ProxyOptions:
             raise NasUserError(f"--eta must be a number above 1, got {self.eta!r}")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
             raise NasUserError(f"--proxy-repeats must be a positive integer, got {self.repeats!r}")
+        limit = self.train.time_limit_s
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
+            raise NasUserError(f"--proxy-time-limit must be a positive number of seconds, got {limit!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise NasUserError(f"--proxy-threads must be a positive integer, got {self.threads!r}")

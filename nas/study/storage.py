@@ -213,10 +213,35 @@ def _journal(path: str, must_exist: bool):
         raise NasUserError(f"--storage {path!r} is not a database URL; expected e.g. sqlite:///runs/nas.db, "
                            "postgresql://user@host/db, an Optuna journal file ending in .log, or :memory:")
     _make_parent(Path(path), path)
+    _check_journal(Path(path))
     try:
         return JournalStorage(JournalFileBackend(path))
     except STORAGE_ERRORS as exc:  # an unwritable folder, a file that is not a journal
         raise NasUserError(f"cannot open journal storage {path!r}: {first_line(exc)}") from None
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse a file that is not an Optuna journal (every line a JSON object with an "op_code") before anything
+    is written to it: Optuna skips a malformed last line as a write cut short, so a search would append to
+    the user's file and only then fail on the line it no longer sees as the last."""
+    import json
+
+    if not path.is_file():
+        return
+    try:
+        with path.open("rb") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    entry = None
+                if not isinstance(entry, dict) or "op_code" not in entry:
+                    raise NasUserError(f"--storage {str(path)!r} is not an Optuna journal file (line {number} is not a "
+                                       "journal entry); pass a new .log path or the journal a search wrote")
+    except OSError as exc:
+        raise NasUserError(f"cannot read journal storage {str(path)!r}: {exc.strerror or exc}") from None
 
 
 def _sqlite_wal(engine) -> None:
