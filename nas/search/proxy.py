@@ -352,11 +352,9 @@ class ProxyWorker:
 
     def _tell(self, study, frozen, trial_id: int, **kw) -> None:
         """study.tell, or _GivenAway when the trial was finished by another worker meanwhile."""
-        from optuna.trial import TrialState
-
-        study.tell(frozen.number, skip_if_finished=True, **kw)
-        if self.storage.get_trial(trial_id).state != kw.get("state", TrialState.COMPLETE):
+        if self.storage.get_trial(trial_id).state.is_finished():
             raise _GivenAway
+        study.tell(frozen.number, skip_if_finished=True, **kw)  # finished in the moment since: Optuna warns
 
     def _train_claimed(self, study, frozen, trial_id: int) -> int:
         import optuna

@@ -19,7 +19,7 @@ from nas.search import proxy_study_name
 from nas.study import schema as S
 
 FAST = ["--target", "pixel8", "--space", "tiny", "--trials", "20", "--seed", "2", "--no-progress",
-        "--proxy-shapes", "3", "--proxy-tokens", "8192,16384", "--proxy-threads", "1"]
+        "--proxy-shapes", "3", "--proxy-tokens", "4096,8192", "--proxy-threads", "1"]
 
 
 def _running(url: str, name: str) -> list:
