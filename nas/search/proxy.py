@@ -258,6 +258,10 @@ class ProxyWorker:
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another worker claimed and finished it since the list was read
             if claimed:
+                # At once: Optuna never counts a RUNNING trial without any heartbeat as stale, so a worker
+                # killed before its first beat would leave the trial RUNNING for good.
+                if _HeartbeatThread(self.storage, trial_id).enabled:
+                    self.storage.record_heartbeat(trial_id)
                 self.storage.set_trial_user_attr(trial_id, S.PROXY_WORKER, self.worker)
                 return self.storage.get_trial(trial_id), trial_id
         return None
