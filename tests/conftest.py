@@ -57,8 +57,29 @@ def _postgres_bin() -> Path | None:
     return candidates[-1].parent if candidates else None
 
 
+class PostgresServer:
+    """A PostgreSQL server the tests started (see `postgres_server`); `stop()` and `start()` take it down and
+    bring it back on the same port, for the tests of a database lost mid-search."""
+
+    def __init__(self, bin_dir: Path, root: Path, as_user: list[str], port: int):
+        self.bin_dir, self.root, self.as_user, self.port = bin_dir, root, as_user, port
+        self.data, self.logfile = root / "data", root / "server.log"
+        self.url = f"postgresql://nas@127.0.0.1:{port}/nas"
+
+    def pg(self, *argv: str) -> None:
+        subprocess.run(self.as_user + [str(self.bin_dir / argv[0]), *argv[1:]], check=True, capture_output=True,
+                       cwd=self.root, timeout=120)
+
+    def start(self) -> None:
+        self.pg("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-o",
+                f"-k {self.root} -h 127.0.0.1 -p {self.port} -c fsync=off", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self.pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_server():
     """A real PostgreSQL server on loopback in a temporary folder, run as a non-root user (`nobody` when the
     tests run as root), for the tests of many workers on one study. Its absence is a failure, not a skip:
     .ci/run installs Debian's postgresql package."""
@@ -74,17 +95,20 @@ def postgres_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    data, logfile = root / "data", root / "server.log"
-
-    def pg(*argv: str) -> None:
-        subprocess.run(as_user + list(argv), check=True, capture_output=True, cwd=root, timeout=120)
-
-    pg(str(bin_dir / "initdb"), "-D", str(data), "-U", "nas", "--auth=trust", "--no-sync")
-    pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-o",
-       f"-k {root} -h 127.0.0.1 -p {port} -c fsync=off", "start")
+    server = PostgresServer(bin_dir, root, as_user, port)
+    server.pg("initdb", "-D", str(server.data), "-U", "nas", "--auth=trust", "--no-sync")
+    server.start()
     try:
-        pg(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "nas", "nas")
-        yield f"postgresql://nas@127.0.0.1:{port}/nas"
+        server.pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "nas", "nas")
+        yield server
     finally:
-        pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        try:
+            server.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass  # a test left it stopped
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server):
+    return postgres_server.url

@@ -67,6 +67,12 @@ machine (a journal file --storage runs/nas.log, or SQLite) or many (--storage po
 runs the latency stage and chooses the shapes; all of them then claim shapes to train one at a time. A
 worker that dies is noticed by its missing heartbeats and its shape is trained again by another.
 --stage latency runs only the first part, --stage proxy only joins as a worker.
+
+Faults: a database lost mid-search (a server restart, dropped connections) is retried for up to 120 s per
+call; a shape whose proxy diverges, passes --proxy-time-limit or runs out of memory fails its trial with
+the reason and the search goes on. Exit codes: 0 done; 2 a bad input (one line, nothing written); 130
+interrupted; 1 the search finished and is saved but its report could not be written (read-only or full
+folder: one line on stderr; `nas report` writes it later).
 """
 
 SAMPLER_CHOICES = ("nsga2", "tpe", "gp", "random")
@@ -205,9 +211,9 @@ def run(args: argparse.Namespace) -> int:
         prepare_dir(args.report_dir)  # an unwritable --report-dir is refused before searching, not after
     result = search.run(progress=args.progress)
 
-    report_path, report_note = None, None
+    report_path, report_note, report_error = None, None, None
     if args.report:
-        report_path, report_note = _write_report(result, args.report_dir)
+        report_path, report_note, report_error = _write_report(result, args.report_dir)
 
     data = result_to_json(result)
     data["report"] = str(report_path) if report_path else None
@@ -243,7 +249,16 @@ def run(args: argparse.Namespace) -> int:
     elif report_note:
         lines.append(f"report: {report_note}")
     emit(args, data, "\n".join(lines))
-    return 130 if result.interrupted else 0
+    if report_error:  # the search is done and saved; only its report is missing: say so, and exit 1
+        import sys
+
+        from nas.core.paths import default_storage
+
+        storage = "" if args.storage in (None, default_storage()) else f" --storage {args.storage}"
+        out = f" --out {args.report_dir}" if args.report_dir else ""
+        print(f"nas search: error: {report_error}; the study is saved: write the report later with "
+              f"`nas report --study {result.study_name}{storage}{out}`", file=sys.stderr)
+    return 130 if result.interrupted else 1 if report_error else 0
 
 
 def _quality_label(result) -> str:
@@ -256,7 +271,8 @@ def _quality_label(result) -> str:
 
 
 def _write_report(result, report_dir):
-    """(index.html path, None) or (None, why not)."""
+    """(index.html path, None, None), (None, why not, None), or (None, why not, the error) when the report
+    could not be written (a read-only or full folder)."""
     from pathlib import Path
 
     from nas.core.errors import NasUserError
@@ -264,16 +280,16 @@ def _write_report(result, report_dir):
     from nas.study.storage import MEMORY_STORAGES
 
     if result.storage in MEMORY_STORAGES:
-        return None, "not written (an in-memory study cannot be reread; pass a --storage)"
+        return None, "not written (an in-memory study cannot be reread; pass a --storage)", None
     if not result.pareto:
-        return None, "not written (no feasible trial)"
+        return None, "not written (no feasible trial)", None
     from nas.report import build_report
 
     out = Path(report_dir) if report_dir else default_report_dir(result.study_name)
     try:
-        return build_report(result.storage, result.study_name, out), None
+        return build_report(result.storage, result.study_name, out), None, None
     except NasUserError as exc:
-        return None, f"not written ({exc})"
+        return None, f"not written ({exc})", str(exc)
 
 
 def summary_text(result) -> str:

@@ -33,8 +33,17 @@ def prepare_dir(out_dir: Path) -> Path:
 
 
 def render_report(data, out_dir: Path, storage: str | None = None) -> Path:
-    """Draw a computed `ReportData` into `out_dir`; returns the index.html path."""
+    """Draw a computed `ReportData` into `out_dir`; returns the index.html path. A folder that cannot be
+    written (read-only, full, gone) is one NasUserError naming it and the reason."""
     out_dir = prepare_dir(out_dir)
+    try:
+        return _render(data, out_dir, storage)
+    except OSError as exc:
+        where = f" ({Path(exc.filename).name})" if exc.filename else ""
+        raise NasUserError(f"cannot write the report to {out_dir}: {exc.strerror or exc}{where}") from None
+
+
+def _render(data, out_dir: Path, storage: str | None) -> Path:
     pareto_images = [plots.plot_fronts(data, m, out_dir)[0] for m in SPEED_METRICS]
     proxy_images = []
     if data.proxy is not None:

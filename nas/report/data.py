@@ -32,7 +32,7 @@ from nas.latency.registry import load_latency_model
 from nas.latency.uncertainty import band_for
 from nas.study import schema as S
 from nas.study.pareto import PICKS, Normaliser, pareto_mask, pareto_mask_max, to_minimisation
-from nas.study.read import StudyTrials, compute_picks, study_pareto_set
+from nas.study.read import StudyTrials, compute_picks, failure_reason, study_pareto_set
 from nas.study.schema import FOUND_BY_EXACT, TargetFigures
 from nas.targets import load_target
 
@@ -391,15 +391,16 @@ class ProxyRun:
 def proxy_runs(study) -> list[ProxyRun]:
     """Every trial of a proxy study as a ProxyRun, by trial number."""
     runs = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
         a = t.user_attrs
         history = a.get(S.PROXY_HISTORY) or []
         curve = tuple((int(x), float(y)) for h in history for x, y in h.get("curve", []))
         speed = a.get(S.PROXY_SPEED)
+        reason = a.get(S.PRUNE_REASON) or (failure_reason(t, trials) if t.state.name == "FAIL" else "")
         runs.append(ProxyRun(t.number, str(a.get(S.SHAPE, "?")), str(a.get(S.ARCH_ID, "?")), t.state.name,
                              tuple((int(h["tokens"]), float(h["val_bpb"])) for h in history), curve,
-                             a.get(S.PRUNED_AT_RUNG), str(a.get(S.PRUNE_REASON) or a.get(S.FAIL_REASON) or ""),
-                             float(speed[0]) if speed else None))
+                             a.get(S.PRUNED_AT_RUNG), str(reason), float(speed[0]) if speed else None))
     return runs
 
 

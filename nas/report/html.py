@@ -96,7 +96,7 @@ def _parity_section(data: ReportData, images: dict[str, list[Path]]) -> str:
 
 def _proxy_section(data: ReportData, images: Sequence[Path]) -> str:
     proxy = data.proxy
-    if proxy is None:
+    if proxy is None and not data.runs:
         return ""
     states: dict[str, int] = {}
     for run in data.runs:
@@ -107,6 +107,17 @@ def _proxy_section(data: ReportData, images: Sequence[Path]) -> str:
            if r.state == "PRUNED" and r.rungs else f"{r.state.lower()}: ")
         + f"{html.escape(r.reason)}</li>"
         for r in data.runs if r.state in ("PRUNED", "FAIL"))
+    ended = sum(1 for r in data.runs if r.state in ("PRUNED", "FAIL"))
+    failed_list = f"""<details open><summary>Stopped early or failed ({ended})</summary>
+<ul class="note">{stopped or "<li>none</li>"}</ul></details>"""
+    counts = html.escape(', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items())))
+    if proxy is None:  # no shape finished a rung: no front, but which failed and why
+        return f"""
+<h2>Proxy training: quality that sees shape</h2>
+<p class="meta">{len(data.runs)} shapes chosen for proxy training: {counts}. None finished, so there is no proxy
+front.</p>
+{failed_list}
+"""
     figures = "".join(_img(p, alt) for p, alt in zip(images, [
         "Proxy quality (held-out bits per byte, lower is better: the axis is flipped so up is better) vs decode "
         "speed: the front of trained shapes", "Proxy quality vs prefill speed",
@@ -114,15 +125,14 @@ def _proxy_section(data: ReportData, images: Sequence[Path]) -> str:
     return f"""
 <h2>Proxy training: quality that sees shape</h2>
 <p class="meta">{len(data.runs)} shapes trained as scaled proxies (study <code>{html.escape(proxy.trials.name)}</code>):
-{html.escape(', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items())))}.
+{counts}.
 The front below ranks them by held-out bits per byte of the proxy against device speed.</p>
 {figures}
 <details open><summary>Proxy Pareto set ({len(proxy.rows)} shapes)</summary>
 <div class="scroll">{tables.to_html(proxy.columns, proxy.rows)}</div>
 <p class="note">Also as <a href="proxy_pareto.csv">CSV</a> and <a href="proxy_pareto.md">Markdown</a>.</p>
 </details>
-<details><summary>Stopped early or failed ({sum(1 for r in data.runs if r.state in ("PRUNED", "FAIL"))})</summary>
-<ul class="note">{stopped or "<li>none</li>"}</ul></details>
+{failed_list.replace("<details open>", "<details>")}
 """
 
 

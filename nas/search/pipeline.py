@@ -28,6 +28,7 @@ from nas.search.proxy import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, o
 from nas.search.selection import Candidates, select_shapes
 from nas.study import schema as S
 from nas.study.pareto import pareto_mask, to_minimisation
+from nas.study.read import failure_reason
 from nas.study.schema import StudyMeta, proxy_study_name
 from nas.study.storage import Heartbeat, open_storage
 
@@ -257,17 +258,10 @@ class Search:
                    "val_bpb": -float(t.user_attrs.get(S.QUALITY, float("nan")))}
                   for t in trials if t.state == TrialState.PRUNED]
         failed = [{"trial": t.number, "shape": t.user_attrs.get(S.SHAPE), "arch_id": t.user_attrs.get(S.ARCH_ID),
-                   "reason": t.user_attrs.get(S.FAIL_REASON) or _stale_reason(t, trials)}
+                   "reason": failure_reason(t, trials)}
                   for t in trials if t.state == TrialState.FAIL]
         return ProxySummary(name, len(plan.get("arch_ids", [])), int(plan.get("candidates", 0)), outcome, rows,
                             pruned, failed, meta.objectives)
-
-
-def _stale_reason(trial, trials) -> str:
-    retried = [t.number for t in trials if t.system_attrs.get("failed_trial") == trial.number
-               or trial.number in (t.system_attrs.get("retry_history") or [])]
-    text = "its worker stopped sending heartbeats (killed or lost)"
-    return text + (f"; retried as trial {', '.join(map(str, retried))}" if retried else "")
 
 
 def _in_memory(storage) -> bool:

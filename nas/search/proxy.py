@@ -83,6 +83,9 @@ class ProxyOptions:
             raise NasUserError(f"--eta must be a number above 1, got {self.eta!r}")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
             raise NasUserError(f"--proxy-repeats must be a positive integer, got {self.repeats!r}")
+        limit = self.train.time_limit_s
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
+            raise NasUserError(f"--proxy-time-limit must be a positive number of seconds, got {limit!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise NasUserError(f"--proxy-threads must be a positive integer, got {self.threads!r}")
@@ -174,7 +177,7 @@ class _HeartbeatThread:
         while not self.stop.is_set():
             try:
                 self.storage.record_heartbeat(self.trial_id)
-            except STORAGE_ERRORS:  # the database went away for a moment: the next beat tries again
+            except (*STORAGE_ERRORS, NasUserError):  # the database is gone (for longer than the storage retries)
                 pass
             self.stop.wait(interval)
 
@@ -245,11 +248,20 @@ class ProxyWorker:
 
     def claim(self, study):
         """The next WAITING trial, now RUNNING for this worker, or None when there is none."""
+        import optuna
         from optuna.trial import TrialState
 
         for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number):
             trial_id = self._trial_id(study, trial.number)
-            if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):  # atomic in the storage
+            try:
+                claimed = self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)  # atomic
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker claimed and finished it since the list was read
+            if claimed:
+                # At once: Optuna never counts a RUNNING trial without any heartbeat as stale, so a worker
+                # killed before its first beat would leave the trial RUNNING for good.
+                if _HeartbeatThread(self.storage, trial_id).enabled:
+                    self.storage.record_heartbeat(trial_id)
                 self.storage.set_trial_user_attr(trial_id, S.PROXY_WORKER, self.worker)
                 return self.storage.get_trial(trial_id), trial_id
         return None
@@ -330,7 +342,26 @@ class ProxyWorker:
         return float(speeds[0]) if self.speed_directions[0] == "maximize" else -float(speeds[0])
 
     def _train_one(self, study, frozen, trial_id: int) -> int:
-        """Train one claimed trial to its end (COMPLETE, PRUNED or FAIL); 1 when it was trained, 0 when failed."""
+        """Train one claimed trial to its end (COMPLETE, PRUNED or FAIL); 1 when it was trained, 0 when failed.
+        A trial that another worker failed and requeued meanwhile (its heartbeats were missed, e.g. the database
+        was unreachable for longer than the grace period) is left to its retry: 0."""
+        import optuna
+
+        try:
+            return self._train_claimed(study, frozen, trial_id)
+        except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway):
+            self.log(f"trial {frozen.number} ({frozen.user_attrs.get(S.SHAPE)}) was failed and queued again by "
+                     "another worker while this one trained it (its heartbeats were missed); leaving it to the retry")
+            return 0
+
+    def _tell(self, study, frozen, trial_id: int, **kw) -> None:
+        """study.tell, or _GivenAway when the trial was finished by another worker meanwhile."""
+        if self.storage.get_trial(trial_id).state.is_finished():
+            raise _GivenAway
+        study.tell(frozen.number, skip_if_finished=True, **kw)  # finished in the moment since: Optuna warns
+
+    def _train_claimed(self, study, frozen, trial_id: int) -> int:
+        import optuna
         from optuna.trial import TrialState
 
         arch = ArchConfig.from_dict(frozen.user_attrs[S.ARCH])
@@ -365,20 +396,43 @@ class ProxyWorker:
                     if decision is not None and not decision.keep:
                         set_attr(S.PRUNED_AT_RUNG, rung)
                         set_attr(S.PRUNE_REASON, decision.reason)
-                        study.tell(frozen.number, state=TrialState.PRUNED)
+                        self._tell(study, frozen, trial_id, state=TrialState.PRUNED)
                         return 1
-            study.tell(frozen.number, values=[bpb, *[float(v) for v in speeds]])
+            self._tell(study, frozen, trial_id, values=[bpb, *[float(v) for v in speeds]])
             return 1
         except (ProxyDiverged, ProxyTimeout) as exc:
             set_attr(S.FAIL_REASON, f"{type(exc).__name__}: {exc}")
-            study.tell(frozen.number, state=TrialState.FAIL)
+            self._tell(study, frozen, trial_id, state=TrialState.FAIL)
+            return 0
+        except (MemoryError, RuntimeError) as exc:
+            reason = _out_of_memory(exc)
+            if reason is None:
+                raise
+            set_attr(S.FAIL_REASON, reason)
+            self._tell(study, frozen, trial_id, state=TrialState.FAIL)
             return 0
         except KeyboardInterrupt:
-            set_attr(S.FAIL_REASON, "interrupted: the worker was stopped (SIGINT or SIGTERM) during training; "
-                                    "queued again for another worker or the next run")
-            study.tell(frozen.number, state=TrialState.FAIL)
-            _requeue(study, self.storage.get_trial(trial_id))
+            try:
+                set_attr(S.FAIL_REASON, "interrupted: the worker was stopped (SIGINT or SIGTERM) during training; "
+                                        "queued again for another worker or the next run")
+                self._tell(study, frozen, trial_id, state=TrialState.FAIL)
+                _requeue(study, self.storage.get_trial(trial_id))
+            except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway):
+                pass  # another worker failed and requeued it already
             raise
+
+
+class _GivenAway(Exception):
+    """This worker's trial was finished by another worker (failed as stale and requeued)."""
+
+
+def _out_of_memory(exc: BaseException) -> str | None:
+    """The FAIL reason of a proxy that ran out of memory (Python's MemoryError, torch's CPU allocator or CUDA
+    out-of-memory error), or None for any other error (a bug: not hidden)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text.lower():
+        return f"out of memory: {type(exc).__name__}: {text[:300]}"
+    return None
 
 
 def _requeue(study, failed) -> None:

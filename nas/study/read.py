@@ -5,6 +5,8 @@
   `TrialPoint`s, plus state counts.
 - `study_pareto_set`: the feasible trials no other feasible trial dominates on the study's own objectives,
   one per architecture (lowest trial number kept).
+- `failure_reason(trial, trials)`: why a FAIL trial failed: its `fail_reason`, or for a trial Optuna failed
+  when its worker's heartbeats stopped (which leaves no reason), that, and which trial retried it.
 - `compute_picks`: the three picks of the Pareto set a user chooses from, on the study's first target:
   `fastest` (highest decode tokens/s), `best-quality` (highest quality) and `knee` (`nas.study.pareto.knee_index`
   of the (decode tokens/s, quality) front, both axes on a log scale). Ties go to the higher quality.
@@ -158,3 +160,16 @@ def compute_picks(trials: StudyTrials, pareto: Sequence[int], target: str | None
     cands = [trials.points[n] for n in pareto if trials.points[n].speed(target, "decode_tokens_per_s") is not None]
     return picks([p.number for p in cands], [p.speed(target, "decode_tokens_per_s") for p in cands],
                  [p.quality for p in cands])
+
+
+def failure_reason(trial, trials: Sequence[Any]) -> str:
+    """Why a FAIL trial failed (see the module docstring); `trials` are its study's, to find its retry."""
+    from nas.study.schema import FAIL_REASON
+
+    reason = trial.user_attrs.get(FAIL_REASON)
+    if reason:
+        return str(reason)
+    retried = [t.number for t in trials if t.system_attrs.get("failed_trial") == trial.number
+               or trial.number in (t.system_attrs.get("retry_history") or [])]
+    text = "its worker stopped sending heartbeats (killed or lost)"
+    return text + (f"; retried as trial {', '.join(map(str, retried))}" if retried else "")

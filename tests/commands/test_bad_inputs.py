@@ -55,6 +55,7 @@ def workdir(tmp_path_factory):
     (root / "not_a_dir").write_text("")
     (root / "empty_dir").mkdir()
     (root / "broken.xz").write_bytes(b"not xz data")
+    (root / "not_journal.log").write_text('{"garbage": 1\n')
     return root, storage
 
 
@@ -140,6 +141,18 @@ CASES = [
     ("eta-one", ["search", "--target", "pixel8", "--proxy-shapes", "2", "--eta", "1"], "--eta must be a number above 1"),
     ("stage-proxy-no-proxy", ["search", "--target", "pixel8", "--stage", "proxy", "--no-proxy"],
      "--stage proxy with --no-proxy"),
+    ("storage-not-a-journal", ["search", "--target", "pixel8", "--storage", "not_journal.log"],
+     "is not an Optuna journal file (line 1"),
+    ("report-not-a-journal", ["report", "--study", STUDY, "--storage", "not_journal.log"],
+     "is not an Optuna journal file"),
+    ("report-storage-unreachable", ["report", "--study", STUDY, "--storage", "postgresql://nas@127.0.0.1:1/nas"],
+     "cannot open study storage"),
+    ("heartbeat-not-below-grace", ["search", "--target", "pixel8", "--heartbeat-interval", "10", "--grace-period",
+                                   "5"], "--heartbeat-interval (10) must be at least 1 and below --grace-period (5)"),
+    ("proxy-time-limit-negative", ["search", "--target", "pixel8", "--proxy-shapes", "2", "--proxy-time-limit", "-1"],
+     "--proxy-time-limit must be a positive number of seconds, got -1.0"),
+    ("predict-hf-string", ["predict", "--target", "pixel8", "hf_string.json"],
+     "'hidden_size' must be a positive integer"),
 ]
 
 

@@ -1,0 +1,79 @@
+"""Faults inside a measurement, each recorded on its own row while profiling goes on: an ONNX Runtime session
+that cannot be created, and a config that would not fit in this machine's memory."""
+
+from __future__ import annotations
+
+from nas.core.arch import ArchConfig
+from nas.latency.measure import Protocol
+from nas.latency.profile import ProfileSettings, profile_configs, read_measurements
+from tests.helpers import fake_build_graph, small_arch
+
+
+def settings(**kw):
+    base = {"precision": "fp32", "provider": "CPUExecutionProvider", "provider_options": {}, "prompt_lens": (4, 8),
+            "context_lens": (8,), "protocol": Protocol(threads=1, warmup=1, runs=2, sessions=1)}
+    return ProfileSettings(**{**base, **kw})
+
+
+def test_a_session_onnx_runtime_refuses_fails_that_config_alone(fake_graphs, monkeypatch, tmp_path):
+    """A graph that builds and passes onnx's checker, but with an operator ONNX Runtime has no kernel for: the
+    session cannot be created, so every length of that config gets a failed row "session: ..."."""
+    bad, good = small_arch(), small_arch(hidden=64)
+
+    def build(arch, phase, precision="fp32", seed=0, weights=None):
+        model = fake_build_graph(arch, phase, precision, seed)
+        if arch.arch_id == bad.arch_id:
+            model.graph.node[1].op_type = "NoSuchOperator"
+        return model
+
+    monkeypatch.setattr(fake_graphs, "build_graph", build)
+    out = tmp_path / "m.jsonl"
+    rows = profile_configs("host-cpu", [bad, good], settings(), out, progress=False)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {r["arch_id"] for r in failed} == {bad.arch_id} and len(failed) == 3  # 2 prefill + 1 decode lengths
+    assert all(r["error"].startswith("session: ") and "NoSuchOperator" in r["error"] for r in failed), failed
+    assert rows.measured == 3 and len(read_measurements(out)) == 3
+
+
+def test_a_config_too_big_for_this_machine_is_recorded_not_tried(fake_graphs, tmp_path):
+    """A config whose fp32 weights alone exceed the memory available is refused with a "memory: ..." row before
+    anything is built (trying would get the process killed, not an error), and the next config is measured."""
+    huge = ArchConfig(hidden_size=16384, num_layers=128, num_heads=128, intermediate_size=65536, vocab_size=64,
+                      max_seq_len=64)  # ~550 B parameters: about 2 TB in fp32
+    good = small_arch()
+    rows = profile_configs("host-cpu", [huge, good], settings(), tmp_path / "m.jsonl", progress=False)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {r["arch_id"] for r in failed} == {huge.arch_id} and len(failed) == 3
+    assert all(r["error"].startswith("memory: needs about ") and "GiB available" in r["error"] for r in failed)
+    assert rows.measured == 3
+
+
+def test_sigint_stops_profile_with_one_line_and_keeps_the_rows(tmp_path):
+    """Found when tried as a new user: Ctrl-C during `nas profile` printed nothing. Now, as for search and
+    calibrate: "nas profile: interrupted", exit 130, and the rows measured so far stay readable."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "m.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "nas", "profile", "--target", "host-cpu", "--space", "tiny",
+                             "--n-configs", "40", "--prompt-lens", "8", "--context-lens", "8", "--warmup", "0",
+                             "--runs", "1", "--sessions", "1", "--threads", "1", "--quiet", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NAS_HOME": str(tmp_path / "home")})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out.exists() and out.read_text().count("\n") >= 1):
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["nas profile: interrupted"], stderr
+    rows = read_measurements(out, require_ok=False)
+    assert 1 <= len(rows) < 80
