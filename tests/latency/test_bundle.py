@@ -83,7 +83,7 @@ def test_prefill_and_decode_share_their_weights_on_disk(tiny_arch, tmp_path):
     size = lambda folder: sum(p.stat().st_size for p in folder.iterdir())  # noqa: E731
     assert size(tmp_path / "shared") < 0.6 * size(tmp_path / "apart")
     for phase, path in shared.items():  # the graphs are whole again when loaded, and run
-        onnx.checker.check_model(str(path))
+        assert onnx.load(str(path)).graph.initializer  # (onnx's checker does not know ORT's contrib ops)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         session.run(None, graphs.graph_feeds(tiny_arch, phase, prompt_len=4, context_len=4))
 
@@ -124,8 +124,8 @@ def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):
         assert graph["arch_id"] in graph["file"] and graph["phase"] in graph["file"]
         assert (bundle / graph["weights"]).stat().st_size > 0  # the weights both phases share
     decode = next(g for g in manifest["graphs"] if g["phase"] == "decode")
-    past = next(i for i in decode["inputs"] if i["name"] == "past.0.key")
-    assert isinstance(past["shape"][2], str)  # the symbolic C dim
+    past = next(i for i in decode["inputs"] if i["name"] == "past_key_values.0.key")
+    assert isinstance(past["shape"][2], str)  # the symbolic past length
     assert (bundle / "README.txt").read_text().count("nas_runner.py") >= 2
     assert (bundle / "nas_runner.py").read_text() == RUNNER_SOURCE.read_text()
 
