@@ -226,3 +226,24 @@ def test_cli_bundle_errors(fake_space, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3
     assert "not an empty folder" in err[0] and "fp16" in err[1] and "pixel9" in err[2]
+
+
+def test_runner_decodes_in_place_like_the_protocol(tiny_arch):
+    """The runner times a GenAI graph as nas.latency.measure does: KV buffers bound as past and present, the new
+    token written into the buffer in place, and the same logits."""
+    import onnxruntime as ort
+
+    from nas.latency import graphs, measure
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(graphs.build_graph(tiny_arch).SerializeToString(), opts,
+                                   providers=["CPUExecutionProvider"])
+    feeds = graphs.graph_feeds(tiny_arch, "decode", context_len=20)
+    assert not feeds["past_key_values.1.value"][:, :, 20].any()  # the new token's slot starts empty
+    ours = measure.step_runner(session, feeds)()
+    theirs = load_runner().step_runner(session, feeds)()
+    for name in ("past_key_values.0.key", "past_key_values.1.value"):
+        assert np.abs(theirs[name].numpy()[:, :, 20]).max() > 0  # written in place
+        np.testing.assert_array_equal(theirs[name].numpy()[:, :, :20], feeds[name][:, :, :20])
+        np.testing.assert_allclose(theirs[name].numpy(), ours[name].numpy(), atol=1e-6)
