@@ -98,13 +98,19 @@ def main() -> None:
     parser.add_argument("--families", type=int, nargs="*", default=list(FAMILIES_M))
     parser.add_argument("--lock", default="/work/scratch/bench.lock")
     args = parser.parse_args()
-    protocol = measure.Protocol(threads=args.threads, warmup=1, runs=args.runs, sessions=1)
     print(f"precision {args.precision}, prompt {args.prompt_len}, decode at context {args.context_len} "
           f"({args.context_len} cached + 1), {args.threads} threads, ORT {measure.ort_version()}, "
           f"graph builder {graphs.BUILDER_VERSION}; machine: {measure.cpu_model()}, {measure.os.cpu_count()} cores")
-    with machine_lock(args.lock):
-        probes = probing.host_probes(args.threads)
+    with machine_lock(args.lock):  # held for the whole run: others' long benchmarks hold it minutes at a time
+        run(args)
+
+
+def run(args) -> None:
+    protocol = measure.Protocol(threads=args.threads, warmup=1, runs=args.runs, sessions=1)
+    probes = probing.host_probes(args.threads)
     roofline = analytic.RooflineModel(analytic.params_from_probes(probes), args.precision)
+    print(f"host probes: matmul {probes['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, bandwidth "
+          f"{probes['mem_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s", flush=True)
     summary = []
     start = time.perf_counter()
     for target in args.families:
@@ -113,8 +119,7 @@ def main() -> None:
         for _ in range(2):  # two measuring rounds: the second is the re-measure that gives the noise
             got = []
             for arch in shapes:
-                with machine_lock(args.lock):
-                    got.append(measure_one(arch, args.precision, args.prompt_len, args.context_len, protocol))
+                got.append(measure_one(arch, args.precision, args.prompt_len, args.context_len, protocol))
             rounds.append(got)
         batch = ArchBatch.from_configs(shapes)
         predicted = roofline.predict(batch, args.prompt_len, args.context_len)
@@ -140,6 +145,7 @@ def main() -> None:
             print(f"  {phase:<8} spread {spread:5.2f}x  re-measure noise {100 * noise:4.1f}%  "
                   f"Kendall tau: analytic {ta:+.2f}, params {tp:+.2f}")
         summary.append(row)
+        sys.stdout.flush()
     print(f"\nsummary ({time.perf_counter() - start:.0f} s)")
     for row in summary:
         print("  " + f"{row['family']}M: " + "; ".join(
