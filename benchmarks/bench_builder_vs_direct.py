@@ -7,7 +7,8 @@ transformers, onnx-ir; see benchmarks/genai_builder_fixture.py) and the same onn
 For each config: a random-weight Hugging Face checkpoint -> `python -m onnxruntime_genai.models.builder -p int4
 -e cpu`; the direct graph from the same ArchConfig (random weights). Both are timed with
 nas.latency.measure.time_session (decode with the shared in-place KV buffer) in two rounds of fresh sessions;
-prints medians, builder / direct ratios and the re-measure noise.
+prints medians, builder / direct ratios, the re-measure noise, and whether the two graphs have the same op
+histogram and initializer bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from genai_builder_fixture import save_checkpoint  # noqa: E402
+from genai_builder_fixture import describe, save_checkpoint  # noqa: E402
 
 from nas.core.arch import ArchConfig  # noqa: E402
 from nas.latency import graphs, measure  # noqa: E402
@@ -80,9 +81,17 @@ def main() -> None:
                            capture_output=True)
             feeds = {"prefill": graphs.graph_feeds(arch, "prefill", prompt_len=args.prompt_len, precision="int4"),
                      "decode": graphs.graph_feeds(arch, "decode", context_len=args.context_len, precision="int4")}
-            direct = graphs.build_graph(arch, precision="int4").SerializeToString()
+            direct_model = graphs.build_graph(arch, precision="int4")
+            direct_path = Path(tmp) / name / "direct.onnx"
+            graphs.save_graph(direct_model, direct_path)
+            ref, ours = describe(out / "model.onnx"), describe(direct_path)
+            same = {key: ref[key] == ours[key] for key in ("ops", "initializer_bytes")}
+            direct = direct_model.SerializeToString()
             builder = str(out / "model.onnx")
-            rounds = [(time_graph(builder, feeds, protocol), time_graph(direct, feeds, protocol)) for _ in range(2)]
+            # two rounds of fresh sessions, the order swapped in the second so drifting load hits both alike
+            first = (time_graph(builder, feeds, protocol), time_graph(direct, feeds, protocol))
+            second_direct = time_graph(direct, feeds, protocol)
+            rounds = [first, (time_graph(builder, feeds, protocol), second_direct)]
             b = {p: np.mean([r[0][p] for r in rounds]) for p in graphs.PHASES}
             d = {p: np.mean([r[1][p] for r in rounds]) for p in graphs.PHASES}
             noise = {p: np.median([abs(rounds[0][k][p] - rounds[1][k][p]) / ((rounds[0][k][p] + rounds[1][k][p]) / 2)
@@ -91,7 +100,8 @@ def main() -> None:
             ratios.append(ratio)
             print(f"{name:<28} {b['prefill']:>7.1f}/{b['decode']:<8.2f} {d['prefill']:>7.1f}/{d['decode']:<8.2f} "
                   f"{ratio['prefill']:>5.2f}/{ratio['decode']:<6.2f} "
-                  f"{100 * noise['prefill']:>4.1f}%/{100 * noise['decode']:.1f}%", flush=True)
+                  f"{100 * noise['prefill']:>4.1f}%/{100 * noise['decode']:.1f}%   same ops/bytes as builder: "
+                  f"{same['ops']}/{same['initializer_bytes']}", flush=True)
     for p in graphs.PHASES:
         values = [r[p] for r in ratios]
         print(f"{p}: builder / direct median {np.median(values):.3f}, range {min(values):.3f}-{max(values):.3f}")
