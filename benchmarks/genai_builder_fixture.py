@@ -6,8 +6,10 @@ onnxruntime-genai, transformers, tokenizers and torch; not the project's own ven
 For each config and precision it saves a random-weight Hugging Face checkpoint plus a word-level tokenizer
 made locally with `tokenizers`, runs
 `python -m onnxruntime_genai.models.builder -i HF_DIR -o OUT -p PRECISION -e cpu`, and records the graph's
-op-type histogram (with domains), initializer bytes, inputs and outputs (names, dtypes, shapes) and the
-attributes of the first GroupQueryAttention / MatMulNBits / GatherBlockQuantized node.
+op-type histogram (with domains), initializer bytes, inputs and outputs (names, dtypes, shapes), the
+attributes of the first GroupQueryAttention / MatMulNBits / GatherBlockQuantized node, and how far the logits
+of nas's direct graph built from the same weights are from the builder graph's (largest absolute difference
+over the largest absolute logit, prefill of 8 tokens and a decode step at context 8).
 """
 
 from __future__ import annotations
@@ -93,6 +95,59 @@ def describe(onnx_path: Path) -> dict:
             "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import}}
 
 
+def compare_outputs(hf_dir: Path, onnx_path: Path, cfg: dict, precision: str) -> dict:
+    """Logits of the builder's graph and of nas's direct graph (nas.latency.graphs, built from the same
+    checkpoint's weights) on the same prefill (8 tokens) and decode step (context 8): the largest absolute
+    difference over the largest absolute logit. Needs nas importable (this script puts the repo on sys.path)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    import transformers
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from nas.core.arch import ArchConfig
+    from nas.latency import graphs
+
+    arch = ArchConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
+                      num_layers=cfg["num_hidden_layers"], num_heads=cfg["num_attention_heads"],
+                      num_kv_heads=cfg["num_key_value_heads"], intermediate_size=cfg["intermediate_size"],
+                      tie_embeddings=cfg["tie_word_embeddings"], qkv_bias=cfg["model_type"] == "qwen2",
+                      max_seq_len=cfg["max_position_embeddings"], rms_norm_eps=cfg["rms_norm_eps"],
+                      rope_theta=cfg["rope_theta"])
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32)
+    weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    weights.setdefault("lm_head.weight", weights["model.embed_tokens.weight"])
+    direct = graphs.build_graph(arch, precision=precision, weights=weights)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"]),
+                ort.InferenceSession(direct.SerializeToString(), opts, providers=["CPUExecutionProvider"])]
+    out = {}
+    for phase in graphs.PHASES:
+        feeds = graphs.graph_feeds(arch, phase, prompt_len=8, context_len=8, precision=precision)
+        feeds = {k: (v.astype(np.float16) if precision == "fp16" and v.dtype == np.float32 else v)
+                 for k, v in feeds.items()}
+        names = {i.name for i in sessions[0].get_inputs()}
+        if "position_ids" in names:  # the builder's CPU fp16 graph (MultiHeadAttention) takes positions
+            start = 0 if phase == "prefill" else 8
+            feeds["position_ids"] = np.arange(start, start + feeds["input_ids"].shape[1], dtype=np.int64)[None]
+            if phase == "decode":  # and a past of exactly the cached tokens
+                feeds = {k: (v[:, :, :8] if k.startswith("past_key_values") else v) for k, v in feeds.items()}
+            else:
+                feeds = {k: (v[:, :, :0] if k.startswith("past_key_values") else v) for k, v in feeds.items()}
+        ref = sessions[0].run(["logits"], feeds)[0].astype(np.float32)
+        ours_feeds = {k: v for k, v in feeds.items() if k != "position_ids"}
+        if "position_ids" in names:
+            ours_feeds = graphs.graph_feeds(arch, phase, prompt_len=8, context_len=8, precision=precision)
+            ours_feeds["input_ids"] = feeds["input_ids"]
+            for k, v in feeds.items():
+                if k.startswith("past_key_values") and phase == "decode":
+                    ours_feeds[k][:, :, :8] = v
+        got = sessions[1].run(["logits"], ours_feeds)[0].astype(np.float32)
+        out[phase] = float(np.abs(got - ref).max() / np.abs(ref).max())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="tests/fixtures/genai_builder.json")
@@ -126,6 +181,11 @@ def main() -> None:
                 print(key, "FAILED", record["models"][key]["error"], flush=True)
                 continue
             record["models"][key] = describe(out / "model.onnx")
+            try:
+                diff = compare_outputs(hf, out / "model.onnx", CONFIGS[name], precision)
+            except Exception as exc:  # noqa: BLE001 -- recorded: e.g. a graph ORT's CPU EP cannot run
+                diff = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            record["models"][key]["direct_vs_builder_logits_rel_max_diff"] = diff
             print(key, record["models"][key]["initializer_bytes_total"], record["models"][key]["ops"], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

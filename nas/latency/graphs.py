@@ -107,18 +107,20 @@ def rope_tables(arch: ArchConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def quantize_blocks(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """A weight [in=K, out=N] as MatMulNBits stores it: blocks [N, ceil(K/32), 32*bits/8] uint8 and fp32 scales
-    [N, ceil(K/32)]. Symmetric round to nearest (zero point 8 for 4 bits, 128 for 8), K zero-padded to whole
-    blocks; 4-bit values two a byte, the first in the low nibble."""
+    [N, ceil(K/32)]. Symmetric round to nearest as ORT's quantizer (MLAS) does it for GenAI's builder: the value
+    of largest magnitude in a block maps to the lowest level (scale = that value / -8, or / -128 for 8 bits; the
+    scale may be negative), zero point 8 / 128 implied; K zero-padded to whole blocks; 4-bit values two a byte,
+    the first in the low nibble."""
     k, n = w.shape
     blocks = -(-k // INT_BLOCK_SIZE)
     rows = np.zeros((n, blocks * INT_BLOCK_SIZE), dtype=np.float32)
     rows[:, :k] = w.T
     rows = rows.reshape(n, blocks, INT_BLOCK_SIZE)
-    top = 7 if bits == 4 else 127
-    scales = np.abs(rows).max(axis=-1) / top
-    scales[scales == 0] = 1.0
-    q = np.clip(np.rint(rows / scales[..., None]), -top - 1, top).astype(np.int16) + (top + 1)
-    q = q.astype(np.uint8)
+    zero = 8 if bits == 4 else 128
+    peak = np.take_along_axis(rows, np.abs(rows).argmax(axis=-1)[..., None], axis=-1)[..., 0]
+    scales = peak / -zero
+    safe = np.where(scales == 0, 1.0, scales)
+    q = np.clip(np.rint(rows / safe[..., None]) + zero, 0, 2 * zero - 1).astype(np.uint8)
     if bits == 4:
         q = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
     return q, scales.astype(np.float32)
