@@ -109,7 +109,7 @@ def quantize_blocks(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """A weight [in=K, out=N] as MatMulNBits stores it: blocks [N, ceil(K/32), 32*bits/8] uint8 and fp32 scales
     [N, ceil(K/32)]. Symmetric round to nearest as ORT's quantizer (MLAS) does it for GenAI's builder: the value
     of largest magnitude in a block maps to the lowest level (scale = that value / -8, or / -128 for 8 bits; the
-    scale may be negative), zero point 8 / 128 implied; K zero-padded to whole blocks; 4-bit values two a byte,
+    scale may be negative), zero point 8 / 128 implied; K padded to whole blocks (stored bytes 0); 4-bit values two a byte,
     the first in the low nibble."""
     k, n = w.shape
     blocks = -(-k // INT_BLOCK_SIZE)
@@ -121,6 +121,7 @@ def quantize_blocks(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     scales = peak / -zero
     safe = np.where(scales == 0, 1.0, scales)
     q = np.clip(np.rint(rows / safe[..., None]) + zero, 0, 2 * zero - 1).astype(np.uint8)
+    q.reshape(n, -1)[:, k:] = 0  # the padding past K is stored as 0, as ORT's quantizer writes it
     if bits == 4:
         q = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
     return q, scales.astype(np.float32)

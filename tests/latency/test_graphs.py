@@ -317,3 +317,29 @@ def test_graph_feeds_shapes():
     prefill = graph_feeds(arch, "prefill")
     assert prefill["input_ids"].shape == (1, 64) and prefill["input_ids"].max() < arch.vocab_size
     assert prefill["past_key_values.0.key"].shape == (1, 2, 64, 16)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_blocks_are_quantised_as_onnxruntimes_quantizer_does(bits):
+    """GenAI's builder quantises with ORT's MatMulNBits quantizer; quantize_blocks gives the same bytes/scales."""
+    import logging
+
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    w = (np.random.default_rng(bits).standard_normal((80, 24)) * 0.02).astype(np.float32)  # K = 80: padded
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "one",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 80])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 24])],
+        [onnx.numpy_helper.from_array(w, "w")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)])
+    config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=bits)
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+    quantizer.process()
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in quantizer.model.model.graph.initializer}
+    node = next(n for n in quantizer.model.model.graph.node if n.op_type == "MatMulNBits")
+    q, scales = graphs.quantize_blocks(w, bits)
+    np.testing.assert_array_equal(q, inits[node.input[1]].reshape(q.shape))
+    np.testing.assert_allclose(scales, inits[node.input[2]].reshape(scales.shape), rtol=1e-6)
+    np.testing.assert_allclose(dequantize_blocks(q, scales, bits, 80), w, atol=np.abs(w).max() / (4 if bits == 4 else 64))
