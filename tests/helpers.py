@@ -79,7 +79,7 @@ class FakeSpace:
     name = "fake"
 
     def sample(self, n, seed=0):
-        return [small_arch(hidden=16 * (i + 1)) for i in range(n)]
+        return [small_arch(hidden=32 * (i + 1)) for i in range(n)]  # head_dim 16, 32, ...: GQA needs 16k
 
 
 # ----------------------------------------------------------------------------------------------- studies

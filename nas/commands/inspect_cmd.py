@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         f"non-embedding {_params(acc['num_non_embedding_params'])} ({acc['num_non_embedding_params']:,})",
         f"  prefill:      {_gflops(acc['prefill_flops'])} for a {args.prompt_len}-token prompt",
         f"  decode:       {_gflops(acc['decode_flops'])} per token with {args.context_len} tokens cached",
-        f"  KV cache:     {_mib(acc['kv_cache_bytes_fp16'])} (fp16, {args.context_len} tokens)",
+        f"  KV cache:     {_mib(acc['kv_cache_bytes']['fp16'])} in fp16 graphs, {_mib(acc['kv_cache_bytes']['fp32'])} "
+        f"in fp32/int8/int4 graphs ({args.context_len} tokens)",
         "  weights / memory footprint (weights + KV cache + working memory):",
     ]
     for precision, weight in acc["weight_bytes"].items():

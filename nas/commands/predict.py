@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from nas.commands._common import add_arch_arguments, add_json_flag, arch_from_args, emit
-from nas.core.accounting import PRECISIONS
+from nas.core.accounting import PRECISIONS, kv_bytes_per_element
 from nas.core.errors import NasUserError
 
 HELP = "predict prefill/decode latency and memory of one architecture on targets"
@@ -58,7 +58,7 @@ def predict_one(arch, target_name: str, prompt_len: int, context_len: int, preci
     prefill_ms = float(out["prefill_ms"][0])
     decode_ms = float(out["decode_ms"][0])
     weights = arch.weight_bytes(model.precision)
-    kv = arch.kv_cache_bytes(context_len)
+    kv = arch.kv_cache_bytes(context_len, kv_bytes_per_element(model.precision))  # the deployed graph's type
     total = arch.memory_bytes(model.precision, prompt_len, context_len)
     budget = target.memory_budget_bytes
     note = model.note

@@ -8,12 +8,18 @@ Conventions (all documented in the README):
 - Parameters are counted exactly as `transformers` instantiates LlamaForCausalLM / Qwen2ForCausalLM.
 - FLOPs count matrix multiplies only (2 FLOPs per multiply-add); norms, RoPE, softmax and activations are
   below 1% for these shapes and are left out. Causal attention counts only the unmasked score entries.
-- Prefill produces logits for the last prompt position only (what generation needs), so the LM head is
-  applied once per prefill and once per decode step.
-- Quantised weight bytes: every 2-D weight matrix (embedding, projections, LM head) is quantised;
-  1-D tensors (norm weights, biases) stay fp16. int8 keeps one fp16 scale per output row; int4 keeps one
-  fp16 scale per block of INT4_BLOCK_SIZE weights along the input dimension (symmetric, no zero point,
-  as ORT's MatMulNBits with `is_symmetric=True`).
+- The deployed graph (ONNX Runtime GenAI's structure, nas.latency.graphs) computes logits for every position,
+  so prefill applies the LM head to all P prompt tokens, and decode once.
+- Weight bytes are the bytes of the deployed graph's weights (its initializers, less the rotary cos/sin
+  caches: `rope_cache_bytes`), as GenAI's model builder writes them for the CPU EP:
+  fp32 / fp16: every tensor at 4 / 2 bytes (a tied head and embedding stored once).
+  int8 / int4: every projection and the LM head as MatMulNBits: blocks of INT_BLOCK_SIZE (32) weights along
+  the input dim, each row padded to whole blocks, 32 / 16 bytes of values plus one fp32 scale per block
+  (symmetric, no zero points): 36 / 20 bytes a block. The token embedding stays an fp32 [vocab, hidden] table,
+  except int4 with tied embeddings, where the embedding gathers from the LM head's own 4-bit blocks
+  (GatherBlockQuantized) and costs nothing extra. Norm weights and biases stay fp32 (the graph's activation
+  type: int8/int4 graphs have fp32 inputs, outputs and KV cache on the CPU EP).
+- The KV cache has the graph's activation type: fp16 in fp16 graphs, fp32 otherwise (`kv_bytes_per_element`).
 """
 
 from __future__ import annotations
@@ -23,9 +29,21 @@ PRECISIONS = ("fp32", "fp16", "int8", "int4")
 # The two phases of generation: prefill (a prompt of P tokens, time to first token) and decode (one new token
 # with C tokens already in the KV cache).
 PHASES = ("prefill", "decode")
-INT4_BLOCK_SIZE = 32  # weights per fp16 scale in int4 (MatMulNBits block size)
-SCALE_BYTES = 2  # fp16 scales
-HALF_BYTES = 2  # fp16 storage for 1-D tensors when the matrices are quantised
+INT4_BLOCK_SIZE = 32  # weights per scale in int8 and int4 (MatMulNBits block size)
+INT_BLOCK_SIZE = INT4_BLOCK_SIZE
+SCALE_BYTES = 4  # fp32 scales, one per block
+VECTOR_BYTES = 4  # norm weights and biases: fp32 when the matrices are quantised
+BITS = {"int8": 8, "int4": 4}
+
+
+def activation_precision(precision):
+    """The float type of a deployed graph's activations, KV cache and logits: fp16 for fp16, else fp32."""
+    return "fp16" if precision == "fp16" else "fp32"
+
+
+def kv_bytes_per_element(precision):
+    """Bytes of one KV-cache element in the graph deployed at `precision` (its activation type)."""
+    return 2 if precision == "fp16" else 4
 
 # FFN kinds: number of [hidden x intermediate] matrices.
 # swiglu: SiLU(gate) * up (Llama); reglu: ReLU(gate) * up (gated ReLU, PhoneLM);
@@ -100,8 +118,11 @@ def lm_head_flops(vocab, hidden):
 
 
 def prefill_flops(vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, prompt_len):
+    """Linear layers, causal attention and the LM head, all for every prompt token (the deployed graph returns
+    logits for every position)."""
     linear = prompt_len * linear_flops_per_token(hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices)
-    return linear + prefill_attention_flops(layers, heads, head_dim, prompt_len) + lm_head_flops(vocab, hidden)
+    return (linear + prefill_attention_flops(layers, heads, head_dim, prompt_len)
+            + prompt_len * lm_head_flops(vocab, hidden))
 
 
 def decode_flops(vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, context_len):
@@ -115,44 +136,84 @@ def matrix_params(vocab, hidden, layers, heads, kv_heads, head_dim, intermediate
     return layers * per_layer + embedding_params(vocab, hidden, tied)
 
 
-def matrix_rows(vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, tied):
-    """Output rows of all 2-D weights (one int8 scale each). Embedding rows are tokens."""
-    attn_rows = heads * head_dim + 2 * kv_heads * head_dim + hidden
-    ffn_rows = (n_matrices - 1) * intermediate + hidden
-    return layers * (attn_rows + ffn_rows) + vocab * (2 - tied)
-
-
 def _blocks_per_row(in_features):
-    return -(-in_features // INT4_BLOCK_SIZE)
+    return -(-in_features // INT_BLOCK_SIZE)
 
 
-def int4_blocks(vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, tied):
-    """Number of int4 blocks over all 2-D weights, each row padded to whole blocks."""
+def layer_blocks(hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices):
+    """MatMulNBits blocks of every decoder layer's projections, each output row padded to whole blocks."""
     rows_reading_hidden = heads * head_dim + 2 * kv_heads * head_dim + (n_matrices - 1) * intermediate
     per_layer = (
         rows_reading_hidden * _blocks_per_row(hidden)
         + hidden * _blocks_per_row(heads * head_dim)  # o_proj
         + hidden * _blocks_per_row(intermediate)  # down_proj
     )
-    return layers * per_layer + vocab * (2 - tied) * _blocks_per_row(hidden)
+    return layers * per_layer
+
+
+def lm_head_blocks(vocab, hidden):
+    return vocab * _blocks_per_row(hidden)
+
+
+def int4_blocks(vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, tied):
+    """Number of blocks over the projections and the LM head (the quantised matrices; `tied` does not matter:
+    the head is quantised either way)."""
+    return (layer_blocks(hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices)
+            + lm_head_blocks(vocab, hidden) + 0 * tied)
+
+
+def block_bytes(precision):
+    """Bytes of one MatMulNBits block at int8 / int4: the packed values plus an fp32 scale."""
+    return INT_BLOCK_SIZE * BITS[precision] // 8 + SCALE_BYTES
+
+
+def _vector_params(hidden, layers, heads, kv_heads, head_dim, qkv_bias):
+    return layers * layer_vector_params(hidden, heads, kv_heads, head_dim, qkv_bias) + hidden
 
 
 def weight_bytes(precision, vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, tied, qkv_bias):
+    """Bytes of the deployed graph's weights at `precision` (see the module doc; rope caches not included)."""
     total = total_params(vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, tied, qkv_bias)
     if precision == "fp32":
         return 4 * total
     if precision == "fp16":
         return 2 * total
-    matrices = matrix_params(vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, tied)
-    vectors = total - matrices
-    if precision == "int8":
-        rows = matrix_rows(vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, tied)
-        return matrices + SCALE_BYTES * rows + HALF_BYTES * vectors
-    if precision == "int4":
+    if precision in BITS:
         blocks = int4_blocks(vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, tied)
-        # MatMulNBits pads each row to whole blocks: BLOCK/2 bytes of packed nibbles plus one scale per block.
-        return blocks * (INT4_BLOCK_SIZE // 2 + SCALE_BYTES) + HALF_BYTES * vectors
+        vectors = _vector_params(hidden, layers, heads, kv_heads, head_dim, qkv_bias)
+        # the fp32 embedding table, unless int4 with tied embeddings gathers from the head's blocks
+        shared = (precision == "int4") * tied
+        embedding = 4 * vocab * hidden * (1 - shared)
+        return blocks * block_bytes(precision) + VECTOR_BYTES * vectors + embedding
     raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+def streamed_weight_bytes(precision, vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices,
+                          qkv_bias):
+    """Weight bytes one forward pass reads: every weight but a separate embedding table (a Gather reads only
+    the tokens' rows). The same for tied and untied models."""
+    total = weight_bytes(precision, vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices,
+                         0, qkv_bias)
+    return total - embedding_table_bytes(precision, vocab, hidden, 0)
+
+
+def lm_head_bytes(precision, vocab, hidden):
+    """Bytes of the [hidden, vocab] LM head at `precision` (MatMulNBits blocks at int8/int4)."""
+    if precision in BITS:
+        return lm_head_blocks(vocab, hidden) * block_bytes(precision)
+    return (2 if precision == "fp16" else 4) * vocab * hidden
+
+
+def embedding_table_bytes(precision, vocab, hidden, tied):
+    """Bytes of the separate token-embedding table of the deployed graph (0 where it shares the LM head)."""
+    if precision in BITS:
+        return 4 * vocab * hidden * (1 - (precision == "int4") * tied)
+    return (2 if precision == "fp16" else 4) * vocab * hidden * (1 - tied)
+
+
+def rope_cache_bytes(precision, max_seq_len, head_dim):
+    """The cos and sin caches [max_seq_len, head_dim/2] at the graph's activation type."""
+    return 2 * max_seq_len * (head_dim // 2) * kv_bytes_per_element(precision)
 
 
 def kv_cache_bytes(layers, kv_heads, head_dim, context_len, bytes_per_element=2):
@@ -166,11 +227,11 @@ def working_memory_bytes(vocab, hidden, heads, kv_heads, head_dim, intermediate,
 
     Layers run one after another, so one layer's tensors are live at a time: residual and normed hidden
     states (2*T*h), q/k/v (T*(H+2KV)*d), the score matrix (H*T*K, unfused attention), the FFN's inner
-    activations ((n-1)*T*f), and the last position's logits (V). fp32 activations by default.
+    activations ((n-1)*T*f), and the logits of every new token (T*V). fp32 activations by default.
     An estimate: runtimes fuse and reuse buffers differently.
     """
     elements = (2 * tokens * hidden + tokens * (heads + 2 * kv_heads) * head_dim + heads * tokens * keys
-                + (n_matrices - 1) * tokens * intermediate + vocab)
+                + (n_matrices - 1) * tokens * intermediate + tokens * vocab)
     return elements * bytes_per_element
 
 
@@ -181,12 +242,13 @@ def _maximum(a, b):
 
 def memory_bytes(precision, vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices, tied,
                  qkv_bias, prompt_len, context_len):
-    """Footprint of generation: weights at `precision` + fp16 KV cache of `context_len` tokens + the larger
-    of the prefill and decode working memory."""
+    """Footprint of generation: weights at `precision` + the KV cache of `context_len` tokens at the graph's
+    activation type + the larger of the prefill and decode working memory (at that type too)."""
     weights = weight_bytes(precision, vocab, hidden, layers, heads, kv_heads, head_dim, intermediate, n_matrices,
                            tied, qkv_bias)
-    kv = kv_cache_bytes(layers, kv_heads, head_dim, context_len)
+    element = kv_bytes_per_element(precision)
+    kv = kv_cache_bytes(layers, kv_heads, head_dim, context_len, element)
     shape = (vocab, hidden, heads, kv_heads, head_dim, intermediate, n_matrices)
-    prefill = working_memory_bytes(*shape, tokens=prompt_len, keys=prompt_len)
-    decode = working_memory_bytes(*shape, tokens=1, keys=context_len + 1)
+    prefill = working_memory_bytes(*shape, tokens=prompt_len, keys=prompt_len, bytes_per_element=element)
+    decode = working_memory_bytes(*shape, tokens=1, keys=context_len + 1, bytes_per_element=element)
     return weights + kv + _maximum(prefill, decode)

@@ -162,6 +162,9 @@ class ArchConfig:
             "decode_flops": self.decode_flops(context_len),
             "weight_bytes": {p: self.weight_bytes(p) for p in accounting.PRECISIONS},
             "kv_cache_bytes_fp16": self.kv_cache_bytes(context_len),
+            # at each precision's deployed graph type (fp16 for fp16, else fp32)
+            "kv_cache_bytes": {p: self.kv_cache_bytes(context_len, accounting.kv_bytes_per_element(p))
+                               for p in accounting.PRECISIONS},
             "memory_bytes": {p: self.memory_bytes(p, prompt_len, context_len) for p in accounting.PRECISIONS},
         }
 

@@ -3,10 +3,13 @@
     phase_ms = max(FLOPs / (peak_flops * compute_efficiency), bytes / (bandwidth * bandwidth_efficiency))
                + num_layers * per_layer_overhead + per_run_overhead
 
-Prefill (P tokens) moves the weights once and writes a P-token KV cache; decode (one token after C) reads all
-weights and the C-token KV cache (which the graph also copies into its `present` output) and does ~2 FLOPs
-per weight, so prefill is usually compute-bound and decode memory-bound. FLOPs and bytes come from
-`nas.accounting` through ArchBatch.
+Prefill (P tokens) moves the weights once and writes a P-token KV cache; decode (one token after C cached)
+reads all weights and the C-token KV cache once and does ~2 FLOPs per weight, so prefill is usually
+compute-bound and decode memory-bound. This is the deployed graph (`nas.latency.graphs`, ONNX Runtime GenAI's
+structure): GroupQueryAttention reads the cache from a buffer shared by past and present and writes the new
+token in place, so nothing copies the cache; its elements have the graph's activation type (fp16 in fp16
+graphs, fp32 otherwise: `accounting.kv_bytes_per_element`). FLOPs and bytes come from `nas.core.accounting`
+through ArchBatch, the same numbers memory accounting and the fitted features use.
 
 Efficiency factors and overheads are documented defaults per compute unit (below); callers may override any
 of them (compute_efficiency, bandwidth_efficiency, per_layer_overhead_ms, per_run_overhead_ms). Every figure
@@ -100,9 +103,8 @@ class RooflineModel:
             moved = weights + kv  # weights read once, the prompt's K/V written once
         elif phase == "decode":
             flops = np.asarray(batch.decode_flops(lengths), dtype=np.float64)
-            # All weights and the cache read per token; the cache is also copied once (Concat of past and
-            # the new token into `present`, a read and a write), so it moves three times.
-            moved = weights + 3 * kv
+            # All weights and the cache read once per token (in place: no copy of the cache).
+            moved = weights + kv
         else:
             raise ValueError(f"phase {phase!r} is not one of {', '.join(F.PHASES)}")
         compute_ms = flops / (p.peak_flops_per_s * p.compute_efficiency) * 1e3

@@ -25,9 +25,9 @@ from nas.core.arch import ArchBatch
 
 
 def kv_bytes_per_element(precision: str) -> int:
-    """Bytes per KV-cache element in the graphs nas measures (`nas.latency.graphs`): fp16 graphs keep an
-    fp16 cache; fp32 graphs and the int8/int4 ones (weight quantisation only, fp32 activations) keep fp32."""
-    return 2 if precision == "fp16" else 4
+    """Bytes per KV-cache element in the graphs nas measures (`nas.latency.graphs`, GenAI's structure): fp16
+    graphs keep an fp16 cache; fp32 graphs and the int8/int4 ones (fp32 activations) keep fp32."""
+    return accounting.kv_bytes_per_element(precision)
 
 
 def _lengths(batch: ArchBatch, length) -> np.ndarray:
@@ -83,23 +83,23 @@ def _lm_head_gflop(batch, length, precision):
     return _f(accounting.lm_head_flops(s["vocab"], s["hidden"])) / 1e9
 
 
+def _prefill_lm_head_gflop(batch, P, precision):
+    """The LM head over all P prompt positions (the deployed graph returns logits for every position)."""
+    return _lm_head_gflop(batch, P, precision) * _f(_lengths(batch, P))
+
+
 def streamed_weight_bytes(batch: ArchBatch, precision: str) -> np.ndarray:
-    """Bytes of weights one forward pass reads: all of them, except that an untied input embedding is only
-    gathered (a few rows), never streamed. The LM head [vocab x hidden] is streamed either way, so this is
-    the weight size of the same model with tied embeddings."""
+    """Bytes of weights one forward pass reads: all of them, except that a separate input embedding table is
+    only gathered (a few rows), never streamed (`accounting.streamed_weight_bytes`; the same for tied and
+    untied models)."""
     s = _shape(batch)
-    tied = np.ones(len(batch), dtype=np.int64)
-    return _f(accounting.weight_bytes(precision, **s, tied=tied, qkv_bias=batch.columns["qkv_bias"]))
+    return _f(accounting.streamed_weight_bytes(precision, **s, qkv_bias=batch.columns["qkv_bias"]))
 
 
 def lm_head_bytes(batch: ArchBatch, precision: str) -> np.ndarray:
-    """Bytes of the [vocab x hidden] LM head at `precision`: what untying the embeddings adds."""
+    """Bytes of the [vocab x hidden] LM head at `precision` (`accounting.lm_head_bytes`)."""
     s = _shape(batch)
-    qkv = batch.columns["qkv_bias"]
-    n = len(batch)
-    untied = accounting.weight_bytes(precision, **s, tied=np.zeros(n, dtype=np.int64), qkv_bias=qkv)
-    tied = accounting.weight_bytes(precision, **s, tied=np.ones(n, dtype=np.int64), qkv_bias=qkv)
-    return _f(untied) - _f(tied)
+    return _f(accounting.lm_head_bytes(precision, s["vocab"], s["hidden"]))
 
 
 def _streamed_weight_mb(batch, length, precision):
@@ -155,7 +155,7 @@ FEATURES: dict[str, dict[str, tuple[str, FeatureFn]]] = {
         "attention_gflop": ("1e9 FLOP", _prefill_attention_gflop),  # QK^T and AV (causal)
         "score_melems": ("1e6 elements", _prefill_score_melems),  # score matrix: mask + softmax
         "act_melems": ("1e6 elements", _prefill_act_melems),  # element-wise ops on activations
-        "lm_head_gflop": ("1e9 FLOP", _lm_head_gflop),  # vocab projection of the last position
+        "lm_head_gflop": ("1e9 FLOP", _prefill_lm_head_gflop),  # vocab projection of every position
         # every weight read once (an untied input embedding is gathered, not read)
         "streamed_weight_mb": ("1e6 bytes", _streamed_weight_mb),
     },
@@ -166,7 +166,7 @@ FEATURES: dict[str, dict[str, tuple[str, FeatureFn]]] = {
         "layer_weight_mb": ("1e6 bytes", _layer_weight_mb),  # ... split into the decoder layers' share
         "lm_head_mb": ("1e6 bytes", _lm_head_mb),  # ... and the LM head's (one wide GEMV)
         "linear_gflop": ("1e9 FLOP", _decode_linear_gflop),
-        "kv_mb": ("1e6 bytes", _kv_mb),  # the K/V cache: read by attention, copied by Concat into present
+        "kv_mb": ("1e6 bytes", _kv_mb),  # the K/V cache, read once by attention (in place, no copy)
         "attention_gflop": ("1e9 FLOP", _decode_attention_gflop),
         "score_kelems": ("1e3 elements", _decode_score_kelems),
         "lm_head_gflop": ("1e9 FLOP", _lm_head_gflop),

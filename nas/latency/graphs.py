@@ -1,42 +1,51 @@
-"""ONNX graphs of the two phases of on-device generation, built directly from an ArchConfig.
+"""ONNX graphs of a decoder-only model as ONNX Runtime GenAI deploys it, built directly from an ArchConfig.
 
-Profiling builds one graph per (arch, phase, precision) and runs it at several lengths, so the graphs have
-symbolic length dims:
+The structure is what `python -m onnxruntime_genai.models.builder -i HF_DIR -o OUT -p {fp32,int8,int4} -e cpu`
+(onnxruntime-genai 0.18) writes for a Llama/Qwen2 checkpoint; tests/fixtures/genai_builder.json records the
+builder's op histograms, initializer bytes and inputs/outputs for tiny configs (regenerate it with
+benchmarks/genai_builder_fixture.py) and tests/latency/test_graphs.py checks this module against it.
 
-- ``prefill``: ``input_ids`` int64 [1, prompt_len] -> ``logits`` [1, vocab] (last position only) and
-  ``present.{i}.key`` / ``present.{i}.value`` [1, kv_heads, prompt_len, head_dim] for every layer i.
-- ``decode``: ``input_ids`` int64 [1, 1] and ``past.{i}.key`` / ``past.{i}.value``
-  [1, kv_heads, context_len, head_dim] -> ``logits`` [1, vocab] and presents [1, kv_heads, context_len + 1,
-  head_dim]. The new token's position is context_len, read in-graph from the shape of ``past.0.key``.
+One graph serves both phases (as in GenAI; `phase` only labels it):
+- inputs ``input_ids`` int64 [1, sequence_length], ``attention_mask`` int64 [1, total_sequence_length],
+  ``past_key_values.{i}.key`` / ``.value`` [1, kv_heads, past_sequence_length, head_dim];
+- outputs ``logits`` [1, sequence_length, vocab] (every position, as GenAI's graph computes them) and
+  ``present.{i}.key`` / ``.value`` [1, kv_heads, total_sequence_length, head_dim].
+The KV cache has the graph's activation type: fp16 in fp16 graphs, fp32 in fp32/int8/int4 graphs (the
+builder's CPU int4/int8 graphs keep fp32 inputs and outputs).
 
-The graph is built node by node with ``onnx.helper`` and numpy (no torch): about 0.2 s for a 20M-parameter
-model and 2-5 s for 320M at fp32 (random weights, a noisy 2-core machine), where ``torch.onnx.export(dynamo=True)``
-of the 20M model takes about 25 s (``benchmarks/bench_graph_build.py``). It computes the same
-function as ``nas.model.LlamaModel`` (``tests/test_graphs.py`` checks logits and caches against it).
+How an app runs it (GenAI with ``past_present_share_buffer``, and nas's timing, `graph_feeds` +
+`nas.latency.measure.time_session`): one KV buffer per layer and kind, bound as both the past input and the
+present output, so GroupQueryAttention writes the new tokens in place and nothing copies the cache. The
+attention mask's row sum minus one is the last position (``seqlens_k``), its width the total length. Prefill of
+P tokens: buffer length P, mask of P ones. Decode at context C (C cached tokens plus the new one): buffer
+length C + 1 holding the C cached tokens, mask of C + 1 ones, one input id.
 
-What the graph contains (plain ONNX, opset 17, default domain only before quantisation):
-- RMSNorm written as Pow -> ReduceMean -> Add(eps) -> Sqrt -> Div -> Mul(weight): the pattern ORT's
-  graph optimiser fuses into its SimplifiedLayerNormalization kernel, as on-device ORT deployments run it.
-- q/k/v/o and FFN projections as separate MatMuls against [in, out] weights (+ Add for the q/k/v bias).
-- RoPE in rotate-half form from cos/sin tables [max_seq_len, head_dim/2] held as initializers (4 * max_seq_len
-  * head_dim bytes at fp32, e.g. 0.5 MiB for 2048 x 64, shared by all layers), gathered at the positions.
-- Unfused attention: per kv head, the group of query heads sharing it is stacked along the rows, so K and V
-  are never repeated (what GQA kernels do); scores = (q / sqrt(d)) @ K^T, a causal mask added in prefill,
-  Softmax, @ V. The score matrix is materialised ([kv, g*S, T]), unlike fused attention kernels
-  (ORT's GroupQueryAttention, FlashAttention): long-prompt prefill here costs somewhat more than with those.
-- K^T comes from a Transpose node, which ORT folds into its MatMul (FusedMatMul with transB).
-- Activations: silu as x * Sigmoid(x), relu as Relu, gelu (tanh approximation) as its polynomial/Tanh formula.
-- The LM head is applied to the last position only. A tied head and embedding share one [hidden, vocab]
-  initializer: the embedding is a Gather along axis 1 plus a small Transpose ([P, hidden] elements).
+Nodes (domain com.microsoft where marked):
+- attention-mask subgraph: ReduceSum -> Sub 1 -> Cast int32 (seqlens_k); Shape -> Gather 1 -> Cast int32;
+- embedding: Gather from the [vocab, hidden] table; a tied fp32/fp16 model stores one [hidden, vocab] LM head
+  and Gathers from its Transpose; a tied int4 model gathers from the LM head's own 4-bit blocks
+  (com.microsoft GatherBlockQuantized). The builder quantises the embedding only in that case: untied int4 and
+  all int8 graphs keep an fp32 [vocab, hidden] table;
+- per layer: (Skip)SimplifiedLayerNormalization (the residual add fused, com.microsoft for the Skip form), one
+  fused qkv projection [hidden, (heads + 2 kv_heads) head_dim] (+ one Add for a qkv bias),
+  GroupQueryAttention (com.microsoft: rotary embedding inside from cos/sin caches [max_seq_len, head_dim/2],
+  causal, past/present KV), o projection, gate and up projections, activation (silu: Sigmoid + Mul; relu;
+  gelu: com.microsoft FastGelu, the tanh form), Mul, down projection;
+- final SkipSimplifiedLayerNormalization and the LM head.
+Projections are MatMul at fp32/fp16, and com.microsoft MatMulNBits at int8 (bits 8) / int4 (bits 4): block 32
+along the input dim, symmetric (no zero points: 8 / 128 implied), one fp32 scale per block, accuracy_level 4
+(int8 activations inside the kernel), as the builder writes them for the CPU EP.
 
-Precisions: ``fp32``; ``fp16`` (weights, activations, KV cache and logits all fp16; ORT 1.31's CPU EP lacks
-fp16 kernels for several ops and runs them in fp32 between Cast nodes it inserts itself, so CPU fp16 latency
-includes those casts); ``int8`` and ``int4`` are the fp32 graph passed through ``nas.latency.quantize``
-(dynamic int8 MatMuls, or int4 weight-only MatMulNBits); activations and the KV cache stay fp32 there.
+fp16: GenAI builds fp16 models with this structure for GPU EPs; its CPU fp16 graph is different
+(MultiHeadAttention + RotaryEmbedding + position_ids, no shared buffer; see the fixture). nas builds the
+GroupQueryAttention form at fp16 too, so one structure is measured for every precision: how ORT's CPU EP runs
+it is what a CPU fp16 figure means (tests check it runs).
 
-Random weights (when none are given) are N(0, 0.02) like the reference init, but drawn from a seeded pool of
-2**20 normals that each tensor copies from a random offset (tiled when larger): drawing 350M fresh normals
-alone takes about 8 s here, and the values do not change how fast ORT runs. Norm weights are 1, biases 0.
+Weights: given (names and layouts of nas.model's state_dict, see `model_weights`) the graph computes what that
+torch model computes, with q/k/v concatenated into the fused projection and int weights quantised round to
+nearest; without them random: floats copied from a seeded pool of N(0, 0.02) draws (fresh draws of 350M
+numbers alone take seconds), quantised blocks as random bytes from a seeded pool with scales of the right
+size. Values do not change how fast ORT runs. Norm weights are 1, biases 0.
 """
 
 from __future__ import annotations
@@ -54,13 +63,19 @@ from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
 from nas.latency.onnxio import save_graph
 from nas.latency.provenance import GRAPH_BUILDER_VERSION
-from nas.latency.quantize import quantize
 
 PRECISIONS = accounting.PRECISIONS
-OPSET = 17  # ReduceMean with an `axes` attribute: the form ORT's RMSNorm fusion matches
-IR_VERSION = 8  # the IR version of opset 17; every ORT >= 1.14 loads it
-# bump nas.latency.provenance.GRAPH_BUILDER_VERSION when the graph structure changes (old rows are then re-measured)
+OPSET = 22  # the builder's opset (and com.microsoft 1)
+IR_VERSION = 10
+MS_DOMAIN = "com.microsoft"
+# The graph structure's version (nas.latency.provenance.GRAPH_BUILDER_VERSION: "genai-1" is ONNX Runtime GenAI
+# 0.18's builder structure, see the module doc). Bump it there when the structure changes: rows timed on other
+# graphs are then measured again and predictors fitted on them refused.
 BUILDER_VERSION = GRAPH_BUILDER_VERSION
+GENAI_BUILDER_REFERENCE = "onnxruntime-genai 0.18.0 model builder, -e cpu"
+INT_BLOCK_SIZE = accounting.INT4_BLOCK_SIZE  # 32, for int8 and int4 alike
+ACCURACY_LEVEL = 4
+BITS = {"int8": 8, "int4": 4}
 _POOL_SIZE = 1 << 20
 _INIT_STD = 0.02  # nas.model.INIT_STD, repeated so this module does not import torch
 
@@ -81,7 +96,7 @@ def _check_precision(precision: str) -> None:
 def activation_precision(precision: str) -> str:
     """The float type of a graph's activations, KV cache and logits: fp16 for fp16 graphs, else fp32."""
     _check_precision(precision)
-    return "fp16" if precision == "fp16" else "fp32"
+    return accounting.activation_precision(precision)
 
 
 def rope_tables(arch: ArchConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -92,24 +107,54 @@ def rope_tables(arch: ArchConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
+def quantize_blocks(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """A weight [in=K, out=N] as MatMulNBits stores it: blocks [N, ceil(K/32), 32*bits/8] uint8 and fp32 scales
+    [N, ceil(K/32)]. Symmetric round to nearest as ORT's quantizer (MLAS) does it for GenAI's builder: the value
+    of largest magnitude in a block maps to the lowest level (scale = that value / -8, or / -128 for 8 bits; the
+    scale may be negative), zero point 8 / 128 implied; K padded to whole blocks (stored bytes 0); 4-bit values two a byte,
+    the first in the low nibble."""
+    k, n = w.shape
+    blocks = -(-k // INT_BLOCK_SIZE)
+    rows = np.zeros((n, blocks * INT_BLOCK_SIZE), dtype=np.float32)
+    rows[:, :k] = w.T
+    rows = rows.reshape(n, blocks, INT_BLOCK_SIZE)
+    zero = 8 if bits == 4 else 128
+    peak = np.take_along_axis(rows, np.abs(rows).argmax(axis=-1)[..., None], axis=-1)[..., 0]
+    scales = peak / -zero
+    safe = np.where(scales == 0, 1.0, scales)
+    q = np.clip(np.rint(rows / safe[..., None]) + zero, 0, 2 * zero - 1).astype(np.uint8)
+    q.reshape(n, -1)[:, k:] = 0  # the padding past K is stored as 0, as ORT's quantizer writes it
+    if bits == 4:
+        q = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    return q, scales.astype(np.float32)
+
+
+def dequantize_blocks(q: np.ndarray, scales: np.ndarray, bits: int, k: int) -> np.ndarray:
+    """The [in=K, out=N] fp32 weight that `quantize_blocks`' output multiplies by."""
+    if bits == 4:
+        q = np.stack([q & 15, q >> 4], axis=-1).reshape(q.shape[0], q.shape[1], -1)
+    values = (q.astype(np.float32) - (8 if bits == 4 else 128)) * scales[..., None]
+    return values.reshape(q.shape[0], -1)[:, :k].T.copy()
+
+
 class _Weights:
-    """Weights in ONNX layout ([in, out] for projections), from a torch-named dict or a seeded random pool."""
+    """Weights in ONNX layout ([in, out] for projections), from a torch-named dict or seeded random pools."""
 
     def __init__(self, weights: Mapping[str, np.ndarray] | None, seed: int, dtype):
         self.given = weights
         self.dtype = dtype
         if weights is None:
-            rng = np.random.default_rng(seed)
-            self.rng = rng
-            self.pool = (rng.standard_normal(_POOL_SIZE, dtype=np.float32) * _INIT_STD).astype(dtype)
+            self.rng = np.random.default_rng(seed)
+            self.pool = (self.rng.standard_normal(_POOL_SIZE, dtype=np.float32) * _INIT_STD).astype(dtype)
+            self.byte_pool = self.rng.integers(0, 256, _POOL_SIZE, dtype=np.uint8)
 
-    def _random(self, shape: tuple[int, ...]) -> np.ndarray:
+    def _tile(self, pool: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         n = int(np.prod(shape))
-        out = np.empty(n, dtype=self.dtype)
+        out = np.empty(n, dtype=pool.dtype)
         offset = int(self.rng.integers(_POOL_SIZE))
         pos = 0
         while pos < n:
-            chunk = self.pool[offset:offset + n - pos]
+            chunk = pool[offset:offset + n - pos]
             out[pos:pos + len(chunk)] = chunk
             pos += len(chunk)
             offset = 0
@@ -123,217 +168,198 @@ class _Weights:
             raise ValueError(f"weights[{name!r}] has shape {value.shape}, expected {torch_shape}")
         return value
 
-    def matrix(self, name: str, in_dim: int, out_dim: int) -> np.ndarray:
-        """A Linear weight (torch [out, in]) as [in, out]."""
+    def matrix(self, names: list[tuple[str, int]], in_dim: int, dtype=None) -> np.ndarray:
+        """Linear weights (torch [out, in] each) side by side as one [in, sum(out)] matrix."""
+        dtype = dtype or self.dtype
         if self.given is None:
-            return self._random((in_dim, out_dim))
-        return np.ascontiguousarray(self._get(name, (out_dim, in_dim)).T, dtype=self.dtype)
+            return self._tile(self.pool, (in_dim, sum(out for _, out in names))).astype(dtype, copy=False)
+        return np.ascontiguousarray(np.concatenate([self._get(name, (out, in_dim)).T for name, out in names],
+                                                   axis=1), dtype=dtype)
 
-    def table(self, name: str, rows: int, cols: int) -> np.ndarray:
+    def quantized(self, names: list[tuple[str, int]], in_dim: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.given is None:  # random blocks, scales of the size RTN gives N(0, 0.02) weights
+            out = sum(n for _, n in names)
+            blocks = -(-in_dim // INT_BLOCK_SIZE)
+            q = self._tile(self.byte_pool, (out, blocks, INT_BLOCK_SIZE * bits // 8))
+            top = 7 if bits == 4 else 127
+            return q, np.full((out, blocks), 2.5 * _INIT_STD / top, dtype=np.float32)
+        return quantize_blocks(self.matrix(names, in_dim, np.float32), bits)
+
+    def table(self, name: str, rows: int, cols: int, dtype=None) -> np.ndarray:
         """An embedding table [rows, cols], kept as it is."""
+        dtype = dtype or self.dtype
         if self.given is None:
-            return self._random((rows, cols))
-        return np.ascontiguousarray(self._get(name, (rows, cols)), dtype=self.dtype)
+            return self._tile(self.pool, (rows, cols)).astype(dtype, copy=False)
+        return np.ascontiguousarray(self._get(name, (rows, cols)), dtype=dtype)
 
-    def vector(self, name: str, size: int, fill: float) -> np.ndarray:
+    def vector(self, names: list[tuple[str, int]], fill: float) -> np.ndarray:
         if self.given is None:
-            return np.full(size, fill, dtype=self.dtype)
-        return np.ascontiguousarray(self._get(name, (size,)), dtype=self.dtype)
+            return np.full(sum(n for _, n in names), fill, dtype=self.dtype)
+        return np.ascontiguousarray(np.concatenate([self._get(name, (n,)) for name, n in names]), dtype=self.dtype)
 
 
 class _Graph:
-    """Accumulates nodes and initializers; names outputs automatically."""
+    """Accumulates nodes and initializers."""
 
-    def __init__(self, dtype):
-        self.dtype = dtype
+    def __init__(self):
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
-        self._consts: dict[tuple, str] = {}
 
-    def add(self, op: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
+    def add(self, op: str, inputs: list[str], outputs: int | list[str] = 1, domain: str = "", **attrs: Any):
         self._count += 1
-        output = output or f"{op.lower()}_{self._count}"
-        self.nodes.append(helper.make_node(op, inputs, [output], name=f"{op}_{self._count}", **attrs))
-        return output
+        if isinstance(outputs, int):
+            outputs = [f"{op.lower()}_{self._count}_{j}" for j in range(outputs)]
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=f"{op}_{self._count}", domain=domain,
+                                           **attrs))
+        return outputs[0] if len(outputs) == 1 else outputs
 
-    def split(self, x: str, n_out: int, axis: int, sizes: str) -> list[str]:
-        self._count += 1
-        outs = [f"split_{self._count}_{j}" for j in range(n_out)]
-        self.nodes.append(helper.make_node("Split", [x, sizes], outs, name=f"Split_{self._count}", axis=axis))
-        return outs
+    def constant(self, value) -> str:
+        return self.add("Constant", [], value=numpy_helper.from_array(np.array(value, dtype=np.int64)))
 
     def init(self, name: str, array: np.ndarray) -> str:
-        # (np.ascontiguousarray would turn a 0-d scalar into shape [1])
         self.initializers.append(numpy_helper.from_array(np.require(array, requirements="C"), name))
         return name
 
-    def const(self, value, dtype=None) -> str:
-        """A shared small constant (a scalar unless `value` is a list)."""
-        array = np.array(value, dtype=dtype or self.dtype)
-        key = (array.dtype.str, array.shape, array.tobytes())
-        if key not in self._consts:
-            self._consts[key] = self.init(f"const_{len(self._consts)}", array)
-        return self._consts[key]
 
-    def i64(self, value) -> str:
-        return self.const(value, np.int64)
+class _Projection:
+    """Writes projections as MatMul (fp32/fp16) or MatMulNBits (int8/int4) with the builder's names."""
 
+    def __init__(self, g: _Graph, w: _Weights, precision: str):
+        self.g, self.w, self.precision = g, w, precision
+        self.bits = BITS.get(precision)
 
-def _rms_norm(g: _Graph, x: str, weight: str, eps: float) -> str:
-    # The exact pattern ORT's SimplifiedLayerNormFusion matches (Pow 2, ReduceMean last axis, Add, Sqrt, Div, Mul).
-    var = g.add("ReduceMean", [g.add("Pow", [x, g.const(2.0)])], axes=[-1], keepdims=1)
-    normed = g.add("Div", [x, g.add("Sqrt", [g.add("Add", [var, g.const(eps)])])])
-    return g.add("Mul", [normed, weight])
-
-
-def _rope(g: _Graph, x: str, cos: str, sin: str, half: str) -> str:
-    """x [1, S, n, d] with cos/sin [S, 1, d/2]: rotate-half RoPE."""
-    x1, x2 = g.split(x, 2, axis=-1, sizes=half)
-    out1 = g.add("Sub", [g.add("Mul", [x1, cos]), g.add("Mul", [x2, sin])])
-    out2 = g.add("Add", [g.add("Mul", [x2, cos]), g.add("Mul", [x1, sin])])
-    return g.add("Concat", [out1, out2], axis=-1)
+    def __call__(self, x: str, name: str, sources: list[tuple[str, int]], in_dim: int, output=1) -> str:
+        out_dim = sum(n for _, n in sources)
+        if self.bits is None:
+            weight = self.g.init(f"{name}.MatMul.weight", self.w.matrix(sources, in_dim))
+            return self.g.add("MatMul", [x, weight], output)
+        q, scales = self.w.quantized(sources, in_dim, self.bits)
+        qname = self.g.init(f"{name}.MatMul.weight_Q{self.bits}", q)
+        sname = self.g.init(f"{name}.MatMul.weight_scales", scales)
+        return self.g.add("MatMulNBits", [x, qname, sname], output, domain=MS_DOMAIN, K=in_dim, N=out_dim,
+                          bits=self.bits, block_size=INT_BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
 
 
-def _gelu_tanh(g: _Graph, x: str) -> str:
-    # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
-    inner = g.add("Add", [x, g.add("Mul", [g.add("Pow", [x, g.const(3.0)]), g.const(0.044715)])])
-    t = g.add("Tanh", [g.add("Mul", [inner, g.const(float(np.sqrt(2.0 / np.pi)))])])
-    return g.add("Mul", [g.add("Mul", [x, g.const(0.5)]), g.add("Add", [t, g.const(1.0)])])
+def _activation(g: _Graph, kind: str, x: str) -> str:
+    if kind in ("swiglu",):
+        return g.add("Mul", [x, g.add("Sigmoid", [x])])
+    if kind == "reglu":
+        return g.add("Relu", [x])
+    return g.add("FastGelu", [x], domain=MS_DOMAIN)  # geglu, gelu: the tanh approximation
 
 
-def _ffn(g: _Graph, arch: ArchConfig, w: _Weights, prefix: str, x: str) -> str:
-    h, f = arch.hidden_size, arch.intermediate_size
-    up = g.add("MatMul", [x, g.init(prefix + "up_proj.weight_T", w.matrix(prefix + "up_proj.weight", h, f))])
-    if arch.ffn_kind == "gelu":
-        inner = _gelu_tanh(g, up)
-    else:
-        gate = g.add("MatMul", [x, g.init(prefix + "gate_proj.weight_T",
-                                          w.matrix(prefix + "gate_proj.weight", h, f))])
-        if arch.ffn_kind == "swiglu":
-            act = g.add("Mul", [gate, g.add("Sigmoid", [gate])])
-        elif arch.ffn_kind == "reglu":
-            act = g.add("Relu", [gate])
-        else:  # geglu
-            act = _gelu_tanh(g, gate)
-        inner = g.add("Mul", [act, up])
-    down = g.init(prefix + "down_proj.weight_T", w.matrix(prefix + "down_proj.weight", f, h))
-    return g.add("MatMul", [inner, down])
-
-
-def _attention(g: _Graph, arch: ArchConfig, w: _Weights, prefix: str, i: int, x: str, rope: tuple[str, str, str],
-               mask: str | None, decode: bool) -> str:
-    h, d = arch.hidden_size, arch.head_dim
-    heads, kv = arch.num_heads, arch.num_kv_heads
-    groups = heads // kv
-
-    def proj(name: str, n_heads: int) -> str:
-        weight = g.init(f"{prefix}{name}.weight_T", w.matrix(f"{prefix}{name}.weight", h, n_heads * d))
-        y = g.add("MatMul", [x, weight])
-        if arch.qkv_bias:
-            y = g.add("Add", [y, g.init(f"{prefix}{name}.bias", w.vector(f"{prefix}{name}.bias", n_heads * d, 0.0))])
-        return g.add("Reshape", [y, g.i64([0, 0, n_heads, d])])  # [1, S, n, d]
-
-    cos, sin, half = rope
-    q = _rope(g, proj("q_proj", heads), cos, sin, half)
-    k = _rope(g, proj("k_proj", kv), cos, sin, half)
-    v = proj("v_proj", kv)
-    # q: [1, S, kv, g, d] -> [1, kv, g, S, d] -> [1, kv, g*S, d]: the query heads sharing a kv head, stacked.
-    q = g.add("Mul", [q, g.const(1.0 / float(np.sqrt(d)))])
-    q = g.add("Transpose", [g.add("Reshape", [q, g.i64([0, 0, kv, groups, d])])], perm=[0, 2, 3, 1, 4])
-    q = g.add("Reshape", [q, g.i64([1, kv, -1, d])])
-    names = {"key": f"present.{i}.key", "value": f"present.{i}.value"}
-    if decode:
-        k = g.add("Concat", [f"past.{i}.key", g.add("Transpose", [k], perm=[0, 2, 1, 3])], names["key"], axis=2)
-        v = g.add("Concat", [f"past.{i}.value", g.add("Transpose", [v], perm=[0, 2, 1, 3])], names["value"], axis=2)
-    else:
-        k = g.add("Transpose", [k], names["key"], perm=[0, 2, 1, 3])
-        v = g.add("Transpose", [v], names["value"], perm=[0, 2, 1, 3])
-    scores = g.add("MatMul", [q, g.add("Transpose", [k], perm=[0, 1, 3, 2])])  # [1, kv, g*S, T]
-    if mask is not None:
-        scores = g.add("Add", [scores, mask])
-    ctx = g.add("MatMul", [g.add("Softmax", [scores], axis=-1), v])  # [1, kv, g*S, d]
-    ctx = g.add("Transpose", [g.add("Reshape", [ctx, g.i64([1, kv, groups, -1, d])])], perm=[0, 3, 1, 2, 4])
-    ctx = g.add("Reshape", [ctx, g.i64([1, -1, heads * d])])
-    o = g.init(f"{prefix}o_proj.weight_T", w.matrix(f"{prefix}o_proj.weight", heads * d, h))
-    return g.add("MatMul", [ctx, o])
-
-
-def build_graph(arch: ArchConfig, phase: str, precision: str = "fp32", seed: int = 0,
+def build_graph(arch: ArchConfig, phase: str = "decode", precision: str = "fp32", seed: int = 0,
                 weights: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
-    """The ONNX graph of `phase` ("prefill" or "decode") of `arch` at `precision`.
+    """The GenAI-structured ONNX graph of `arch` at `precision` (one graph for both phases; `phase` is checked
+    and recorded in the metadata only).
 
-    `weights` (names and layouts of nas.model's state_dict, see `model_weights`) makes the graph compute
-    exactly what that torch model computes; without it the weights are seeded random (see the module doc).
-    int8 and int4 graphs are the fp32 graph quantised by `nas.latency.quantize.quantize`.
+    `weights` (names and layouts of nas.model's state_dict, see `model_weights`) makes the graph compute what
+    that torch model computes (int8/int4 with round-to-nearest weights); without it the weights are seeded
+    random (see the module doc).
     """
     _check_phase(phase)
     _check_precision(precision)
-    if precision in ("int8", "int4"):
-        return quantize(build_graph(arch, phase, "fp32", seed, weights), precision)
-
-    np_dtype, onnx_dtype = _NP_DTYPE[precision], _ONNX_DTYPE[precision]
-    decode = phase == "decode"
-    g = _Graph(np_dtype)
+    if arch.head_dim % 16:
+        raise NasUserError(f"head_dim {arch.head_dim} of {arch.arch_id}: ONNX Runtime's GroupQueryAttention (what "
+                           "GenAI deploys) needs a multiple of 16")
+    io = activation_precision(precision)
+    np_dtype, onnx_dtype = _NP_DTYPE[io], _ONNX_DTYPE[io]
+    g = _Graph()
     w = _Weights(weights, seed, np_dtype)
-    h, v_size, kv, d = arch.hidden_size, arch.vocab_size, arch.num_kv_heads, arch.head_dim
-    seq = 1 if decode else "prompt_len"
+    proj = _Projection(g, w, precision)
+    h, vocab, layers = arch.hidden_size, arch.vocab_size, arch.num_layers
+    heads, kv, d, f = arch.num_heads, arch.num_kv_heads, arch.head_dim, arch.intermediate_size
+    eps = float(arch.rms_norm_eps)
 
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq])]
-    outputs = [helper.make_tensor_value_info("logits", onnx_dtype, [1, v_size])]
-    cache_len = "total_len" if decode else "prompt_len"
-    for i in range(arch.num_layers):
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "sequence_length"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, "total_sequence_length"])]
+    outputs = [helper.make_tensor_value_info("logits", onnx_dtype, [1, "sequence_length", vocab])]
+    for i in range(layers):
         for kind in ("key", "value"):
-            if decode:
-                inputs.append(helper.make_tensor_value_info(f"past.{i}.{kind}", onnx_dtype, [1, kv, "context_len", d]))
-            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", onnx_dtype, [1, kv, cache_len, d]))
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", onnx_dtype,
+                                                        [1, kv, "past_sequence_length", d]))
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", onnx_dtype,
+                                                         [1, kv, "total_sequence_length", d]))
 
-    # Token embedding. Tied: one [hidden, vocab] matrix serves the Gather (axis 1) and the LM head MatMul.
-    if arch.tie_embeddings:
-        head = g.init("lm_head.weight_T", w.matrix("model.embed_tokens.weight", h, v_size))
-        x = g.add("Transpose", [g.add("Gather", [head, "input_ids"], axis=1)], perm=[1, 2, 0])
+    # Attention-mask subgraph: seqlens_k = sum(mask) - 1 and total_sequence_length = mask width, both int32.
+    one_vec = g.constant([1])
+    seqlens = g.add("Cast", [g.add("Sub", [g.add("ReduceSum", ["attention_mask", one_vec], keepdims=0), one_vec])],
+                    to=TensorProto.INT32)
+    total = g.add("Cast", [g.add("Gather", [g.add("Shape", ["attention_mask"]), g.constant(1)], axis=0)],
+                  to=TensorProto.INT32)
+
+    # Token embedding (see the module doc for which precision stores what).
+    head_sources = [("model.embed_tokens.weight" if arch.tie_embeddings else "lm_head.weight", vocab)]
+    if arch.tie_embeddings and precision == "int4":
+        q, scales = w.quantized(head_sources, h, 4)
+        qname = g.init("lm_head.MatMul.weight_Q4", q)
+        sname = g.init("lm_head.MatMul.weight_scales", scales)
+        table = g.add("Reshape", [qname, g.constant([vocab, q.shape[1] * q.shape[2]])])
+        x = g.add("GatherBlockQuantized", [table, "input_ids", sname], domain=MS_DOMAIN, bits=4,
+                  block_size=INT_BLOCK_SIZE, gather_axis=0, quantize_axis=1)
+    elif arch.tie_embeddings and precision in ("fp32", "fp16"):
+        head = g.init("lm_head.MatMul.weight", w.matrix(head_sources, h))
+        x = g.add("Gather", [g.add("Transpose", [head], perm=[1, 0]), "input_ids"])
     else:
-        table = g.init("model.embed_tokens.weight", w.table("model.embed_tokens.weight", v_size, h))
-        x = g.add("Gather", [table, "input_ids"], axis=0)
-        head = g.init("lm_head.weight_T", w.matrix("lm_head.weight", h, v_size))
+        table = g.init("model.embed_tokens.weight", w.table("model.embed_tokens.weight", vocab, h))
+        x = g.add("Gather", [table, "input_ids"])
 
-    # Positions: 0..P-1 in prefill; the past length C in decode.
-    if decode:
-        positions = g.add("Shape", ["past.0.key"], start=2, end=3)  # [1]: C
+    cos, sin = rope_tables(arch)
+    cos_cache = g.init("cos_cache", cos.astype(np_dtype))
+    sin_cache = g.init("sin_cache", sin.astype(np_dtype))
+
+    residual, pending = x, None  # pending: the last sublayer's output, not yet added to the residual
+    for i in range(layers):
+        src = f"model.layers.{i}."
+        ln1 = g.init(f"{src}input_layernorm.weight", w.vector([(src + "input_layernorm.weight", h)], 1.0))
+        if pending is None:
+            normed = g.add("SimplifiedLayerNormalization", [residual, ln1], epsilon=eps, axis=-1, stash_type=1)
+        else:
+            normed, _, _, residual = g.add("SkipSimplifiedLayerNormalization", [residual, pending, ln1],
+                                           [f"ln1_{i}", "", "", f"residual_attn_{i}"], domain=MS_DOMAIN,
+                                           epsilon=eps)
+        attn = src + "self_attn."
+        qkv_sources = [(attn + "q_proj.weight", heads * d), (attn + "k_proj.weight", kv * d),
+                       (attn + "v_proj.weight", kv * d)]
+        qkv = proj(normed, f"{src}attn.qkv_proj", qkv_sources, h)
+        if arch.qkv_bias:
+            bias = w.vector([(name.replace(".weight", ".bias"), n) for name, n in qkv_sources], 0.0)
+            qkv = g.add("Add", [qkv, g.init(f"{src}attn.qkv_proj.Add.bias", bias)])
+        ctx = g.add("GroupQueryAttention",
+                    [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total,
+                     cos_cache, sin_cache],
+                    [f"attn_{i}", f"present.{i}.key", f"present.{i}.value"], domain=MS_DOMAIN,
+                    num_heads=heads, kv_num_heads=kv, scale=float(1.0 / np.sqrt(d)), local_window_size=-1,
+                    softcap=0.0, do_rotary=1, rotary_interleaved=0)[0]
+        attn_out = proj(ctx, f"{src}attn.o_proj", [(attn + "o_proj.weight", h)], heads * d)
+        ln2 = g.init(f"{src}post_attention_layernorm.weight",
+                     w.vector([(src + "post_attention_layernorm.weight", h)], 1.0))
+        normed, _, _, residual = g.add("SkipSimplifiedLayerNormalization", [residual, attn_out, ln2],
+                                       [f"ln2_{i}", "", "", f"residual_ffn_{i}"], domain=MS_DOMAIN, epsilon=eps)
+        mlp = src + "mlp."
+        up = proj(normed, f"{src}mlp.up_proj", [(mlp + "up_proj.weight", f)], h)
+        if arch.ffn_kind == "gelu":
+            inner = _activation(g, "gelu", up)
+        else:
+            gate = proj(normed, f"{src}mlp.gate_proj", [(mlp + "gate_proj.weight", f)], h)
+            inner = g.add("Mul", [_activation(g, arch.ffn_kind, gate), up])
+        pending = proj(inner, f"{src}mlp.down_proj", [(mlp + "down_proj.weight", h)], f)
+
+    final = g.init(f"model.layers.{layers}.final_norm_layernorm.weight", w.vector([("model.norm.weight", h)], 1.0))
+    normed = g.add("SkipSimplifiedLayerNormalization", [residual, pending, final], ["final_norm", "", "", ""],
+                   domain=MS_DOMAIN, epsilon=eps)[0]
+    if arch.tie_embeddings and precision == "int4":  # the head is the quantised table itself
+        g.add("MatMulNBits", [normed, "lm_head.MatMul.weight_Q4", "lm_head.MatMul.weight_scales"], ["logits"],
+              domain=MS_DOMAIN, K=h, N=vocab, bits=4, block_size=INT_BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
+    elif arch.tie_embeddings and precision in ("fp32", "fp16"):
+        g.add("MatMul", [normed, "lm_head.MatMul.weight"], ["logits"])
     else:
-        length = g.add("Squeeze", [g.add("Shape", ["input_ids"], start=1, end=2), g.i64([0])])
-        positions = g.add("Range", [g.i64(0), length, g.i64(1)])  # [P]
-    cos_table, sin_table = (t.astype(np_dtype) for t in rope_tables(arch))
-    cos = g.add("Unsqueeze", [g.add("Gather", [g.init("rope.cos", cos_table), positions]), g.i64([1])])
-    sin = g.add("Unsqueeze", [g.add("Gather", [g.init("rope.sin", sin_table), positions]), g.i64([1])])
-    rope = (cos, sin, g.i64([d // 2, d // 2]))
+        proj(normed, "lm_head", head_sources, h, ["logits"])
 
-    mask = None
-    if not decode:  # causal mask [P, P], tiled to the g*P stacked query rows of each kv head
-        later = g.add("Greater", [g.add("Unsqueeze", [positions, g.i64([0])]),
-                                  g.add("Unsqueeze", [positions, g.i64([1])])])
-        mask = g.add("Where", [later, g.const(np.finfo(np_dtype).min), g.const(0.0)])
-        groups = arch.num_heads // kv
-        if groups > 1:
-            mask = g.add("Tile", [mask, g.i64([groups, 1])])
-
-    for i in range(arch.num_layers):
-        prefix = f"model.layers.{i}."
-        ln1 = g.init(prefix + "input_layernorm.weight", w.vector(prefix + "input_layernorm.weight", h, 1.0))
-        attn = _attention(g, arch, w, prefix + "self_attn.", i, _rms_norm(g, x, ln1, arch.rms_norm_eps), rope,
-                          mask, decode)
-        x = g.add("Add", [x, attn])
-        ln2 = g.init(prefix + "post_attention_layernorm.weight",
-                     w.vector(prefix + "post_attention_layernorm.weight", h, 1.0))
-        x = g.add("Add", [x, _ffn(g, arch, w, prefix + "mlp.", _rms_norm(g, x, ln2, arch.rms_norm_eps))])
-
-    last = g.add("Gather", [x, g.i64(-1)], axis=1)  # [1, hidden]: only the last position needs logits
-    norm = g.init("model.norm.weight", w.vector("model.norm.weight", h, 1.0))
-    g.add("MatMul", [_rms_norm(g, last, norm, arch.rms_norm_eps), head], "logits")
-
-    graph = helper.make_graph(g.nodes, f"{phase}_{arch.arch_id}", inputs, outputs, g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="nas",
-                              ir_version=IR_VERSION)
+    graph = helper.make_graph(g.nodes, f"{arch.arch_id}_{precision}", inputs, outputs, g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+                              producer_name="nas", ir_version=IR_VERSION)
     helper.set_model_props(model, {
         "nas.arch": json.dumps(arch.to_dict(), sort_keys=True),
         "nas.arch_id": arch.arch_id,
@@ -344,34 +370,51 @@ def build_graph(arch: ArchConfig, phase: str, precision: str = "fp32", seed: int
     return model
 
 
+def _length(value, default: int, low: int, high: int, name: str, what: str) -> int:
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise NasUserError(f"{name} must be an integer in {low}..{high} ({what}), got {value!r}")
+    return int(value)
+
+
 def graph_feeds(arch: ArchConfig, phase: str, prompt_len: int | None = None, context_len: int | None = None,
                 seed: int = 0, precision: str = "fp32") -> dict[str, np.ndarray]:
-    """Inputs for a graph of `phase`: random token ids, and (decode) a random KV cache of `context_len`.
+    """Inputs of one step of `phase`, in the shared-buffer form an app runs (see the module doc).
 
-    Defaults: prompt_len = min(128, max_seq_len), context_len = min(512, max_seq_len - 1). The cache is in
-    the graph's activation type (fp16 only for `precision="fp16"`).
+    prefill: `prompt_len` random ids, a mask of prompt_len ones, KV buffers of prompt_len positions (zeros,
+    written by the step). decode: one random id, a mask of context_len + 1 ones, KV buffers of context_len + 1
+    positions holding a random cache in the first context_len. Defaults: prompt_len = min(128, max_seq_len),
+    context_len = min(512, max_seq_len - 1). The buffers have the graph's activation type.
+    Bind each buffer as both past_key_values.* and present.* (`nas.latency.measure.time_session` does) to run
+    the step in place.
     """
     _check_phase(phase)
     rng = np.random.default_rng(seed)
-    if phase == "prefill":
-        prompt_len = min(128, arch.max_seq_len) if prompt_len is None else prompt_len
-        if isinstance(prompt_len, bool) or not isinstance(prompt_len, (int, np.integer)) \
-                or not 1 <= prompt_len <= arch.max_seq_len:
-            raise NasUserError(f"prompt_len must be an integer in 1..{arch.max_seq_len} (max_seq_len), "
-                               f"got {prompt_len!r}")
-        return {"input_ids": rng.integers(0, arch.vocab_size, (1, int(prompt_len)), dtype=np.int64)}
-    context_len = min(512, arch.max_seq_len - 1) if context_len is None else context_len
-    if isinstance(context_len, bool) or not isinstance(context_len, (int, np.integer)) \
-            or not 1 <= context_len <= arch.max_seq_len - 1:
-        raise NasUserError(f"context_len must be an integer in 1..{arch.max_seq_len - 1} (max_seq_len - 1), "
-                           f"got {context_len!r}")
     dtype = _NP_DTYPE[activation_precision(precision)]
-    feeds = {"input_ids": rng.integers(0, arch.vocab_size, (1, 1), dtype=np.int64)}
-    shape = (1, arch.num_kv_heads, int(context_len), arch.head_dim)
+    if phase == "prefill":
+        new = _length(prompt_len, min(128, arch.max_seq_len), 1, arch.max_seq_len, "prompt_len", "max_seq_len")
+        total = new
+    else:
+        cached = _length(context_len, min(512, arch.max_seq_len - 1), 1, arch.max_seq_len - 1, "context_len",
+                         "max_seq_len - 1")
+        new, total = 1, cached + 1
+    feeds = {"input_ids": rng.integers(0, arch.vocab_size, (1, new), dtype=np.int64),
+             "attention_mask": np.ones((1, total), dtype=np.int64)}
+    shape = (1, arch.num_kv_heads, total, arch.head_dim)
     for i in range(arch.num_layers):
         for kind in ("key", "value"):
-            feeds[f"past.{i}.{kind}"] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+            if phase == "prefill":
+                feeds[f"past_key_values.{i}.{kind}"] = np.zeros(shape, dtype=dtype)
+            else:
+                buf = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+                buf[:, :, -1] = 0
+                feeds[f"past_key_values.{i}.{kind}"] = buf
     return feeds
+
+
+def past_name(present: str) -> str | None:
+    """The past input a present output shares its buffer with ("present.3.key" -> "past_key_values.3.key")."""
+    return "past_key_values." + present[len("present."):] if present.startswith("present.") else None
 
 
 def model_weights(model) -> dict[str, np.ndarray]:
@@ -382,5 +425,5 @@ def model_weights(model) -> dict[str, np.ndarray]:
     return {name: t.detach().cpu().float().numpy() for name, t in model.state_dict().items()}
 
 
-__all__ = ["PHASES", "PRECISIONS", "build_graph", "graph_feeds", "model_weights", "save_graph", "rope_tables",
-           "activation_precision"]
+__all__ = ["PHASES", "PRECISIONS", "BUILDER_VERSION", "build_graph", "graph_feeds", "model_weights", "save_graph",
+           "rope_tables", "activation_precision", "quantize_blocks", "dequantize_blocks", "past_name"]

@@ -16,6 +16,11 @@ in it: `warmup` untimed runs, then `runs` timed runs with time.perf_counter. The
 sessions of each session's median (one session alone can sit in a slow state); spread over all timed runs,
 each session's median and all samples are kept. Rows are written once a graph's sessions are done. Decode
 graphs get a random past KV cache of length C: latency depends on shapes, not values.
+
+Graphs with past_key_values.* inputs and present.* outputs (ONNX Runtime GenAI's structure, what nas bundles
+since graph builder "genai-1") run the way GenAI runs them: through IO binding, each KV buffer bound as both
+the past input and the present output, so GroupQueryAttention writes the new token in place and nothing copies
+the cache (as nas/latency/measure.py's step_runner).
 """
 
 import argparse
@@ -66,14 +71,46 @@ def combine_sessions(session_samples):
     return stats, everything
 
 
+def step_runner(session, feeds):
+    """One step of the graph as an app runs it: shared past/present KV buffers through IO binding when the
+    graph has them, else plain session.run."""
+    import numpy as np
+    import onnxruntime as ort
+
+    inputs = {i.name for i in session.get_inputs()}
+    pairs = {}
+    for out in session.get_outputs():
+        past = "past_key_values." + out.name[len("present."):] if out.name.startswith("present.") else None
+        if past and past in inputs and past in feeds:
+            pairs[out.name] = past
+    if not pairs:
+        return lambda: session.run(None, feeds)
+    values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for name, a in feeds.items()}
+    binding = session.io_binding()
+    for name, value in values.items():
+        binding.bind_ortvalue_input(name, value)
+    for out in session.get_outputs():
+        if out.name in pairs:
+            binding.bind_ortvalue_output(out.name, values[pairs[out.name]])
+        else:
+            binding.bind_output(out.name, "cpu")
+
+    def run():
+        session.run_with_iobinding(binding)
+        return values
+
+    return run
+
+
 def time_session(session, feeds, protocol):
+    step = step_runner(session, feeds)
     for _ in range(protocol["warmup"]):
-        session.run(None, feeds)
+        step()
     samples, total = [], 0.0
     while len(samples) < protocol["runs"] or (total < protocol.get("min_run_seconds", 0.0)
                                               and len(samples) < protocol.get("max_runs", 1000)):
         start = time.perf_counter()
-        session.run(None, feeds)
+        step()
         elapsed = time.perf_counter() - start
         total += elapsed
         samples.append(elapsed * 1000.0)

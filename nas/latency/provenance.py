@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-GRAPH_BUILDER_VERSION = "1"
-FEATURE_VERSION = "1"
+GRAPH_BUILDER_VERSION = "genai-1"  # ONNX Runtime GenAI 0.18 builder structure (nas.latency.graphs)
+FEATURE_VERSION = "2"  # KV at the graph dtype, LM head on every prefill position, GenAI byte accounting
 
 GRAPH_BUILDER = "graph_builder"  # the env key of a row's graph-builder version (written since builder "1")
 ORT_VERSION = "ort_version"

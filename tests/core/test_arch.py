@@ -162,8 +162,9 @@ def test_hand_checked_params():
 def test_hand_checked_flops():
     # Matmul FLOPs = 2 per multiply-add. Per token through the layer: 2 * 30720 = 61440.
     # Prefill P=4: 4 * 61440 = 245760; attention QK^T and AV over the causal triangle (4*5/2 = 10 pairs):
-    # 2 matmuls * 2 FLOP * 1 layer * 2 heads * 32 dims * 10 = 2560; LM head for the last position 2*16*64 = 2048.
-    assert HAND.prefill_flops(4) == 245760 + 2560 + 2048
+    # 2 matmuls * 2 FLOP * 1 layer * 2 heads * 32 dims * 10 = 2560; LM head 2*16*64 = 2048 for each of the 4
+    # positions (the deployed GenAI graph returns logits for every position).
+    assert HAND.prefill_flops(4) == 245760 + 2560 + 4 * 2048
     # Decode with C=4 cached: one token, attention over 5 keys: 2*2*1*2*32*5 = 1280.
     assert HAND.decode_flops(4) == 61440 + 1280 + 2048
 
@@ -171,12 +172,13 @@ def test_hand_checked_flops():
 def test_hand_checked_weight_bytes():
     assert HAND.weight_bytes("fp32") == 4 * 31936
     assert HAND.weight_bytes("fp16") == 2 * 31936
-    # int8: 1 byte per matrix weight (30720 + 1024 embedding), one fp16 scale per output row, fp16 vectors.
-    # rows: q 64 + k 32 + v 32 + o 64 + gate 96 + up 96 + down 64 = 448, embedding 16 -> 464; vectors 192.
-    assert HAND.weight_bytes("int8") == 31744 + 2 * 464 + 2 * 192
-    # int4: blocks of 32 inputs, 16 bytes of nibbles + 2-byte scale each. Blocks: q/k/v/gate/up rows read 64 inputs
-    # (2 blocks): (64+32+32+96+96)*2 = 640; o reads 64: 64*2 = 128; down reads 96: 64*3 = 192; embedding 16*2 = 32.
-    assert HAND.weight_bytes("int4") == (640 + 128 + 192 + 32) * 18 + 2 * 192
+    # MatMulNBits blocks of 32 inputs with an fp32 scale each (GenAI's builder). Blocks: q/k/v/gate/up rows read
+    # 64 inputs (2 blocks): (64+32+32+96+96)*2 = 640; o reads 64: 64*2 = 128; down reads 96: 64*3 = 192;
+    # LM head 16 rows * 2 = 32. Vectors (norms) fp32: 192.
+    # int8: 32 + 4 bytes a block, plus the fp32 embedding table 16*64 (kept apart even when tied).
+    assert HAND.weight_bytes("int8") == (640 + 128 + 192 + 32) * 36 + 4 * 192 + 4 * 1024
+    # int4: 16 + 4 bytes a block; tied, so the embedding gathers from the head's blocks.
+    assert HAND.weight_bytes("int4") == (640 + 128 + 192 + 32) * 20 + 4 * 192
     with pytest.raises(NasUserError, match="int3"):
         HAND.weight_bytes("int3")
 

@@ -53,7 +53,7 @@ def test_roofline_is_max_of_compute_and_memory_plus_overheads():
     d = model.phase_terms(batch, "decode", 1024)
     # decode of one token is memory-bound: weights + the cache (read, and copied into `present`)
     assert d["memory_ms"][0] > d["compute_ms"][0]
-    assert d["bytes"][0] == arch.weight_bytes("fp32") + 3 * arch.kv_cache_bytes(1024, 4)  # tied: all streamed
+    assert d["bytes"][0] == arch.weight_bytes("fp32") + arch.kv_cache_bytes(1024, 4)  # tied: all streamed; KV read once
     untied = ArchBatch.from_configs([arch.replace(tie_embeddings=False)])
     assert model.phase_terms(untied, "decode", 1024)["bytes"][0] == d["bytes"][0]  # the embedding is gathered
 

@@ -85,7 +85,7 @@ def test_prefill_and_decode_share_their_weights_on_disk(tiny_arch, tmp_path):
     size = lambda folder: sum(p.stat().st_size for p in folder.iterdir())  # noqa: E731
     assert size(tmp_path / "shared") < 0.6 * size(tmp_path / "apart")
     for phase, path in shared.items():  # the graphs are whole again when loaded, and run
-        onnx.checker.check_model(str(path))
+        assert onnx.load(str(path)).graph.initializer  # (onnx's checker does not know ORT's contrib ops)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         session.run(None, graphs.graph_feeds(tiny_arch, phase, prompt_len=4, context_len=4))
 
@@ -126,8 +126,8 @@ def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):
         assert graph["arch_id"] in graph["file"] and graph["phase"] in graph["file"]
         assert (bundle / graph["weights"]).stat().st_size > 0  # the weights both phases share
     decode = next(g for g in manifest["graphs"] if g["phase"] == "decode")
-    past = next(i for i in decode["inputs"] if i["name"] == "past.0.key")
-    assert isinstance(past["shape"][2], str)  # the symbolic C dim
+    past = next(i for i in decode["inputs"] if i["name"] == "past_key_values.0.key")
+    assert isinstance(past["shape"][2], str)  # the symbolic past length
     assert (bundle / "README.txt").read_text().count("nas_runner.py") >= 2
     assert (bundle / "nas_runner.py").read_text() == RUNNER_SOURCE.read_text()
 
@@ -228,3 +228,24 @@ def test_cli_bundle_errors(fake_space, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3
     assert "not an empty folder" in err[0] and "fp16" in err[1] and "pixel9" in err[2]
+
+
+def test_runner_decodes_in_place_like_the_protocol(tiny_arch):
+    """The runner times a GenAI graph as nas.latency.measure does: KV buffers bound as past and present, the new
+    token written into the buffer in place, and the same logits."""
+    import onnxruntime as ort
+
+    from nas.latency import graphs, measure
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(graphs.build_graph(tiny_arch).SerializeToString(), opts,
+                                   providers=["CPUExecutionProvider"])
+    feeds = graphs.graph_feeds(tiny_arch, "decode", context_len=20)
+    assert not feeds["past_key_values.1.value"][:, :, 20].any()  # the new token's slot starts empty
+    ours = measure.step_runner(session, feeds)()
+    theirs = load_runner().step_runner(session, feeds)()
+    for name in ("past_key_values.0.key", "past_key_values.1.value"):
+        assert np.abs(theirs[name].numpy()[:, :, 20]).max() > 0  # written in place
+        np.testing.assert_array_equal(theirs[name].numpy()[:, :, :20], feeds[name][:, :, :20])
+        np.testing.assert_allclose(theirs[name].numpy(), ours[name].numpy(), atol=1e-6)
