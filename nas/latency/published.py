@@ -464,7 +464,7 @@ def _row_records(obs, fitted=None, loo=None, spec=None) -> list[dict[str, Any]]:
         r = o.row
         records.append({
             "line": r.line, "model": r.model, "runtime": r.runtime, "quant": r.quant, "hardware": r.hardware,
-            "proxy": r.proxy, "phase": o.phase, "published_tok_s": round(o.published_tok_s, 3),
+            "proxy": r.proxy, "phase": o.phase, "tokens": o.tokens, "published_tok_s": round(o.published_tok_s, 3),
             "fitted_tok_s": None if fitted is None else round(o.tok_s(float(fitted[i])), 3),
             "loo_tok_s": None if not loo or i not in loo else round(loo[i], 3),
             "spec_tok_s": None if spec is None else round(o.tok_s(float(spec[i])), 3),

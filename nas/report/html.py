@@ -75,8 +75,10 @@ def _parity_section(data: ReportData, images: dict[str, list[Path]]) -> str:
     parts = []
     for target, parity in data.parity.items():
         if isinstance(parity, Parity) and images.get(target):
-            parts.append(_img(images[target][0], f"{target}: predicted vs measured latency on held-out shapes "
-                                                 f"(from {Path(parity.path).name})"))
+            what = ("published measurements vs the analytic fit that left each architecture out"
+                    if Path(parity.path).name == "published_fit.json" else
+                    "predicted vs measured latency on held-out shapes")
+            parts.append(_img(images[target][0], f"{target}: {what} (from {Path(parity.path).name})"))
         else:
             parts.append(f'<p class="note">{html.escape(target)}: no parity plot — {html.escape(str(parity))}.</p>')
     return "".join(parts) or '<p class="note">No target.</p>'

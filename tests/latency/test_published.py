@@ -284,3 +284,19 @@ def test_targets_commands_show_label_parameters_rows_and_loo(capsys):
     assert gpu["fitted"] and len(gpu["proxy_rows"]) == 7 and all(r["proxy"] for r in gpu["proxy_rows"])
     assert main(["targets", "show", "macbook-m3"]) == 0
     assert "not fitted (needs >= 4 rows" in capsys.readouterr().out
+
+
+def test_report_parity_for_a_fitted_target_uses_left_out_predictions(tmp_path):
+    from nas.report.data import Parity, parity_from_published
+    from nas.report.plots import plot_parity
+
+    parity = parity_from_published("sd8gen3", None)
+    assert isinstance(parity, Parity) and Path(parity.path).name == "published_fit.json"
+    entry = published.fitted_group("sd8gen3", "cpu")
+    decode = next(p for p in parity.phases if p.phase == "decode")
+    rows = [r for r in entry["rows"] if r["phase"] == "decode"]
+    assert decode.measured_ms == pytest.approx([1000 / r["published_tok_s"] for r in rows])
+    assert decode.predicted_ms == pytest.approx([1000 / r["loo_tok_s"] for r in rows])
+    assert {p.phase for p in parity.phases} == {"decode", "prefill"}
+    assert all(path.stat().st_size > 1000 for path in plot_parity(parity, tmp_path))
+    assert "no published-measurement fit" in parity_from_published("macbook-m3", None)
