@@ -545,6 +545,9 @@ def write_fit(result: dict[str, Any], path: str | Path | None = None) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the fit is a plain shipped file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
