@@ -208,16 +208,18 @@ def run(args: argparse.Namespace) -> int:
     data["report"] = str(report_path) if report_path else None
     final = result.proxy.pareto if result.proxy is not None and result.proxy.pareto else result.pareto
     final_study = result.proxy.study_name if final is not result.pareto else result.study_name
-    data["recommendation"] = recommend(final, result.meta.targets[0], final_study, args.storage)
+    bands = result.meta.latency_errors
+    first = result.meta.targets[0]
+    data["recommendation"] = recommend(final, first, final_study, args.storage, bands.get(first))
     shown = pick_rows(result.pareto, args.show)
-    lines = [summary_text(result), "", format_table(shown, list(result.meta.targets))]
+    lines = [summary_text(result), "", format_table(shown, list(result.meta.targets), bands)]
     if len(shown) < len(result.pareto):
         lines.append(f"({len(shown)} of {len(result.pareto)} Pareto shapes shown, spread along the front; "
                      "--show 0 for all, --json or the report for everything)")
     if result.proxy is not None:
         lines += ["", proxy_text(result.proxy)]
         if result.proxy.pareto:
-            lines += ["", format_table(result.proxy.pareto, list(result.meta.targets))]
+            lines += ["", format_table(result.proxy.pareto, list(result.meta.targets), bands)]
     lines.append("")
     lines.append(f"quality = {_quality_label(result)}; speeds and memory are predicted "
                  f"({', '.join(f'{t} {p}: {s}' for (t, s), p in zip(result.meta.latency_sources.items(), result.meta.precision.values()))})")
@@ -226,10 +228,10 @@ def run(args: argparse.Namespace) -> int:
         rec = data["recommendation"]
         knee = rec["picks"]["knee"]
         lines += ["", f"recommended for {rec['target']}: {knee['shape']} (trial {knee['trial']} of study "
-                      f"{rec['study']}, arch id {knee['arch_id']}), {knee['why']}"]
+                      f"{rec['study']}, arch id {knee['arch_id']}), {knee['why']}; {knee['decode_text']}"]
         for name in ("fastest", "best-quality"):
             pick = rec["picks"][name]
-            lines.append(f"  {name}: {pick['shape']} (trial {pick['trial']})")
+            lines.append(f"  {name}: {pick['shape']} (trial {pick['trial']}), {pick['decode_text']}")
         lines += [f"  export it: {knee['export']}"]
     if report_path:
         lines.append(f"report: {report_path}")
@@ -322,6 +324,7 @@ def result_to_json(result) -> dict:
                        for o in result.meta.objectives],
         "constraints": result.meta.constraints,
         "latency_sources": result.meta.latency_sources,
+        "latency_errors": result.meta.latency_errors,
         "trials_total": result.trials_total,
         "trials_new": result.trials_new,
         "states": result.states,

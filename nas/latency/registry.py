@@ -27,6 +27,7 @@ from nas.latency import analytic, published
 from nas.latency import probes as probing
 from nas.latency.measure import cpu_model, ort_version
 from nas.latency.predictor import check_latencies, load_predictor
+from nas.latency.uncertainty import band_from_evaluation, unknown_band
 from nas.targets import load_target
 
 MEASURED = "measured"
@@ -97,9 +98,14 @@ class LatencyModel:
         return {key: check_latencies(np.asarray(out[key], dtype=np.float64), f"{self.target} {key}")
                 for key in ("prefill_ms", "decode_ms")}
 
+    def error_band(self) -> dict[str, Any]:
+        """How far predictions can be off: {"prefill": rel | None, "decode": rel | None, "basis": words}
+        (`nas.latency.uncertainty`); None where nothing measures it."""
+        return unknown_band()
+
     def describe(self) -> dict[str, Any]:
         return {"target": self.target, "precision": self.precision, "provider": self.provider,
-                "latency_source": self.source, "note": self.note, **self.details}
+                "latency_source": self.source, "note": self.note, "error_band": self.error_band(), **self.details}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(target={self.target!r}, precision={self.precision!r}, "
@@ -120,6 +126,9 @@ class FittedLatencyModel(LatencyModel):
 
     def _predict(self, batch, prompt_len, context_len):
         return self.predictor.predict(batch, prompt_len, context_len)
+
+    def error_band(self) -> dict[str, Any]:
+        return band_from_evaluation(self.predictor.evaluation)
 
 
 class AnalyticLatencyModel(LatencyModel):

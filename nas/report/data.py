@@ -30,6 +30,7 @@ from nas.core.paths import find_predictor, shipped
 from nas.core.userfiles import read_toml
 from nas.latency.published import fit_path, fitted_group
 from nas.latency.registry import load_latency_model
+from nas.latency.uncertainty import band_for
 from nas.study import schema as S
 from nas.study.pareto import PICKS, Normaliser, pareto_mask, pareto_mask_max, to_minimisation
 from nas.study.read import StudyTrials, compute_picks, study_pareto_set
@@ -333,7 +334,10 @@ def find_parity(target: str, precision: str | None) -> Parity | str:
 class Column:
     key: str
     title: str  # with units
-    fmt: str  # format spec for Markdown/HTML; CSV keeps full precision
+    fmt: str  # format spec for Markdown/HTML (APPROXIMATE: "~" and 2 significant digits); CSV keeps full precision
+
+
+APPROXIMATE = "approximate"  # a predicted figure whose error nothing bounds (nas.latency.uncertainty)
 
 
 def quality_axis(trials: StudyTrials) -> tuple[str, float]:
@@ -356,10 +360,17 @@ def table_columns(trials: StudyTrials) -> list[Column]:
             Column("quality", label, {1e-6: ".1f", -1.0: ".3f"}.get(scale, ".4g"))]
     for t in trials.meta.targets:
         ctx = trials.meta.context_len
+        band = trials.meta.latency_errors.get(t)
+
+        def speed(key: str, title: str, fmt: str) -> Column:
+            rel = band_for(key, band)
+            return Column(f"{t}.{key}", title.replace(")", f", +-{rel:.0%})") if rel is not None else title,
+                          fmt if rel is not None else APPROXIMATE)
+
         cols += [Column(f"{t}.memory_mb", f"{t} memory @ctx {ctx} (MB)", ".0f"),
-                 Column(f"{t}.ttft_ms", f"{t} TTFT @{trials.meta.prompt_len} tok (ms)", ".1f"),
-                 Column(f"{t}.prefill_tokens_per_s", f"{t} prefill (tok/s)", ".0f"),
-                 Column(f"{t}.decode_tokens_per_s", f"{t} decode (tok/s)", ".1f")]
+                 speed("ttft_ms", f"{t} TTFT @{trials.meta.prompt_len} tok (ms)", ".1f"),
+                 speed("prefill_tokens_per_s", f"{t} prefill (tok/s)", ".0f"),
+                 speed("decode_tokens_per_s", f"{t} decode (tok/s)", ".1f")]
     cols.append(Column("arch_id", "arch id", ""))
     return cols
 

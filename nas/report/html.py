@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nas.core.paths import shipped
+from nas.latency.uncertainty import band_for, legend, show
 from nas.report import tables
 from nas.report.data import Parity, ReportData
 from nas.study.pareto import PICKS
@@ -59,7 +60,9 @@ def _cards(data: ReportData, storage: str | None) -> str:
             ("parameters", f"{p.record.arch.num_params / 1e6:.1f} M ({p.record.arch.attention_type.upper()}, "
                            f"{html.escape(p.record.arch.ffn_kind)})"),
             ("quality", html.escape(f"{_fmt(row.get('quality'), '.4g')} — {data.quality_label.split(': ', 1)[-1]}")),
-            (f"decode on {html.escape(t)}", _fmt(fig and fig.decode_tokens_per_s, ".1f", " tokens/s")),
+            (f"decode on {html.escape(t)}", "—" if fig is None else html.escape(
+                show(fig.decode_tokens_per_s, band_for("decode_tokens_per_s", data.trials.meta.latency_errors.get(t)),
+                     1) + " tokens/s")),
             (f"TTFT on {html.escape(t)}",
              _fmt(fig and fig.ttft_ms, ".1f", f" ms ({data.trials.meta.prompt_len}-token prompt)")),
             (f"memory on {html.escape(t)}", _fmt(fig and fig.memory_mb, ".0f", " MB")),
@@ -125,7 +128,8 @@ def render_index(data: ReportData, pareto_images: Sequence[Path], hv_image: Path
     n_feasible = sum(p.feasible for p in tr.points.values())
     targets = "; ".join(
         f"<b>{html.escape(t)}</b> ({html.escape(meta.precision.get(t, ''))}, latency "
-        f"{html.escape(meta.latency_sources.get(t, 'unknown'))})" for t in meta.targets)
+        f"{html.escape(meta.latency_sources.get(t, 'unknown'))}; {html.escape(legend(meta.latency_errors.get(t)))})"
+        for t in meta.targets)
     objectives = ", ".join(f"{o.direction} {o.label}" for o in meta.objectives)
     figures = "".join(_img(p, alt) for p, alt in zip(
         pareto_images,

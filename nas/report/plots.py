@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from nas.latency.uncertainty import band_for
 from nas.report.data import Front2D, Parity, ProxyRun, ReportData, SearchProgress
 from nas.study.pareto import PICKS
 from nas.study.read import PICK_TITLES
@@ -99,11 +100,17 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
         ax.scatter(*cols(front.dominated), **DOMINATED_STYLE)
         handles.append(Line2D([], [], linestyle="", marker="o", color=DOMINATED_STYLE["color"], alpha=0.6,
                               label=f"dominated ({len(front.dominated)})"))
+    rel = band_for(front.metric, meta.latency_errors.get(front.target))
     if front.front:
         fx, fy = cols(front.front)
         ax.plot(fx, fy, "-o", color=FRONT_COLOR, lw=2.0, ms=5.5, zorder=4)
         handles.append(Line2D([], [], color=FRONT_COLOR, marker="o", lw=2.0,
                               label=f"Pareto front on this panel ({len(set(zip(fx, fy)))} points)"))
+        if rel is not None:  # the latency model's error band on the speeds it predicts
+            ax.errorbar(fx, fy, xerr=[[x * rel for x in fx], [x * rel for x in fx]], fmt="none",
+                        ecolor=FRONT_COLOR, alpha=0.45, capsize=2.5, lw=1.0, zorder=3.5)
+            handles.append(Line2D([], [], color=FRONT_COLOR, alpha=0.45, lw=1.0,
+                                  label=f"speed error band (+-{rel:.0%})"))
 
     for name in PICKS:
         n = data.picks.get(name)
@@ -125,7 +132,8 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
                                                    prompt=meta.prompt_len))
     ax.set_ylabel(data.quality_label)
     precision = meta.precision.get(front.target, "")
-    ax.set_title(f"{front.target} ({precision}) — latency: {front.latency_source}", fontsize=11.5)
+    error = "speed error unknown" if rel is None else f"speed +-{rel:.0%}"
+    ax.set_title(f"{front.target} ({precision}) — latency: {front.latency_source}; {error}", fontsize=11.5)
     ax.annotate("better ↗", xy=(0.985, 0.985), xycoords="axes fraction", ha="right", va="top", fontsize=9,
                 color="#555555")
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8.5,

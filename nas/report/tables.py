@@ -8,12 +8,15 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from nas.report.data import Column
+from nas.latency.uncertainty import show_plain
+from nas.report.data import APPROXIMATE, Column
 
 
 def format_cell(value: Any, fmt: str) -> str:
     if value is None:
         return "–"
+    if fmt == APPROXIMATE and isinstance(value, (int, float)):
+        return show_plain(float(value), None)
     if fmt and isinstance(value, (int, float)):
         return format(value, fmt)
     return str(value)

@@ -189,6 +189,7 @@ class LatencyStage:
             precision=dict(self.precisions), prompt_len=s.prompt_len, context_len=s.context_len,
             objectives=self.objectives, constraints={**self.constraints.to_dict(), "trainer": s.trainer},
             latency_sources={t: m.source for t, m in self.models.items()}, nas_version=__version__,
+            latency_errors={t: m.error_band() for t, m in self.models.items()},
         )
         self.stop_reason: str | None = None  # why a run ended before its budget, if it did
         self._feasible = None  # (batch, figures, feasible rows) of an enumerated space, after exact_front()
@@ -265,7 +266,7 @@ class LatencyStage:
                 if key not in (S.FOUND_BY, S.DUPLICATE_OF, S.COUNTED):
                     trial.set_user_attr(key, value)
             trial.set_user_attr(S.DUPLICATE_OF, earlier.number)
-            for key, value in earlier.constraints.items():
+            for key, value in S.named_constraints(earlier.system_attrs).items():
                 trial.set_constraint(key, value)
             return list(earlier.values)
         rec, objective_values, constraint_values = self.record(arch, self.figures(ArchBatch.from_configs([arch])))
@@ -591,7 +592,7 @@ class LatencyStage:
                         self._seen.setdefault(frozen.user_attrs[S.ARCH_ID], frozen)
                     tracker.add(frozen)
                 if mirrored:
-                    study.add_trial(frozen)
+                    study.add_trial(S.with_constraint_list(frozen))
                 since_new += 1
                 if frozen.user_attrs.get(S.COUNTED):
                     new += 1
@@ -626,7 +627,7 @@ class LatencyStage:
                                               user_attrs=attrs, system_attrs=system_attrs)
             self._working.add_trial(trial)
             if mirrored:
-                study.add_trial(trial)
+                study.add_trial(S.with_constraint_list(trial))
             self._seen[arch.arch_id] = self._working.get_trials(deepcopy=False)[-1]
             added += 1
         return added

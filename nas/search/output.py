@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from nas.core.arch import ArchConfig
+from nas.latency.uncertainty import band_for, legend, show, show_plain
 from nas.study import schema as S
 from nas.study.pareto import PICK_REASONS, picks
 from nas.study.read import preference
@@ -45,8 +46,11 @@ def pick_rows(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     return [rows[i] for i in index]
 
 
-def format_table(rows: list[dict[str, Any]], targets: Sequence[str]) -> str:
-    """The Pareto set as a fixed-width text table (best quality first)."""
+def format_table(rows: list[dict[str, Any]], targets: Sequence[str],
+                 bands: dict[str, Any] | None = None) -> str:
+    """The Pareto set as a fixed-width text table (best quality first). `bands` (target -> error band,
+    `nas.latency.uncertainty`): a target without a known band has its speeds rounded and marked "~"."""
+    bands = bands or {}
     head = ["trial", "shape", "attn", "ffn", "tied", "params", "non-emb"]
     for t in targets:
         suffix = f"@{t}" if len(targets) > 1 else ""
@@ -59,9 +63,11 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str]) -> str:
                 "yes" if r["arch"]["tie_embeddings"] else "no", _millions(r["num_params"]),
                 _millions(r["num_non_embedding_params"])]
         for t in targets:
-            f = r["targets"][t]
-            line += [f"{f['memory_mb']:.0f}", f"{f['prefill_tokens_per_s']:.0f}", f"{f['decode_tokens_per_s']:.1f}",
-                     f"{f['ttft_ms']:.0f}"]
+            f, band = r["targets"][t], bands.get(t)
+            line += [f"{f['memory_mb']:.0f}",
+                     show_plain(f["prefill_tokens_per_s"], band_for("prefill_tokens_per_s", band)),
+                     show_plain(f["decode_tokens_per_s"], band_for("decode_tokens_per_s", band), 1),
+                     show_plain(f["ttft_ms"], band_for("ttft_ms", band))]
         quality = f"{-r['quality']:.3f}" if proxy else f"{r['quality']:.4g}"
         found = "proxy" if proxy else "exact" if r["found_by"] == FOUND_BY_EXACT else "search"
         line += [quality, r["arch_id"], found]
@@ -72,7 +78,8 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str]) -> str:
     def fmt(cells):
         return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
+    notes = [f"speeds{f' @{t}' if len(targets) > 1 else ''}: {legend(bands[t])}" for t in targets if t in bands]
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body] + notes)
 
 
 def _millions(n: float) -> str:
@@ -93,9 +100,11 @@ def group_twins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, "twins": keep[id(row)]} for row in rows if id(row) in keep]
 
 
-def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str | None) -> dict[str, Any] | None:
-    """The three picks of a Pareto set (`nas.study.pareto.picks`, on decode tokens/s on `target`), with why and
-    the command that exports each."""
+def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str | None,
+              band: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The three picks of a Pareto set (`nas.study.pareto.picks`, on decode tokens/s on `target`), with why, the
+    predicted decode speed as text with its error band (`band`, `nas.latency.uncertainty`) and the command
+    that exports each."""
     rows = [r for r in rows if target in r["targets"]]
     if not rows:
         return None
@@ -107,6 +116,10 @@ def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str 
         row = rows[i]
         command = ["nas", "export", *where, "--study", study, "--trial", str(row["trial"]), "--format", "hf",
                    "--out", f"{study.replace(':', '-')}-{name}"]
+        decode = row["targets"][target]["decode_tokens_per_s"]
+        rel = band_for("decode_tokens_per_s", band)
         out[name] = {"trial": row["trial"], "shape": row["shape"], "arch_id": row["arch_id"], "why": PICK_REASONS[name],
+                     "decode_tokens_per_s": decode, "decode_error": rel,
+                     "decode_text": f"{show(decode, rel, 1)} tokens/s decode on {target}",
                      "export": shlex.join(command)}
     return {"target": target, "study": study, "picks": out}

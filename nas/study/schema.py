@@ -12,9 +12,10 @@ accounting and per-target predicted figures) plus how the search came by the tri
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from nas.core.arch import ArchConfig
@@ -103,8 +104,8 @@ STUDY_PROXY_PLAN = "nas_proxy_plan"
 
 STUDY_ATTRS: dict[str, str] = {
     STUDY_SCHEMA: "version of this schema the study was created with (SCHEMA_VERSION)",
-    STUDY_META: "StudyMeta: space, targets, precision, lengths, objectives, constraints, latency sources; a "
-                "resumed search must match its identity()",
+    STUDY_META: "StudyMeta: space, targets, precision, lengths, objectives, constraints, latency sources and "
+                "their error bands; a resumed search must match its identity()",
     STUDY_EXACT: "the exact stage's summary: space size, feasible configs, front size, hypervolume, the "
                  "normalisation it was measured in (no per-shape lists: the front's members are trials)",
     STUDY_SEARCH: "the last run's summary: counted trials, Optuna trials, Pareto-set size, the sampler's share "
@@ -230,6 +231,7 @@ class StudyMeta:
     latency_sources: dict[str, str]
     nas_version: str
     proxy: dict[str, Any] | None = None  # the proxy study's training settings (ProxyOptions.identity)
+    latency_errors: dict[str, Any] = field(default_factory=dict)  # target -> LatencyModel.error_band()
 
     def to_user_attrs(self) -> dict[str, Any]:
         data = asdict(self)
@@ -284,3 +286,28 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "none"
     return str(value)
+
+
+# Optuna 5 stores each constraint as its own system attr, "constraints:<name>" (Trial.set_constraint);
+# optuna-dashboard (0.21) still reads only the older list under "constraints", and without it counts infeasible
+# trials among its best trials and draws them as feasible. Stored trials carry both.
+CONSTRAINTS_PREFIX = "constraints:"
+LEGACY_CONSTRAINTS = "constraints"
+
+
+def named_constraints(system_attrs: Mapping[str, Any]) -> dict[str, float]:
+    """The named constraint values of a trial (not the legacy list's positional copies)."""
+    return {k[len(CONSTRAINTS_PREFIX):]: v for k, v in system_attrs.items()
+            if k.startswith(CONSTRAINTS_PREFIX) and not k[len(CONSTRAINTS_PREFIX):].isdigit()}
+
+
+def with_constraint_list(trial):
+    """A copy of a FrozenTrial whose system attrs also hold its named constraints as the legacy list (names
+    sorted), so optuna-dashboard's Pareto front and best trials see which trials are infeasible."""
+    named = named_constraints(trial.system_attrs)
+    if not named:
+        return trial
+    out = copy.copy(trial)
+    out.system_attrs = {**trial.system_attrs, LEGACY_CONSTRAINTS: [float(named[k]) for k in sorted(named)]}
+    return out
+

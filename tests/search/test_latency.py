@@ -376,3 +376,23 @@ def test_default_study_name_never_clashes_with_other_settings(tmp_path, monkeypa
     assert names[0] == "pixel8-tiny" and re.fullmatch(r"pixel8-tiny-[0-9a-f]{8}", names[1])
     assert main(base + ["--params", "1M:4M"]) == 0  # the same settings resume their own study
     assert re.findall(r"study '([^']+)' saved", capsys.readouterr().out) == [names[1]]
+
+
+def test_stored_trials_show_their_constraints_to_optuna_dashboard(tmp_path):
+    """optuna-dashboard 0.21 reads constraints only from the legacy list: the front it draws (feasible by that
+    list, non-dominated) must be nas's Pareto set, infeasible trials included in the study."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    search = quiet_search(trials=40, max_ttft_ms=3.0, exact=False, storage=url, study="dash")
+    result = search.run(progress=False)
+    stored = optuna.load_study(study_name="dash", storage=url).get_trials(deepcopy=False)
+    complete = [t for t in stored if t.state.name == "COMPLETE"]
+    assert all(t.system_attrs["constraints"] == [t.constraints[k] for k in sorted(("space", "memory@pixel8",
+                                                                                   "ttft@pixel8"))]
+               for t in complete)
+    feasible = [t for t in complete if all(c <= 0 for c in t.system_attrs["constraints"])]
+    assert len(feasible) < len(complete)  # the TTFT limit makes some infeasible
+    front = {t.user_attrs["arch_id"] for t in feasible
+             if not any(all(o >= v for o, v in zip(u.values, t.values)) and u.values != t.values for u in feasible)}
+    assert front == {a for r in result.pareto for a in [r["arch_id"], *r.get("twins", [])]}
