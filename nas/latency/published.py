@@ -47,6 +47,7 @@ from nas.core.errors import ArchConfigError, NasUserError
 from nas.core.paths import shipped
 from nas.core.userfiles import TomlFile, read_toml
 from nas.latency import analytic
+from nas.latency.uncertainty import BAND_QUANTILE, relative_band
 from nas.targets import COMPUTE_UNITS, known_target_names, load_target
 
 DATA_FILE = "published.toml"
@@ -590,6 +591,25 @@ def fitted_group(target_name: str, unit: str, path: str | Path | None = None) ->
         raise NasUserError(f"{fit_path() if path is None else path}: the fit for {target_name} ({unit}) has "
                            f"malformed parameters {params!r}; regenerate it with `python benchmarks/fit_published.py`")
     return entry
+
+
+def error_band(entry: dict[str, Any]) -> dict[str, Any]:
+    """A fitted group's error band (`nas.latency.uncertainty`): per phase, the BAND_QUANTILE quantile of the
+    left-out predictions' relative error against the published figures; None for a phase with no left-out
+    prediction, or whose rows are all of one architecture (nothing then tests a new shape)."""
+    band: dict[str, Any] = {}
+    counts = []
+    for phase in ("prefill", "decode"):
+        rows = [r for r in entry.get("rows", []) if r.get("phase") == phase and r.get("loo_tok_s")]
+        enough = len({r["model"] for r in rows}) >= MIN_MODELS
+        # times are tokens / rate, so the relative error of a time is published rate / predicted rate - 1
+        band[phase] = relative_band([1.0 / r["loo_tok_s"] for r in rows],
+                                    [1.0 / r["published_tok_s"] for r in rows]) if enough else None
+        counts.append(len(rows) if enough else 0)
+    band["basis"] = (f"{BAND_QUANTILE:.0%} of {max(counts)} published measurements within the band, each predicted "
+                     "by a fit that left its architecture out" if any(counts) else
+                     "fitted to published measurements, but none tests a left-out architecture")
+    return band
 
 
 def loo_text(entry: dict[str, Any], key: str = "loo") -> str:

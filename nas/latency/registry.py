@@ -134,10 +134,14 @@ class FittedLatencyModel(LatencyModel):
 class AnalyticLatencyModel(LatencyModel):
     """The roofline, from the target's spec sheet or this host's probes."""
 
-    def __init__(self, target, precision, provider, roofline, note="", source=ANALYTIC, details=None):
+    def __init__(self, target, precision, provider, roofline, note="", source=ANALYTIC, details=None, band=None):
         super().__init__(target, precision, provider, source, note,
                          {"roofline": roofline.params.to_dict(), **(details or {})})
         self.roofline = roofline
+        self.band = band  # a fit to published measurements knows its left-out error; a bare roofline does not
+
+    def error_band(self) -> dict[str, Any]:
+        return dict(self.band) if self.band else unknown_band()
 
     def _predict(self, batch, prompt_len, context_len):
         return self.roofline.predict(batch, prompt_len, context_len)
@@ -183,7 +187,8 @@ def load_latency_model(target, precision: str | None = None, provider: str | Non
                     f"measure it yourself with `nas calibrate --target {target.name} --measurements FILE`")
             details = {"published_fit": {k: fit[k] for k in ("n_rows", "models", "runtimes", "params", "loo",
                                                              "baseline", "spec_params")}}
-            return AnalyticLatencyModel(target.name, precision, provider, roofline, note, fit["label"], details)
+            return AnalyticLatencyModel(target.name, precision, provider, roofline, note, fit["label"], details,
+                                        published.error_band(fit))
         note = (f"from {target.name}'s spec sheet, no measurements behind it; import device measurements with "
                 f"`nas calibrate --target {target.name} --measurements FILE`")
         roofline = analytic.RooflineModel(analytic.params_from_specs(target, precision), precision)

@@ -300,3 +300,17 @@ def test_report_parity_for_a_fitted_target_uses_left_out_predictions(tmp_path):
     assert {p.phase for p in parity.phases} == {"decode", "prefill"}
     assert all(path.stat().st_size > 1000 for path in plot_parity(parity, tmp_path))
     assert "no published-measurement fit" in parity_from_published("macbook-m3", None)
+
+
+def test_fitted_target_error_band_comes_from_left_out_predictions():
+    from nas.latency.uncertainty import relative_band
+
+    entry = published.fitted_group("jetson-orin-nano", "gpu")
+    band = registry.load_latency_model("jetson-orin-nano").error_band()
+    rows = [r for r in entry["rows"] if r["phase"] == "decode"]
+    expected = relative_band([1 / r["loo_tok_s"] for r in rows], [1 / r["published_tok_s"] for r in rows])
+    assert band["decode"] == pytest.approx(expected) and 0 < band["decode"] < 1
+    assert band["prefill"] is None and "left its architecture out" in band["basis"]
+    # rpi5's prefill rows are all TinyLlama: nothing tests a new shape, so no prefill band
+    assert registry.load_latency_model("rpi5").error_band()["prefill"] is None
+    assert registry.load_latency_model("macbook-m3").error_band()["decode"] is None
