@@ -70,7 +70,8 @@ def test_latency_source_for_every_target():
     from nas.latency.registry import ANALYTIC, latency_source
 
     for t in list_targets():  # conftest gives an empty NAS_HOME: nothing calibrated
-        assert latency_source(t) in (ANALYTIC, "calibrated", "measured")
+        source = latency_source(t)  # described devices may be fitted to published measurements
+        assert source in (ANALYTIC, "calibrated", "measured") or source.startswith("analytic, fitted to ")
 
 
 def test_unknown_target_lists_known():

@@ -38,13 +38,13 @@ Examples:
 
 
 # Defaults of `nas calibrate --target host-cpu`: the measuring commands' protocol and lengths
-# (nas.latency.measure.Protocol, nas.latency.profile), on 64 configs (30 held out + 34 fitted), meant to
+# (nas.latency.measure.Protocol, nas.latency.profile), on 48 configs (a third held out, the rest fitted), meant to
 # finish within ~15 minutes on a 2-core machine (not yet shown with the search's own lengths: see README
 # status); `--dry-run` prints the estimate for any plan.
 MIN_FIT_CONFIGS = 2  # architectures a predictor needs to be fitted on at all
 
 HOST_DEFAULTS = {
-    "n_configs": 64,
+    "n_configs": 48,
     "prompt_lens": DEFAULT_PROMPT_LENS,
     "context_lens": DEFAULT_CONTEXT_LENS,
     "warmup": PROTOCOL_DEFAULTS.warmup,

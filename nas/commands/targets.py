@@ -10,8 +10,12 @@ HELP = "list deployment targets, or show one target's specs with their sources"
 DESCRIPTION = """List the deployment targets (one TOML file per device in targets/), or show one in full.
 
   nas targets                     name, device, execution providers, precision, memory, latency source
-  nas targets show pixel8         every spec number with its unit and source
+  nas targets show pixel8         every spec number with its unit and source, and the published-measurement fit
   nas targets show pixel8 --json
+
+A described device whose analytic model was fitted to published measurements (latency_models/published.toml,
+fitted by `python benchmarks/fit_published.py`) says "analytic, fitted to N published measurements (runtimes)"
+with its leave-one-model-out error; the others say "analytic, uncalibrated". Your own calibration wins over both.
 """
 
 _HOST_HINT = "measured here after `nas calibrate --target host-cpu`"
@@ -45,6 +49,47 @@ def _latency(target) -> tuple[str, str | None]:
     return source, hint
 
 
+def _fits(target) -> dict:
+    from nas.latency.published import target_fits
+
+    return {} if target.measured_here else target_fits(target.name)
+
+
+def _fit_line(unit: str, entry: dict) -> str:
+    from nas.latency.published import loo_text
+
+    if entry.get("fitted"):
+        return (f"{entry['label']} [{unit}]; leave-one-model-out {loo_text(entry)}; "
+                f"spec-sheet defaults {loo_text(entry, 'baseline')}")
+    return f"{unit}: {entry.get('n_rows', 0)} published rows, not fitted ({entry.get('reason')})"
+
+
+def _fit_lines(target, fits: dict) -> list[str]:
+    """What `nas targets show` prints about the published-measurement fit of one target."""
+    from nas.latency.published import PARAM_NAMES, loo_text
+
+    lines = []
+    for unit, e in fits.items():
+        lines.append(f"    {_fit_line(unit, e)}")
+        if e.get("fitted"):
+            lines.append(f"      {'parameter':<24}{'fitted':>10}{'spec sheet':>12}")
+            for k in PARAM_NAMES:
+                lines.append(f"      {k:<24}{e['params'][k]:>10.4g}{e['spec_params'][k]:>12.4g}")
+            for runtime, sub in e.get("per_runtime", {}).items():
+                params = ", ".join(f"{k} {sub['params'][k]:.3g}" for k in PARAM_NAMES)
+                lines.append(f"      runtime {runtime} alone ({sub['n_rows']} rows): {params}; "
+                             f"leave-one-model-out {loo_text(sub)}")
+        lines.append(f"      rows (published.toml line: model, format, runtime, phase, published tok/s -> "
+                     f"{'fitted / left-out' if e.get('fitted') else 'spec-sheet'} prediction):")
+        for r in e.get("rows", []) + e.get("proxy_rows", []):
+            pred = (f"{r['fitted_tok_s']:.4g} / {r['loo_tok_s']:.4g}" if r.get("loo_tok_s") is not None
+                    else f"{r['fitted_tok_s']:.4g}" if r.get("fitted_tok_s") is not None else f"{r['spec_tok_s']:.4g}")
+            proxy = " [proxy, not fitted]" if r.get("proxy") else ""
+            lines.append(f"        {r['line']:>4}: {r['model']}, {r['quant']}, {r['runtime']}, {r['phase']}, "
+                         f"{r['published_tok_s']:.4g} -> {pred}{proxy}")
+    return lines
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
@@ -68,6 +113,14 @@ def _list(args) -> int:
         rows.append([t.name, t.display_name, eps, t.default_precision, _gib(t.ram_bytes), _bandwidth(t),
                      source + (f" ({hint})" if hint else "")])
     text = _table(rows, ["NAME", "DEVICE", "EXECUTION PROVIDERS", "PRECISION", "RAM", "BANDWIDTH", "LATENCY"])
+    fit_lines = []
+    for t, d in zip(list_targets(), data):
+        fits = _fits(t)
+        d["published_fit"] = {unit: {k: e.get(k) for k in ("fitted", "label", "n_rows", "runtimes", "loo", "baseline")}
+                              for unit, e in fits.items()}
+        fit_lines += [f"  {t.name}: {_fit_line(unit, e)}" for unit, e in fits.items()]
+    if fit_lines:
+        text += "\n\nPublished measurements (latency_models/published.toml):\n" + "\n".join(fit_lines)
     text += "\n\nExecution providers are ONNX Runtime's (…ExecutionProvider), preferred first. " \
             "`nas targets show NAME` prints every spec with its source."
     emit(args, data, text)
@@ -101,6 +154,14 @@ def _show(args, name: str) -> int:
     for key, spec in t.specs.items():
         lines.append(f"    {key}: {spec.value:g} {spec.unit}")
         lines.append(f"        source: {spec.source}")
+    fits = _fits(t)
+    data["published_fit"] = fits
+    if fits:
+        lines.append("  published measurements (latency_models/published.toml, fitted by "
+                     "benchmarks/fit_published.py):")
+        lines += _fit_lines(t, fits)
+    elif not t.measured_here:
+        lines.append("  published measurements: none in latency_models/published.toml")
     emit(args, data, "\n".join(lines))
     return 0
 

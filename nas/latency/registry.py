@@ -4,7 +4,10 @@ Labels (shown everywhere a latency figure appears):
 - "measured": host-cpu with a predictor fitted on ORT measurements taken on this machine;
 - "calibrated": a described device with a predictor fitted on measurements imported from that device;
 - "analytic, uncalibrated": a roofline from the target's spec sheet (or, for host-cpu, this host's probes),
-  no latency measurements behind it.
+  no latency measurements behind it;
+- "analytic, fitted to N published measurements (runtimes)": the same roofline with its efficiencies and
+  overheads fitted to published measurements of that device (`nas.latency.published`,
+  latency_models/published_fit.json); a user's own calibration still wins.
 
 `load_latency_model(target, precision, provider)` is the one entry point the search and `nas predict` use:
 a fitted predictor (the user's in NAS_HOME, else one shipped in latency_models/predictors/) wins when present and
@@ -15,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
 from nas.core.paths import find_predictor
-from nas.latency import analytic
+from nas.latency import analytic, published
 from nas.latency import probes as probing
 from nas.latency import provenance as prov
 from nas.latency.measure import cpu_model, ort_version
@@ -32,7 +37,8 @@ from nas.targets import load_target
 MEASURED = "measured"
 CALIBRATED = "calibrated"
 ANALYTIC = "analytic, uncalibrated"
-SOURCES = (MEASURED, CALIBRATED, ANALYTIC)
+FITTED = "analytic, fitted"  # the label goes on: "... to N published measurements (runtimes)"
+SOURCES = (MEASURED, CALIBRATED, ANALYTIC, FITTED)
 
 
 def resolve_deployment(target, precision: str | None = None, provider: str | None = None):
@@ -56,7 +62,13 @@ def latency_source(target, precision: str | None = None, provider: str | None = 
     target, precision, provider = resolve_deployment(target, precision, provider)
     if find_predictor(target.name, provider, precision) is not None:
         return MEASURED if target.measured_here else CALIBRATED
-    return ANALYTIC
+    fit = None if target.measured_here else published_fit(target, precision)
+    return fit["label"] if fit else ANALYTIC
+
+
+def published_fit(target, precision: str) -> dict[str, Any] | None:
+    """The published-measurement fit for the compute unit that runs `precision` on `target`, or None."""
+    return published.fitted_group(target.name, target.compute_unit.get(precision, "cpu"))
 
 
 class LatencyModel:
@@ -196,9 +208,14 @@ class FittedLatencyModel(LatencyModel):
 class AnalyticLatencyModel(LatencyModel):
     """The roofline, from the target's spec sheet or this host's probes."""
 
-    def __init__(self, target, precision, provider, roofline, note=""):
-        super().__init__(target, precision, provider, ANALYTIC, note, {"roofline": roofline.params.to_dict()})
+    def __init__(self, target, precision, provider, roofline, note="", source=ANALYTIC, details=None, band=None):
+        super().__init__(target, precision, provider, source, note,
+                         {"roofline": roofline.params.to_dict(), **(details or {})})
         self.roofline = roofline
+        self.band = band  # a fit to published measurements knows its left-out error; a bare roofline does not
+
+    def error_band(self) -> dict[str, Any]:
+        return dict(self.band) if self.band else unknown_band()
 
     def _predict(self, batch, prompt_len, context_len):
         return self.roofline.predict(batch, prompt_len, context_len)
@@ -209,12 +226,10 @@ class AnalyticLatencyModel(LatencyModel):
                 "feature_version": prov.FEATURE_VERSION}
 
     def provenance(self) -> str:
-        return f"{ANALYTIC} ({self.roofline.params.inputs})"
+        return f"{self.source} ({self.roofline.params.inputs})"
 
 
 def _as_batch(batch):
-    from nas.core.arch import ArchBatch, ArchConfig
-
     return ArchBatch.from_configs([batch]) if isinstance(batch, ArchConfig) else batch
 
 
@@ -261,6 +276,18 @@ def load_latency_model(target, precision: str | None = None, provider: str | Non
             note += "; the probes measure fp32 matmuls, used for every precision"
         roofline = analytic.RooflineModel(analytic.params_from_probes(probes), precision)
     else:
+        fit = published_fit(target, precision)
+        if fit:
+            params = analytic.params_from_specs(target, precision, fit["params"])
+            roofline = analytic.RooflineModel(replace(params, inputs="spec sheet + published fit"), precision)
+            note = (f"roofline from the spec sheet with efficiencies and overheads fitted to {fit['n_rows']} "
+                    f"published measurements of this device "
+                    f"({', '.join(fit['runtimes'])}); leave-one-model-out error {published.loo_text(fit)}; "
+                    f"measure it yourself with `nas calibrate --target {target.name} --measurements FILE`")
+            details = {"published_fit": {k: fit[k] for k in ("n_rows", "models", "runtimes", "params", "loo",
+                                                             "baseline", "spec_params")}}
+            return AnalyticLatencyModel(target.name, precision, provider, roofline, note, fit["label"], details,
+                                        published.error_band(fit))
         note = (f"from {target.name}'s spec sheet, no measurements behind it; import device measurements with "
                 f"`nas calibrate --target {target.name} --measurements FILE`")
         roofline = analytic.RooflineModel(analytic.params_from_specs(target, precision), precision)

@@ -28,6 +28,7 @@ from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
 from nas.core.paths import find_predictor, shipped
 from nas.core.userfiles import read_toml
+from nas.latency.published import fit_path, fitted_group
 from nas.latency.registry import load_latency_model
 from nas.latency.uncertainty import band_for
 from nas.study import schema as S
@@ -284,6 +285,41 @@ def parity_from_predictor(target: str, path: Path) -> Parity | str:
     return Parity(target, str(path), tuple(phases))
 
 
+def _kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3:
+        return None
+    i, j = np.triu_indices(len(x), k=1)
+    s = np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])  # Kendall's tau-a over all pairs
+    return None if not np.count_nonzero(s) else float(s.sum() / len(s))
+
+
+def parity_from_published(target: str, precision: str | None) -> Parity | str:
+    """For a target fitted to published measurements: each published row against the prediction of the fit
+    that left its architecture out (latency_models/published_fit.json), or why there is none."""
+    try:
+        spec = load_target(target)
+        entry = fitted_group(target, spec.compute_unit.get(precision or spec.default_precision, "cpu"))
+    except NasUserError as exc:
+        return f"the published-measurement fit of {target} could not be read: {exc}"
+    if not entry:
+        return f"{target} has no published-measurement fit"
+    phases = []
+    for phase in ("decode", "prefill"):
+        rows = [r for r in entry.get("rows", []) if r.get("phase") == phase and r.get("loo_tok_s")]
+        if not rows:
+            continue
+        measured = tuple(r.get("tokens", 1) * 1000.0 / r["published_tok_s"] for r in rows)
+        predicted = tuple(r.get("tokens", 1) * 1000.0 / r["loo_tok_s"] for r in rows)
+        errors = np.abs(np.array(predicted) / np.array(measured) - 1.0) * 100.0
+        phases.append(ParityPhase(phase, predicted, measured, float(errors.mean()),
+                                  float((errors <= 5).mean() * 100), float((errors <= 10).mean() * 100),
+                                  _kendall_tau(measured, predicted)))
+    if not phases:
+        return f"the published-measurement fit of {target} has no left-out predictions"
+    return Parity(target, str(fit_path()), tuple(phases))
+
+
 def find_parity(target: str, precision: str | None) -> Parity | str:
     """Look up the target's predictor (first execution provider, deployment precision) and read its evaluation."""
     try:
@@ -438,7 +474,9 @@ def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks
     parity: dict[str, Parity | str] = {}
     for t in trials.meta.targets:
         source = trials.meta.latency_sources.get(t) or _source_of(trials, t)
-        if source.startswith("analytic"):
+        if source.startswith("analytic, fitted to") and with_parity:
+            parity[t] = parity_from_published(t, trials.meta.precision.get(t))
+        elif source.startswith("analytic"):
             parity[t] = f"{t} latency is {source}: there are no measurements to compare predictions with"
         elif with_parity:
             parity[t] = find_parity(t, trials.meta.precision.get(t))

@@ -87,8 +87,10 @@ def _parity_section(data: ReportData, images: dict[str, list[Path]]) -> str:
     parts = []
     for target, parity in data.parity.items():
         if isinstance(parity, Parity) and images.get(target):
-            parts.append(_img(images[target][0], f"{target}: predicted vs measured latency on held-out shapes "
-                                                 f"(from {Path(parity.path).name})"))
+            what = ("published measurements vs the analytic fit that left each architecture out"
+                    if Path(parity.path).name == "published_fit.json" else
+                    "predicted vs measured latency on held-out shapes")
+            parts.append(_img(images[target][0], f"{target}: {what} (from {Path(parity.path).name})"))
         else:
             parts.append(f'<p class="note">{html.escape(target)}: no parity plot — {html.escape(str(parity))}.</p>')
     return "".join(parts) or '<p class="note">No target.</p>'
@@ -194,7 +196,9 @@ Each panel's front line is the same idea on that panel's two axes only.</li>
 <i>best quality</i> the highest quality, and the <i>knee</i> is the point of their quality-vs-decode front
 (both axes scaled to 0–1) farthest from the line joining its two ends: the best trade.</li>
 <li>Search progress: the hypervolume of the feasible shapes the sampler found, over the study's objectives, as a share of the exact front's (the same figure `nas search` prints); the star marks where the exact front's remaining members were added.</li>
-<li>Latency "analytic, uncalibrated" is a roofline estimate from the device's spec sheet, not a measurement.</li>
+<li>Latency "analytic, uncalibrated" is a roofline estimate from the device's spec sheet, not a measurement;
+"analytic, fitted to N published measurements" is the same roofline with its efficiencies and overheads fitted to
+figures others published for that device (its parity plot shows how far to trust it).</li>
 {notes}
 </ul></details>
 <p class="note">Files: {file_links}</p>

@@ -383,7 +383,9 @@ def plot_parity(parity: Parity, out_dir: Path) -> list[Path]:
         ax.set_title(f"{phase.phase}\n{parity_caption(phase)}", fontsize=8.8)
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"{parity.target}: predictor on held-out shapes", fontsize=12, fontweight="bold")
+    title = ("published vs predicted, each architecture left out of the fit"
+             if Path(parity.path).name == "published_fit.json" else "predictor on held-out shapes")
+    fig.suptitle(f"{parity.target}: {title}", fontsize=12, fontweight="bold")
     return _save(fig, out_dir, f"parity_{_safe(parity.target)}")
 
 

@@ -23,7 +23,8 @@ def test_text_output_names_source_throughput_and_memory(capsys):
     assert main(["predict", "--target", "pixel8", *ARCH]) == 0
     out = capsys.readouterr().out
     assert "L30 d576 f1536 gqa3" in out and "134.5M params" in out
-    assert "latency: analytic, uncalibrated" in out
+    assert "latency: analytic, fitted to " in out and "published measurements" in out
+    assert "leave-one-model-out error decode" in out
     assert "prefill" in out and "decode" in out and out.count("tokens/s") == 2
     assert "weights" in out and "KV cache" in out and "working" in out and "budget" in out
     assert "nas calibrate --target pixel8 --measurements" in out
@@ -39,7 +40,9 @@ def test_json_output_several_targets(capsys):
 
     arch = ArchConfig.from_dict(data["arch"])
     for name, r in data["targets"].items():
-        assert r["latency_source"] == "analytic, uncalibrated"
+        assert r["latency_source"] == ("analytic, uncalibrated" if name == "host-cpu" else
+                                       "analytic, fitted to 4 published measurements "
+                                       "(cactus (llama.cpp/GGML), onnxruntime-genai)")
         assert r["prefill_ms"] > 0 and r["decode_ms"] > 0
         assert r["prefill_tokens_per_s"] == pytest.approx(256 * 1000 / r["prefill_ms"])
         assert r["decode_tokens_per_s"] == pytest.approx(1000 / r["decode_ms"])
@@ -51,6 +54,10 @@ def test_json_output_several_targets(capsys):
         assert r["fits_memory_budget"] is True
     assert data["targets"]["pixel8"]["precision"] == "int4" and data["targets"]["host-cpu"]["precision"] == "fp32"
     assert data["targets"]["host-cpu"]["model"]["roofline"]["inputs"] == "host probes"
+    fit = data["targets"]["pixel8"]["model"]["published_fit"]
+    roofline = data["targets"]["pixel8"]["model"]["roofline"]
+    assert fit["n_rows"] == 4 and all(roofline[k] == v for k, v in fit["params"].items())
+    assert roofline["inputs"] == "spec sheet + published fit"
 
 
 def test_precision_flag_and_config_file(tmp_path, capsys):
