@@ -8,9 +8,9 @@ model on this host's probes and by parameter count.
 Prints per family: every shape with its measured prefill / decode ms (median of two measuring rounds, each
 the median of `--runs` timed runs in a fresh session), the measured spread (slowest / fastest), the re-measure
 noise (median |round1 - round2| / mean over the family's shapes), and Kendall tau against measured of the
-analytic model (host probes) and of the total parameter count, for prefill and decode. The fitted predictor is
-not ranked here (no host predictor is fitted in this run). None of these shapes is in a calibration set:
-nothing is fitted.
+analytic model (host probes), of the total parameter count and, when `nas calibrate --target host-cpu` has fitted
+a predictor at this precision (in NAS_HOME), of that predictor, for prefill and decode. The script checks that
+none of these shapes was in the predictor's calibration set (its measurements file), and says so.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._lock import machine_lock  # noqa: E402
 from nas.core.arch import ArchBatch, ArchConfig  # noqa: E402
+from nas.core.paths import measurements_path  # noqa: E402
 from nas.latency import analytic, graphs, measure  # noqa: E402
 from nas.latency import probes as probing  # noqa: E402
+from nas.latency.predictor import kendall_tau  # noqa: E402
+from nas.latency.registry import MEASURED, load_latency_model  # noqa: E402
 
 VOCAB = 32000
 HEAD_DIM = 64
@@ -111,6 +113,19 @@ def run(args) -> None:
     roofline = analytic.RooflineModel(analytic.params_from_probes(probes), args.precision)
     print(f"host probes: matmul {probes['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, bandwidth "
           f"{probes['mem_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s", flush=True)
+    fitted = load_latency_model("host-cpu", args.precision)
+    fitted = fitted if fitted.source == MEASURED else None
+    calibrated_ids = set()
+    if fitted is not None:
+        path = measurements_path("host-cpu")
+        if path.exists():
+            import json
+
+            calibrated_ids = {json.loads(line).get("arch_id") for line in path.read_text().splitlines() if line}
+        print(f"fitted predictor: {fitted.details.get('predictor_path')} (calibration set: {len(calibrated_ids)} "
+              "configs)", flush=True)
+    else:
+        print("no fitted host-cpu predictor at this precision: only analytic and params are ranked", flush=True)
     summary = []
     start = time.perf_counter()
     for target in args.families:
@@ -123,6 +138,10 @@ def run(args) -> None:
             rounds.append(got)
         batch = ArchBatch.from_configs(shapes)
         predicted = roofline.predict(batch, args.prompt_len, args.context_len)
+        overlap = [a.arch_id for a in shapes if a.arch_id in calibrated_ids]
+        if overlap:
+            print(f"  warning: {len(overlap)} of these shapes were in the calibration set: {overlap}")
+        by_fit = fitted.predict(batch, args.prompt_len, args.context_len) if fitted is not None else None
         params = np.array([a.num_params for a in shapes], dtype=float)
         print(f"\nfamily {target}M non-embedding params ({len(shapes)} shapes)")
         print(f"  {'shape':<72} {'prefill ms':>10} {'decode ms':>10} {'analytic p/d ms':>16}")
@@ -134,23 +153,24 @@ def run(args) -> None:
             measured[phase] = (r1 + r2) / 2
             noise = float(np.median(np.abs(r1 - r2) / ((r1 + r2) / 2)))
             spread = float(measured[phase].max() / measured[phase].min())
-            tau_analytic = kendalltau(predicted[f"{phase}_ms"], measured[phase]).statistic
-            tau_params = kendalltau(params, measured[phase]).statistic
-            row[phase] = (spread, noise, tau_analytic, tau_params)
+            tau_analytic = kendall_tau(predicted[f"{phase}_ms"], measured[phase])
+            tau_params = kendall_tau(params, measured[phase])
+            tau_fit = kendall_tau(by_fit[f"{phase}_ms"], measured[phase]) if by_fit is not None else float("nan")
+            row[phase] = (spread, noise, tau_analytic, tau_params, tau_fit)
         for i, arch in enumerate(shapes):
             print(f"  {describe(arch):<72} {measured['prefill'][i]:>10.1f} {measured['decode'][i]:>10.2f} "
                   f"{predicted['prefill_ms'][i]:>7.1f}/{predicted['decode_ms'][i]:<7.2f}")
         for phase in graphs.PHASES:
-            spread, noise, ta, tp = row[phase]
+            spread, noise, ta, tp, tf = row[phase]
             print(f"  {phase:<8} spread {spread:5.2f}x  re-measure noise {100 * noise:4.1f}%  "
-                  f"Kendall tau: analytic {ta:+.2f}, params {tp:+.2f}")
+                  f"Kendall tau: fitted {tf:+.2f}, analytic {ta:+.2f}, params {tp:+.2f}")
         summary.append(row)
         sys.stdout.flush()
     print(f"\nsummary ({time.perf_counter() - start:.0f} s)")
     for row in summary:
         print("  " + f"{row['family']}M: " + "; ".join(
-            f"{phase} spread {row[phase][0]:.2f}x noise {100 * row[phase][1]:.1f}% tau analytic {row[phase][2]:+.2f} "
-            f"params {row[phase][3]:+.2f}" for phase in graphs.PHASES))
+            f"{phase} spread {row[phase][0]:.2f}x noise {100 * row[phase][1]:.1f}% tau fitted {row[phase][4]:+.2f} "
+            f"analytic {row[phase][2]:+.2f} params {row[phase][3]:+.2f}" for phase in graphs.PHASES))
 
 
 if __name__ == "__main__":
