@@ -72,8 +72,9 @@ def _cards(data: ReportData, storage: str | None) -> str:
             (f"decode on {html.escape(t)}", "—" if fig is None else html.escape(
                 show(fig.decode_tokens_per_s, band_for("decode_tokens_per_s", data.trials.meta.latency_errors.get(t)),
                      1) + " tokens/s")),
-            (f"TTFT on {html.escape(t)}",
-             _fmt(fig and fig.ttft_ms, ".1f", f" ms ({data.trials.meta.prompt_len}-token prompt)")),
+            (f"TTFT on {html.escape(t)}", "—" if fig is None else html.escape(
+                show(fig.ttft_ms, band_for("ttft_ms", data.trials.meta.latency_errors.get(t)), 1)
+                + f" ms ({data.trials.meta.prompt_len}-token prompt)")),
             (f"memory on {html.escape(t)}", _fmt(fig and fig.memory_mb, ".0f", " MB")),
         ]
         dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)

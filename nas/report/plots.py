@@ -7,6 +7,7 @@ with matplotlib's object API on the Agg canvas (no pyplot state, no display need
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -133,7 +134,8 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
     ax.set_ylabel(data.quality_label)
     precision = meta.precision.get(front.target, "")
     error = "speed error unknown" if rel is None else f"speed +-{rel:.0%}"
-    ax.set_title(f"{front.target} ({precision}) — latency: {front.latency_source}; {error}", fontsize=11.5)
+    title = f"{front.target} ({precision}) — latency: {front.latency_source}; {error}"
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=11.5)  # long latency labels would be clipped
     ax.annotate("better ↗", xy=(0.985, 0.985), xycoords="axes fraction", ha="right", va="top", fontsize=9,
                 color="#555555")
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8.5,
