@@ -425,7 +425,7 @@ def test_resume_under_another_latency_model_is_refused_naming_it(tmp_path, monke
         quiet_search(storage=url, trials=16, study="s").run(progress=False)
     line = str(refused.value)
     assert line.startswith(f"study 's' was searched with pixel8's latency model {analytic.fingerprint()} "
-                           f"(analytic, uncalibrated (spec sheet)); now it is {fitted.fingerprint()} (calibrated")
+                           f"({analytic.provenance()}); now it is {fitted.fingerprint()} (calibrated")
     assert "start a new study (--study NAME)" in line and "\n" not in line
     trials = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
     assert sum(bool(t.user_attrs.get("counted")) for t in trials) == 8  # nothing was added under the new model
