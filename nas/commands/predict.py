@@ -6,14 +6,14 @@ import argparse
 from typing import Any
 
 from nas.commands._common import add_arch_arguments, add_json_flag, arch_from_args, emit
-from nas.core.accounting import PRECISIONS, kv_bytes_per_element
+from nas.core.accounting import PRECISIONS, activation_precision, kv_bytes_per_element
 from nas.core.errors import NasUserError
 
 HELP = "predict prefill/decode latency and memory of one architecture on targets"
 DESCRIPTION = """\
 Predict time to first token (prefill of a prompt of --prompt-len tokens), one decode step with
 --context-len tokens in the KV cache, tokens/s of each, and the memory footprint (weights at the
-precision + fp16 KV cache + working memory) of one architecture, on each --target.
+precision + KV cache at the deployed graph's type + working memory) of one architecture, on each --target.
 
 Every latency says where it comes from: "measured" (a predictor fitted on this machine's ONNX Runtime
 measurements), "calibrated" (fitted on measurements imported from the device) or "analytic, uncalibrated"
@@ -100,7 +100,7 @@ def _text(arch, prompt_len: int, context_len: int, results: list[dict[str, Any]]
             budget = f"  ({verdict} the {_mib(r['memory_budget_bytes'])} budget)"
         lines.append(f"  memory   {_mib(mem['total'])}{budget}")
         lines.append(f"           = weights {_mib(mem['weights'])} ({r['precision']}) + KV cache "
-                     f"{_mib(mem['kv_cache'])} (fp16, {context_len} tokens) + working {_mib(mem['working'])}")
+                     f"{_mib(mem['kv_cache'])} ({activation_precision(r['precision'])}, {context_len} tokens) + working {_mib(mem['working'])}")
         if r["note"]:
             lines.append(f"  note: {r['note']}")
         for warning in r["warnings"]:

@@ -144,7 +144,8 @@ class ArchConfig:
         )
 
     def memory_bytes(self, precision: str, prompt_len: int, context_len: int) -> int:
-        """Generation footprint: weights at `precision` + fp16 KV cache at `context_len` + working memory."""
+        """Generation footprint: weights at `precision` + KV cache at `context_len` in the deployed graph's type
+        (fp16 for fp16, else fp32) + working memory."""
         self.weight_bytes(precision)  # validates the precision name
         return accounting.memory_bytes(precision, **self._shape_args(), tied=self.tie_embeddings,
                                        qkv_bias=self.qkv_bias, prompt_len=prompt_len, context_len=context_len)
