@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 from nas.core.errors import NasUserError
 from nas.study.pareto import pareto_mask_max, picks
-from nas.study.schema import FOUND_BY, FOUND_BY_SAMPLER, STUDY_EXACT, STUDY_META, STUDY_SEARCH, StudyMeta, TrialRecord
+from nas.study.schema import (FAIL_REASON, FOUND_BY, FOUND_BY_SAMPLER, STUDY_EXACT, STUDY_META, STUDY_SEARCH, StudyMeta,
+                              TrialRecord)
 from nas.study.storage import open_storage
 
 PICK_TITLES = {"knee": "knee (recommended)", "fastest": "fastest", "best-quality": "best quality"}
@@ -164,8 +165,6 @@ def compute_picks(trials: StudyTrials, pareto: Sequence[int], target: str | None
 
 def failure_reason(trial, trials: Sequence[Any]) -> str:
     """Why a FAIL trial failed (see the module docstring); `trials` are its study's, to find its retry."""
-    from nas.study.schema import FAIL_REASON
-
     reason = trial.user_attrs.get(FAIL_REASON)
     if reason:
         return str(reason)
