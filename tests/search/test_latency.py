@@ -233,6 +233,9 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
     import optuna
 
     db = tmp_path / "nas.db"
+    # The schema exists before the search starts: this test's polling reader must not race the search to create
+    # the tables of a fresh SQLite file (a race that is not what this test is about).
+    optuna.storages.RDBStorage(f"sqlite:///{db}")
     cmd = [sys.executable, "-m", "nas", "search", "--no-proxy", "--target", "pixel8", "--space", "subbillion", "--trials", "5000",
            "--storage", f"sqlite:///{db}", "--study", "k", "--no-report", "--no-progress", "--no-exact"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
