@@ -1,17 +1,20 @@
 """From a candidate to the proxy that is trained for it, and the parametrisation that lets one learning rate
 train every proxy fairly.
 
-The scaling rule (`proxy_arch`), candidate -> proxy:
+The scaling rule (`proxy_arch`), candidate -> proxy: one width factor for every candidate, so that candidates
+of equal size get proxies of equal size and a larger candidate gets a larger proxy:
 - kept: the depth (num_layers), the query heads per kv head (num_heads / num_kv_heads: MHA, GQA or MQA),
-  the FFN kind, tied or untied embeddings, qkv bias, and the proportions hidden : attention width : FFN width;
-- shrunk: head_dim -> `head_dim` (32) and query heads -> width / head_dim (4 at the default width 128), so
-  every proxy has the same attention width; kv heads -> max(1, round(query heads / g)) with g the candidate's
-  query heads per kv head, so MHA stays MHA and MQA stays MQA, and a GQA candidate keeps its share of kv heads
-  as far as 4 heads allow (a share below 1/4 becomes MQA); one factor s = width / (num_heads * head_dim of the
-  candidate) scales hidden_size and intermediate_size (rounded to a multiple of `multiple`);
+  the FFN kind, tied or untied embeddings, qkv bias;
+- shrunk by the rule's `shrink` (16 by default), the same factor for every candidate: hidden_size and
+  intermediate_size (each rounded to a multiple of `multiple`), and the attention width (query heads x head_dim),
+  with head_dim -> the rule's `head_dim` (16) and query heads -> attention width / shrink / head_dim (at least
+  `min_heads`); kv heads -> max(1, round(query heads / g)) with g the candidate's query heads per kv head, so MHA
+  stays MHA and MQA stays MQA, and a GQA candidate keeps its share of kv heads as far as the proxy's heads allow;
 - replaced: the vocabulary by bytes (256) and max_seq_len by the training sequence length.
-So a deep-thin candidate stays deep and thin, an MQA candidate stays MQA, and two candidates of equal width
-but different FFN ratio keep that difference.
+Non-embedding parameters therefore shrink by about shrink^2 for every candidate: a deep-thin and a shallow-wide
+candidate of equal size get proxies of (nearly) equal size, and the comparison between them is about shape. (A rule
+that shrank every candidate to one proxy width instead would hand a 32-layer candidate 8x the proxy parameters of a
+4-layer one of equal size, and always rank depth first.)
 
 The parametrisation (`Parametrisation`), so the best learning rate does not move with width or depth:
 - width, muP (Yang et al. 2022, "Tensor Programs V", arXiv:2203.03466, in the form of Dey, Anthony & Hestness
@@ -46,19 +49,20 @@ PARAMETRISATIONS = ("completep", "mup", "sp")
 class ProxyRule:
     """How candidates are shrunk (see the module docstring) and the parametrisation they are trained under."""
 
-    width: int = 128  # target attention width of the proxy (query heads x head_dim), about its hidden size
-    head_dim: int = 32
-    multiple: int = 16  # hidden and FFN sizes are rounded to multiples of this
+    shrink: int = 16  # every width of the candidate (hidden, FFN, attention) is divided by this
+    head_dim: int = 16
+    min_heads: int = 2  # the narrowest proxy still has this many query heads (MHA vs MQA stays a difference)
+    multiple: int = 4  # hidden and FFN sizes are rounded to multiples of this (small: proxies are 32-128 wide)
     parametrisation: str = "completep"
     base_width: int = 128  # muP: the width at which the parametrisation equals standard parametrisation
     base_depth: int = 4  # CompleteP: the depth at which it does
-    base_head_dim: int = 32
+    base_head_dim: int = 16  # = head_dim: attention scores are standard 1/sqrt(head_dim) at every proxy
     alpha: float = 1.0  # CompleteP's depth exponent
 
     def __post_init__(self) -> None:
         if self.parametrisation not in PARAMETRISATIONS:
             raise NasUserError(f"parametrisation {self.parametrisation!r} is not one of {', '.join(PARAMETRISATIONS)}")
-        for name in ("width", "head_dim", "multiple", "base_width", "base_depth", "base_head_dim"):
+        for name in ("shrink", "head_dim", "min_heads", "multiple", "base_width", "base_depth", "base_head_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise NasUserError(f"proxy {name} must be a positive integer, got {value!r}")
@@ -72,20 +76,19 @@ class ProxyRule:
 def proxy_arch(arch: ArchConfig, rule: ProxyRule, seq_len: int) -> ArchConfig:
     """The proxy trained for `arch` (the scaling rule of the module docstring)."""
     group = arch.num_heads // arch.num_kv_heads
-    heads = max(1, rule.width // rule.head_dim)
+    heads = max(rule.min_heads, round(arch.num_heads * arch.head_dim / rule.shrink / rule.head_dim))
     kv_heads = max(1, round(heads / group))
     while heads % kv_heads:  # the nearest count that divides the heads (GQA needs whole groups)
         kv_heads -= 1
-    factor = heads * rule.head_dim / (arch.num_heads * arch.head_dim)
 
     def size(x: float) -> int:
-        return max(rule.multiple, int(round(x / rule.multiple)) * rule.multiple)
+        return max(rule.multiple, int(round(x / rule.shrink / rule.multiple)) * rule.multiple)
 
-    return ArchConfig(hidden_size=size(arch.hidden_size * factor), num_layers=arch.num_layers, num_heads=heads,
-                      num_kv_heads=kv_heads, head_dim=rule.head_dim,
-                      intermediate_size=size(arch.intermediate_size * factor), vocab_size=VOCAB_SIZE,
-                      ffn_kind=arch.ffn_kind, tie_embeddings=arch.tie_embeddings, qkv_bias=arch.qkv_bias,
-                      max_seq_len=seq_len, rope_theta=arch.rope_theta, rms_norm_eps=arch.rms_norm_eps)
+    return ArchConfig(hidden_size=size(arch.hidden_size), num_layers=arch.num_layers, num_heads=heads,
+                      num_kv_heads=kv_heads, head_dim=rule.head_dim, intermediate_size=size(arch.intermediate_size),
+                      vocab_size=VOCAB_SIZE, ffn_kind=arch.ffn_kind, tie_embeddings=arch.tie_embeddings,
+                      qkv_bias=arch.qkv_bias, max_seq_len=seq_len, rope_theta=arch.rope_theta,
+                      rms_norm_eps=arch.rms_norm_eps)
 
 
 @dataclass(frozen=True)

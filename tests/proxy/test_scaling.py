@@ -24,28 +24,43 @@ def test_rule_keeps_depth_grouping_ffn_ratio_kind_and_tying(arch):
     proxy = proxy_arch(arch, ProxyRule(), seq_len=128)
     assert proxy.num_layers == arch.num_layers
     assert proxy.attention_type == arch.attention_type or (arch.attention_type == "gqa" and proxy.num_kv_heads == 1)
-    assert proxy.num_heads * proxy.head_dim == 128  # one attention width for every proxy
     assert (proxy.ffn_kind, proxy.tie_embeddings, proxy.qkv_bias) == (arch.ffn_kind, arch.tie_embeddings, arch.qkv_bias)
-    assert proxy.vocab_size == 256 and proxy.max_seq_len == 128 and proxy.head_dim == 32
+    assert proxy.vocab_size == 256 and proxy.max_seq_len == 128 and proxy.head_dim == 16
     ratio, proxy_ratio = arch.intermediate_size / arch.hidden_size, proxy.intermediate_size / proxy.hidden_size
-    assert abs(proxy_ratio - ratio) / ratio < 0.15
-    assert 64 <= proxy.hidden_size <= 256
+    assert abs(proxy_ratio - ratio) / ratio < 0.1
+    assert abs(proxy.hidden_size - arch.hidden_size / 16) <= 2  # one factor for every candidate
 
 
-def test_deep_thin_stays_deeper_than_shallow_wide_at_equal_size():
+def test_equal_size_candidates_get_equal_size_proxies():
+    """Deep-thin and shallow-wide candidates of equal non-embedding size: their proxies keep the depths and are of
+    (nearly) equal size, so the proxy compares shapes, not proxy sizes; a larger candidate gets a larger proxy."""
     deep = ArchConfig(hidden_size=512, num_layers=32, num_heads=8, intermediate_size=1408)
-    wide = ArchConfig(hidden_size=1024, num_layers=8, num_heads=16, intermediate_size=2816)
+    wide = ArchConfig(hidden_size=1024, num_layers=8, num_heads=16, intermediate_size=1408 * 2)
+    assert deep.num_non_embedding_params == pytest.approx(wide.num_non_embedding_params, rel=0.01)
     pd, pw = proxy_arch(deep, ProxyRule(), 128), proxy_arch(wide, ProxyRule(), 128)
-    assert pd.num_layers == 32 and pw.num_layers == 8
-    assert pd.hidden_size == pw.hidden_size  # one proxy width: the comparison is about shape, not size
+    assert pd.num_layers == 32 and pw.num_layers == 8 and pw.hidden_size == 2 * pd.hidden_size
+    assert pd.num_non_embedding_params == pytest.approx(pw.num_non_embedding_params, rel=0.05)
+    ratio = deep.num_non_embedding_params / pd.num_non_embedding_params
+    assert ratio == pytest.approx(16 ** 2, rel=0.05)
+    assert proxy_arch(LLAMA_1B, ProxyRule(), 128).num_non_embedding_params > 5 * pd.num_non_embedding_params
+
+
+def test_rounding_keeps_equal_size_within_a_few_percent():
+    """Proxy sizes stay within +-6% of candidate / shrink^2."""
+    shapes = [MOBILELLM_125M, LLAMA_1B, ArchConfig(hidden_size=1408, num_layers=4, num_heads=22, num_kv_heads=2,
+                                                   intermediate_size=4928),
+              ArchConfig(hidden_size=768, num_layers=11, num_heads=12, num_kv_heads=1, intermediate_size=2048)]
+    for arch in shapes:
+        ratio = arch.num_non_embedding_params / proxy_arch(arch, ProxyRule(), 128).num_non_embedding_params
+        assert ratio == pytest.approx(256, rel=0.06), arch.short_tag
 
 
 def test_parametrisation_is_standard_at_the_base_shape():
-    base = ArchConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=352, vocab_size=256)
+    base = ArchConfig(hidden_size=128, num_layers=4, num_heads=8, head_dim=16, intermediate_size=352, vocab_size=256)
     p = Parametrisation.of(base, ProxyRule())
     assert (p.width_mult, p.depth_mult) == (1.0, 1.0)
     assert p.scales.residual == 1.0 and p.scales.logits == 1.0
-    assert p.scales.attention == pytest.approx(1 / math.sqrt(32)) and p.hidden_init_std == 0.02
+    assert p.scales.attention == pytest.approx(1 / math.sqrt(16)) and p.hidden_init_std == 0.02
     groups = p.param_groups(build_model(base), lr=1e-3, weight_decay=0.1, eps=1e-8)
     assert {g["name"] for g in groups} == {"embedding_and_head", "final_norm", "layer_matrices", "layer_vectors"}
     assert all(g["lr"] == 1e-3 for g in groups)
@@ -80,6 +95,12 @@ def test_plain_scales_compute_the_reference_model():
 def test_many_heads_mqa_does_not_blow_up_the_proxy():
     mqa = ArchConfig(hidden_size=1088, num_layers=4, num_heads=17, num_kv_heads=1, intermediate_size=2176)
     proxy = proxy_arch(mqa, ProxyRule(), 128)
-    assert proxy.attention_type == "mqa" and proxy.hidden_size == 128 and proxy.num_heads == 4
+    assert proxy.attention_type == "mqa" and proxy.hidden_size == 68 and proxy.num_heads == 4
     gqa2 = ArchConfig(hidden_size=1024, num_layers=4, num_heads=16, num_kv_heads=8, intermediate_size=2816)
     assert proxy_arch(gqa2, ProxyRule(), 128).num_kv_heads == 2  # half the heads, as in the candidate
+
+
+def test_narrow_candidates_keep_min_heads():
+    small = ArchConfig(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=704)
+    proxy = proxy_arch(small, ProxyRule(), 128)
+    assert proxy.num_heads == 2 and proxy.hidden_size == 16 and proxy.attention_type == "mha"

@@ -13,7 +13,7 @@ from nas.proxy.scaling import ProxyRule
 from nas.proxy.train import ProxyDiverged, ProxyTimeout, ProxyTrainer, TrainSettings
 
 ARCH = ArchConfig(hidden_size=512, num_layers=2, num_heads=8, num_kv_heads=2, intermediate_size=1408)
-RULE = ProxyRule(width=64)
+RULE = ProxyRule(shrink=8)
 FAST = TrainSettings(batch_size=4, seq_len=64, warmup_tokens=512, eval_windows=8)
 
 
@@ -34,7 +34,7 @@ def deterministic():
 
 def test_rungs_learn_and_report_bits_per_byte(corpus):
     trainer = ProxyTrainer(ARCH, corpus, RULE, FAST)
-    assert trainer.proxy.vocab_size == 256 and trainer.proxy.num_kv_heads == 1 and trainer.proxy.num_heads == 2
+    assert trainer.proxy.vocab_size == 256 and trainer.proxy.num_kv_heads == 1 and trainer.proxy.num_heads == 4
     first = trainer.evaluate()
     assert first == pytest.approx(8.0, abs=0.5)  # an untrained model: about uniform over 256 bytes
     r0 = trainer.train_to(4096, rung=0)
@@ -53,6 +53,6 @@ def test_same_seed_same_score(corpus):
 
 def test_divergence_and_time_limit_fail_the_run(corpus):
     with pytest.raises(ProxyDiverged):
-        ProxyTrainer(ARCH, corpus, RULE, TrainSettings(**{**FAST.to_dict(), "lr": 1e4, "clip": 1e9})).train_to(8192)
+        ProxyTrainer(ARCH, corpus, RULE, TrainSettings(**{**FAST.to_dict(), "lr": 1e2, "clip": 1e9})).train_to(8192)
     with pytest.raises(ProxyTimeout):
         ProxyTrainer(ARCH, corpus, RULE, TrainSettings(**{**FAST.to_dict(), "time_limit_s": 1e-6})).train_to(4096)

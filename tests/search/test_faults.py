@@ -106,7 +106,7 @@ from nas.search import ProxyOptions, Search, SearchSettings
 
 # A batch of 2048 windows of 128 bytes: about 2 GiB of activations for a proxy of width 64.
 train = TrainSettings(batch_size=2048, seq_len=128, warmup_tokens=128, eval_windows=4, curve_every=2)
-proxy = ProxyOptions(shapes=2, rung_tokens=(2 * 2048 * 128,), rule=ProxyRule(width=64, head_dim=16), train=train,
+proxy = ProxyOptions(shapes=2, rung_tokens=(2 * 2048 * 128,), rule=ProxyRule(shrink=2, head_dim=16), train=train,
                      threads=1)
 settings = SearchSettings(targets=("pixel8",), space="tiny", trials=10, storage=sys.argv[1], study="oom", seed=1)
 Search(settings, proxy=proxy, stage="latency", log=lambda _: None).run(progress=False)
@@ -142,7 +142,7 @@ def test_a_trial_given_away_while_training_is_left_to_its_retry(tmp_path):
     from nas.search import ProxyOptions, Search, SearchSettings
     from nas.search.proxy import ProxyWorker, _requeue
 
-    tiny = ProxyOptions(shapes=2, rung_tokens=(256,), rule=ProxyRule(width=32, head_dim=16), threads=1,
+    tiny = ProxyOptions(shapes=2, rung_tokens=(256,), rule=ProxyRule(shrink=4, head_dim=8), threads=1,
                         train=TrainSettings(batch_size=4, seq_len=32, warmup_tokens=128, eval_windows=4,
                                             curve_every=2))
     settings = SearchSettings(targets=("pixel8",), space="tiny", trials=10, storage=f"sqlite:///{tmp_path / 'n.db'}",

@@ -17,7 +17,7 @@ from nas.search.proxy import ProxyWorker
 from nas.study import schema as S
 
 TINY_TRAIN = TrainSettings(batch_size=4, seq_len=32, warmup_tokens=128, eval_windows=4, curve_every=2)
-TINY = ProxyOptions(shapes=5, rung_tokens=(256, 768), rule=ProxyRule(width=32, head_dim=16), train=TINY_TRAIN,
+TINY = ProxyOptions(shapes=5, rung_tokens=(256, 768), rule=ProxyRule(shrink=4, head_dim=8), train=TINY_TRAIN,
                     threads=1)
 
 
@@ -65,7 +65,7 @@ def test_resume_trains_nothing_twice_and_refuses_other_settings(tmp_path):
 
 
 def test_a_diverging_shape_fails_its_trial_and_the_search_goes_on(tmp_path):
-    wild = ProxyOptions(**{**TINY.__dict__, "train": TrainSettings(**{**TINY_TRAIN.to_dict(), "lr": 1e4,
+    wild = ProxyOptions(**{**TINY.__dict__, "train": TrainSettings(**{**TINY_TRAIN.to_dict(), "lr": 1e2,
                                                                       "clip": 1e9})})
     result, _ = run(tmp_path, proxy=wild)
     assert result.proxy.failed and all("ProxyDiverged" in f["reason"] for f in result.proxy.failed)
