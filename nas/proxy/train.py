@@ -111,7 +111,8 @@ class ProxyTrainer:
         self.val_windows = self._val_windows()
         self.stable_tokens = 0  # tokens of the stable phase so far (excludes cool-down branches)
         self.stable_step = 0
-        self.started = time.perf_counter()
+        self.train_seconds = 0.0  # time spent in train_to so far (a run parked between rungs does not count)
+        self._rung_started = time.perf_counter()
         self._generator = torch.Generator().manual_seed(10_000 + s.seed)
 
     # ----------------------------------------------------------------------------------------- data
@@ -145,7 +146,8 @@ class ProxyTrainer:
         value = float(loss.detach())
         if not math.isfinite(value) or value > DIVERGED_LOSS:
             raise ProxyDiverged(f"training loss became {value:.4g} nats at {self.stable_tokens:,} tokens")
-        if self.settings.time_limit_s and time.perf_counter() - self.started > self.settings.time_limit_s:
+        spent = self.train_seconds + time.perf_counter() - self._rung_started
+        if self.settings.time_limit_s and spent > self.settings.time_limit_s:
             raise ProxyTimeout(f"proxy training passed its time limit of {self.settings.time_limit_s:g} s")
         return value
 
@@ -169,8 +171,14 @@ class ProxyTrainer:
 
     def train_to(self, tokens: int, rung: int = 0) -> RungResult:
         """Continue the stable phase, then cool down and score at a budget of `tokens` (see the docstring)."""
+        start = self._rung_started = time.perf_counter()
+        try:
+            return self._train_to(tokens, rung, start)
+        finally:
+            self.train_seconds += time.perf_counter() - start
+
+    def _train_to(self, tokens: int, rung: int, start: float) -> RungResult:
         s = self.settings
-        start = time.perf_counter()
         total_steps = max(2, tokens // s.tokens_per_step)
         cooldown_steps = max(1, int(round(s.cooldown * total_steps)))
         stable_target = total_steps - cooldown_steps

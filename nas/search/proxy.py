@@ -52,6 +52,8 @@ from nas.study.storage import STORAGE_ERRORS
 QUALITY_SOURCE = S.QUALITY_PROXY  # TrialRecord.quality is minus the held-out bits per byte (higher is better)
 DEFAULT_RUNG_TOKENS = (40_960, 122_880)  # rung budgets (eta = 3): see README "proxy stage" for the timing
 DEFAULT_ETA = 3.0
+DEFAULT_FINAL_SEEDS = 2  # the shapes that reach the last rung are trained with a second seed: the seed noise
+MAX_PARKED = 32  # runs a worker holds between rungs (in memory) while it trains others' first rungs
 POLL_S = 2.0  # how often an idle worker looks for work while other workers still run trials
 
 
@@ -63,6 +65,7 @@ class ProxyOptions:
     rung_tokens: tuple[int, ...] = DEFAULT_RUNG_TOKENS
     eta: float = DEFAULT_ETA
     repeats: int = 1  # seeds per shape; a shape's score is their mean
+    final_seeds: int = DEFAULT_FINAL_SEEDS  # seeds at the last rung (at least `repeats`): their spread is the noise
     data: str | None = None  # None: the shipped corpus
     rule: ProxyRule = field(default_factory=ProxyRule)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -83,6 +86,8 @@ class ProxyOptions:
             raise NasUserError(f"--eta must be a number above 1, got {self.eta!r}")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
             raise NasUserError(f"--proxy-repeats must be a positive integer, got {self.repeats!r}")
+        if isinstance(self.final_seeds, bool) or not isinstance(self.final_seeds, int) or self.final_seeds < 1:
+            raise NasUserError(f"--final-seeds must be a positive integer, got {self.final_seeds!r}")
         limit = self.train.time_limit_s
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
             raise NasUserError(f"--proxy-time-limit must be a positive number of seconds, got {limit!r}")
@@ -94,7 +99,8 @@ class ProxyOptions:
         """What decides the proxy scores: resuming a proxy study with any of it changed is refused."""
         train = {k: v for k, v in self.train.to_dict().items() if k not in ("device", "time_limit_s")}
         identity = {"rule": self.rule.to_dict(), "train": train, "rung_tokens": list(self.rung_tokens),
-                    "eta": self.eta, "repeats": self.repeats, "corpus": corpus.name, "corpus_sha256": corpus.sha256}
+                    "eta": self.eta, "repeats": self.repeats,
+                    "final_seeds": self.final_seeds, "corpus": corpus.name, "corpus_sha256": corpus.sha256}
         return json.loads(json.dumps(identity))  # as stored: tuples become lists, so a resume compares equal
 
 
@@ -268,7 +274,15 @@ class ProxyWorker:
 
     # ----------------------------------------------------------------------------------------- the loop
     def run(self) -> ProxyOutcome:
-        """Claim and train trials until none is WAITING or RUNNING (other workers' included)."""
+        """Claim and train trials until none is WAITING or RUNNING (other workers' included).
+
+        Rungs go breadth first within a worker: after a rung, a run whose peers may still report that rung
+        (trials still WAITING, or this worker's parked runs at a lower rung) is parked, in memory, and the
+        worker trains the next shape's rung instead; parked runs are decided (`halving.decide`) once no trial
+        waits, lowest rung first, against every peer that reported the rung by then. With one worker this is
+        synchronous successive halving (each decision sees the whole rung); with several, each worker's
+        decisions see at least its own share of the rung and whatever the others reported (asynchronous across
+        workers, as MO-ASHA)."""
         from optuna.trial import TrialState
 
         start = time.perf_counter()
@@ -276,31 +290,53 @@ class ProxyWorker:
         self._configure_torch()
         study = self._study()
         bar = self._bar(study)
+        parked: list[_Run] = []
+        current: _Run | None = None
         try:
             while True:
                 self._recover_stale(study)
-                claimed = self.claim(study)
-                if claimed is None:
+                claimed = self.claim(study) if len(parked) < MAX_PARKED else None
+                decide_first = claimed is None and bool(parked)
+                if claimed is not None:
+                    current = self._open(*claimed)
+                elif parked:
+                    parked.sort(key=lambda r: (len(r.history), r.frozen.number))
+                    current = parked.pop(0)
+                else:
                     states = {t.state for t in study.get_trials(deepcopy=False)}
                     if TrialState.WAITING not in states and TrialState.RUNNING not in states:
                         outcome.done = True
                         break
                     time.sleep(POLL_S)  # others are still training; their trials may still come back
                     continue
-                frozen, trial_id = claimed
-                finished = self._train_one(study, frozen, trial_id)
-                outcome.trained += finished
-                outcome.failed += 1 - finished
-                if bar is not None:
-                    bar.update(1)
+                result = self._advance(study, current, parked, decide_first)
+                if result is not None:
+                    current = self._count(outcome, bar, current, finished=result)
+                else:
+                    parked.append(current)
+                    current = None
         except KeyboardInterrupt:
             outcome.interrupted = True
+            for run in ([current] if current is not None else []) + parked:
+                self._interrupted(study, run)
         finally:
+            for run in parked:
+                run.heartbeat.__exit__(None, None, None)
             if bar is not None:
                 bar.close()
         outcome.states = _states(study)
         outcome.seconds = time.perf_counter() - start
         return outcome
+
+    @staticmethod
+    def _count(outcome: ProxyOutcome, bar, run: "_Run", finished: int) -> None:
+        """A run ended: its heartbeat stops and the counts and the bar move on."""
+        run.heartbeat.__exit__(None, None, None)
+        outcome.trained += finished
+        outcome.failed += 1 - finished
+        if bar is not None:
+            bar.update(1)
+        return None
 
     def _bar(self, study):
         if not self.progress:
@@ -341,85 +377,138 @@ class ProxyWorker:
         """The speed halving compares: the first speed objective, oriented so higher is better."""
         return float(speeds[0]) if self.speed_directions[0] == "maximize" else -float(speeds[0])
 
-    def _train_one(self, study, frozen, trial_id: int) -> int:
-        """Train one claimed trial to its end (COMPLETE, PRUNED or FAIL); 1 when it was trained, 0 when failed.
-        A trial that another worker failed and requeued meanwhile (its heartbeats were missed, e.g. the database
-        was unreachable for longer than the grace period) is left to its retry: 0."""
+    def _open(self, frozen, trial_id: int) -> "_Run":
+        """A claimed trial, ready to train: its proxies (one per repeat) built, its heartbeat running."""
+        heartbeat = _HeartbeatThread(self.storage, trial_id).__enter__()
+        run = _Run(frozen, trial_id, ArchConfig.from_dict(frozen.user_attrs[S.ARCH]),
+                   list(frozen.user_attrs[S.PROXY_SPEED]),
+                   list(frozen.user_attrs.get(S.PROXY_RUNGS) or self.options.rung_tokens), heartbeat)
+        return run
+
+    def _trainer(self, run: "_Run", seed_offset: int) -> ProxyTrainer:
+        settings = TrainSettings(**{**self.options.train.to_dict(), "seed": self.options.train.seed + seed_offset})
+        return ProxyTrainer(run.arch, self._corpus(), self.options.rule, settings)
+
+    def _set(self, run: "_Run", key: str, value) -> None:
+        self.storage.set_trial_user_attr(run.trial_id, key, value)
+
+    def _advance(self, study, run: "_Run", parked: Sequence["_Run"], decide_first: bool = False) -> int | None:
+        """Train `run`'s rungs until it ends (1: COMPLETE or PRUNED, 0: FAIL or given away) or is to be parked
+        (None: peers may still report the rung it just finished). `decide_first`: a parked run, whose latest
+        rung is decided before it trains on."""
         import optuna
 
         try:
-            return self._train_claimed(study, frozen, trial_id)
+            if decide_first and not self._decide(study, run):
+                return 1
+            while True:
+                self._train_rung(run)
+                rung = len(run.history) - 1
+                if rung == len(run.rungs) - 1:
+                    self._tell(study, run, values=[run.history[-1]["val_bpb"], *[float(v) for v in run.speeds]])
+                    return 1
+                if self._peers_pending(study, rung, parked):
+                    return None
+                if not self._decide(study, run):
+                    return 1
         except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway):
-            self.log(f"trial {frozen.number} ({frozen.user_attrs.get(S.SHAPE)}) was failed and queued again by "
-                     "another worker while this one trained it (its heartbeats were missed); leaving it to the retry")
+            self.log(f"trial {run.frozen.number} ({run.frozen.user_attrs.get(S.SHAPE)}) was failed and queued again "
+                     "by another worker while this one trained it (its heartbeats were missed); leaving it to the retry")
             return 0
-
-    def _tell(self, study, frozen, trial_id: int, **kw) -> None:
-        """study.tell, or _GivenAway when the trial was finished by another worker meanwhile."""
-        if self.storage.get_trial(trial_id).state.is_finished():
-            raise _GivenAway
-        study.tell(frozen.number, skip_if_finished=True, **kw)  # finished in the moment since: Optuna warns
-
-    def _train_claimed(self, study, frozen, trial_id: int) -> int:
-        import optuna
-        from optuna.trial import TrialState
-
-        arch = ArchConfig.from_dict(frozen.user_attrs[S.ARCH])
-        speeds = frozen.user_attrs[S.PROXY_SPEED]
-        rungs = frozen.user_attrs.get(S.PROXY_RUNGS) or list(self.options.rung_tokens)
-        set_attr = lambda key, value: self.storage.set_trial_user_attr(trial_id, key, value)  # noqa: E731
-        history: list[dict[str, Any]] = []
-        try:
-            with _HeartbeatThread(self.storage, trial_id):
-                trainers = [ProxyTrainer(arch, self._corpus(), self.options.rule,
-                                         TrainSettings(**{**self.options.train.to_dict(),
-                                                          "seed": self.options.train.seed + r}))
-                            for r in range(self.options.repeats)]
-                set_attr(S.PROXY_ARCH, trainers[0].proxy.to_dict())
-                for rung, tokens in enumerate(rungs):
-                    results = [t.train_to(tokens, rung) for t in trainers]
-                    bpb = float(np.mean([r.val_bpb for r in results]))  # repeats average, never copy
-                    self.storage.set_trial_intermediate_value(trial_id, rung, bpb)
-                    history.append({"rung": rung, "tokens": results[0].tokens, "val_bpb": bpb,
-                                    "val_bpb_each": [r.val_bpb for r in results],
-                                    "seconds": round(sum(r.seconds for r in results), 3),
-                                    "curve": [[int(a), round(float(b), 5)] for a, b in results[0].curve]})
-                    last = rung == len(rungs) - 1
-                    decision = None
-                    if not last:
-                        losses, peer_speeds = self._peers(study, rung, frozen.number)
-                        decision = halving.decide(bpb, self._speed(speeds), losses, peer_speeds, self.options.eta)
-                        history[-1]["decision"] = asdict(decision)
-                    set_attr(S.PROXY_HISTORY, history)
-                    set_attr(S.QUALITY, -bpb)
-                    set_attr(S.QUALITY_SOURCE, QUALITY_SOURCE)
-                    if decision is not None and not decision.keep:
-                        set_attr(S.PRUNED_AT_RUNG, rung)
-                        set_attr(S.PRUNE_REASON, decision.reason)
-                        self._tell(study, frozen, trial_id, state=TrialState.PRUNED)
-                        return 1
-            self._tell(study, frozen, trial_id, values=[bpb, *[float(v) for v in speeds]])
-            return 1
         except (ProxyDiverged, ProxyTimeout) as exc:
-            set_attr(S.FAIL_REASON, f"{type(exc).__name__}: {exc}")
-            self._tell(study, frozen, trial_id, state=TrialState.FAIL)
-            return 0
+            return self._fail(study, run, f"{type(exc).__name__}: {exc}")
         except (MemoryError, RuntimeError) as exc:
             reason = _out_of_memory(exc)
             if reason is None:
                 raise
-            set_attr(S.FAIL_REASON, reason)
-            self._tell(study, frozen, trial_id, state=TrialState.FAIL)
-            return 0
-        except KeyboardInterrupt:
-            try:
-                set_attr(S.FAIL_REASON, "interrupted: the worker was stopped (SIGINT or SIGTERM) during training; "
-                                        "queued again for another worker or the next run")
-                self._tell(study, frozen, trial_id, state=TrialState.FAIL)
-                _requeue(study, self.storage.get_trial(trial_id))
-            except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway):
-                pass  # another worker failed and requeued it already
-            raise
+            return self._fail(study, run, reason)
+
+    def _peers_pending(self, study, rung: int, parked: Sequence["_Run"]) -> bool:
+        """Whether more runs may still report `rung` to this worker's decisions: trials WAITING in the study, or
+        this worker's parked runs below that rung. (Other workers' RUNNING trials are not waited for.)"""
+        from optuna.trial import TrialState
+
+        if len(parked) >= MAX_PARKED:
+            return False
+        if any(len(r.history) - 1 < rung for r in parked):
+            return True
+        return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _train_rung(self, run: "_Run") -> None:
+        """Train the next rung of `run` and record it: every repeat's proxy (and, at the last rung, the extra
+        final seeds, trained from scratch to that budget) scored, their mean the rung's bits per byte."""
+        rung = len(run.history)
+        last = rung == len(run.rungs) - 1
+        if not run.trainers:
+            run.trainers = [self._trainer(run, r) for r in range(self.options.repeats)]
+            self._set(run, S.PROXY_ARCH, run.trainers[0].proxy.to_dict())
+        if last:
+            run.trainers += [self._trainer(run, r) for r in range(len(run.trainers), self.options.final_seeds)]
+        results = [t.train_to(run.rungs[rung], rung) for t in run.trainers]
+        bpb = float(np.mean([r.val_bpb for r in results]))  # seeds average, never copy
+        self.storage.set_trial_intermediate_value(run.trial_id, rung, bpb)
+        run.history.append({"rung": rung, "tokens": results[0].tokens, "val_bpb": bpb,
+                            "val_bpb_each": [r.val_bpb for r in results],
+                            "seconds": round(sum(r.seconds for r in results), 3),
+                            "curve": [[int(a), round(float(b), 5)] for a, b in results[0].curve]})
+        self._set(run, S.PROXY_HISTORY, run.history)
+        self._set(run, S.QUALITY, -bpb)
+        self._set(run, S.QUALITY_SOURCE, QUALITY_SOURCE)
+
+    def _decide(self, study, run: "_Run") -> bool:
+        """Halving after `run`'s latest rung: True when it goes on; otherwise it is told PRUNED (False)."""
+        from optuna.trial import TrialState
+
+        rung = len(run.history) - 1
+        losses, peer_speeds = self._peers(study, rung, run.frozen.number)
+        decision = halving.decide(run.history[-1]["val_bpb"], self._speed(run.speeds), losses, peer_speeds,
+                                  self.options.eta)
+        run.history[-1]["decision"] = asdict(decision)
+        self._set(run, S.PROXY_HISTORY, run.history)
+        if decision.keep:
+            return True
+        self._set(run, S.PRUNED_AT_RUNG, rung)
+        self._set(run, S.PRUNE_REASON, decision.reason)
+        self._tell(study, run, state=TrialState.PRUNED)
+        return False
+
+    def _fail(self, study, run: "_Run", reason: str) -> int:
+        from optuna.trial import TrialState
+
+        self._set(run, S.FAIL_REASON, reason)
+        self._tell(study, run, state=TrialState.FAIL)
+        return 0
+
+    def _interrupted(self, study, run: "_Run") -> None:
+        """Ctrl-C or SIGTERM: the run is failed with the reason and queued again for another worker."""
+        import optuna
+
+        try:
+            self._fail(study, run, "interrupted: the worker was stopped (SIGINT or SIGTERM) during training; "
+                                   "queued again for another worker or the next run")
+            _requeue(study, self.storage.get_trial(run.trial_id))
+        except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway, *STORAGE_ERRORS):
+            pass  # another worker failed and requeued it already, or the database is gone
+
+    def _tell(self, study, run: "_Run", **kw) -> None:
+        """study.tell, or _GivenAway when the trial was finished by another worker meanwhile."""
+        if self.storage.get_trial(run.trial_id).state.is_finished():
+            raise _GivenAway
+        study.tell(run.frozen.number, skip_if_finished=True, **kw)  # finished in the moment since: Optuna warns
+
+
+@dataclass
+class _Run:
+    """A claimed trial in a worker: its proxies between rungs, and what it reported so far."""
+
+    frozen: Any
+    trial_id: int
+    arch: ArchConfig
+    speeds: list
+    rungs: list
+    heartbeat: Any
+    trainers: list = field(default_factory=list)
+    history: list = field(default_factory=list)
 
 
 class _GivenAway(Exception):

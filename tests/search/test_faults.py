@@ -156,7 +156,9 @@ def test_a_trial_given_away_while_training_is_left_to_its_retry(tmp_path):
     frozen, trial_id = worker.claim(study)
     storage.set_trial_state_values(trial_id, state=TrialState.FAIL)  # what the other worker's stale check does
     _requeue(study, storage.get_trial(trial_id))
-    assert worker._train_one(study, frozen, trial_id) == 0
+    run = worker._open(frozen, trial_id)
+    assert worker._advance(study, run, []) == 0
+    run.heartbeat.__exit__(None, None, None)
     assert said and "leaving it to the retry" in said[0]
     outcome = worker.run()
     trials = study.get_trials(deepcopy=False)

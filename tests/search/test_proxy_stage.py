@@ -42,14 +42,21 @@ def test_proxy_stage_trains_prunes_and_fronts(tmp_path):
     for t in trials:
         assert 0 in t.intermediate_values and math.isfinite(t.intermediate_values[0])
         assert t.user_attrs[S.QUALITY_SOURCE] == "proxy_bpb" and t.user_attrs[S.PROXY_ARCH]["vocab_size"] == 256
+        history = t.user_attrs[S.PROXY_HISTORY]
+        assert history[0]["decision"]["peers"] == 5  # one worker: every rung-0 decision saw the whole rung
         if t.state == TrialState.PRUNED:
             assert t.user_attrs[S.PRUNED_AT_RUNG] == 0 and "dominated" in t.user_attrs[S.PRUNE_REASON]
-            assert 1 not in t.intermediate_values
+            assert 1 not in t.intermediate_values and len(history) == 1
         else:
             assert t.values[0] == t.intermediate_values[1]
             assert t.values[1] == t.user_attrs[S.PROXY_SPEED][0]
+            each = history[1]["val_bpb_each"]  # the last rung: two seeds (the default final seeds), their mean
+            assert len(each) == 2 and each[0] != each[1] and history[1]["val_bpb"] == pytest.approx(sum(each) / 2)
+            assert len(history[0]["val_bpb_each"]) == 1
     assert summary.pareto and all(r["quality_source"] == "proxy_bpb" for r in summary.pareto)
     assert len(summary.pruned) == sum(t.state == TrialState.PRUNED for t in trials)
+    kept = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 2 <= len(kept) <= 4  # halving: the rung's front, at least the best ceil(5 / 3)
 
 
 def test_resume_trains_nothing_twice_and_refuses_other_settings(tmp_path):
