@@ -4,10 +4,10 @@ Candidates come from a preset space: GROUPS groups of GROUP_SIZE shapes at equal
 (within +-3%) that differ in depth, width, FFN ratio and kv heads (chosen by farthest-point sampling, at most
 --max-layers deep), plus
 EXTRA shapes of other sizes. Each is scored by
-- the default proxy (nas.proxy defaults: width 128, the default search's last rung budget), seeds 0 and 1;
-- the reference: proxies 2x wider (width 256) trained for 8x the default search's first-rung budget, seed 0
-  (2.7x the default proxy's own budget: 8x it would take about 4 hours of this 2-core machine's time; say so
-  when quoting the figures);
+- the default proxy (nas.proxy defaults: every width / 16, the default search's last rung budget), seeds 0 and 1;
+- the reference: proxies 2x wider (every width / 8) trained for --reference-tokens (default 8x the default
+  search's first-rung budget, 2.7x the default proxy's own budget: 8x that would take about 3 hours of this
+  2-core machine's time; say so when quoting the figures), seed 0;
 and the script prints Kendall's tau against the reference, overall and inside each equal-size group, for the
 default proxy, the seed-noise ceiling (seed 0 against seed 1 of the default proxy) and parameter count.
 
@@ -86,13 +86,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lock", help="a lock file to hold during each run (others' benchmarks interleave)")
     parser.add_argument("--max-layers", type=int, default=MAX_LAYERS, help="deepest candidate (cost grows with depth)")
+    parser.add_argument("--reference-tokens", type=int, default=8 * DEFAULT_RUNG_TOKENS[0],
+                        help="the reference proxies' budget (default 8x the first rung's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     corpus = load_corpus()
     default_tokens = DEFAULT_RUNG_TOKENS[-1]
     runs = {"default": (ProxyRule(), default_tokens, 0), "seed1": (ProxyRule(), default_tokens, 1),
-            "reference": (ProxyRule(width=256), 8 * DEFAULT_RUNG_TOKENS[0], 0)}
+            "reference": (ProxyRule(shrink=ProxyRule().shrink // 2), args.reference_tokens, 0)}
     out = Path(args.out)
     done = {(r["arch_id"], r["run"]) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
     cands = candidates(args.space, args.max_layers)

@@ -86,6 +86,7 @@ DEFAULT_SEED = 0
 DEFAULT_PROXY_SHAPES = 12
 DEFAULT_PROXY_TOKENS = (40_960, 122_880)
 DEFAULT_ETA = 3.0
+DEFAULT_FINAL_SEEDS = 2
 
 
 def _tokens_arg(text: str) -> tuple[int, ...]:
@@ -152,6 +153,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"successive halving keeps about 1/eta of the dominated shapes per rung (default {DEFAULT_ETA:g})")
     proxy.add_argument("--proxy-repeats", type=int, default=1, metavar="N",
                        help="seeds per shape; the shape's score is their mean (default 1)")
+    proxy.add_argument("--final-seeds", type=int, default=DEFAULT_FINAL_SEEDS, metavar="N",
+                       help="seeds the shapes at the last rung are trained with; their spread is the seed noise, "
+                            f"below which the picks count quality differences as ties (default {DEFAULT_FINAL_SEEDS})")
     proxy.add_argument("--data", metavar="PATH",
                        help="training text: a file, a folder of text files or JSONL with a \"text\" field "
                             "(default: the shipped Shakespeare corpus)")
@@ -177,7 +181,8 @@ def _proxy_options(args: argparse.Namespace):
 
     train = TrainSettings(device=args.device, time_limit_s=args.proxy_time_limit)
     return ProxyOptions(shapes=args.proxy_shapes, rung_tokens=tuple(args.proxy_tokens), eta=args.eta,
-                        repeats=args.proxy_repeats, data=args.data, train=train, threads=args.proxy_threads)
+                        repeats=args.proxy_repeats, final_seeds=args.final_seeds, data=args.data, train=train,
+                        threads=args.proxy_threads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -221,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     final_study = result.proxy.study_name if final is not result.pareto else result.study_name
     bands = result.meta.latency_errors
     first = result.meta.targets[0]
-    data["recommendation"] = recommend(final, first, final_study, args.storage, bands.get(first))
+    noise = result.proxy.noise if final is not result.pareto else None
+    data["recommendation"] = recommend(final, first, final_study, args.storage, bands.get(first), noise)
     shown = pick_rows(result.pareto, args.show)
     lines = [summary_text(result), "", format_table(shown, list(result.meta.targets), bands)]
     if len(shown) < len(result.pareto):
@@ -326,6 +332,9 @@ def proxy_text(summary) -> str:
         lines.append(f"  stopped at rung {row['rung']}: {row['shape']} ({row['val_bpb']:.3f} bits/byte): {row['reason']}")
     for row in summary.failed:
         lines.append(f"  failed: {row['shape']} (trial {row['trial']}): {row['reason']}")
+    if summary.noise is not None:
+        lines.append(f"seed noise: {summary.noise:.3f} bits/byte (median |seed 0 - seed 1| of the shapes at the last "
+                     "rung); the picks treat smaller differences as ties")
     lines.append(f"Proxy Pareto set: {len(summary.pareto)} shapes (held-out bits per byte vs "
                  f"{', '.join(o.label for o in summary.objectives[1:])})")
     return "\n".join(lines)
@@ -360,5 +369,6 @@ def result_to_json(result) -> dict:
             "study": result.proxy.study_name, "chosen": result.proxy.chosen, "candidates": result.proxy.candidates,
             "states": result.proxy.outcome.states if result.proxy.outcome else None,
             "done": result.proxy.outcome.done if result.proxy.outcome else False,
-            "pareto": result.proxy.pareto, "pruned": result.proxy.pruned, "failed": result.proxy.failed},
+            "pareto": result.proxy.pareto, "pruned": result.proxy.pruned, "failed": result.proxy.failed,
+            "seed_noise_bpb": result.proxy.noise},
     }

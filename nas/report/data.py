@@ -487,6 +487,10 @@ def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks
                      "and nothing to recommend. Loosen the constraints or widen the search space.")
     if trials.unrecorded:
         notes.append(f"{trials.unrecorded} complete trial(s) carry no nas record and are left out.")
+    if trials.quality_noise > 0:
+        notes.append(f"Proxy seed noise: {trials.quality_noise:.3f} bits/byte (median |seed 0 - seed 1| of the shapes "
+                     "trained to the last rung). The picks count smaller quality differences as ties and, of tied "
+                     "shapes, pick the faster.")
     for warning in (trials.search or {}).get("warnings") or ():
         notes.append(f"Latency extrapolated, {warning}.")
     landmarks = []

@@ -10,7 +10,7 @@ import numpy as np
 from nas.core.arch import ArchConfig
 from nas.latency.uncertainty import band_for, legend, show, show_plain
 from nas.study import schema as S
-from nas.study.pareto import PICK_REASONS, picks
+from nas.study.pareto import PICK_REASONS, TIE_NOTE, picks
 from nas.study.read import preference
 from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER
 
@@ -101,15 +101,15 @@ def group_twins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str | None,
-              band: dict[str, Any] | None = None) -> dict[str, Any] | None:
+              band: dict[str, Any] | None = None, tie: float | None = None) -> dict[str, Any] | None:
     """The three picks of a Pareto set (`nas.study.pareto.picks`, on decode tokens/s on `target`), with why, the
     predicted decode speed as text with its error band (`band`, `nas.latency.uncertainty`) and the command
-    that exports each."""
+    that exports each. `tie`: the quality's noise (a proxy study's seed noise), below which qualities tie."""
     rows = [r for r in rows if target in r["targets"]]
     if not rows:
         return None
     chosen = picks(list(range(len(rows))), [r["targets"][target]["decode_tokens_per_s"] for r in rows],
-                   [r["quality"] for r in rows])
+                   [r["quality"] for r in rows], tie=tie or 0.0)
     where = [] if storage in (None, "sqlite:///runs/nas.db") else ["--storage", storage]
     out = {}
     for name, i in chosen.items():
@@ -118,8 +118,9 @@ def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str 
                    "--out", f"{study.replace(':', '-')}-{name}"]
         decode = row["targets"][target]["decode_tokens_per_s"]
         rel = band_for("decode_tokens_per_s", band)
-        out[name] = {"trial": row["trial"], "shape": row["shape"], "arch_id": row["arch_id"], "why": PICK_REASONS[name],
+        why = PICK_REASONS[name] + (f" ({TIE_NOTE.format(tie=tie)} bits/byte)" if tie and name != "fastest" else "")
+        out[name] = {"trial": row["trial"], "shape": row["shape"], "arch_id": row["arch_id"], "why": why,
                      "decode_tokens_per_s": decode, "decode_error": rel,
                      "decode_text": f"{show(decode, rel, 1)} tokens/s decode on {target}",
                      "export": shlex.join(command)}
-    return {"target": target, "study": study, "picks": out}
+    return {"target": target, "study": study, "quality_noise": tie, "picks": out}

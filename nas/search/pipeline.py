@@ -28,7 +28,7 @@ from nas.search.proxy import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, o
 from nas.search.selection import Candidates, select_shapes
 from nas.study import schema as S
 from nas.study.pareto import pareto_mask, to_minimisation
-from nas.study.read import failure_reason
+from nas.study.read import failure_reason, seed_noise
 from nas.study.schema import StudyMeta, proxy_study_name
 from nas.study.storage import Heartbeat, open_storage
 
@@ -132,6 +132,7 @@ class ProxySummary:
     pruned: list[dict[str, Any]] = field(default_factory=list)  # shapes stopped early, with rung and reason
     failed: list[dict[str, Any]] = field(default_factory=list)  # shapes whose training failed, with the reason
     objectives: tuple = ()
+    noise: float | None = None  # seed noise of the scores at the last rung (nas.study.read.seed_noise), bits/byte
 
 
 class Search:
@@ -261,7 +262,7 @@ class Search:
                    "reason": failure_reason(t, trials)}
                   for t in trials if t.state == TrialState.FAIL]
         return ProxySummary(name, len(plan.get("arch_ids", [])), int(plan.get("candidates", 0)), outcome, rows,
-                            pruned, failed, meta.objectives)
+                            pruned, failed, meta.objectives, seed_noise(t.user_attrs for t in complete))
 
 
 def _in_memory(storage) -> bool:

@@ -165,18 +165,37 @@ PICK_REASONS = {
     "fastest": "the fastest shape of the Pareto set",
     "best-quality": "the best quality of the Pareto set",
 }
+TIE_NOTE = ("quality differences below the seed noise ({tie:.3f}) count as ties, and of tied shapes the faster is "
+            "picked")
 
 
-def picks(keys: Sequence, speeds: Sequence[float], qualities: Sequence[float]) -> dict:
+def tie_front(speeds: Sequence[float], qualities: Sequence[float], tie: float = 0.0) -> list[int]:
+    """Indices of the points that no other point beats, where j beats i when it is faster and no worse than
+    `tie` below i's quality, or equally fast with a better quality (equal points: the first stands). Both axes
+    maximised. With tie = 0 this is the Pareto front, one point per distinct value; with tie > 0 (the quality's
+    noise) it keeps only points a noisy quality can tell apart from every faster one."""
+    n = len(speeds)
+
+    def beats(j: int, i: int) -> bool:
+        if speeds[j] > speeds[i]:
+            return qualities[j] >= qualities[i] - tie
+        return speeds[j] == speeds[i] and (qualities[j], -j) > (qualities[i], -i)
+
+    return [i for i in range(n) if not any(beats(j, i) for j in range(n) if j != i)]
+
+
+def picks(keys: Sequence, speeds: Sequence[float], qualities: Sequence[float], tie: float = 0.0) -> dict:
     """{"knee", "fastest", "best-quality"} -> key, among candidates given by parallel lists (both axes
-    maximised). Ties go to the higher quality, then the earlier key."""
+    maximised). Ties go to the higher quality, then the earlier key. `tie` > 0 (the quality's noise, e.g. the
+    proxy's seed noise): qualities closer than `tie` are ties, won by the faster shape; best-quality is the
+    fastest shape within `tie` of the best, and the knee is taken on `tie_front`."""
     n = len(keys)
     if n == 0:
         return {}
     order = range(n)
     fastest = max(order, key=lambda i: (speeds[i], qualities[i], -i))
-    best = max(order, key=lambda i: (qualities[i], speeds[i], -i))
-    mask = pareto_mask_max([(speeds[i], qualities[i]) for i in order], [True, True])
-    front = sorted((i for i in order if mask[i]), key=lambda i: (speeds[i], i))
+    top = max(qualities)
+    best = max((i for i in order if qualities[i] >= top - tie), key=lambda i: (speeds[i], qualities[i], -i))
+    front = sorted(tie_front(speeds, qualities, tie), key=lambda i: (speeds[i], i))
     knee = front[knee_index([speeds[i] for i in front], [qualities[i] for i in front], log=True)]
     return {"knee": keys[knee], "fastest": keys[fastest], "best-quality": keys[best]}

@@ -9,7 +9,8 @@
   when its worker's heartbeats stopped (which leaves no reason), that, and which trial retried it.
 - `compute_picks`: the three picks of the Pareto set a user chooses from, on the study's first target:
   `fastest` (highest decode tokens/s), `best-quality` (highest quality) and `knee` (`nas.study.pareto.knee_index`
-  of the (decode tokens/s, quality) front, both axes on a log scale). Ties go to the higher quality.
+  of the (decode tokens/s, quality) front, both axes on a log scale). Ties go to the higher quality; in a proxy
+  study, qualities closer than its seed noise (`seed_noise`) are ties, won by the faster shape.
 
 A trial is *feasible* when its record has no violations and its Optuna constraint values are all <= 0.
 """
@@ -17,12 +18,13 @@ A trial is *feasible* when its record has no violations and its Optuna constrain
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from statistics import median
+from typing import Any, Iterable, Sequence
 
 from nas.core.errors import NasUserError
 from nas.study.pareto import pareto_mask_max, picks
-from nas.study.schema import (FAIL_REASON, FOUND_BY, FOUND_BY_SAMPLER, STUDY_EXACT, STUDY_META, STUDY_SEARCH, StudyMeta,
-                              TrialRecord)
+from nas.study.schema import (FAIL_REASON, FOUND_BY, FOUND_BY_SAMPLER, PROXY_HISTORY, STUDY_EXACT, STUDY_META,
+                              STUDY_SEARCH, StudyMeta, TrialRecord)
 from nas.study.storage import open_storage
 
 PICK_TITLES = {"knee": "knee (recommended)", "fastest": "fastest", "best-quality": "best quality"}
@@ -87,6 +89,7 @@ class StudyTrials:
     trial_states: dict[int, str] = field(default_factory=dict)  # trial number -> state name
     exact: dict[str, Any] | None = None  # the exact stage's summary (STUDY_EXACT), when the search had one
     search: dict[str, Any] | None = None  # the last run's summary (STUDY_SEARCH): trials, warnings, ...
+    quality_noise: float = 0.0  # a proxy study's seed noise (`seed_noise`); 0 for a deterministic quality
 
 
 def read_study(study) -> StudyTrials:
@@ -114,8 +117,24 @@ def read_study(study) -> StudyTrials:
         values = tuple(float(v) for v in (trial.values or ()))
         points[trial.number] = TrialPoint(trial.number, record, values, record.feasible and _constraints_ok(trial),
                                           str(trial.user_attrs.get(FOUND_BY, FOUND_BY_SAMPLER)))
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     return StudyTrials(study.study_name, meta, directions, points, states, unrecorded, trial_states,
-                       study.user_attrs.get(STUDY_EXACT), study.user_attrs.get(STUDY_SEARCH))
+                       study.user_attrs.get(STUDY_EXACT), study.user_attrs.get(STUDY_SEARCH),
+                       seed_noise(t.user_attrs for t in complete) or 0.0)
+
+
+def seed_noise(user_attrs: Iterable[dict]) -> float | None:
+    """The seed noise of proxy scores, in bits per byte: the median, over the shapes trained to the last rung
+    with two or more seeds, of the spread (max - min) of their seeds' scores there; None without such shapes.
+    For two seeds this is |seed 0 - seed 1|, about the standard deviation of the difference between two
+    shapes' two-seed means: quality differences below it are not told apart from noise."""
+    spreads = []
+    for attrs in user_attrs:
+        history = attrs.get(PROXY_HISTORY) or []
+        each = history[-1].get("val_bpb_each", []) if history else []
+        if len(each) >= 2:
+            spreads.append(max(each) - min(each))
+    return float(median(spreads)) if spreads else None
 
 
 def preference(arch) -> tuple:
@@ -160,7 +179,7 @@ def compute_picks(trials: StudyTrials, pareto: Sequence[int], target: str | None
     target = target or trials.meta.targets[0]
     cands = [trials.points[n] for n in pareto if trials.points[n].speed(target, "decode_tokens_per_s") is not None]
     return picks([p.number for p in cands], [p.speed(target, "decode_tokens_per_s") for p in cands],
-                 [p.quality for p in cands])
+                 [p.quality for p in cands], tie=trials.quality_noise)
 
 
 def failure_reason(trial, trials: Sequence[Any]) -> str:

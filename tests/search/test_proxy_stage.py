@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -57,6 +59,11 @@ def test_proxy_stage_trains_prunes_and_fronts(tmp_path):
     assert len(summary.pruned) == sum(t.state == TrialState.PRUNED for t in trials)
     kept = [t for t in trials if t.state == TrialState.COMPLETE]
     assert 2 <= len(kept) <= 4  # halving: the rung's front, at least the best ceil(5 / 3)
+    from nas.study.read import read_study, seed_noise
+
+    spreads = sorted(abs(a - b) for t in kept for a, b in [t.user_attrs[S.PROXY_HISTORY][-1]["val_bpb_each"]])
+    assert summary.noise == pytest.approx(float(np.median(spreads))) and summary.noise > 0
+    assert read_study(study).quality_noise == summary.noise == seed_noise(t.user_attrs for t in kept)
 
 
 def test_resume_trains_nothing_twice_and_refuses_other_settings(tmp_path):

@@ -56,3 +56,29 @@ def test_knee_index():
     assert knee_index(xs, ys) == 2
     assert knee_index([3], [4]) == 0
     assert knee_index([1, 2], [5, 4]) == 0  # two points: the higher quality
+
+
+def test_tie_front_is_the_pareto_front_without_noise_and_coarser_with_it():
+    from nas.study.pareto import tie_front
+
+    rng = np.random.default_rng(3)
+    speeds, quality = rng.random(40).tolist(), rng.random(40).tolist()
+    exact = pareto_mask_max(list(zip(speeds, quality)), [True, True])
+    assert sorted(tie_front(speeds, quality)) == sorted(np.flatnonzero(exact).tolist())
+    coarse = tie_front(speeds, quality, tie=0.2)
+    assert set(coarse) < set(tie_front(speeds, quality)) and max(speeds) == max(speeds[i] for i in coarse)
+    for i in coarse:  # every kept point is better than each faster point by more than the noise
+        assert all(quality[i] > quality[j] + 0.2 for j in range(40) if speeds[j] > speeds[i])
+
+
+def test_picks_with_noise_prefer_the_faster_of_tied_shapes():
+    from nas.study.pareto import picks
+
+    # (speed, quality): d is the best by 0.01, within the noise of c, which is twice as fast
+    keys = ["a", "b", "c", "d"]
+    speeds, quality = [100.0, 60.0, 40.0, 20.0], [-3.0, -2.5, -2.30, -2.29]
+    exact = picks(keys, speeds, quality)
+    assert exact["best-quality"] == "d" and exact["fastest"] == "a"
+    noisy = picks(keys, speeds, quality, tie=0.05)
+    assert noisy["best-quality"] == "c" and noisy["fastest"] == "a" and noisy["knee"] in ("b", "c")
+    assert picks(keys, speeds, [-2.3, -2.3, -2.3, -2.3], tie=0.05) == {"knee": "a", "fastest": "a", "best-quality": "a"}
