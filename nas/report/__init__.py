@@ -7,17 +7,19 @@ Public entry point: `build_report(storage, study_name, out_dir) -> Path` (the in
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from nas.core.errors import NasUserError
 from nas.core.paths import default_storage
 from nas.report import html, plots, tables
 from nas.report.data import SPEED_METRICS, Parity, compute_report, proxy_runs
+from nas.report.landmark_quality import stored_scores, train_landmarks
 from nas.study.read import load_study, read_study
 from nas.study.schema import proxy_study_name
 from nas.study.storage import open_storage
 
-__all__ = ["build_report", "prepare_dir", "render_report"]
+__all__ = ["build_report", "landmark_scores", "prepare_dir", "render_report"]
 
 
 def prepare_dir(out_dir: Path) -> Path:
@@ -58,6 +60,12 @@ def _render(data, out_dir: Path, storage: str | None) -> Path:
                                                        proxy_images))
 
 
+def landmark_scores(storage: str, study_name: str) -> dict[str, dict]:
+    """The landmarks' proxy scores stored on the study's proxy stage and valid for its settings ({} if none)."""
+    proxy = _proxy_study(storage, study_name)
+    return {} if proxy is None else stored_scores(proxy)
+
+
 def _proxy_study(storage, study_name: str):
     """The study's proxy stage (`<study>:proxy`), or None when it had none."""
     import optuna
@@ -69,8 +77,12 @@ def _proxy_study(storage, study_name: str):
         return None
 
 
-def build_report(storage: str, study_name: str, out_dir: Path) -> Path:
+def build_report(storage: str, study_name: str, out_dir: Path, landmark_quality: bool = False,
+                 data_path: str | None = None, progress: bool = False) -> Path:
     """Load `study_name` from `storage`, write the report folder `out_dir`, return its index.html path.
+    `landmark_quality`: first train the landmarks' proxies under the proxy study's settings
+    (`nas.report.landmark_quality`; `data_path` is the text it was trained on, when not the shipped corpus), so
+    they sit on the proxy fronts at their proxy quality; scores trained before are drawn either way.
 
     Raises NasUserError (one line) for an unknown study, a study not written by nas, a study with no
     complete trials, or an unwritable folder.
@@ -78,10 +90,18 @@ def build_report(storage: str, study_name: str, out_dir: Path) -> Path:
     trials = read_study(load_study(storage, study_name))
     data = compute_report(trials)
     proxy = _proxy_study(storage, study_name)
+    if proxy is None and landmark_quality:
+        raise NasUserError(f"--landmark-quality: study {study_name!r} has no proxy stage (it was searched with "
+                           "--no-proxy), so there is no proxy quality to place the landmarks at")
     if proxy is not None:
         data.runs = proxy_runs(proxy)
         proxy_trials = read_study(proxy)
+        if landmark_quality:
+            train_landmarks(proxy, [(lm.name, lm.arch, lm.source) for lm in data.landmarks], data_path,
+                            progress=progress)
+        scores = stored_scores(proxy)
         if proxy_trials.points:
             data.proxy = compute_report(proxy_trials, with_parity=False, with_landmarks=False)
-            data.proxy.landmarks = data.landmarks
+            data.proxy.landmarks = [replace(lm, proxy_bpb=scores.get(lm.name, {}).get("val_bpb"))
+                                    for lm in data.landmarks]
     return render_report(data, out_dir, storage=None if storage == default_storage() else storage)

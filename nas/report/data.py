@@ -167,6 +167,7 @@ class Landmark:
     arch: ArchConfig
     figures: dict[str, TargetFigures]
     source: str
+    proxy_bpb: float | None = None  # its proxy's held-out bits per byte under a proxy study's settings, if trained
 
     def speed(self, target: str, metric: str) -> float | None:
         fig = self.figures.get(target)

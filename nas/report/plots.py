@@ -145,17 +145,20 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
 
 
 def _draw_landmarks(ax, front: Front2D, data: ReportData, q: float):
-    """Published models at their predicted speed: a diamond at their parameter count on a parameter-count
-    plot; on a proxy-quality plot (they were not trained) a dashed vertical line at their speed."""
+    """Published models at their predicted speed: a diamond at their parameter count on a parameter-count plot,
+    or at their proxy's bits per byte on a proxy-quality plot when they were trained as proxies (`nas report
+    --landmark-quality`); otherwise a dashed vertical line at their speed."""
     from matplotlib.lines import Line2D
 
     shown = [(lm, lm.speed(front.target, front.metric)) for lm in data.landmarks]
     shown = [(lm, x) for lm, x in shown if x is not None and math.isfinite(x)]
     if not shown:
         return None
+    placed = False
     for lm, x in shown:
-        if q > 0:
-            y = lm.arch.num_non_embedding_params * q
+        y = lm.arch.num_non_embedding_params * q if q > 0 else None if lm.proxy_bpb is None else -lm.proxy_bpb * q
+        if y is not None:
+            placed = True
             ax.scatter([x], [y], marker="D", s=42, facecolor="white", edgecolor="black", linewidths=1.2, zorder=6)
             ax.annotate(lm.name, (x, y), xytext=(5, -10), textcoords="offset points", fontsize=7.5, color="#222")
         else:
@@ -165,7 +168,11 @@ def _draw_landmarks(ax, front: Front2D, data: ReportData, q: float):
     if q > 0:
         return Line2D([], [], linestyle="", marker="D", markerfacecolor="white", markeredgecolor="black",
                       label="published models (predicted speed)")
-    return Line2D([], [], color="#555555", ls="--", label="published models' predicted speed (not trained)")
+    if placed:
+        return Line2D([], [], linestyle="", marker="D", markerfacecolor="white", markeredgecolor="black",
+                      label="published models (predicted speed, proxy trained the same way)")
+    return Line2D([], [], color="#555555", ls="--",
+                  label="published models' predicted speed (not trained: nas report --landmark-quality)")
 
 
 def _scale_axis(ax, which: str, values: Sequence[float]) -> None:

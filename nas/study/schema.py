@@ -101,6 +101,7 @@ STUDY_EXACT = "nas_exact"
 STUDY_SEARCH = "nas_search"
 STUDY_LATENCY_DONE = "nas_latency_done"
 STUDY_PROXY_PLAN = "nas_proxy_plan"
+STUDY_LANDMARK_PROXY = "nas_landmark_proxy"
 
 STUDY_ATTRS: dict[str, str] = {
     STUDY_SCHEMA: "version of this schema the study was created with (SCHEMA_VERSION)",
@@ -115,6 +116,9 @@ STUDY_ATTRS: dict[str, str] = {
     STUDY_LATENCY_DONE: "set when the latency stage finished its budget; workers of the proxy stage wait for it",
     STUDY_PROXY_PLAN: "on the proxy study: the shapes chosen for training (arch ids), how many candidates they "
                       "were chosen from, and when",
+    STUDY_LANDMARK_PROXY: "on the proxy study: published models (report landmarks) trained as proxies under the "
+                          "study's own rule, settings, corpus and last-rung budget (`nas report --landmark-quality`): "
+                          "name -> arch id, held-out bits per byte (mean of the final seeds), each seed's, seconds",
 }
 
 
