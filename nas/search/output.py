@@ -10,7 +10,7 @@ import numpy as np
 from nas.core.arch import ArchConfig
 from nas.latency.uncertainty import band_for, legend, show, show_plain
 from nas.study import schema as S
-from nas.study.pareto import PICK_REASONS, TIE_NOTE, picks
+from nas.study.pareto import ALL_TIED, PICK_REASONS, TIE_NOTE, picks, tie_front
 from nas.study.read import preference
 from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER
 
@@ -108,8 +108,9 @@ def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str 
     rows = [r for r in rows if target in r["targets"]]
     if not rows:
         return None
-    chosen = picks(list(range(len(rows))), [r["targets"][target]["decode_tokens_per_s"] for r in rows],
-                   [r["quality"] for r in rows], tie=tie or 0.0)
+    speeds = [r["targets"][target]["decode_tokens_per_s"] for r in rows]
+    qualities = [r["quality"] for r in rows]
+    chosen = picks(list(range(len(rows))), speeds, qualities, tie=tie or 0.0)
     where = [] if storage in (None, "sqlite:///runs/nas.db") else ["--storage", storage]
     out = {}
     for name, i in chosen.items():
@@ -118,7 +119,10 @@ def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str 
                    "--out", f"{study.replace(':', '-')}-{name}"]
         decode = row["targets"][target]["decode_tokens_per_s"]
         rel = band_for("decode_tokens_per_s", band)
-        why = PICK_REASONS[name] + (f" ({TIE_NOTE.format(tie=tie)} bits/byte)" if tie and name != "fastest" else "")
+        why = PICK_REASONS[name] + (f" ({TIE_NOTE.format(tie=tie, unit='bits/byte')})" if tie and name != "fastest"
+                                    else "")
+        if tie and name != "fastest" and len(tie_front(speeds, qualities, tie)) == 1:
+            why = ALL_TIED.format(tie=tie, unit="bits/byte")
         out[name] = {"trial": row["trial"], "shape": row["shape"], "arch_id": row["arch_id"], "why": why,
                      "decode_tokens_per_s": decode, "decode_error": rel,
                      "decode_text": f"{show(decode, rel, 1)} tokens/s decode on {target}",

@@ -165,8 +165,9 @@ PICK_REASONS = {
     "fastest": "the fastest shape of the Pareto set",
     "best-quality": "the best quality of the Pareto set",
 }
-TIE_NOTE = ("quality differences below the seed noise ({tie:.3f}) count as ties, and of tied shapes the faster is "
-            "picked")
+TIE_NOTE = "quality differences below the seed noise ({tie:.3f} {unit}) count as ties, won by the faster shape"
+ALL_TIED = ("every other shape of the Pareto set scores within the seed noise ({tie:.3f} {unit}) of this one or "
+            "worse, and this one is the fastest: no slower shape earns its cost in quality that nas can measure")
 
 
 def tie_front(speeds: Sequence[float], qualities: Sequence[float], tie: float = 0.0) -> list[int]:
