@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lock", help="a lock file to hold during each run (others' benchmarks interleave)")
     parser.add_argument("--max-layers", type=int, default=MAX_LAYERS, help="deepest candidate (cost grows with depth)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="take the candidates last first (a second process on the same --out meets the first)")
     parser.add_argument("--reference-tokens", type=int, default=8 * DEFAULT_RUNG_TOKENS[0],
                         help="the reference proxies' budget (default 8x the first rung's)")
     args = parser.parse_args()
@@ -96,11 +98,10 @@ def main() -> None:
     runs = {"default": (ProxyRule(), default_tokens, 0), "seed1": (ProxyRule(), default_tokens, 1),
             "reference": (ProxyRule(shrink=ProxyRule().shrink // 2), args.reference_tokens, 0)}
     out = Path(args.out)
-    done = {(r["arch_id"], r["run"]) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
     cands = candidates(args.space, args.max_layers)
-    for group, arch in cands:  # every run of one candidate before the next: a stopped benchmark leaves whole rows
+    for group, arch in reversed(cands) if args.reverse else cands:  # one candidate's runs before the next
         for run, (rule, tokens, seed) in runs.items():
-            if (arch.arch_id, run) in done:
+            if (arch.arch_id, run) in _done(out):  # read again each time: another process may have done it
                 continue
             with machine_lock(args.lock):
                 scored = score(arch, corpus, rule, tokens, seed)
@@ -110,6 +111,10 @@ def main() -> None:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
     report(out)
+
+
+def _done(out: Path) -> set[tuple[str, str]]:
+    return {(r["arch_id"], r["run"]) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
 
 
 def report(path: Path) -> None:

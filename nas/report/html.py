@@ -131,12 +131,25 @@ front.</p>
 {counts}.
 The front below ranks them by held-out bits per byte of the proxy against device speed.</p>
 {figures}
+{_landmark_note(proxy)}
 <details open><summary>Proxy Pareto set ({len(proxy.rows)} shapes)</summary>
 <div class="scroll">{tables.to_html(proxy.columns, proxy.rows)}</div>
 <p class="note">Also as <a href="proxy_pareto.csv">CSV</a> and <a href="proxy_pareto.md">Markdown</a>.</p>
 </details>
 {failed_list.replace("<details open>", "<details>")}
 """
+
+
+def _landmark_note(proxy: ReportData) -> str:
+    """Where the published models' proxies scored, or how to train them."""
+    trained = [lm for lm in proxy.landmarks if lm.proxy_bpb is not None]
+    if not trained:
+        return ('<p class="note">Published models are drawn as dashed lines at their predicted speed: they were '
+                "not trained. <code>nas report --landmark-quality</code> trains each one's proxy exactly as these "
+                "shapes were trained and places it at its proxy quality.</p>")
+    items = ", ".join(f"{html.escape(lm.name)} {lm.proxy_bpb:.3f}" for lm in sorted(trained, key=lambda m: m.proxy_bpb))
+    return (f'<p class="note">Published models, trained as proxies exactly as these shapes were (same rule, budget, '
+            f"seeds and text), held-out bits per byte: {items}.</p>")
 
 
 def render_index(data: ReportData, pareto_images: Sequence[Path], hv_image: Path,

@@ -170,9 +170,8 @@ def _draw_landmarks(ax, front: Front2D, data: ReportData, q: float):
                       label="published models (predicted speed)")
     if placed:
         return Line2D([], [], linestyle="", marker="D", markerfacecolor="white", markeredgecolor="black",
-                      label="published models (predicted speed, proxy trained the same way)")
-    return Line2D([], [], color="#555555", ls="--",
-                  label="published models' predicted speed (not trained: nas report --landmark-quality)")
+                      label="published models (proxy-trained alike)")
+    return Line2D([], [], color="#555555", ls="--", label="published models' speed (untrained)")
 
 
 def _scale_axis(ax, which: str, values: Sequence[float]) -> None:
