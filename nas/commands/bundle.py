@@ -18,6 +18,11 @@ and bring measurements.jsonl back for `nas calibrate --target TARGET --measureme
 The runner times each graph in --sessions fresh ONNX Runtime sessions (WARMUP + RUNS each, at every length)
 and reports the median of the session medians, as `nas profile` does.
 
+By default the bundle ships no weights (kilobytes, not gigabytes): the runner writes each config's weights file
+on the device, every byte one constant (latency does not depend on weight values), measures that config and
+deletes the file, so the device needs free space for the largest config's weights only. --weights ship writes
+random weights into the bundle instead.
+
 Examples:
   nas bundle --target pixel8 --out pixel8_bundle
   nas bundle --target rpi5 --out rpi5_bundle --space tiny --n-configs 8 --precision fp32
@@ -27,11 +32,16 @@ Examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sampling_arguments(parser, n_configs=12)
     parser.add_argument("--out", required=True, help="folder to write the bundle into (new or empty)")
+    parser.add_argument("--weights", default="device", choices=("device", "ship"),
+                        help="device (default): the runner makes the weights on the device; ship: write them into "
+                             "the bundle")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from nas.latency.bundle import write_bundle
     from nas.latency.registry import resolve_deployment
 
@@ -40,13 +50,20 @@ def run(args: argparse.Namespace) -> int:
     space_name, configs = sample_configs(args)
     manifest = write_bundle(target, configs, args.out, precision=precision, prompt_lens=args.prompt_lens,
                             context_lens=args.context_lens, protocol=protocol, seed=args.seed, space=space_name,
-                            progress=not (args.quiet or args.json))
+                            progress=not (args.quiet or args.json), weights=args.weights)
     n_meas = sum(len(g["measurements"]) for g in manifest["graphs"])
+    on_device = sum(g.get("weights_bytes") or 0 for g in {g["weights"]: g for g in manifest["graphs"]
+                                                         if g.get("weights_fill") is not None}.values())
+    size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
     summary = {"target": target.name, "out": str(args.out), "space": space_name, "configs": len(configs),
+               "bundle_bytes": size, "weights": args.weights, "weights_made_on_device_bytes": on_device,
                "graphs": len(manifest["graphs"]), "measurements": n_meas, "precision": precision,
                "providers": manifest["providers"], "protocol": manifest["protocol"]}
     text = (f"wrote a profiling bundle for {target.name} to {args.out}: {len(manifest['graphs'])} graphs "
-            f"({len(configs)} configs from space {space_name}, {precision}), {n_meas} measurements\n"
+            f"({len(configs)} configs from space {space_name}, {precision}), {n_meas} measurements; "
+            f"{size / 2**20:.1f} MiB"
+            + (f" (the runner makes {on_device / 2**30:.2f} GiB of weights on the device, one config at a time)"
+               if on_device else "") + "\n"
             f"on the device: python nas_runner.py --manifest manifest.json --out measurements.jsonl\n"
             f"then: nas calibrate --target {target.name} --measurements measurements.jsonl  (steps in README.txt)")
     emit(args, summary, text)

@@ -38,7 +38,7 @@ RUNNER_SOURCE = Path(__file__).resolve().parent / "nas_runner.py"
 MANIFEST_NAME = "manifest.json"
 # The runner version a manifest needs. 2: the protocol's "sessions" (a version-1 runner would ignore it and
 # write single-session rows labelled with a multi-session protocol, so it must refuse these manifests).
-RUNNER_VERSION = 2
+RUNNER_VERSION = 3  # 3: weights made on the device ("weights_fill"), which a version-2 runner cannot do
 _EXACT_MAX_ELEMENTS = 4096  # inputs up to this size are stored value by value
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 9: "bool"}
@@ -91,14 +91,20 @@ _SHARE_MIN_BYTES = 1024  # smaller tensors stay inside each graph
 _ALIGN = 64  # byte alignment of each tensor in the shared weights file
 
 
-def save_graphs(models: dict, paths: dict, weights_path: Path, save_graph) -> bool:
-    """Save one config's prefill and decode graphs; tensors they share byte for byte are written once.
+WEIGHTS_MODES = ("device", "ship")  # made on the device (the default) or shipped in the bundle
+FILL_BYTE = 0x3C  # device weights: every byte; fp32 0.0115, fp16 1.06, int8 60, int4 nibbles 12 (no NaN, no denormal)
 
-    The two graphs of a config hold the same weights (same seed), so storing them twice would double the
-    bundle a phone has to hold. Shared initializers go to `weights_path` as ONNX external data (each graph
-    points at the same offsets); what differs stays inside each graph. With one graph, or nothing shared,
-    each graph is saved with `save_graph`. The models are modified (their shared tensors become external).
-    Returns whether a shared weights file was written.
+
+def save_graphs(models: dict, paths: dict, weights_path: Path, save_graph, write_weights: bool = True) -> int | None:
+    """Save one config's prefill and decode graphs with their large tensors in one external weights file.
+
+    `write_weights` (shipped weights): the tensors both graphs share byte for byte are written once to
+    `weights_path` (ONNX external data, each graph pointing at the same offsets); what differs stays inside each
+    graph; with one graph, or nothing shared, each graph is saved whole with `save_graph`. Otherwise (weights
+    made on the device): every tensor of at least _SHARE_MIN_BYTES becomes external, shared ones once, and the
+    file is not written at all: the runner fills it on the device (latency does not depend on weight values),
+    so the bundle holds graphs of kilobytes. The models are modified. Returns the weights file's size in bytes,
+    or None when the graphs hold their weights themselves.
     """
     import onnx
 
@@ -111,41 +117,56 @@ def save_graphs(models: dict, paths: dict, weights_path: Path, save_graph) -> bo
         name for name, t in tensors[0].items()
         if all(name in other and other[name].data_type == t.data_type and list(other[name].dims) == list(t.dims)
                and other[name].raw_data == t.raw_data for other in tensors[1:])]
-    if not shared:
+    # groups of tensors stored at one place: each shared name once, then (device weights) every other tensor
+    places = [[table[name] for table in tensors] for name in shared]
+    if not write_weights:
+        places += [[t] for table in tensors for name, t in table.items() if name not in shared]
+    if not places:
         for phase, model in models.items():
             save_graph(model, paths[phase])
-        return False
+        return None
     weights_path.parent.mkdir(parents=True, exist_ok=True)
-    location = weights_path.name
-    with weights_path.open("wb") as fh:
-        for name in shared:
-            fh.write(b"\0" * (-fh.tell() % _ALIGN))
-            offset, data = fh.tell(), tensors[0][name].raw_data
-            fh.write(data)
-            for table in tensors:
-                tensor = table[name]
+    location, position = weights_path.name, 0
+    fh = weights_path.open("wb") if write_weights else None
+    try:
+        for group in places:
+            position += -position % _ALIGN
+            data = group[0].raw_data
+            if fh is not None:
+                fh.write(b"\0" * (position - fh.tell()))
+                fh.write(data)
+            for tensor in group:
                 tensor.ClearField("raw_data")
                 tensor.data_location = onnx.TensorProto.EXTERNAL
                 del tensor.external_data[:]
-                for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
+                for key, value in (("location", location), ("offset", str(position)), ("length", str(len(data)))):
                     entry = tensor.external_data.add()
                     entry.key, entry.value = key, value
+            position += len(data)
+    finally:
+        if fh is not None:
+            fh.close()
     for phase, model in models.items():
         paths[phase].parent.mkdir(parents=True, exist_ok=True)
         onnx.save_model(model, str(paths[phase]))  # tensors without raw_data are left where they point
-    return True
+    return position
 
 
 def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, context_lens, protocol: Protocol,
-                 seed: int = 0, space: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Write a profiling bundle for `configs` on `target` into `out_dir` (new or empty); return its manifest."""
+                 seed: int = 0, space: str | None = None, progress: bool = True,
+                 weights: str = "device") -> dict[str, Any]:
+    """Write a profiling bundle for `configs` on `target` into `out_dir` (new or empty); return its manifest.
+    `weights`: "device" (the runner makes each config's weights file on the device, filled with FILL_BYTE, and
+    deletes it after measuring) or "ship" (random weights written into the bundle)."""
+    if weights not in WEIGHTS_MODES:
+        raise NasUserError(f"--weights {weights!r} is not one of {', '.join(WEIGHTS_MODES)}")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise NasUserError(f"--out {out_dir} already exists and is not an empty folder; choose a new folder")
     if precision not in target.precisions:
         raise NasUserError(f"precision {precision!r} is not deployable on {target.name}; "
                            f"its precisions: {', '.join(target.precisions)}")
-    need = estimated_bundle_bytes(configs, precision)
+    need = estimated_bundle_bytes(configs, precision) if weights == "ship" else 0
     existing = out_dir.resolve()
     while not existing.exists():
         existing = existing.parent
@@ -168,10 +189,13 @@ def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, conte
                 models[phase] = graphs.build_graph(arch, phase, precision=precision, seed=seed)
                 files[phase] = f"graphs/{arch.arch_id}__{phase}__{precision}.onnx"
         inputs_of = {phase: _input_specs(model) for phase, model in models.items()}
-        weights = f"graphs/{arch.arch_id}__{precision}.weights"
-        if not save_graphs(models, {phase: out_dir / rel for phase, rel in files.items()}, out_dir / weights,
-                           graphs.save_graph):
-            weights = None
+        weights_file = f"graphs/{arch.arch_id}__{precision}.weights"
+        weights_bytes = save_graphs(models, {phase: out_dir / rel for phase, rel in files.items()},
+                                    out_dir / weights_file, graphs.save_graph, write_weights=weights == "ship")
+        if weights_bytes is None:
+            weights_file = None
+        made_on_device = {"weights_bytes": weights_bytes, "weights_fill": FILL_BYTE} if (
+            weights == "device" and weights_bytes is not None) else {}
         del models
         for phase, rel in files.items():
             lengths = [n for n in (prompt_lens if phase == "prefill" else context_lens) if fits_context(arch, phase, n)]
@@ -183,8 +207,9 @@ def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, conte
                                            precision=precision)
                 feeds = _cast_to_inputs(feeds, inputs)
                 measurements.append({"length": n, "feeds": [feed_spec(k, v) for k, v in feeds.items()]})
-            entries.append({"file": rel, "weights": weights, "arch": arch.to_dict(), "arch_id": arch.arch_id, "phase": phase,
-                            "precision": precision, "inputs": inputs, "measurements": measurements})
+            entries.append({"file": rel, "weights": weights_file, **made_on_device, "arch": arch.to_dict(),
+                            "arch_id": arch.arch_id, "phase": phase, "precision": precision, "inputs": inputs,
+                            "measurements": measurements})
         bar.update(1)
     bar.close()
 
@@ -200,6 +225,7 @@ def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, conte
         "context_lens": sorted(set(context_lens)),
         "protocol": protocol.to_dict(),
         "seed": seed,
+        "weights": weights,
         "graph_builder": GRAPH_BUILDER_VERSION,
         "space": space,
         "length_names": {"P": "prompt_len (prefill)", "C": "context_len: tokens already in the KV cache (decode)"},
@@ -214,9 +240,16 @@ def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, conte
 def readme_text(manifest: dict[str, Any]) -> str:
     n_meas = sum(len(g["measurements"]) for g in manifest["graphs"])
     name = manifest["target"]
+    largest = max([g.get("weights_bytes") or 0 for g in manifest["graphs"] if g.get("weights_fill") is not None],
+                  default=0)
+    weights = ("" if not largest else f"""
+The bundle ships no weights: before measuring a config, the runner writes its weights file into graphs/
+(every byte the same value: latency does not depend on weight values) and deletes it afterwards
+(--keep-weights keeps them). The device needs {largest / 2**30:.2f} GiB free for the largest config.
+""")
     return f"""nas profiling bundle for {manifest['display_name']} ({name})
 {len(manifest['graphs'])} ONNX graphs at {manifest['precision']}, {n_meas} measurements.
-
+{weights}
 On the device (phone with Termux, Raspberry Pi, Jetson, Mac, ...):
   1. Copy this whole folder to the device.
   2. Install Python 3 and the runtime:   pip install onnxruntime numpy

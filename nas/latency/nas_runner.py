@@ -32,7 +32,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-RUNNER_VERSION = 2  # 2: protocol "sessions" (a runner of version 1 would ignore it)
+RUNNER_VERSION = 3  # 2: protocol "sessions" (a runner of version 1 would ignore it); 3: weights made here
 SCHEMA = 1
 STAT_KEYS = ("median", "mean", "min", "max", "p10", "p90", "iqr", "cv")
 KEY_FIELDS = ("arch_id", "phase", "prompt_len", "context_len", "precision", "provider", "threads")
@@ -188,6 +188,22 @@ def error_text(stage, exc):
     return "%s: %s: %s" % (stage, type(exc).__name__, lines[0][:1000] if lines else "")
 
 
+def make_weights(path, size, fill):
+    """Write a config's weights file as the bundle describes it: `size` bytes, every one `fill`. Latency does
+    not depend on weight values, and a bundle that ships no weights is kilobytes instead of gigabytes.
+    Returns whether the file was written (False: it was there already, of that size)."""
+    if os.path.exists(path) and os.path.getsize(path) == size:
+        return False
+    chunk = bytes([fill]) * (4 << 20)
+    with open(path + ".part", "wb") as fh:
+        left = size
+        while left > 0:
+            fh.write(chunk[:min(left, len(chunk))])
+            left -= len(chunk)
+    os.replace(path + ".part", path)
+    return True
+
+
 def read_done(path):
     """Keys with an 'ok' row already in the output file; drops an unfinished last line."""
     done = set()
@@ -225,6 +241,9 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, help="timed runs per session (default: the manifest's)")
     p.add_argument("--sessions", type=int,
                    help="fresh sessions per graph; the median of their medians is kept (default: the manifest's)")
+    p.add_argument("--keep-weights", action="store_true",
+                   help="keep the weights files made on the device after measuring (default: delete each one "
+                        "once its config is measured, so the device never holds more than one)")
     p.add_argument("--list-providers", action="store_true", help="print this onnxruntime's providers and exit")
     return p.parse_args(argv)
 
@@ -358,9 +377,26 @@ def main(argv=None):
             groups[-1][1].append(m)
         else:
             groups.append((graph, [m]))
+    last_use = {}  # weights file -> index of the last group that needs it
+    for index, (graph, _ms) in enumerate(groups):
+        if graph.get("weights_fill") is not None:
+            last_use[graph["weights"]] = index
+    made = set()
     i = 0
-    for graph, ms in groups:
+    for index, (graph, ms) in enumerate(groups):
+        if graph.get("weights_fill") is not None:
+            weights = os.path.join(base, graph["weights"])
+            try:
+                if make_weights(weights, graph["weights_bytes"], graph["weights_fill"]):
+                    made.add(weights)
+            except OSError as exc:
+                die("cannot write the weights file %s (%.1f GB): %s; free some space" % (
+                    weights, graph["weights_bytes"] / 1e9, exc.strerror or exc))
         results, used, build_s = measure_graph(graph, ms)
+        if graph.get("weights_fill") is not None and last_use[graph["weights"]] == index and not args.keep_weights:
+            weights = os.path.join(base, graph["weights"])
+            if weights in made:
+                os.remove(weights)
         for m, (stats, samples, err) in zip(ms, results):
             i += 1
             label = "%s %s %s=%d" % (graph["arch_id"], graph["phase"], "P" if graph["phase"] == "prefill" else "C",

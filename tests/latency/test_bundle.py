@@ -81,7 +81,7 @@ def test_prefill_and_decode_share_their_weights_on_disk(tiny_arch, tmp_path):
     for phase, model in build().items():
         graphs.save_graph(model, apart[phase])
     shared = {phase: tmp_path / "shared" / f"{phase}.onnx" for phase in graphs.PHASES}
-    assert save_graphs(build(), shared, tmp_path / "shared" / "w.weights", graphs.save_graph)
+    assert save_graphs(build(), shared, tmp_path / "shared" / "w.weights", graphs.save_graph) > 0
     size = lambda folder: sum(p.stat().st_size for p in folder.iterdir())  # noqa: E731
     assert size(tmp_path / "shared") < 0.6 * size(tmp_path / "apart")
     for phase, path in shared.items():  # the graphs are whole again when loaded, and run
@@ -120,11 +120,12 @@ def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["target"] == "pixel8" and manifest["providers"] == list(load_target("pixel8").execution_providers)
     assert manifest["protocol"]["threads"] == 4 and manifest["protocol"]["runs"] == 2
-    assert manifest["protocol"]["sessions"] == 2 and manifest["runner_version"] == 2
+    assert manifest["protocol"]["sessions"] == 2 and manifest["runner_version"] == 3
     for graph in manifest["graphs"]:
         assert (bundle / graph["file"]).is_file()
         assert graph["arch_id"] in graph["file"] and graph["phase"] in graph["file"]
-        assert (bundle / graph["weights"]).stat().st_size > 0  # the weights both phases share
+        assert graph["weights_bytes"] > 0 and graph["weights_fill"] == 0x3C  # made on the device, one per config
+        assert not (bundle / graph["weights"]).exists()
     decode = next(g for g in manifest["graphs"] if g["phase"] == "decode")
     past = next(i for i in decode["inputs"] if i["name"] == "past_key_values.0.key")
     assert isinstance(past["shape"][2], str)  # the symbolic past length
@@ -188,10 +189,10 @@ def test_runner_sessions_flag_and_a_manifest_from_before_sessions(fake_graphs, t
     done = run_runner(bundle, "--sessions", "0")
     assert done.returncode == 2 and "--sessions must be >= 1" in done.stderr
 
-    manifest["runner_version"] = 3  # a newer nas's bundle: refused rather than measured wrongly
+    manifest["runner_version"] = 4  # a newer nas's bundle: refused rather than measured wrongly
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     done = run_runner(bundle)
-    assert done.returncode == 2 and "needs runner version 3" in done.stderr
+    assert done.returncode == 2 and "needs runner version 4" in done.stderr
 
 
 def test_runner_records_a_broken_graph_and_goes_on(fake_graphs, tmp_path):  
@@ -249,3 +250,39 @@ def test_runner_decodes_in_place_like_the_protocol(tiny_arch):
         assert np.abs(theirs[name].numpy()[:, :, 20]).max() > 0  # written in place
         np.testing.assert_array_equal(theirs[name].numpy()[:, :, :20], feeds[name][:, :, :20])
         np.testing.assert_allclose(theirs[name].numpy(), ours[name].numpy(), atol=1e-6)
+
+
+def test_weights_made_on_the_device_keep_the_bundle_small_and_measure(tmp_path):
+    """--weights device (the default): the bundle holds graphs of kilobytes; the runner writes each config's
+    weights file (its declared size, every byte the fill value), measures, and deletes it; --weights ship
+    writes the weights into the bundle instead. Both bundles' graphs run."""
+    arch = small_arch(hidden=256, layers=2)
+    kw = dict(precision="int4", prompt_lens=(4,), context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=1),
+              progress=False)
+    light, heavy = tmp_path / "light", tmp_path / "heavy"
+    write_bundle(load_target("pixel8"), [arch], light, weights="device", **kw)
+    write_bundle(load_target("pixel8"), [arch], heavy, weights="ship", **kw)
+    size = lambda folder: sum(p.stat().st_size for p in (folder / "graphs").iterdir())  # noqa: E731
+    graphs = json.loads((light / "manifest.json").read_text())["graphs"]
+    declared = graphs[0]["weights_bytes"]
+    assert size(light) < 0.1 * size(heavy) and declared > 0.8 * arch.weight_bytes("int4")
+    assert "GiB free for the largest config" in (light / "README.txt").read_text()
+    for bundle in (light, heavy):
+        done = run_runner(bundle, "--threads", "1")
+        assert done.returncode == 0 and "[2/2]" in done.stdout, done.stderr
+        rows = read_measurements(bundle / "measurements.jsonl", target="pixel8")
+        assert len(rows) == 2 and all(r["latency_ms"]["median"] > 0 for r in rows)
+    assert not (light / graphs[0]["weights"]).exists()  # deleted once its config was measured
+    (light / "measurements.jsonl").unlink()
+    assert run_runner(light, "--threads", "1", "--keep-weights").returncode == 0
+    kept = light / graphs[0]["weights"]
+    assert kept.stat().st_size == declared and set(kept.read_bytes()[:4096]) == {0x3C}
+
+
+def test_nas_bundle_default_is_light_and_says_so(fake_space, tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(["bundle", "--target", "pixel8", "--out", str(out), "--n-configs", "1", "--prompt-lens", "4",
+                 "--context-lens", "8", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["weights"] == "device" and summary["weights_made_on_device_bytes"] > 0 < summary["bundle_bytes"]
+    assert not list(out.rglob("*.weights"))
