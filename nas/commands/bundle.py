@@ -18,6 +18,11 @@ and bring measurements.jsonl back for `nas calibrate --target TARGET --measureme
 The runner times each graph in --sessions fresh ONNX Runtime sessions (WARMUP + RUNS each, at every length)
 and reports the median of the session medians, as `nas profile` does.
 
+An Android phone without Python (Termux has no onnxruntime wheel) is measured from the computer it is plugged
+into: `python adb_runner.py --genai-bin DIR` pushes each model folder (an ONNX Runtime GenAI model folder:
+model.onnx, genai_config.json, a byte-level tokenizer) and runs GenAI's model_benchmark binary (built for the
+phone, in DIR) over adb; its rows are read by `nas calibrate` alike. Not yet tried on a phone.
+
 By default the bundle ships no weights (kilobytes, not gigabytes): the runner writes each config's weights file
 on the device, every byte one constant (latency does not depend on weight values), measures that config and
 deletes the file, so the device needs free space for the largest config's weights only. --weights ship writes

@@ -7,9 +7,12 @@ Layout of a bundle folder:
                        ArchConfig, arch_id, phase, inputs (symbolic shapes) and one feeds spec per length
     nas_runner.py      a copy of nas/latency/nas_runner.py (Python 3 + onnxruntime + numpy only)
     README.txt         the steps, for whoever holds the device
-    graphs/            <arch_id>__<phase>__<precision>.onnx, and <arch_id>__<precision>.weights: the
-                       weights the prefill and decode graphs of a config share, stored once (ONNX
-                       external data; keep the files together)
+    adb_runner.py      the same measurements on an Android phone over adb, with ONNX Runtime GenAI's own
+                       model_benchmark binary (no Python needed on the phone)
+    models/<arch_id>__<precision>/
+                       model.onnx (one graph for both phases), model.weights (ONNX external data: written
+                       by the runner on the device, or shipped with --weights ship), and genai_config.json
+                       with a byte-level tokenizer: an ONNX Runtime GenAI model folder
 
 Feeds spec: the runner cannot import nas, so the inputs `graphs.graph_feeds` would make are written out.
 Small inputs (token ids, positions, masks) are stored exactly, compressed to "fill" (one value) or
@@ -30,11 +33,14 @@ from nas.core.accounting import PHASES
 from nas.core.errors import NasUserError
 from nas.core.version import __version__
 from nas.latency import graphs
+from nas.latency.genai_folder import MODEL_FILE, write_genai_files
 from nas.latency.measure import Protocol
+from nas.latency.onnxio import save_graph
 from nas.latency.profile import fits_context
 from nas.latency.provenance import GRAPH_BUILDER_VERSION
 
 RUNNER_SOURCE = Path(__file__).resolve().parent / "nas_runner.py"
+ADB_RUNNER_SOURCE = Path(__file__).resolve().parent / "adb_runner.py"
 MANIFEST_NAME = "manifest.json"
 # The runner version a manifest needs. 2: the protocol's "sessions" (a version-1 runner would ignore it and
 # write single-session rows labelled with a multi-session protocol, so it must refuse these manifests).
@@ -87,68 +93,42 @@ def estimated_bundle_bytes(configs, precision: str) -> int:
     return sum(arch.weight_bytes(precision) for arch in configs)
 
 
-_SHARE_MIN_BYTES = 1024  # smaller tensors stay inside each graph
-_ALIGN = 64  # byte alignment of each tensor in the shared weights file
-
-
+_EXTERNAL_MIN_BYTES = 1024  # device weights: smaller tensors stay inside the graph
+_ALIGN = 64  # byte alignment of each tensor in a weights file
 WEIGHTS_MODES = ("device", "ship")  # made on the device (the default) or shipped in the bundle
 FILL_BYTE = 0x3C  # device weights: every byte; fp32 0.0115, fp16 1.06, int8 60, int4 nibbles 12 (no NaN, no denormal)
 
 
-def save_graphs(models: dict, paths: dict, weights_path: Path, save_graph, write_weights: bool = True) -> int | None:
-    """Save one config's prefill and decode graphs with their large tensors in one external weights file.
+def save_model(model, path: Path, weights_path: Path, write_weights: bool) -> int | None:
+    """Save one config's graph (one graph serves both phases).
 
-    `write_weights` (shipped weights): the tensors both graphs share byte for byte are written once to
-    `weights_path` (ONNX external data, each graph pointing at the same offsets); what differs stays inside each
-    graph; with one graph, or nothing shared, each graph is saved whole with `save_graph`. Otherwise (weights
-    made on the device): every tensor of at least _SHARE_MIN_BYTES becomes external, shared ones once, and the
-    file is not written at all: the runner fills it on the device (latency does not depend on weight values),
-    so the bundle holds graphs of kilobytes. The models are modified. Returns the weights file's size in bytes,
-    or None when the graphs hold their weights themselves.
+    `write_weights` (shipped weights): the graph is saved whole (`nas.latency.onnxio.save_graph`: its tensors
+    inside it, or in an external file past protobuf's limit); returns None. Otherwise (weights made on the
+    device) every tensor of at least _EXTERNAL_MIN_BYTES points into `weights_path` as ONNX external data, and
+    that file is not written at all: the runner fills it on the device (latency does not depend on weight
+    values), so the bundle holds graphs of kilobytes. Returns the weights file's size in bytes. The model is
+    modified.
     """
     import onnx
 
-    def raw_tensors(model):
-        return {t.name: t for t in model.graph.initializer
-                if t.HasField("raw_data") and len(t.raw_data) >= _SHARE_MIN_BYTES}
-
-    tensors = [raw_tensors(m) for m in models.values()]
-    shared = [] if len(tensors) < 2 else [
-        name for name, t in tensors[0].items()
-        if all(name in other and other[name].data_type == t.data_type and list(other[name].dims) == list(t.dims)
-               and other[name].raw_data == t.raw_data for other in tensors[1:])]
-    # groups of tensors stored at one place: each shared name once, then (device weights) every other tensor
-    places = [[table[name] for table in tensors] for name in shared]
-    if not write_weights:
-        places += [[t] for table in tensors for name, t in table.items() if name not in shared]
-    if not places:
-        for phase, model in models.items():
-            save_graph(model, paths[phase])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if write_weights:
+        save_graph(model, path)
         return None
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    location, position = weights_path.name, 0
-    fh = weights_path.open("wb") if write_weights else None
-    try:
-        for group in places:
-            position += -position % _ALIGN
-            data = group[0].raw_data
-            if fh is not None:
-                fh.write(b"\0" * (position - fh.tell()))
-                fh.write(data)
-            for tensor in group:
-                tensor.ClearField("raw_data")
-                tensor.data_location = onnx.TensorProto.EXTERNAL
-                del tensor.external_data[:]
-                for key, value in (("location", location), ("offset", str(position)), ("length", str(len(data)))):
-                    entry = tensor.external_data.add()
-                    entry.key, entry.value = key, value
-            position += len(data)
-    finally:
-        if fh is not None:
-            fh.close()
-    for phase, model in models.items():
-        paths[phase].parent.mkdir(parents=True, exist_ok=True)
-        onnx.save_model(model, str(paths[phase]))  # tensors without raw_data are left where they point
+    position = 0
+    for tensor in model.graph.initializer:
+        if not tensor.HasField("raw_data") or len(tensor.raw_data) < _EXTERNAL_MIN_BYTES:
+            continue
+        position += -position % _ALIGN
+        length = len(tensor.raw_data)
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        for key, value in (("location", weights_path.name), ("offset", str(position)), ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        position += length
+    onnx.save_model(model, str(path))  # tensors without raw_data are left where they point
     return position
 
 
@@ -174,8 +154,7 @@ def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, conte
     if need > free:
         raise NasUserError(f"the bundle needs about {need / 2**30:.1f} GiB but {existing} has "
                            f"{free / 2**30:.1f} GiB free; use fewer --n-configs, a smaller space or precision")
-    graphs_dir = out_dir / "graphs"
-    graphs_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "models").mkdir(parents=True, exist_ok=True)
 
     entries = []
     from tqdm import tqdm
@@ -183,23 +162,23 @@ def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, conte
     bar = tqdm(total=len(configs), desc=f"bundle {target.name}", unit="config", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     for arch in configs:
-        models, files = {}, {}
-        for phase in PHASES:
-            if any(fits_context(arch, phase, n) for n in (prompt_lens if phase == "prefill" else context_lens)):
-                models[phase] = graphs.build_graph(arch, phase, precision=precision, seed=seed)
-                files[phase] = f"graphs/{arch.arch_id}__{phase}__{precision}.onnx"
-        inputs_of = {phase: _input_specs(model) for phase, model in models.items()}
-        weights_file = f"graphs/{arch.arch_id}__{precision}.weights"
-        weights_bytes = save_graphs(models, {phase: out_dir / rel for phase, rel in files.items()},
-                                    out_dir / weights_file, graphs.save_graph, write_weights=weights == "ship")
-        if weights_bytes is None:
-            weights_file = None
-        made_on_device = {"weights_bytes": weights_bytes, "weights_fill": FILL_BYTE} if (
-            weights == "device" and weights_bytes is not None) else {}
-        del models
-        for phase, rel in files.items():
+        phases = [phase for phase in PHASES if any(
+            fits_context(arch, phase, n) for n in (prompt_lens if phase == "prefill" else context_lens))]
+        if not phases:
+            bar.update(1)
+            continue
+        folder = f"models/{arch.arch_id}__{precision}"
+        rel = f"{folder}/{MODEL_FILE}"
+        model = graphs.build_graph(arch, "decode", precision=precision, seed=seed)  # one graph, both phases
+        inputs = _input_specs(model)
+        weights_file = f"{folder}/model.weights"
+        weights_bytes = save_model(model, out_dir / rel, out_dir / weights_file, write_weights=weights == "ship")
+        del model
+        genai = write_genai_files(out_dir / folder, arch, protocol.threads) if arch.vocab_size >= 259 else []
+        made_on_device = {} if weights_bytes is None else {"weights": weights_file, "weights_bytes": weights_bytes,
+                                                           "weights_fill": FILL_BYTE}
+        for phase in phases:
             lengths = [n for n in (prompt_lens if phase == "prefill" else context_lens) if fits_context(arch, phase, n)]
-            inputs = inputs_of[phase]
             measurements = []
             for n in lengths:
                 feeds = graphs.graph_feeds(arch, phase, prompt_len=n if phase == "prefill" else None,
@@ -207,9 +186,9 @@ def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, conte
                                            precision=precision)
                 feeds = _cast_to_inputs(feeds, inputs)
                 measurements.append({"length": n, "feeds": [feed_spec(k, v) for k, v in feeds.items()]})
-            entries.append({"file": rel, "weights": weights_file, **made_on_device, "arch": arch.to_dict(),
-                            "arch_id": arch.arch_id, "phase": phase, "precision": precision, "inputs": inputs,
-                            "measurements": measurements})
+            entries.append({"file": rel, "folder": folder, "genai_files": genai, **made_on_device,
+                            "arch": arch.to_dict(), "arch_id": arch.arch_id, "phase": phase, "precision": precision,
+                            "inputs": inputs, "measurements": measurements})
         bar.update(1)
     bar.close()
 
@@ -233,6 +212,7 @@ def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, conte
     }
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
     shutil.copyfile(RUNNER_SOURCE, out_dir / "nas_runner.py")
+    shutil.copyfile(ADB_RUNNER_SOURCE, out_dir / "adb_runner.py")
     (out_dir / "README.txt").write_text(readme_text(manifest))
     return manifest
 
@@ -266,4 +246,11 @@ On the device (phone with Termux, Raspberry Pi, Jetson, Mac, ...):
      Keep the device plugged in, screen on, other apps closed, and at a steady temperature.
   5. Copy measurements.jsonl back and fit the target's latency model:
        nas calibrate --target {name} --measurements measurements.jsonl
+
+An Android phone without Python (Termux has no onnxruntime wheel): from the computer it is plugged into,
+with adb, measure the same graphs with ONNX Runtime GenAI's own benchmark binary (build model_benchmark
+from onnxruntime-genai's benchmark/c for the phone's ABI; put it and its .so files in one folder):
+       python adb_runner.py --genai-bin path/to/that/folder --out measurements.jsonl
+  (--dry-run prints the adb commands first; each models/ folder is an ONNX Runtime GenAI model folder.
+  Not yet tried on a phone by nas's developers.)
 """

@@ -67,27 +67,14 @@ def test_feed_specs_rebuild_the_feeds():
             np.testing.assert_array_equal(rebuilt[name], array)
 
 
-def test_prefill_and_decode_share_their_weights_on_disk(tiny_arch, tmp_path):
-    import onnx
-    import onnxruntime as ort
-
-    from nas.latency import graphs
-    from nas.latency.bundle import save_graphs
-
-    def build():
-        return {phase: graphs.build_graph(tiny_arch, phase, precision="fp32") for phase in graphs.PHASES}
-
-    apart = {phase: tmp_path / "apart" / f"{phase}.onnx" for phase in graphs.PHASES}
-    for phase, model in build().items():
-        graphs.save_graph(model, apart[phase])
-    shared = {phase: tmp_path / "shared" / f"{phase}.onnx" for phase in graphs.PHASES}
-    assert save_graphs(build(), shared, tmp_path / "shared" / "w.weights", graphs.save_graph) > 0
-    size = lambda folder: sum(p.stat().st_size for p in folder.iterdir())  # noqa: E731
-    assert size(tmp_path / "shared") < 0.6 * size(tmp_path / "apart")
-    for phase, path in shared.items():  # the graphs are whole again when loaded, and run
-        assert onnx.load(str(path)).graph.initializer  # (onnx's checker does not know ORT's contrib ops)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        session.run(None, graphs.graph_feeds(tiny_arch, phase, prompt_len=4, context_len=4))
+def test_one_graph_per_config_serves_both_phases(tmp_path):
+    arch = small_arch(hidden=256, layers=2).replace(vocab_size=512)
+    write_bundle(load_target("pixel8"), [arch], tmp_path / "b", precision="int4", prompt_lens=(4,),
+                 context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=1), progress=False, weights="ship")
+    graphs = json.loads((tmp_path / "b" / "manifest.json").read_text())["graphs"]
+    assert [g["phase"] for g in graphs] == ["prefill", "decode"] and graphs[0]["file"] == graphs[1]["file"]
+    assert sorted(p.name for p in (tmp_path / "b" / graphs[0]["folder"]).iterdir()) == [
+        "genai_config.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"]
 
 
 def test_runner_statistics_match_the_protocol():
@@ -123,7 +110,7 @@ def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):
     assert manifest["protocol"]["sessions"] == 2 and manifest["runner_version"] == 3
     for graph in manifest["graphs"]:
         assert (bundle / graph["file"]).is_file()
-        assert graph["arch_id"] in graph["file"] and graph["phase"] in graph["file"]
+        assert graph["arch_id"] in graph["file"] and graph["file"].endswith("/model.onnx")
         assert graph["weights_bytes"] > 0 and graph["weights_fill"] == 0x3C  # made on the device, one per config
         assert not (bundle / graph["weights"]).exists()
     decode = next(g for g in manifest["graphs"] if g["phase"] == "decode")
@@ -161,7 +148,7 @@ def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):
     assert len((bundle / "measurements.jsonl").read_text().splitlines()) == 6
 
 
-def test_runner_sessions_flag_and_a_manifest_from_before_sessions(fake_graphs, tmp_path):  
+def test_runner_sessions_flag_and_a_manifest_from_before_sessions(tmp_path):  
     bundle = tmp_path / "b"
     write_bundle(load_target("rpi5"), [small_arch()], bundle, precision="fp32", prompt_lens=(4, 8),
                  context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=2, sessions=2), progress=False)
@@ -195,7 +182,7 @@ def test_runner_sessions_flag_and_a_manifest_from_before_sessions(fake_graphs, t
     assert done.returncode == 2 and "needs runner version 4" in done.stderr
 
 
-def test_runner_records_a_broken_graph_and_goes_on(fake_graphs, tmp_path):  
+def test_runner_records_a_broken_graph_and_goes_on(tmp_path):  
     bundle = tmp_path / "b"
     write_bundle(load_target("rpi5"), [small_arch(), small_arch(hidden=64)], bundle, precision="fp32",
                  prompt_lens=(4,), context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=1, sessions=1), progress=False)
@@ -206,11 +193,12 @@ def test_runner_records_a_broken_graph_and_goes_on(fake_graphs, tmp_path):
     assert done.returncode == 0, done.stderr
     rows = read_measurements(bundle / "measurements.jsonl", target="rpi5", require_ok=False)
     failed = [r for r in rows if r["status"] == "failed"]
-    assert len(rows) == 4 and len(failed) == 1
-    assert failed[0]["arch_id"] == broken["arch_id"] and failed[0]["error"].startswith("session: ")
+    assert len(rows) == 4 and len(failed) == 2  # its one graph serves both phases: both rows fail
+    assert {r["arch_id"] for r in failed} == {broken["arch_id"]}
+    assert all(r["error"].startswith("session: ") for r in failed)
 
 
-def test_runner_unknown_provider(fake_graphs, tmp_path):  
+def test_runner_unknown_provider(tmp_path):  
     bundle = tmp_path / "b"
     write_bundle(load_target("rpi5"), [small_arch()], bundle, precision="fp32", prompt_lens=(4,), context_lens=(),
                  protocol=Protocol(threads=1, sessions=1), progress=False)
@@ -262,7 +250,7 @@ def test_weights_made_on_the_device_keep_the_bundle_small_and_measure(tmp_path):
     light, heavy = tmp_path / "light", tmp_path / "heavy"
     write_bundle(load_target("pixel8"), [arch], light, weights="device", **kw)
     write_bundle(load_target("pixel8"), [arch], heavy, weights="ship", **kw)
-    size = lambda folder: sum(p.stat().st_size for p in (folder / "graphs").iterdir())  # noqa: E731
+    size = lambda folder: sum(p.stat().st_size for p in (folder / "models").rglob("*.onnx*"))  # noqa: E731
     graphs = json.loads((light / "manifest.json").read_text())["graphs"]
     declared = graphs[0]["weights_bytes"]
     assert size(light) < 0.1 * size(heavy) and declared > 0.8 * arch.weight_bytes("int4")
