@@ -64,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
                "bundle_bytes": size, "weights": args.weights, "weights_made_on_device_bytes": on_device,
                "graphs": len(manifest["graphs"]), "measurements": n_meas, "precision": precision,
                "providers": manifest["providers"], "protocol": manifest["protocol"]}
-    text = (f"wrote a profiling bundle for {target.name} to {args.out}: {len(manifest['graphs'])} graphs "
-            f"({len(configs)} configs from space {space_name}, {precision}), {n_meas} measurements; "
+    folders = len({g["folder"] for g in manifest["graphs"]})
+    text = (f"wrote a profiling bundle for {target.name} to {args.out}: {folders} model folders (one graph per "
+            f"config for both phases; {len(configs)} configs from space {space_name}, {precision}), "
+            f"{n_meas} measurements; "
             f"{size / 2**20:.1f} MiB"
             + (f" (the runner makes {on_device / 2**30:.2f} GiB of weights on the device, one config at a time)"
                if on_device else "") + "\n"
