@@ -220,6 +220,7 @@ class ProxyWorker:
         self.progress = progress
         self.corpus: Corpus | None = None
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.bar = None  # the progress bar while run() runs
 
     def _study(self):
         import optuna
@@ -289,7 +290,7 @@ class ProxyWorker:
         outcome = ProxyOutcome(self.study_name)
         self._configure_torch()
         study = self._study()
-        bar = self._bar(study)
+        bar = self.bar = self._bar(study)
         parked: list[_Run] = []
         current: _Run | None = None
         try:
@@ -330,23 +331,26 @@ class ProxyWorker:
 
     @staticmethod
     def _count(outcome: ProxyOutcome, bar, run: "_Run", finished: int) -> None:
-        """A run ended: its heartbeat stops and the counts and the bar move on."""
+        """A run ended: its heartbeat stops, the counts move on, and the bar drops the rungs it will not train."""
         run.heartbeat.__exit__(None, None, None)
         outcome.trained += finished
         outcome.failed += 1 - finished
         if bar is not None:
-            bar.update(1)
+            bar.total -= len(run.rungs) - len(run.history)
+            bar.set_postfix_str(f"{outcome.trained + outcome.failed} shapes done", refresh=True)
         return None
 
     def _bar(self, study):
+        """Counts rung trainings (shapes x rungs, less what halving stops): rungs go breadth first, so counting
+        finished shapes would stand still through the whole first rung."""
         if not self.progress:
             return None
         from optuna.trial import TrialState
         from tqdm import tqdm
 
-        todo = sum(1 for t in study.get_trials(deepcopy=False)
-                   if t.state in (TrialState.WAITING, TrialState.RUNNING))
-        return tqdm(total=todo, desc="proxy training", unit="shape", file=sys.stderr, dynamic_ncols=True)
+        todo = sum(len(t.user_attrs.get(S.PROXY_RUNGS) or self.options.rung_tokens)
+                   for t in study.get_trials(deepcopy=False) if t.state in (TrialState.WAITING, TrialState.RUNNING))
+        return tqdm(total=todo, desc="proxy training", unit="rung", file=sys.stderr, dynamic_ncols=True)
 
     def _configure_torch(self) -> None:
         import torch
@@ -447,6 +451,8 @@ class ProxyWorker:
         results = [t.train_to(run.rungs[rung], rung) for t in run.trainers]
         bpb = float(np.mean([r.val_bpb for r in results]))  # seeds average, never copy
         self.storage.set_trial_intermediate_value(run.trial_id, rung, bpb)
+        if self.bar is not None:
+            self.bar.update(1)
         run.history.append({"rung": rung, "tokens": results[0].tokens, "val_bpb": bpb,
                             "val_bpb_each": [r.val_bpb for r in results],
                             "seconds": round(sum(r.seconds for r in results), 3),
