@@ -155,15 +155,25 @@ def _draw_landmarks(ax, front: Front2D, data: ReportData, q: float):
     if not shown:
         return None
     placed = False
-    for lm, x in shown:
+    spots: list[tuple[float, float | None, list[str]]] = []  # one label per spot: models of one shape share it
+    for lm, x in sorted(shown, key=lambda item: item[1]):
         y = lm.arch.num_non_embedding_params * q if q > 0 else None if lm.proxy_bpb is None else -lm.proxy_bpb * q
+        near = [s for s in spots if s[1] == y or (y is not None and s[1] is not None and abs(s[1] - y) < 1e-9)]
+        near = [s for s in near if abs(s[0] - x) <= 0.15 * max(abs(x), 1e-12)]
+        if near:
+            near[0][2].append(lm.name)
+        else:
+            spots.append((x, y, [lm.name]))
+    for x, y, names in spots:
+        name = " / ".join(names)
         if y is not None:
             placed = True
             ax.scatter([x], [y], marker="D", s=42, facecolor="white", edgecolor="black", linewidths=1.2, zorder=6)
-            ax.annotate(lm.name, (x, y), xytext=(5, -10), textcoords="offset points", fontsize=7.5, color="#222")
+            ax.annotate(name, (x, y), xytext=(5, -10), textcoords="offset points", fontsize=7.5, color="#222", zorder=4.5,
+                        bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8))
         else:
             ax.axvline(x, color="#555555", lw=0.9, ls="--", alpha=0.7, zorder=1)
-            ax.annotate(lm.name, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -4),
+            ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -4),
                         textcoords="offset points", rotation=90, va="top", fontsize=7, color="#444")
     if q > 0:
         return Line2D([], [], linestyle="", marker="D", markerfacecolor="white", markeredgecolor="black",
