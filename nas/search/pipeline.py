@@ -173,9 +173,12 @@ class Search:
     def _run(self, progress: bool) -> SearchResult:
         storage = open_storage(self.latency.storage_url, heartbeat=self.heartbeat if self.proxy_options else None)
         self.latency.storage = storage
+        default_name = not self.latency.named_by_user
         if self.stage in ("all", "latency"):
             self.latency.prepare()  # refusals (impossible constraints, other settings) before any write
         if self.proxy_options is not None:
+            if default_name:
+                self._name_for_proxy_settings(storage)
             open_proxy_study(storage, proxy_study_name(self.study_name), self.proxy_meta(), create=False)
         shared = not _in_memory(storage)
         result = None
@@ -196,6 +199,28 @@ class Search:
         elif self.proxy_options is not None and result is not None:
             result.proxy = self._proxy_summary(storage, None)
         return result
+
+    def _name_for_proxy_settings(self, storage) -> None:
+        """A default study name whose proxy stage was trained with other proxy settings (another --data, rung
+        budgets, seeds, ...) gives these settings a study of their own, `<name>-<digest>` (the same every time, so
+        running them again resumes it), as the latency stage does for its own settings, instead of an error."""
+        import optuna
+
+        try:
+            study = optuna.load_study(study_name=proxy_study_name(self.study_name), storage=storage)
+        except KeyError:
+            return
+        old, mine = StudyMeta.from_user_attrs(study.user_attrs), self.proxy_meta()
+        if old is None or old.identity() == mine.identity():
+            return
+        base = self.study_name
+        self.latency.study_name = f"{base.split(':')[0]}-{mine.digest()}"
+        self.latency.named_by_user = True
+        shown = "; ".join(mine.differences(old)[:3])
+        self.log(f"note: study {base!r} has a proxy stage trained with other settings ({shown}); this one is study "
+                 f"{self.study_name!r}")
+        if self.stage in ("all", "latency"):
+            self.latency._check_existing()
 
     def _latency_and_plan(self, storage, progress: bool) -> SearchResult:
         result = self.latency.run(progress=progress)

@@ -118,3 +118,19 @@ def test_cli_prints_both_fronts(tmp_path, monkeypatch, capsys):
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["pareto"] and data["proxy"]["chosen"] == 3
     assert data["proxy"]["pareto"] and data["proxy"]["done"]
+
+
+def test_default_name_with_other_proxy_settings_gets_a_study_of_its_own(tmp_path):
+    """The README tour's `nas search --target pixel8 --data my_texts/` after the quickstart: the default study's
+    proxy stage was trained otherwise, so these settings get `<name>-<digest>` (and resume it the next time)."""
+    storage = f"sqlite:///{tmp_path / 'nas.db'}"
+    settings = SearchSettings(targets=("pixel8",), space="tiny", trials=20, storage=storage, seed=1)
+    said: list[str] = []
+    first = Search(settings, proxy=TINY, log=said.append).run(progress=False)
+    other = ProxyOptions(**{**TINY.__dict__, "eta": 2.0})
+    second = Search(settings, proxy=other, log=said.append).run(progress=False)
+    assert first.study_name == "pixel8-tiny" and second.study_name.startswith("pixel8-tiny-")
+    assert any("proxy stage trained with other settings" in line and "eta" in line for line in said)
+    assert second.proxy.outcome.trained == 5
+    again = Search(settings, proxy=other, log=lambda _: None).run(progress=False)
+    assert again.study_name == second.study_name and again.proxy.outcome.trained == 0
