@@ -105,11 +105,13 @@ def read_study(study) -> StudyTrials:
     points: dict[int, TrialPoint] = {}
     unrecorded = 0
     trial_states: dict[int, str] = {}
+    complete = []  # user attrs of COMPLETE trials, for the seed noise
     for trial in study.get_trials(deepcopy=False):
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
         trial_states[trial.number] = trial.state.name
         if trial.state != TrialState.COMPLETE:
             continue
+        complete.append(trial.user_attrs)
         if not TrialRecord.present_in(trial.user_attrs):
             unrecorded += 1
             continue
@@ -117,10 +119,9 @@ def read_study(study) -> StudyTrials:
         values = tuple(float(v) for v in (trial.values or ()))
         points[trial.number] = TrialPoint(trial.number, record, values, record.feasible and _constraints_ok(trial),
                                           str(trial.user_attrs.get(FOUND_BY, FOUND_BY_SAMPLER)))
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     return StudyTrials(study.study_name, meta, directions, points, states, unrecorded, trial_states,
                        study.user_attrs.get(STUDY_EXACT), study.user_attrs.get(STUDY_SEARCH),
-                       seed_noise(t.user_attrs for t in complete) or 0.0)
+                       seed_noise(complete) or 0.0)
 
 
 def seed_noise(user_attrs: Iterable[dict]) -> float | None:
