@@ -10,8 +10,11 @@ own cool-down would give, and no run is compared half-way through a decay.
 
 AdamW (betas 0.9 / 0.95), global gradient-norm clipping, fp32. Deterministic on the CPU for a given seed and
 thread count (`torch.use_deterministic_algorithms`; the caller sets the threads); `device="cuda"` runs the same
-code on a GPU. A loss that turns NaN or infinite fails the run with `ProxyDiverged`; a run past its time limit
-with `ProxyTimeout`.
+code on a GPU. A loss that turns NaN or infinite fails the run with `ProxyDiverged`, and so does a run whose
+held-out loss after a rung is no better than before any training or than the uniform guess over bytes (it
+learned nothing: a learning rate so large that the model collapses to the uniform guess, 8 bits/byte, does this
+without ever producing a NaN); a run past
+its time limit fails with `ProxyTimeout`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from nas.proxy.corpus import Corpus
 from nas.proxy.scaling import Parametrisation, ProxyRule, proxy_arch
 
 LN2 = math.log(2.0)
+COLLAPSE_MARGIN_BPB = 0.05  # a rung must beat both the untrained model and the uniform guess by this much
 DIVERGED_LOSS = 20.0  # nats: far above the 5.5 of a uniform guess over 256 bytes, so only a blow-up gets here
 
 
@@ -114,6 +118,7 @@ class ProxyTrainer:
         self.train_seconds = 0.0  # time spent in train_to so far (a run parked between rungs does not count)
         self._rung_started = time.perf_counter()
         self._generator = torch.Generator().manual_seed(10_000 + s.seed)
+        self.untrained_bpb: float | None = None  # held-out score before the first step (the collapse check)
 
     # ----------------------------------------------------------------------------------------- data
     def _val_windows(self) -> torch.Tensor:
@@ -186,6 +191,8 @@ class ProxyTrainer:
             raise ValueError(f"rung budget {tokens:,} tokens is below what was already trained")
         curve, loss = [], float("nan")
         record = max(1, total_steps // s.curve_every)
+        if self.untrained_bpb is None:
+            self.untrained_bpb = self.evaluate()
         while self.stable_step < stable_target:
             loss = self._step(self._warmup_factor(), self._generator)
             self.stable_step += 1
@@ -200,6 +207,12 @@ class ProxyTrainer:
             if step % record == 0:
                 curve.append((step * s.tokens_per_step, loss / LN2))
         val_bpb = self.evaluate()
+        floor = min(self.untrained_bpb, math.log2(self.proxy.vocab_size))  # untrained, or the uniform guess
+        if not math.isfinite(val_bpb) or val_bpb >= floor - COLLAPSE_MARGIN_BPB:
+            raise ProxyDiverged(f"held-out loss {val_bpb:.3f} bits/byte after {total_steps * s.tokens_per_step:,} "
+                                f"tokens is no better than before training ({self.untrained_bpb:.3f}) or the "
+                                f"uniform guess ({math.log2(self.proxy.vocab_size):.1f}): the run learned nothing "
+                                f"(collapsed)")
         self.model.load_state_dict(saved[0])
         self.optimizer.load_state_dict(saved[1])
         return RungResult(tokens=total_steps * s.tokens_per_step, val_bpb=val_bpb, train_bpb=loss / LN2,

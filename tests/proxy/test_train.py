@@ -54,5 +54,7 @@ def test_same_seed_same_score(corpus):
 def test_divergence_and_time_limit_fail_the_run(corpus):
     with pytest.raises(ProxyDiverged):
         ProxyTrainer(ARCH, corpus, RULE, TrainSettings(**{**FAST.to_dict(), "lr": 1e2, "clip": 1e9})).train_to(8192)
+    with pytest.raises(ProxyDiverged, match="learned nothing"):  # collapses to the uniform guess, never NaN
+        ProxyTrainer(ARCH, corpus, RULE, TrainSettings(**{**FAST.to_dict(), "lr": 1e4})).train_to(4096)
     with pytest.raises(ProxyTimeout):
         ProxyTrainer(ARCH, corpus, RULE, TrainSettings(**{**FAST.to_dict(), "time_limit_s": 1e-6})).train_to(4096)
