@@ -23,7 +23,8 @@ from pathlib import Path
 
 import optuna
 from optuna.exceptions import StorageInternalError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (DBAPIError, IntegrityError, InterfaceError, OperationalError, ProgrammingError,
+                            SQLAlchemyError)
 
 from nas.core.errors import NasUserError
 
@@ -174,9 +175,7 @@ def open_storage(url: str, must_exist: bool = False, heartbeat: Heartbeat | None
         options = dict(heartbeat_interval=heartbeat.interval_s, grace_period=heartbeat.grace_s,
                        heartbeat_stale_trial_callback=retry)
     try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna; they are what it documents
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = ResilientRDBStorage(url, **options)
+        storage = _create_rdb(url, options)
     except ImportError as exc:  # the database's driver is not installed
         raise NasUserError(f"cannot open study storage {url!r}: {first_line(exc)} (install the database "
                            "driver: pip install 'nas[postgres]' for PostgreSQL)") from None
@@ -185,6 +184,31 @@ def open_storage(url: str, must_exist: bool = False, heartbeat: Heartbeat | None
     if url.startswith("sqlite"):
         _sqlite_wal(storage.engine)
     return storage
+
+
+SCHEMA_TRIES = 8  # workers started together on a new database: the ones that lose the race try again
+
+
+def _create_rdb(url: str, options: dict) -> ResilientRDBStorage:
+    """Optuna's RDB storage for `url`, creating its tables on a new database. Workers started together on a
+    new database all try to create the tables; all but one fail ("table studies already exists", a duplicate
+    alembic version row) and, once the winner's schema is committed, open it as an existing database."""
+    for attempt in range(SCHEMA_TRIES):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental; they are what Optuna documents
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return ResilientRDBStorage(url, **options)
+        except (IntegrityError, OperationalError, ProgrammingError) as exc:
+            if attempt == SCHEMA_TRIES - 1 or not _schema_race(exc):
+                raise
+            time.sleep(0.1 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _schema_race(exc: BaseException) -> bool:
+    """Whether `exc` is another process creating the same tables at the same time (SQLite, PostgreSQL)."""
+    text = str(exc).lower()
+    return isinstance(exc, IntegrityError) or "already exists" in text or "database is locked" in text
 
 
 def _make_parent(path: Path, url: str) -> None:
