@@ -376,11 +376,13 @@ class LatencyStage:
         constraint), and an existing study searched with other settings. Done once; `run` reuses it."""
         if not hasattr(self, "_prepared"):
             exact = self.exact_front()
-            self._check_existing()
+            self.check_existing_study()
             self._prepared = exact
         return self._prepared
 
-    def _check_existing(self) -> None:
+    def check_existing_study(self) -> None:
+        """Open the storage and check a study already under this name: one searched with other settings
+        moves a default-named search to a name of its own; a user-named one must match (else NasUserError)."""
         import optuna
 
         self._storage = self.storage if self.storage is not None else open_storage(self.storage_url)
@@ -399,7 +401,7 @@ class LatencyStage:
             shown = "; ".join(self.meta.differences(old)[:3])
             self.log(f"note: study {base!r} holds a search with other settings ({shown}); this one is study "
                      f"{self.study_name!r}")
-            return self._check_existing()
+            return self.check_existing_study()
         if old is not None:
             self._check_identity(study)
 

@@ -220,7 +220,7 @@ class Search:
         self.log(f"note: study {base!r} has a proxy stage trained with other settings ({shown}); this one is study "
                  f"{self.study_name!r}")
         if self.stage in ("all", "latency"):
-            self.latency._check_existing()
+            self.latency.check_existing_study()
 
     def _latency_and_plan(self, storage, progress: bool) -> SearchResult:
         result = self.latency.run(progress=progress)
