@@ -7,9 +7,12 @@ EXTRA shapes of other sizes. Each is scored by
 - the default proxy (nas.proxy defaults: every width / 16, the default search's last rung budget), seeds 0 and 1;
 - the reference: proxies 2x wider (every width / 8) trained for --reference-tokens (default 8x the default
   search's first-rung budget, 2.7x the default proxy's own budget: 8x that would take about 3 hours of this
-  2-core machine's time; say so when quoting the figures), seed 0;
+  2-core machine's time; say so when quoting the figures), seed 0, and with `--reference-seeds 2` seed 1 too;
 and the script prints Kendall's tau against the reference, overall and inside each equal-size group, for the
-default proxy, the seed-noise ceiling (seed 0 against seed 1 of the default proxy) and parameter count.
+default proxy (the mean of its two seeds, as the search scores its last rung, and seed 0 alone), the seed-noise
+ceiling (seed 0 against seed 1 of the default proxy), parameter count and, where
+the reference was trained with two seeds, the reference's own ceiling (its seed 0 against its seed 1: no proxy
+can agree with the reference better than the reference agrees with itself).
 
 Every run is appended to a JSONL file as it finishes; re-running skips what is there, so the benchmark can
 be stopped and resumed. Run it alone (it times nothing, but it fills both cores for a long while):
@@ -90,6 +93,10 @@ def main() -> None:
                         help="take the candidates last first (a second process on the same --out meets the first)")
     parser.add_argument("--reference-tokens", type=int, default=8 * DEFAULT_RUNG_TOKENS[0],
                         help="the reference proxies' budget (default 8x the first rung's)")
+    parser.add_argument("--reference-seeds", type=int, choices=(1, 2), default=1,
+                        help="2: train the reference with a second seed too (its own noise ceiling)")
+    parser.add_argument("--only", choices=("all", "group0", "group1", "extra"), default="all",
+                        help="score only these candidates")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -97,8 +104,10 @@ def main() -> None:
     default_tokens = DEFAULT_RUNG_TOKENS[-1]
     runs = {"default": (ProxyRule(), default_tokens, 0), "seed1": (ProxyRule(), default_tokens, 1),
             "reference": (ProxyRule(shrink=ProxyRule().shrink // 2), args.reference_tokens, 0)}
+    if args.reference_seeds == 2:
+        runs["reference_seed1"] = (ProxyRule(shrink=ProxyRule().shrink // 2), args.reference_tokens, 1)
     out = Path(args.out)
-    cands = candidates(args.space, args.max_layers)
+    cands = [(g, a) for g, a in candidates(args.space, args.max_layers) if args.only in ("all", g)]
     for group, arch in reversed(cands) if args.reverse else cands:  # one candidate's runs before the next
         for run, (rule, tokens, seed) in runs.items():
             if (arch.arch_id, run) in _done(out):  # read again each time: another process may have done it
@@ -125,7 +134,11 @@ def report(path: Path) -> None:
     complete = {a: t for a, t in table.items() if {"default", "seed1", "reference"} <= set(t)}
     groups = sorted({t["default"]["group"] for t in complete.values()})
     print(f"\n{len(complete)} candidates scored by all three runs")
-    print(f"{'set':8} {'n':>3} {'proxy':>7} {'seeds':>7} {'params':>7}  (Kendall tau against the reference)")
+    print("Kendall tau against the reference: search = the mean of seeds 0 and 1 at the default budget (what the "
+          "search scores at its last rung), 1 seed = seed 0 alone, params = non-embedding parameter count; "
+          "ceilings: seeds = seed 0 against seed 1 of the default proxy, ref-seeds = the reference's seed 0 against "
+          "its seed 1 (n shapes)")
+    print(f"{'set':8} {'n':>3} {'search':>7} {'1 seed':>7} {'params':>7} {'seeds':>7} {'ref-seeds':>9}")
     for name in ["all"] + [g for g in groups if g.startswith("group")]:
         members = [t for t in complete.values() if name == "all" or t["default"]["group"] == name]
         if len(members) < 2:
@@ -133,18 +146,29 @@ def report(path: Path) -> None:
         ref = [-m["reference"]["val_bpb"] for m in members]
         proxy = [-m["default"]["val_bpb"] for m in members]
         seed1 = [-m["seed1"]["val_bpb"] for m in members]
+        search = [(a + b) / 2 for a, b in zip(proxy, seed1)]
         params = [m["default"]["non_embedding_params"] for m in members]
-        print(f"{name:8} {len(members):>3} {kendall_tau(proxy, ref):>7.3f} {kendall_tau(proxy, seed1):>7.3f} "
-              f"{kendall_tau(params, ref):>7.3f}")
+        twice = [m for m in members if "reference_seed1" in m]
+        ref0 = [-m["reference"]["val_bpb"] for m in twice]
+        ref1 = [-m["reference_seed1"]["val_bpb"] for m in twice]
+        ceiling = f"{kendall_tau(ref0, ref1):.3f} ({len(twice)})" if len(twice) >= 2 else "-"
+        print(f"{name:8} {len(members):>3} {kendall_tau(search, ref):>7.3f} {kendall_tau(proxy, ref):>7.3f} "
+              f"{kendall_tau(params, ref):>7.3f} {kendall_tau(proxy, seed1):>7.3f} {ceiling:>9}")
     spread = [abs(t["default"]["val_bpb"] - t["seed1"]["val_bpb"]) for t in complete.values()]
     if spread:
         print(f"seed noise: median |seed0 - seed1| = {np.median(spread):.4f} bits/byte; default proxy time "
               f"median {np.median([t['default']['seconds'] for t in complete.values()]):.0f} s, reference "
               f"{np.median([t['reference']['seconds'] for t in complete.values()]):.0f} s per shape")
+    ref_spread = [abs(t["reference"]["val_bpb"] - t["reference_seed1"]["val_bpb"])
+                  for t in complete.values() if "reference_seed1" in t]
+    if ref_spread:
+        print(f"reference seed noise: median |seed0 - seed1| = {np.median(ref_spread):.4f} bits/byte "
+              f"over {len(ref_spread)} shapes")
     for t in sorted(complete.values(), key=lambda t: (t["default"]["group"], t["default"]["non_embedding_params"])):
         d = t["default"]
+        again = f"  reference seed1 {t['reference_seed1']['val_bpb']:.4f}" if "reference_seed1" in t else ""
         print(f"  {d['group']:7} {d['shape']:28} {d['non_embedding_params'] / 1e6:7.1f}M  default {d['val_bpb']:.4f}  "
-              f"seed1 {t['seed1']['val_bpb']:.4f}  reference {t['reference']['val_bpb']:.4f}")
+              f"seed1 {t['seed1']['val_bpb']:.4f}  reference {t['reference']['val_bpb']:.4f}{again}")
 
 
 if __name__ == "__main__":
