@@ -69,11 +69,6 @@ __all__ = ["Dimension", "SearchSpace", "load_space", "list_spaces", "known_space
 SPACES_DIR = shipped("search_spaces")
 
 FFN_KINDS = tuple(accounting.FFN_MATRICES)
-# ONNX Runtime's GroupQueryAttention (the attention op of the graphs GenAI deploys, and so of every latency nas
-# measures) refuses other head sizes: "head_size shall be a multiple of 16" (onnxruntime 1.32, CPU EP).
-HEAD_DIM_MULTIPLE = 16
-HEAD_DIM_MESSAGE = (f"is not a multiple of {HEAD_DIM_MULTIPLE} (ONNX Runtime's GroupQueryAttention, which GenAI "
-                    "deploys, needs one)")
 _INT_DIMS = ("hidden_size", "num_layers", "num_heads", "head_dim", "intermediate_size", "vocab_size")
 _BOOL_DIMS = ("tie_embeddings", "qkv_bias")
 DIMENSION_NAMES = _INT_DIMS + ("attention", "ffn_ratio", "ffn_kind") + _BOOL_DIMS
@@ -277,7 +272,8 @@ class SearchSpace:
             problems.append((hidden % head_dim != 0, "hidden_size", "is not divisible by head_dim"))
             heads = hidden // head_dim
         problems.append((head_dim % 2 != 0, "head_dim", "is odd (rotary embeddings need an even head_dim)"))
-        problems.append((head_dim % HEAD_DIM_MULTIPLE != 0, "head_dim", HEAD_DIM_MESSAGE))
+        problems.append((head_dim % accounting.HEAD_DIM_MULTIPLE != 0, "head_dim",
+                         f"is {accounting.HEAD_DIM_RULE}"))
         problems.append((head_dim <= 0, "head_dim", "is zero"))
         problems.append((heads <= 0, "num_heads", "is zero (head_dim wider than hidden_size)"))
         safe_heads = np.maximum(heads, 1)
@@ -513,8 +509,8 @@ class SearchSpace:
             if arch.intermediate_size not in allowed:
                 reasons.append(f"intermediate_size={arch.intermediate_size} is not ffn_ratio*hidden_size for any ratio "
                                f"in {list(ratios)} (rounded to a multiple of {self.ffn_multiple}: {sorted(allowed)})")
-        if arch.head_dim % HEAD_DIM_MULTIPLE:
-            reasons.append(f"head_dim={arch.head_dim} {HEAD_DIM_MESSAGE}")
+        if arch.head_dim % accounting.HEAD_DIM_MULTIPLE:
+            reasons.append(f"head_dim={arch.head_dim} is {accounting.HEAD_DIM_RULE}")
         low, high = self.params_range
         params = arch.num_params
         if (low is not None and params < low) or (high is not None and params > high):

@@ -24,6 +24,12 @@ Conventions (all documented in the README):
 
 from __future__ import annotations
 
+# ONNX Runtime's GroupQueryAttention, the attention op of the deployed graph, refuses other head sizes ("head_size
+# shall be a multiple of 16", onnxruntime 1.32, CPU EP): such shapes cannot be deployed as GenAI deploys them.
+HEAD_DIM_MULTIPLE = 16
+HEAD_DIM_RULE = (f"not a multiple of {HEAD_DIM_MULTIPLE}, which ONNX Runtime's GroupQueryAttention (the attention op "
+                 "GenAI deploys) refuses")
+
 # Weight precisions a target can deploy at.
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 # The two phases of generation: prefill (a prompt of P tokens, time to first token) and decode (one new token

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.core import accounting
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
 from nas.core.paths import find_predictor
@@ -146,6 +147,10 @@ class LatencyModel:
                 notes.append(f"{_count(over, len(batch))} a max_seq_len below the lengths (prompt {prompt_len}, "
                              f"decode after {context_len} cached tokens needs {context_len + 1}): predicted with "
                              "the same formulas, but such a model cannot run these lengths")
+            odd = int(np.sum(np.asarray(batch.columns["head_dim"]) % accounting.HEAD_DIM_MULTIPLE != 0))
+            if odd:
+                notes.append(f"{_count(odd, len(batch))} a head_dim {accounting.HEAD_DIM_RULE}: predicted with the same "
+                             "formulas, but the deployed graph cannot be built")
         return notes + self._extrapolation(batch, prompt_len, context_len)
 
     def _extrapolation(self, batch, prompt_len: int, context_len: int) -> list[str]:

@@ -60,6 +60,15 @@ def test_json_output_several_targets(capsys):
     assert roofline["inputs"] == "spec sheet + published fit"
 
 
+def test_a_head_dim_the_deployed_graph_refuses_is_predicted_with_a_warning(capsys):
+    shape = ["--hidden-size", "1152", "--layers", "20", "--heads", "16", "--ffn", "3072"]  # head_dim 72
+    assert main(["predict", "--target", "pixel8", *shape, "--json"]) == 0
+    warnings = json.loads(capsys.readouterr().out)["targets"]["pixel8"]["warnings"]
+    assert any("a head_dim not a multiple of 16" in w and "cannot be built" in w for w in warnings)
+    assert main(["predict", "--target", "pixel8", *ARCH, "--json"]) == 0  # head_dim 64
+    assert json.loads(capsys.readouterr().out)["targets"]["pixel8"]["warnings"] == []
+
+
 def test_precision_flag_and_config_file(tmp_path, capsys):
     from nas.core.arch import ArchConfig
 
