@@ -97,7 +97,10 @@ def main() -> None:
                         help="2: train the reference with a second seed too (its own noise ceiling)")
     parser.add_argument("--only", choices=("all", "group0", "group1", "extra"), default="all",
                         help="score only these candidates")
+    parser.add_argument("--report-only", action="store_true", help="print the report of --out; train nothing")
     args = parser.parse_args()
+    if args.report_only:
+        return report(Path(args.out))
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     corpus = load_corpus()
