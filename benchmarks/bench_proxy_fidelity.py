@@ -141,7 +141,9 @@ def report(path: Path) -> None:
           "search scores at its last rung), 1 seed = seed 0 alone, params = non-embedding parameter count; "
           "ceilings: seeds = seed 0 against seed 1 of the default proxy, ref-seeds = the reference's seed 0 against "
           "its seed 1 (n shapes)")
-    print(f"{'set':8} {'n':>3} {'search':>7} {'1 seed':>7} {'params':>7} {'seeds':>7} {'ref-seeds':>9}")
+    print("ref-mean = the search's score against the mean of the reference's two seeds (only where every shape "
+          "has both)")
+    print(f"{'set':8} {'n':>3} {'search':>7} {'1 seed':>7} {'params':>7} {'seeds':>7} {'ref-seeds':>9} {'ref-mean':>8}")
     for name in ["all"] + [g for g in groups if g.startswith("group")]:
         members = [t for t in complete.values() if name == "all" or t["default"]["group"] == name]
         if len(members) < 2:
@@ -155,8 +157,10 @@ def report(path: Path) -> None:
         ref0 = [-m["reference"]["val_bpb"] for m in twice]
         ref1 = [-m["reference_seed1"]["val_bpb"] for m in twice]
         ceiling = f"{kendall_tau(ref0, ref1):.3f} ({len(twice)})" if len(twice) >= 2 else "-"
+        ref_mean = (f"{kendall_tau(search, [(a + b) / 2 for a, b in zip(ref0, ref1)]):.3f}"
+                    if len(twice) == len(members) else "-")
         print(f"{name:8} {len(members):>3} {kendall_tau(search, ref):>7.3f} {kendall_tau(proxy, ref):>7.3f} "
-              f"{kendall_tau(params, ref):>7.3f} {kendall_tau(proxy, seed1):>7.3f} {ceiling:>9}")
+              f"{kendall_tau(params, ref):>7.3f} {kendall_tau(proxy, seed1):>7.3f} {ceiling:>9} {ref_mean:>8}")
     spread = [abs(t["default"]["val_bpb"] - t["seed1"]["val_bpb"]) for t in complete.values()]
     if spread:
         print(f"seed noise: median |seed0 - seed1| = {np.median(spread):.4f} bits/byte; default proxy time "
