@@ -67,9 +67,13 @@ def test_three_workers_on_postgres_one_killed(postgres_url, tmp_path, capsys):
     for arch_id, trials in by_arch.items():  # every requested shape trained exactly once
         assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 1, arch_id
     failed = [t for trials in by_arch.values() for t in trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1  # the killed worker's trial...
-    retried = [t for trials in by_arch.values() for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
-    assert len(retried) == 1 and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)  # ...was retried
+    # The killed worker's trials: the one it was training, and any it had parked between rungs when the kill
+    # came (a loaded machine may let it finish a first rung before the kill) ...
+    assert failed and all(t.user_attrs.get(S.PROXY_WORKER, "").endswith(f":{workers[0].pid}") for t in failed), [
+        (t.number, t.user_attrs.get(S.PROXY_WORKER), t.user_attrs.get(S.FAIL_REASON)) for t in failed]
+    for dead in failed:  # ... each retried once, by another worker
+        retried = [t for trials in by_arch.values() for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+        assert len(retried) == 1 and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     report = json.loads(outputs[1][0])
     assert report["proxy"]["done"] and any("heartbeats" in f["reason"] for f in report["proxy"]["failed"])
 
