@@ -261,8 +261,7 @@ def build_graph(arch: ArchConfig, phase: str = "decode", precision: str = "fp32"
     _check_phase(phase)
     _check_precision(precision)
     if arch.head_dim % accounting.HEAD_DIM_MULTIPLE:
-        raise NasUserError(f"head_dim {arch.head_dim} of {arch.arch_id}: ONNX Runtime's GroupQueryAttention (what "
-                           f"GenAI deploys) needs a multiple of {accounting.HEAD_DIM_MULTIPLE}")
+        raise NasUserError(f"head_dim {arch.head_dim} of {arch.arch_id} is {accounting.HEAD_DIM_RULE}")
     io = activation_precision(precision)
     np_dtype, onnx_dtype = _NP_DTYPE[io], _ONNX_DTYPE[io]
     g = _Graph()

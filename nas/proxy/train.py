@@ -13,8 +13,7 @@ thread count (`torch.use_deterministic_algorithms`; the caller sets the threads)
 code on a GPU. A loss that turns NaN or infinite fails the run with `ProxyDiverged`, and so does a run whose
 held-out loss after a rung is no better than before any training or than the uniform guess over bytes (it
 learned nothing: a learning rate so large that the model collapses to the uniform guess, 8 bits/byte, does this
-without ever producing a NaN); a run past
-its time limit fails with `ProxyTimeout`.
+without ever producing a NaN); a run past its time limit fails with `ProxyTimeout`.
 """
 
 from __future__ import annotations
@@ -207,12 +206,11 @@ class ProxyTrainer:
             if step % record == 0:
                 curve.append((step * s.tokens_per_step, loss / LN2))
         val_bpb = self.evaluate()
-        floor = min(self.untrained_bpb, math.log2(self.proxy.vocab_size))  # untrained, or the uniform guess
-        if not math.isfinite(val_bpb) or val_bpb >= floor - COLLAPSE_MARGIN_BPB:
+        uniform = math.log2(self.proxy.vocab_size)  # bits per token of the uniform guess
+        if not math.isfinite(val_bpb) or val_bpb >= min(self.untrained_bpb, uniform) - COLLAPSE_MARGIN_BPB:
             raise ProxyDiverged(f"held-out loss {val_bpb:.3f} bits/byte after {total_steps * s.tokens_per_step:,} "
                                 f"tokens is no better than before training ({self.untrained_bpb:.3f}) or the "
-                                f"uniform guess ({math.log2(self.proxy.vocab_size):.1f}): the run learned nothing "
-                                f"(collapsed)")
+                                f"uniform guess ({uniform:.1f}): the run learned nothing (collapsed)")
         self.model.load_state_dict(saved[0])
         self.optimizer.load_state_dict(saved[1])
         return RungResult(tokens=total_steps * s.tokens_per_step, val_bpb=val_bpb, train_bpb=loss / LN2,

@@ -186,23 +186,26 @@ def open_storage(url: str, must_exist: bool = False, heartbeat: Heartbeat | None
     return storage
 
 
-SCHEMA_TRIES = 8  # workers started together on a new database: the ones that lose the race try again
+SCHEMA_RETRY_PAUSES_S = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)  # workers that lose the race to create the tables
 
 
 def _create_rdb(url: str, options: dict) -> ResilientRDBStorage:
     """Optuna's RDB storage for `url`, creating its tables on a new database. Workers started together on a
     new database all try to create the tables; all but one fail ("table studies already exists", a duplicate
     alembic version row) and, once the winner's schema is committed, open it as an existing database."""
-    for attempt in range(SCHEMA_TRIES):
+    def create() -> ResilientRDBStorage:
+        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what Optuna documents
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return ResilientRDBStorage(url, **options)
+
+    for pause in SCHEMA_RETRY_PAUSES_S:
         try:
-            with warnings.catch_warnings():  # heartbeats are marked experimental; they are what Optuna documents
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return ResilientRDBStorage(url, **options)
+            return create()
         except (IntegrityError, OperationalError, ProgrammingError) as exc:
-            if attempt == SCHEMA_TRIES - 1 or not _schema_race(exc):
+            if not _schema_race(exc):
                 raise
-            time.sleep(0.1 * 2 ** attempt)
-    raise AssertionError("unreachable")
+            time.sleep(pause)
+    return create()
 
 
 def _schema_race(exc: BaseException) -> bool:
