@@ -23,27 +23,26 @@ def small_arch(hidden=32, layers=1, **kw):
                       vocab_size=64, max_seq_len=64, **kw)
 
 
-def fake_build_graph(arch, phase, precision="fp32", seed=0, weights=None):
-    """Embedding gather + matmul; decode also reads a past KV [layers, kv, C, head_dim]."""
+def fake_build_graph(arch, phase="decode", precision="fp32", seed=0, weights=None):
+    """One graph for both phases, as the real builder: embedding gather + matmul over S new tokens, and a
+    reduction over a past KV buffer [layers, kv, C, head_dim] (C = S for a prompt, the context for decode)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array(rng.standard_normal((arch.vocab_size, arch.hidden_size)).astype(np.float32), "E"),
              numpy_helper.from_array(rng.standard_normal((arch.hidden_size, arch.hidden_size)).astype(np.float32), "W")]
-    nodes = [helper.make_node("Gather", ["E", "input_ids"], ["h"]), helper.make_node("MatMul", ["h", "W"], ["y"])]
-    seq = "P" if phase == "prefill" else 1
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq])]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, arch.hidden_size])]
-    if phase == "decode":
-        inputs.append(helper.make_tensor_value_info(
-            "past_kv", TensorProto.FLOAT, [arch.num_layers, arch.num_kv_heads, "C", arch.head_dim]))
-        inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, 1]))
-        nodes.append(helper.make_node("ReduceSum", ["past_kv"], ["s"], keepdims=0))
-        outputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, []))
-        nodes.append(helper.make_node("Identity", ["position_ids"], ["pos"]))
-        outputs.append(helper.make_tensor_value_info("pos", TensorProto.INT64, [1, 1]))
-    model = helper.make_model(helper.make_graph(nodes, f"fake_{phase}", inputs, outputs, initializer=inits),
+    nodes = [helper.make_node("Gather", ["E", "input_ids"], ["h"]), helper.make_node("MatMul", ["h", "W"], ["y"]),
+             helper.make_node("ReduceSum", ["past_kv"], ["s"], keepdims=0),
+             helper.make_node("Identity", ["position_ids"], ["pos"])]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "S"]),
+              helper.make_tensor_value_info("past_kv", TensorProto.FLOAT,
+                                            [arch.num_layers, arch.num_kv_heads, "C", arch.head_dim]),
+              helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, "S"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "S", arch.hidden_size]),
+               helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+               helper.make_tensor_value_info("pos", TensorProto.INT64, [1, "S"])]
+    model = helper.make_model(helper.make_graph(nodes, "fake", inputs, outputs, initializer=inits),
                               opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -53,7 +52,9 @@ def fake_build_graph(arch, phase, precision="fp32", seed=0, weights=None):
 def fake_graph_feeds(arch, phase, prompt_len=None, context_len=None, seed=0, precision="fp32"):
     rng = np.random.default_rng(seed)
     if phase == "prefill":
-        return {"input_ids": rng.integers(0, arch.vocab_size, (1, prompt_len), dtype=np.int64)}
+        return {"input_ids": rng.integers(0, arch.vocab_size, (1, prompt_len), dtype=np.int64),
+                "past_kv": np.zeros((arch.num_layers, arch.num_kv_heads, prompt_len, arch.head_dim), np.float32),
+                "position_ids": np.arange(prompt_len, dtype=np.int64)[None]}
     return {"input_ids": np.array([[3]], dtype=np.int64),
             "past_kv": rng.standard_normal((arch.num_layers, arch.num_kv_heads, context_len, arch.head_dim))
             .astype(np.float32),

@@ -32,8 +32,18 @@ import sys
 import time
 from datetime import datetime, timezone
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import nas_runner  # noqa: E402 -- shipped beside this file in every bundle
+# nas_runner is shipped beside this file in every bundle. Run as a script, this folder is already on sys.path;
+# loaded from elsewhere, it is put there only for this import: left there, the package folder's profile.py would
+# shadow the standard library's `profile` for everything imported later.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE in sys.path:
+    import nas_runner
+else:
+    sys.path.insert(0, _HERE)
+    try:
+        import nas_runner
+    finally:
+        sys.path.remove(_HERE)
 
 ENGINE = "onnxruntime-genai model_benchmark over adb"
 PROMPT_TEXT = "the quick brown fox jumps over the lazy dog "  # ASCII: one byte, one token

@@ -32,12 +32,13 @@ Row schema (version 1), one JSON object per line; `nas calibrate` and the on-dev
     build_s           seconds to build the graph and create its first session (null if that never finished)
     timestamp         ISO-8601, UTC
 
-One graph is built per (config, phase); then `protocol.sessions` times a fresh session is created from it
-and every length is timed in it, so the sessions of one length are spread out in time (see measure.py for
+One graph is built per config (the deployed graph serves both phases); then `protocol.sessions` times a
+fresh session is created from it and every (phase, length) is timed in it, so the sessions of one length are
+spread out in time (see measure.py for
 why several sessions). Decode graphs are fed a past KV cache of length C filled with random values of the
 right shape and dtype (from `graphs.graph_feeds`): the latency of dense attention and matmuls does not
 depend on the values, only on the shapes, so no prompt has to be prefilled first. Rows are appended and
-flushed as soon as a graph's sessions are done, so a profiling run that is killed loses only the graph in
+flushed as soon as a graph's sessions are done, so a profiling run that is killed loses only the config in
 progress; re-running skips every key that already has an "ok" row and retries keys whose rows failed.
 
 The measurement key (KEY_FIELDS) deliberately leaves the protocol's warmup, runs and sessions out: a row
@@ -258,9 +259,9 @@ def _existing_rows(out_path: Path, target: str) -> list[dict]:
 def profile_configs(target, configs, settings: ProfileSettings, out_path, progress: bool = True) -> ProfileRows:
     """Measure every config at every length of `settings` on this machine, appending rows to `out_path`.
 
-    One graph is built per (config, phase) at `settings.precision` (its P or C dimension is symbolic); then
-    `settings.protocol.sessions` times a fresh session is created from it and run at each length (see
-    `_profile_phase`). Keys already measured ("ok") in `out_path` are skipped, whatever protocol measured
+    One graph is built per config at `settings.precision` (its lengths are symbolic and it serves both
+    phases); then `settings.protocol.sessions` times a fresh session is created from it and run at each
+    (phase, length) (see `_profile_config`). Keys already measured ("ok") in `out_path` are skipped, whatever protocol measured
     them (`other_protocol` counts those measured with another one). A config that fails to build, to load
     or to run gets "failed" rows naming the stage and error, and profiling goes on with the next. Lengths
     beyond a config's max_seq_len are not measured.
@@ -302,6 +303,7 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
                 result._new_failures.append(row)
 
         for arch in configs:
+            to_measure: dict[str, list[int]] = {}
             for phase in PHASES:
                 lengths = []
                 for length in settings.lengths(phase):
@@ -317,7 +319,9 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
                     else:
                         lengths.append(length)
                 if lengths:
-                    _profile_phase(arch, phase, lengths, settings, target_name, env, append)
+                    to_measure[phase] = lengths
+            if to_measure:
+                _profile_config(arch, to_measure, settings, target_name, env, append)
             bar.update(1)
             bar.set_postfix(measured=result.measured, failed=result.failed, skipped=result.skipped, refresh=False)
     bar.close()
@@ -333,17 +337,19 @@ def _same_protocol(recorded, protocol: Protocol) -> bool:
         return False
 
 
-def _profile_phase(arch, phase, lengths, settings, target_name, env, append):
-    """Measure one (config, phase) at `lengths`: build the graph once, then for each of `protocol.sessions`
-    rounds create a fresh session and time every length in it; each row combines all rounds
-    (`measure.combine_sessions`). A length that fails in any round gets a failed row (its other rounds are
-    dropped: an ok row always has every session of its protocol). Rows are appended after the last round."""
+def _profile_config(arch, wanted, settings, target_name, env, append):
+    """Measure one config at `wanted` (phase -> lengths): build its graph once (one graph serves both phases),
+    then for each of `protocol.sessions` rounds create a fresh session and time every (phase, length) in it;
+    each row combines all rounds (`measure.combine_sessions`). A (phase, length) that fails in any round gets a
+    failed row (its other rounds are dropped: an ok row always has every session of its protocol). Rows are
+    appended after the last round."""
     import tempfile
 
     protocol = settings.protocol
+    keys = [(phase, length) for phase, lengths in wanted.items() for length in lengths]
 
     def fail(stage_error: str, providers_used=(), build_s=None, only=None):
-        for length in (lengths if only is None else [only]):
+        for phase, length in (keys if only is None else [only]):
             append(make_row(target=target_name, arch=arch, phase=phase, length=length, settings=settings, env=env,
                             providers_used=list(providers_used), error=stage_error, build_s=build_s))
 
@@ -354,17 +360,17 @@ def _profile_phase(arch, phase, lengths, settings, target_name, env, append):
     with tempfile.TemporaryDirectory(prefix="nas_graph_") as tmp:  # only used past protobuf's 2 GiB limit
         start = time.perf_counter()
         try:
-            model = graphs.build_graph(arch, phase, precision=settings.precision, seed=settings.seed)
+            model = graphs.build_graph(arch, precision=settings.precision, seed=settings.seed)
             source = measure.reusable_model(model, tmp)  # serialised once, for every session
         except Exception as exc:  # noqa: BLE001 -- a failed candidate is recorded, the run goes on
             fail(_error_text("build", exc))
             return
         del model
-        build_s = None  # graph build + first session: what one measurement used to cost
+        build_s = None  # graph build + first session: what one config's measurements cost before timing
         providers_used: list[str] = []
-        feeds: dict[int, Any] = {}
-        errors: dict[int, str] = {}
-        samples: dict[int, list[list[float]]] = {length: [] for length in lengths}
+        feeds: dict[tuple[str, int], Any] = {}
+        errors: dict[tuple[str, int], str] = {}
+        samples: dict[tuple[str, int], list[list[float]]] = {key: [] for key in keys}
         session = None
         for _ in range(protocol.sessions):
             session = None  # release the previous session before creating the next
@@ -377,38 +383,38 @@ def _profile_phase(arch, phase, lengths, settings, target_name, env, append):
                 if build_s is None:
                     fail(error, build_s=time.perf_counter() - start)
                     return
-                errors.update({length: error for length in lengths if length not in errors})
+                errors.update({key: error for key in keys if key not in errors})
                 break
             if build_s is None:
                 build_s = time.perf_counter() - start
                 providers_used = session.get_providers()
                 inputs = session.get_inputs()
-                for length in lengths:  # built once, fed to every session
+                for phase, length in keys:  # built once, fed to every session
                     try:
-                        feeds[length] = match_feed_dtypes(inputs, graphs.graph_feeds(
+                        feeds[phase, length] = match_feed_dtypes(inputs, graphs.graph_feeds(
                             arch, phase, prompt_len=length if phase == "prefill" else None,
                             context_len=length if phase == "decode" else None, seed=settings.seed,
                             precision=settings.precision))
                     except Exception as exc:  # noqa: BLE001
-                        errors[length] = _error_text("run", exc)
-            for length in lengths:
-                if length in errors:
+                        errors[phase, length] = _error_text("run", exc)
+            for key in keys:
+                if key in errors:
                     continue
                 try:
-                    stats = measure.time_session(session, feeds[length], protocol)
+                    stats = measure.time_session(session, feeds[key], protocol)
                 except Exception as exc:  # noqa: BLE001
-                    errors[length] = _error_text("run", exc)
-                    feeds.pop(length, None)
+                    errors[key] = _error_text("run", exc)
+                    feeds.pop(key, None)
                     continue
-                samples[length].append(stats["samples"])
+                samples[key].append(stats["samples"])
         del session, source
     feeds.clear()
-    for length in lengths:
-        if length in errors:
-            fail(errors[length], providers_used, build_s, only=length)
+    for phase, length in keys:
+        if (phase, length) in errors:
+            fail(errors[phase, length], providers_used, build_s, only=(phase, length))
         else:
             append(make_row(target=target_name, arch=arch, phase=phase, length=length, settings=settings, env=env,
-                            providers_used=providers_used, stats=measure.combine_sessions(samples[length]),
+                            providers_used=providers_used, stats=measure.combine_sessions(samples[phase, length]),
                             build_s=build_s))
 
 

@@ -61,7 +61,7 @@ def test_rows_schema_and_skip_on_rerun(fake_graphs, tmp_path):
 def test_failed_build_is_recorded_and_profiling_goes_on(fake_graphs, monkeypatch, tmp_path):
     bad, good = small_arch(), small_arch(hidden=64)
 
-    def build(arch, phase, precision="fp32", seed=0, weights=None):
+    def build(arch, phase="decode", precision="fp32", seed=0, weights=None):
         if arch.arch_id == bad.arch_id:
             raise RuntimeError("boom\nsecond line")
         return fake_build_graph(arch, phase, precision, seed)
@@ -280,8 +280,9 @@ def recorded(monkeypatch):
         return session
 
     def time_session(session, feeds, protocol, **kwargs):
-        length = feeds["input_ids"].shape[1] if "past_kv" not in feeds else feeds["past_kv"].shape[2]
-        log["timed"].append((log["sessions"].index(session), "past_kv" in feeds, length))
+        decode = feeds["input_ids"].shape[1] == 1  # one new token (the tests' prompts are longer)
+        length = feeds["past_kv"].shape[2] if decode else feeds["input_ids"].shape[1]
+        log["timed"].append((log["sessions"].index(session), decode, length))
         return real_time(session, feeds, protocol, **kwargs)
 
     monkeypatch.setattr(measure, "make_session", make_session)
@@ -295,12 +296,12 @@ def test_sessions_are_honoured_and_lengths_interleaved(fake_graphs, recorded, tm
                                                                 protocol=protocol), tmp_path / "m.jsonl",
                            progress=False)
     assert rows.measured == 4
-    # 3 fresh sessions per phase: 6 in all, each a new object
-    assert len(recorded["sessions"]) == 6 and len({id(s) for s in recorded["sessions"]}) == 6
-    # every session times every length of its phase before the next session is created
-    assert recorded["timed"] == [(0, False, 4), (0, False, 8), (1, False, 4), (1, False, 8), (2, False, 4),
-                                 (2, False, 8), (3, True, 8), (3, True, 16), (4, True, 8), (4, True, 16),
-                                 (5, True, 8), (5, True, 16)]
+    # one graph for both phases: 3 fresh sessions in all, each a new object
+    assert len(recorded["sessions"]) == 3 and len({id(s) for s in recorded["sessions"]}) == 3
+    # every session times every (phase, length) before the next session is created
+    assert recorded["timed"] == [(0, False, 4), (0, False, 8), (0, True, 8), (0, True, 16),
+                                 (1, False, 4), (1, False, 8), (1, True, 8), (1, True, 16),
+                                 (2, False, 4), (2, False, 8), (2, True, 8), (2, True, 16)]
     for row in read_measurements(tmp_path / "m.jsonl"):
         lat = row["latency_ms"]
         assert len(lat["session_medians"]) == 3 and len(row["samples_ms"]) == 6

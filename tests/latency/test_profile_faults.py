@@ -20,7 +20,7 @@ def test_a_session_onnx_runtime_refuses_fails_that_config_alone(fake_graphs, mon
     session cannot be created, so every length of that config gets a failed row "session: ..."."""
     bad, good = small_arch(), small_arch(hidden=64)
 
-    def build(arch, phase, precision="fp32", seed=0, weights=None):
+    def build(arch, phase="decode", precision="fp32", seed=0, weights=None):
         model = fake_build_graph(arch, phase, precision, seed)
         if arch.arch_id == bad.arch_id:
             model.graph.node[1].op_type = "NoSuchOperator"
