@@ -261,10 +261,10 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
 
     One graph is built per config at `settings.precision` (its lengths are symbolic and it serves both
     phases); then `settings.protocol.sessions` times a fresh session is created from it and run at each
-    (phase, length) (see `_profile_config`). Keys already measured ("ok") in `out_path` are skipped, whatever protocol measured
-    them (`other_protocol` counts those measured with another one). A config that fails to build, to load
-    or to run gets "failed" rows naming the stage and error, and profiling goes on with the next. Lengths
-    beyond a config's max_seq_len are not measured.
+    (phase, length) (see `_profile_config`). Keys already measured ("ok") in `out_path` are skipped, whatever
+    protocol measured them (`other_protocol` counts those measured with another one). A config that fails
+    to build, to load or to run gets "failed" rows naming the stage and error, and profiling goes on with the
+    next. Lengths beyond a config's max_seq_len are not measured.
     Returns a `ProfileRows` list: for each key of these configs the ok row (old or new), else the newest
     failed row, with counts of what was measured, failed and skipped now.
     """
