@@ -362,6 +362,16 @@ class ArchBatch:
     def decode_flops(self, context_len):
         return accounting.decode_flops(**self._shape_args(), context_len=context_len)
 
+    def prefill_attention_flops(self, prompt_len):
+        """The attention part of `prefill_flops`: QK^T and AV over the prompt's causal triangle."""
+        c = self.columns
+        return accounting.prefill_attention_flops(c["num_layers"], c["num_heads"], c["head_dim"], prompt_len)
+
+    def decode_attention_flops(self, context_len):
+        """The attention part of `decode_flops`: QK^T and AV of the new token against the cache."""
+        c = self.columns
+        return accounting.decode_attention_flops(c["num_layers"], c["num_heads"], c["head_dim"], context_len)
+
     def weight_bytes(self, precision: str):
         c = self.columns
         return accounting.weight_bytes(precision, **self._shape_args(), tied=c["tie_embeddings"],

@@ -3,6 +3,9 @@
     phase_ms = max(FLOPs / (peak_flops * compute_efficiency), bytes / (bandwidth * bandwidth_efficiency))
                + num_layers * per_layer_overhead + per_run_overhead
 
+(with measured attention rates, as the host probes give, attention is a second roofline term: see
+`RooflineParams.attention_flops_per_s`)
+
 Prefill (P tokens) moves the weights once and writes a P-token KV cache; decode (one token after C cached)
 reads all weights and the C-token KV cache once and does ~2 FLOPs per weight, so prefill is usually
 compute-bound and decode memory-bound. This is the deployed graph (`nas.latency.graphs`, ONNX Runtime GenAI's
@@ -67,6 +70,15 @@ class RooflineParams:
     per_run_overhead_ms: float
     compute_unit: str = "cpu"
     inputs: str = "spec sheet"  # "spec sheet" | "host probes"
+    # Rates (FLOP/s) of the attention kernel (QK^T, softmax, AV) in decode and in prefill, when measured. None:
+    # attention counts as compute at the matmul rate and its cache as bytes, like every other term. Set,
+    # attention is a roofline of its own, max(attention FLOPs / its rate, cache bytes / bandwidth), added to the
+    # projections' one: a CPU runs it per query head as small products plus a softmax, far below its GEMM rate
+    # (on a 2-core x86 host ~20-25 GFLOP/s in decode and ~50 in prefill, against ~300 for MatMul), so an MQA
+    # cache 16x smaller than MHA's does not make attention 16x cheaper (measured: 0.31 ms vs 0.49 ms a layer at
+    # 16 heads, context 2048), and deep or many-headed shapes pay more for their prompts than their FLOPs say.
+    attention_flops_per_s: float | None = None  # decode
+    prefill_attention_flops_per_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("peak_flops_per_s", "bandwidth_bytes_per_s", "compute_efficiency", "bandwidth_efficiency"):
@@ -77,6 +89,10 @@ class RooflineParams:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
                 raise NasUserError(f"analytic model: {name} must be a number >= 0, got {value!r}")
+        for name in ("attention_flops_per_s", "prefill_attention_flops_per_s"):
+            rate = getattr(self, name)
+            if rate is not None and (not isinstance(rate, (int, float)) or not np.isfinite(rate) or rate <= 0):
+                raise NasUserError(f"analytic model: {name} must be a positive number, got {rate!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,15 +123,23 @@ class RooflineModel:
             moved = weights + kv
         else:
             raise ValueError(f"phase {phase!r} is not one of {', '.join(F.PHASES)}")
+        bandwidth = p.bandwidth_bytes_per_s * p.bandwidth_efficiency
+        attention_ms = np.zeros_like(flops)
+        rate = p.attention_flops_per_s if phase == "decode" else p.prefill_attention_flops_per_s
+        if rate is not None:
+            attention_flops = np.asarray(batch.decode_attention_flops(lengths) if phase == "decode"
+                                         else batch.prefill_attention_flops(lengths), dtype=np.float64)
+            attention_ms = np.maximum(attention_flops / rate, kv / bandwidth) * 1e3
+            flops, moved = flops - attention_flops, moved - kv  # the projections' roofline
         compute_ms = flops / (p.peak_flops_per_s * p.compute_efficiency) * 1e3
-        memory_ms = moved / (p.bandwidth_bytes_per_s * p.bandwidth_efficiency) * 1e3
+        memory_ms = moved / bandwidth * 1e3
         overhead_ms = np.asarray(batch.num_layers, dtype=np.float64) * p.per_layer_overhead_ms + p.per_run_overhead_ms
         return {"flops": flops, "bytes": moved, "compute_ms": compute_ms, "memory_ms": memory_ms,
-                "overhead_ms": overhead_ms}
+                "attention_ms": attention_ms, "overhead_ms": overhead_ms}
 
     def predict_phase(self, batch: ArchBatch, phase: str, length) -> np.ndarray:
         t = self.phase_terms(batch, phase, length)
-        return np.maximum(t["compute_ms"], t["memory_ms"]) + t["overhead_ms"]
+        return np.maximum(t["compute_ms"], t["memory_ms"]) + t["attention_ms"] + t["overhead_ms"]
 
     def predict(self, batch: ArchBatch, prompt_len: int, context_len: int) -> dict[str, np.ndarray]:
         return {"prefill_ms": self.predict_phase(batch, "prefill", prompt_len),
@@ -155,6 +179,12 @@ def params_from_probes(probes: Mapping[str, Any], overrides: Mapping[str, Any] |
               if isinstance(probes.get(k), (int, float)) and probes[k] >= 0}
     values = {**DEFAULTS["cpu"], **probed, **_check_overrides(overrides)}
     values["compute_efficiency"] = values["bandwidth_efficiency"] = PROBE_EFFICIENCY
+    rates = {}
+    for name, key in (("attention_flops_per_s", "decode_attention_flops_per_s"),
+                      ("prefill_attention_flops_per_s", "prefill_attention_flops_per_s")):
+        value = probes.get(key)
+        rates[name] = float(value) if isinstance(value, (int, float)) and value > 0 else None
     return RooflineParams(peak_flops_per_s=float(probes["matmul_flops_per_s"]),
                           bandwidth_bytes_per_s=float(probes["mem_bandwidth_bytes_per_s"]), compute_unit="cpu",
-                          inputs="host probes", **{k: float(v) for k, v in values.items()})
+                          inputs="host probes", **rates,
+                          **{k: float(v) for k, v in values.items()})

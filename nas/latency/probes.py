@@ -11,7 +11,10 @@ so when it has no fitted predictor the roofline is fed what this machine actuall
   projection), same threads; best rate over shapes and runs;
 - dispatch overhead: the decode graph (`nas.latency.graphs`) of a near-zero-work model (hidden 64,
   vocab 256) at 1 and 9 layers: the difference per layer is what ORT spends launching one decoder layer's
-  ~40 kernels, the 1-layer time less one layer the fixed cost of a session run.
+  ~40 kernels, the 1-layer time less one layer the fixed cost of a session run;
+- attention rates: the graph of an MQA model with a tiny FFN, decoding after 16 and after 2048 cached tokens
+  and prefilling 64 and 512 tokens; the differences are attention's work, which a CPU runs far below its
+  MatMul rate (`analytic.RooflineParams.attention_flops_per_s`).
 numpy stands in when onnxruntime cannot be imported (no dispatch probe then). Best-of-N, because noise
 (other processes) only ever makes a run slower: on a busy machine the probes still read low, so probe on a
 quiet one (`nas calibrate` records when and how they were taken). The result is cached in NAS_HOME/probes/
@@ -28,12 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from nas.core import accounting
 from nas.core.arch import ArchConfig
 from nas.core.paths import data_dir
 from nas.latency import graphs
-from nas.latency.measure import cpu_model, ort_version
+from nas.latency.measure import cpu_model, ort_version, step_runner
 
-PROBE_SCHEMA = 2  # 2: GEMV bandwidth probe and dispatch-overhead probe (1: ReduceSum)
+PROBE_SCHEMA = 3  # 3: + attention rates; 2: GEMV bandwidth and dispatch overhead (1: ReduceSum)
 # (in_features, out_features) of the streamed weight: 256 MiB of float32 (64 MiB quick), well past the
 # last-level cache of any CPU this runs on (tens of MiB), small enough to allocate anywhere.
 _BANDWIDTH_SHAPE = (2048, 32768)
@@ -124,6 +128,46 @@ def probe_dispatch(threads: int, quick: bool = False) -> tuple[float, float, str
     return per_layer, per_run, method
 
 
+_ATTENTION_PROBE_ARCH = ArchConfig(vocab_size=256, hidden_size=1024, num_layers=4, num_heads=16, num_kv_heads=1,
+                                   head_dim=64, intermediate_size=64, ffn_kind="swiglu", tie_embeddings=False,
+                                   qkv_bias=False, max_seq_len=4096)
+
+
+def probe_attention(threads: int, matmul_flops_per_s: float, quick: bool = False
+                    ) -> tuple[float | None, float | None, str]:
+    """(decode, prefill attention FLOP/s, method) from the deployed graph of an MQA model whose FFN is tiny
+    (hidden 1024 = 16 heads x 64, FFN 64, vocab 256, 4 layers), stepped through IO binding as GenAI runs it.
+    Decode: after 2048 less after 16 cached tokens, which adds only attention over 2032 positions (one kv head:
+    a 0.5 MB cache a layer, so the rate is the kernel's arithmetic, not the memory's). Prefill: a 512-token
+    less a 64-token prompt, less the projections' extra work at `matmul_flops_per_s`. None where the
+    difference is lost in noise."""
+    runs = 10 if quick else 40
+    arch = _ATTENTION_PROBE_ARCH
+    session = _session(graphs.build_graph(arch, "decode"), threads)
+    shape = (arch.num_layers, arch.num_heads, arch.head_dim)
+
+    def best(phase: str, length: int, repeats: int) -> float:
+        feeds = graphs.graph_feeds(arch, phase, **{"context_len" if phase == "decode" else "prompt_len": length})
+        return _best_seconds(step_runner(session, feeds), repeats, warmup=2)
+
+    decode_s = best("decode", 2048, runs) - best("decode", 16, runs)
+    decode_flops = accounting.decode_attention_flops(*shape, 2048) - accounting.decode_attention_flops(*shape, 16)
+    prefill_runs = max(3, runs // 4)
+    prefill_s = best("prefill", 512, prefill_runs) - best("prefill", 64, prefill_runs)
+    per_token = accounting.linear_flops_per_token(arch.hidden_size, arch.num_layers, arch.num_heads,
+                                                  arch.num_kv_heads, arch.head_dim, arch.intermediate_size,
+                                                  arch.ffn_matrices)
+    prefill_s -= (512 - 64) * (per_token + accounting.lm_head_flops(arch.vocab_size, arch.hidden_size)) \
+        / matmul_flops_per_s
+    prefill_flops = (accounting.prefill_attention_flops(*shape, 512)
+                     - accounting.prefill_attention_flops(*shape, 64))
+    method = (f"onnxruntime decode graph (GroupQueryAttention), 16 query heads / 1 kv head x 64, 4 layers, FFN 64: "
+              f"decode at context 2048 less 16 (best of {runs}), prefill of 512 less 64 tokens less the projections "
+              f"at the MatMul rate (best of {prefill_runs}), {threads} threads")
+    return (decode_flops / decode_s if decode_s > 0 else None,
+            prefill_flops / prefill_s if prefill_s > 0 else None, method)
+
+
 def probe_matmul(threads: int, quick: bool = False, repeats: int = 10) -> tuple[float, dict[str, float], str]:
     """Best fp32 matmul FLOP/s over LLM-like shapes, the rate per shape, and how it was measured."""
     shapes = _MATMUL_SHAPES_QUICK if quick else _MATMUL_SHAPES
@@ -145,6 +189,7 @@ def run_probes(threads: int, quick: bool = False) -> dict[str, Any]:
     bandwidth, bw_method = probe_bandwidth(threads, quick)
     flops, by_shape, mm_method = probe_matmul(threads, quick)
     per_layer_ms, per_run_ms, dispatch_method = probe_dispatch(threads, quick)
+    attention, prefill_attention, attention_method = probe_attention(threads, flops, quick)
     return {
         "schema": PROBE_SCHEMA,
         "cpu_model": _cpu_model(),
@@ -158,6 +203,9 @@ def run_probes(threads: int, quick: bool = False) -> dict[str, Any]:
         "per_layer_overhead_ms": per_layer_ms,
         "per_run_overhead_ms": per_run_ms,
         "dispatch_method": dispatch_method,
+        "decode_attention_flops_per_s": attention,
+        "prefill_attention_flops_per_s": prefill_attention,
+        "attention_method": attention_method,
         "quick": quick,
         "probe_s": round(time.perf_counter() - start, 3),
         "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

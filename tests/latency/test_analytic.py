@@ -138,6 +138,8 @@ def test_probes_measure_positive_rates_and_are_cached(nas_home):
     assert first["mem_bandwidth_bytes_per_s"] > 1e8 and first["matmul_flops_per_s"] > 1e8
     assert "onnxruntime MatMul [1 x" in first["bandwidth_method"]
     assert first["schema"] == probes.PROBE_SCHEMA and first["per_layer_overhead_ms"] > 0
+    # attention runs far below the MatMul rate (the reason it is probed at all)
+    assert 1e8 < first["decode_attention_flops_per_s"] < first["matmul_flops_per_s"]
     assert first["per_run_overhead_ms"] >= 0
     path = probes.probe_path(1)
     assert path.is_file() and str(path).startswith(str(nas_home))
@@ -159,3 +161,32 @@ def test_probed_overheads_feed_the_host_roofline_and_overrides_win():
     assert analytic.params_from_probes(probed, {"per_layer_overhead_ms": 0.5}).per_layer_overhead_ms == 0.5
     # schema-1 probes (no dispatch probe): the CPU defaults
     assert analytic.params_from_probes(FAKE_PROBES).per_layer_overhead_ms == analytic.DEFAULTS["cpu"]["per_layer_overhead_ms"]
+
+
+def test_measured_attention_rates_make_attention_a_roofline_of_its_own():
+    """With attention rates (the host probes measure them), each phase is the projections' roofline plus
+    attention's own, max(attention FLOPs / rate, cache bytes / bandwidth): MQA no longer gets attention for
+    free at long contexts, and MHA's attention is still bounded below by reading its cache."""
+    mqa, mha = _arch(num_kv_heads=1), _arch(num_kv_heads=8)
+    batch = ArchBatch.from_configs([mqa, mha])
+    plain = analytic.RooflineModel(_params(), "fp32")
+    rate = 5e9
+    model = analytic.RooflineModel(_params(attention_flops_per_s=rate, prefill_attention_flops_per_s=2 * rate), "fp32")
+    d = model.phase_terms(batch, "decode", 2048)
+    attention = np.asarray(batch.decode_attention_flops(2048), dtype=float)
+    kv_ms = np.asarray(batch.kv_cache_bytes(2048, 4), dtype=float) / (20e9 * 0.7) * 1e3
+    assert d["attention_ms"] == pytest.approx(np.maximum(attention / rate * 1e3, kv_ms))
+    assert d["flops"] == pytest.approx(np.asarray(batch.decode_flops(2048), dtype=float) - attention)
+    assert d["bytes"] == pytest.approx(np.asarray(batch.weight_bytes("fp32"), dtype=float))
+    decode = model.predict_phase(batch, "decode", 2048)
+    assert decode == pytest.approx(np.maximum(d["compute_ms"], d["memory_ms"]) + d["attention_ms"] + d["overhead_ms"])
+    assert decode[0] > plain.predict_phase(batch, "decode", 2048)[0]  # MQA attention costs its arithmetic
+    p = model.phase_terms(batch, "prefill", 512)
+    assert p["attention_ms"][0] == pytest.approx(float(batch.prefill_attention_flops(512)[0]) / (2 * rate) * 1e3)
+    # without rates (every spec-sheet device): attention is compute at the matmul rate, as before
+    assert not plain.phase_terms(batch, "decode", 2048)["attention_ms"].any()
+    with pytest.raises(NasUserError, match="attention_flops_per_s must be a positive number"):
+        _params(attention_flops_per_s=0.0)
+    probed = analytic.params_from_probes({**FAKE_PROBES, "decode_attention_flops_per_s": 2e10,
+                                          "prefill_attention_flops_per_s": None})
+    assert (probed.attention_flops_per_s, probed.prefill_attention_flops_per_s) == (2e10, None)
