@@ -11,11 +11,12 @@ Each shape's graph is built once; then `--rounds` rounds each create a fresh ses
 not on every round of one) and time prefill and decode (`--runs` timed runs after one warm-up; the round's
 figure is their median). A shape's figure is the median over rounds. Printed per family: every shape with
 its measured prefill / decode ms, the measured spread (slowest / fastest), the re-measure noise (median over
-shapes and pairs of rounds of |round i - round j| / their mean), the measurement's own ceiling (mean Kendall
-tau of one round against another: no predictor can be shown to rank better than the measurements agree with
-themselves), and Kendall tau against the measured figures of the fitted predictor (when `nas calibrate
---target host-cpu` has fitted one at this precision, in NAS_HOME), the analytic model and the total parameter
-count, for prefill and decode. The script checks that none of these shapes was in the predictor's
+shapes and pairs of rounds of |round i - round j| / their mean), the measurement's own ceilings (mean Kendall
+tau of one round against another, and with 4+ rounds the tau between the medians of the even and of the odd
+rounds: no predictor can be shown to rank better than the measurements agree with themselves), and Kendall
+tau against the measured figures of the fitted predictor (when `nas calibrate --target host-cpu` has fitted
+one at this precision, in NAS_HOME), the analytic model and the total parameter count, for prefill and
+decode. The script checks that none of these shapes was in the predictor's
 calibration set (its measurements file), and says so. With `--out`, every round's figures are written as
 JSON lines (one per shape and round), which `--report-only` re-reads (the predictions are recomputed from
 the current predictor and probes).
@@ -186,6 +187,15 @@ def round_ceiling(per_round: np.ndarray) -> float:
     return float(np.mean([kendall_tau(a, b) for a, b in itertools.combinations(per_round, 2)]))
 
 
+def split_half_ceiling(per_round: np.ndarray) -> float:
+    """Kendall tau between the median of the even rounds and the median of the odd ones: how well a figure made
+    of half the rounds ranks the shapes like the other half's (the reported figure, a median of all rounds, is
+    steadier still). NaN with fewer than 4 rounds."""
+    if len(per_round) < 4:
+        return float("nan")
+    return kendall_tau(np.median(per_round[0::2], axis=0), np.median(per_round[1::2], axis=0))
+
+
 def report(args, rows: dict[int, list[dict]]) -> None:
     probes = probing.host_probes(args.threads)
     roofline = analytic.RooflineModel(analytic.params_from_probes(probes), args.precision)
@@ -226,6 +236,7 @@ def report(args, rows: dict[int, list[dict]]) -> None:
             spread = float(measured[phase].max() / measured[phase].min())
             tau_fit = kendall_tau(by_fit[f"{phase}_ms"], measured[phase]) if by_fit is not None else float("nan")
             row[phase] = dict(spread=spread, noise=round_noise(per_round), ceiling=round_ceiling(per_round),
+                              split_half=split_half_ceiling(per_round),
                               fitted=tau_fit, analytic=kendall_tau(predicted[f"{phase}_ms"], measured[phase]),
                               params=kendall_tau(params, measured[phase]))
         for i, arch in enumerate(shapes):
@@ -236,7 +247,8 @@ def report(args, rows: dict[int, list[dict]]) -> None:
         for phase in graphs.PHASES:
             f = row[phase]
             print(f"  {phase:<8} spread {f['spread']:5.2f}x  re-measure noise {100 * f['noise']:4.1f}%  "
-                  f"round-vs-round tau {f['ceiling']:+.2f}  Kendall tau: fitted {f['fitted']:+.2f}, "
+                  f"round-vs-round tau {f['ceiling']:+.2f}, split-half {f['split_half']:+.2f}  "
+                  f"Kendall tau: fitted {f['fitted']:+.2f}, "
                   f"analytic {f['analytic']:+.2f}, params {f['params']:+.2f}")
         summary.append(row)
         sys.stdout.flush()
@@ -246,7 +258,8 @@ def report(args, rows: dict[int, list[dict]]) -> None:
             f = row[phase]
             judged = f["spread"] - 1 > 2 * f["noise"]
             print(f"  {row['family']:>4}M {phase:<8} spread {f['spread']:.2f}x noise {100 * f['noise']:4.1f}% "
-                  f"{'(judged)' if judged else '(within noise)'} ceiling {f['ceiling']:+.2f} | fitted "
+                  f"{'(judged)' if judged else '(within noise)'} ceiling {f['ceiling']:+.2f} split-half "
+                  f"{f['split_half']:+.2f} | fitted "
                   f"{f['fitted']:+.2f} analytic {f['analytic']:+.2f} params {f['params']:+.2f}")
 
 
