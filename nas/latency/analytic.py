@@ -74,7 +74,7 @@ class RooflineParams:
     # attention counts as compute at the matmul rate and its cache as bytes, like every other term. Set,
     # attention is a roofline of its own, max(attention FLOPs / its rate, cache bytes / bandwidth), added to the
     # projections' one: a CPU runs it per query head as small products plus a softmax, far below its GEMM rate
-    # (on a 2-core x86 host ~20-25 GFLOP/s in decode and ~50 in prefill, against ~300 for MatMul), so an MQA
+    # (on a 2-core x86 host ~20-35 GFLOP/s in decode and ~70-120 in prefill, against 300-430 for MatMul), so an MQA
     # cache 16x smaller than MHA's does not make attention 16x cheaper (measured: 0.31 ms vs 0.49 ms a layer at
     # 16 heads, context 2048), and deep or many-headed shapes pay more for their prompts than their FLOPs say.
     attention_flops_per_s: float | None = None  # decode
