@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nas.core.accounting import PHASES  # noqa: E402
 from nas.latency import predictor as P  # noqa: E402
 from nas.latency.calibrate import default_holdout  # noqa: E402
 
@@ -85,7 +86,7 @@ def main() -> None:
     holdout = default_holdout(len(ids)) if args.holdout is None else args.holdout
     _, held = P.split_arch_ids(ids, holdout, args.seed)
     print(f"{len(keys)} points ({len(ids)} configs) in both files; {len(held)} configs held out (seed {args.seed})")
-    for phase in P.F.PHASES:
+    for phase in PHASES:
         ks = [k for k in keys if k[1] == phase]
         print(f"\n{phase} ({len(ks)} points): re-measure disagreement |run1 - run2| / mean")
         for name, figure in ESTIMATORS.items():
@@ -108,7 +109,7 @@ def main() -> None:
             "the same run": None, "the other run": judges["run2" if fit_name == "run1" else "run1"]}
         for judge_name, judge in against.items():
             cells = []
-            for phase in P.F.PHASES:
+            for phase in PHASES:
                 acc = judged(predictor, phase, judge)
                 cells.append(f"{phase} {acc['mape']:4.1f}% / {acc['within_10']:5.1f}%")
             print(f"  fitted on {fit_name:<15} judged against {judge_name:<14} " + "   ".join(cells))

@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.core import accounting
-from nas.core.arch import ArchConfig
+from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.paths import data_dir
 from nas.latency import graphs
 from nas.latency.measure import cpu_model, ort_version, step_runner
@@ -143,24 +142,23 @@ def probe_attention(threads: int, matmul_flops_per_s: float, quick: bool = False
     difference is lost in noise."""
     runs = 10 if quick else 40
     arch = _ATTENTION_PROBE_ARCH
+    batch = ArchBatch.from_configs([arch])
     session = _session(graphs.build_graph(arch, "decode"), threads)
-    shape = (arch.num_layers, arch.num_heads, arch.head_dim)
 
     def best(phase: str, length: int, repeats: int) -> float:
         feeds = graphs.graph_feeds(arch, phase, **{"context_len" if phase == "decode" else "prompt_len": length})
         return _best_seconds(step_runner(session, feeds), repeats, warmup=2)
 
+    def added(flops, short: int, long: int) -> float:
+        return float(np.asarray(flops(long))[0] - np.asarray(flops(short))[0])
+
     decode_s = best("decode", 2048, runs) - best("decode", 16, runs)
-    decode_flops = accounting.decode_attention_flops(*shape, 2048) - accounting.decode_attention_flops(*shape, 16)
+    decode_flops = added(batch.decode_attention_flops, 16, 2048)
     prefill_runs = max(3, runs // 4)
-    prefill_s = best("prefill", 512, prefill_runs) - best("prefill", 64, prefill_runs)
-    per_token = accounting.linear_flops_per_token(arch.hidden_size, arch.num_layers, arch.num_heads,
-                                                  arch.num_kv_heads, arch.head_dim, arch.intermediate_size,
-                                                  arch.ffn_matrices)
-    prefill_s -= (512 - 64) * (per_token + accounting.lm_head_flops(arch.vocab_size, arch.hidden_size)) \
-        / matmul_flops_per_s
-    prefill_flops = (accounting.prefill_attention_flops(*shape, 512)
-                     - accounting.prefill_attention_flops(*shape, 64))
+    prefill_flops = added(batch.prefill_attention_flops, 64, 512)
+    projections = added(batch.prefill_flops, 64, 512) - prefill_flops
+    prefill_s = (best("prefill", 512, prefill_runs) - best("prefill", 64, prefill_runs)
+                 - projections / matmul_flops_per_s)
     method = (f"onnxruntime decode graph (GroupQueryAttention), 16 query heads / 1 kv head x 64, 4 layers, FFN 64: "
               f"decode at context 2048 less 16 (best of {runs}), prefill of 512 less 64 tokens less the projections "
               f"at the MatMul rate (best of {prefill_runs}), {threads} threads")
