@@ -33,9 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ import numpy as np
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import ArchConfigError, NasUserError
 from nas.core.paths import shipped
-from nas.core.userfiles import TomlFile, read_toml
+from nas.core.userfiles import TomlFile, TomlTable, read_toml, write_atomic
 from nas.latency import analytic
 from nas.latency.uncertainty import BAND_QUANTILE, relative_band
 from nas.targets import COMPUTE_UNITS, known_target_names, load_target
@@ -153,87 +151,30 @@ class PublishedData:
     measurements: tuple[Measurement, ...] = field(default_factory=tuple)
 
 
-def _block_lines(text: str, header: str) -> list[int]:
-    pattern = re.compile(rf"^\s*\[\[\s*{re.escape(header)}\s*\]\]")
-    return [i + 1 for i, line in enumerate(text.splitlines()) if pattern.match(line)]
+def _positive_int(b: TomlTable, key: str) -> int | None:
+    value = b.data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise b.fail(key, f"must be a positive integer, got {value!r}")
+    return value
 
 
-class _Block:
-    """One [[table]] of the file: its data and where its keys are, for errors that name file:line."""
-
-    def __init__(self, c: TomlFile, kind: str, index: int, data: Any, start: int, end: int):
-        self.c, self.kind, self.index, self.data, self.start, self.end = c, kind, index, data, start, end
-        self.lines = c.text.splitlines()
-
-    def name(self, key: str = "") -> str:
-        return f"{self.kind}[{self.index}]" + (f".{key}" if key else "")
-
-    def line(self, key: str) -> int:
-        pattern = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
-        for number in range(self.start, min(self.end, len(self.lines) + 1)):
-            if pattern.match(self.lines[number - 1]):
-                return number
-        return self.start
-
-    def fail(self, key: str, message: str) -> NasUserError:
-        return self.c.fail(self.name(key), message, line=self.line(key) if key else self.start)
-
-    def string(self, key: str) -> str:
-        value = self.data[key]
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, f"must be a non-empty string, got {value!r}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, f"must be true or false, got {value!r}")
-        return value
-
-    def positive_int(self, key: str) -> int | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.fail(key, f"must be a positive integer, got {value!r}")
-        return value
-
-    def rate(self, key: str) -> float | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise self.fail(key, f"must be a positive number of tokens per second, got {value!r}")
-        return float(value)
+def _rate(b: TomlTable, key: str) -> float | None:
+    value = b.data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise b.fail(key, f"must be a positive number of tokens per second, got {value!r}")
+    return float(value)
 
 
-def _blocks(c: TomlFile, kind: str) -> list[_Block]:
-    items = c.data.get(kind, [])
-    starts = _block_lines(c.text, kind)
-    if not isinstance(items, list) or len(starts) != len(items):
-        raise c.fail(kind, f"must be written as [[{kind}]] tables")
-    ends = [*starts[1:], len(c.text.splitlines()) + 1]
-    everything = sorted(_block_lines(c.text, "model") + _block_lines(c.text, "measurement"))
-    blocks = []
-    for i, (item, start) in enumerate(zip(items, starts)):
-        later = [s for s in everything if s > start]
-        end = min([ends[i], *later[:1]]) if later else ends[i]
-        block = _Block(c, kind, i, item, start, end)
-        if not isinstance(item, dict):
-            raise block.fail("", "must be a table")
-        unknown = sorted(set(item) - (_MODEL_KEYS if kind == "model" else _ROW_KEYS))
-        if unknown:
-            allowed = sorted(_MODEL_KEYS if kind == "model" else _ROW_KEYS)
-            raise block.fail(unknown[0], f"unknown key; allowed: {', '.join(allowed)}")
-        required = _MODEL_REQUIRED if kind == "model" else _ROW_REQUIRED
-        missing = [k for k in required if k not in item]
-        if missing:
-            raise block.fail("", f"missing key(s) {', '.join(missing)}")
-        blocks.append(block)
-    return blocks
+def _blocks(c: TomlFile, kind: str) -> list[TomlTable]:
+    allowed, required = (_MODEL_KEYS, _MODEL_REQUIRED) if kind == "model" else (_ROW_KEYS, _ROW_REQUIRED)
+    return c.tables(kind, allowed, required, kinds=("model", "measurement"))
 
 
-def _parse_model(b: _Block) -> PublishedModel:
+def _parse_model(b: TomlTable) -> PublishedModel:
     name = b.string("name")
     fields = {k: b.data[k] for k in _MODEL_KEYS - {"name", "config"} if k in b.data}
     try:
@@ -249,7 +190,7 @@ def _parse_model(b: _Block) -> PublishedModel:
     return PublishedModel(name, arch, config, b.start)
 
 
-def _parse_row(b: _Block, models: dict[str, PublishedModel], devices: list[str]) -> Measurement:
+def _parse_row(b: TomlTable, models: dict[str, PublishedModel], devices: list[str]) -> Measurement:
     device = b.string("device")
     if device not in devices:
         raise b.fail("device", f"{device!r} is not a described target; known: {', '.join(devices)}")
@@ -262,10 +203,10 @@ def _parse_row(b: _Block, models: dict[str, PublishedModel], devices: list[str])
     unit = b.string("compute_unit")
     if unit not in COMPUTE_UNITS:
         raise b.fail("compute_unit", f"{unit!r} is not one of {', '.join(COMPUTE_UNITS)}")
-    prefill, decode = b.rate("prefill_tok_s"), b.rate("decode_tok_s")
+    prefill, decode = _rate(b, "prefill_tok_s"), _rate(b, "decode_tok_s")
     if prefill is None and decode is None:
         raise b.fail("", "gives neither prefill_tok_s nor decode_tok_s")
-    prompt_len, context_len = b.positive_int("prompt_len"), b.positive_int("context_len")
+    prompt_len, context_len = _positive_int(b, "prompt_len"), _positive_int(b, "context_len")
     if prefill is not None and prompt_len is None:
         raise b.fail("prefill_tok_s", "needs prompt_len (the prompt tokens behind it)")
     if decode is not None and context_len is None:
@@ -279,7 +220,7 @@ def _parse_row(b: _Block, models: dict[str, PublishedModel], devices: list[str])
     return Measurement(
         index=b.index, line=b.start, device=device, hardware=b.string("hardware"), proxy=b.boolean("proxy", False),
         runtime=b.string("runtime"), runtime_version=b.string("runtime_version"), compute_unit=unit, model=model,
-        quant=quant, threads=b.positive_int("threads"), prompt_len=prompt_len, context_len=context_len,
+        quant=quant, threads=_positive_int(b, "threads"), prompt_len=prompt_len, context_len=context_len,
         lengths_assumed=b.boolean("lengths_assumed", False), prefill_tok_s=prefill, decode_tok_s=decode,
         source=b.string("source"), where=b.string("where"), date=date, notes=notes)
 
@@ -540,20 +481,7 @@ def fit_published(data: PublishedData) -> dict[str, Any]:
 
 def write_fit(result: dict[str, Any], path: str | Path | None = None) -> Path:
     """Write the fitted file atomically (a temporary file renamed over it), so a failure leaves the old one."""
-    path = Path(path) if path is not None else fit_path()
-    text = json.dumps(result, indent=1, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the fit is a plain shipped file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(Path(path) if path is not None else fit_path(), json.dumps(result, indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------
