@@ -23,6 +23,7 @@ _COMMANDS = {
     "spaces": "spaces",
     "inspect": "inspect_cmd",
     "predict": "predict",
+    "quality": "quality",
     "profile": "profile",
     "calibrate": "calibrate",
     "bundle": "bundle",

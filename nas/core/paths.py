@@ -1,8 +1,8 @@
 """Where nas finds what it ships and keeps what it generates.
 
-Shipped data (device TOML files, search-space presets, latency data, report styles, the proxy-training corpus)
-lives in the top-level folders of the source tree (`targets/`, `search_spaces/`, `latency_models/`, `reports/`,
-`corpora/`); a wheel carries the
+Shipped data (device TOML files, search-space presets, latency data, published training runs and the quality
+law fitted to them, report styles, the proxy-training corpus) lives in the top-level folders of the source tree
+(`targets/`, `search_spaces/`, `latency_models/`, `quality_models/`, `reports/`, `corpora/`); a wheel carries the
 same folders inside the package as `nas/_data/<folder>` (pyproject.toml maps them). `shipped()` finds either.
 
 User data lives under NAS_HOME (default ~/.local/share/nas) so it survives reinstalls and is shared by
@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the `nas` package folder
-SHIPPED_FOLDERS = ("targets", "search_spaces", "latency_models", "reports", "corpora")
+SHIPPED_FOLDERS = ("targets", "search_spaces", "latency_models", "quality_models", "reports", "corpora")
 
 
 def shipped(folder: str) -> Path:
