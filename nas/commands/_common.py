@@ -24,6 +24,12 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
         sys.stdout.write(text.rstrip("\n") + "\n")
 
 
+def add_train_tokens_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train-tokens", default="1T", metavar="D",
+                        help="pretraining tokens the loss is predicted at: 1T, 300B, 2e11 (default 1T, MobileLLM's "
+                             "budget); `nas quality` shows the law")
+
+
 def add_arch_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that describe one ArchConfig: a file (nas JSON or HF config.json) and/or explicit fields."""
     group = parser.add_argument_group("architecture (a file, flags, or a file overridden by flags)")

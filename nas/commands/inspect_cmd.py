@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.commands._common import add_arch_arguments, add_json_flag, arch_from_args, emit
+from nas.commands._common import add_arch_arguments, add_json_flag, add_train_tokens_flag, arch_from_args, emit
 from nas.core.errors import NasUserError
 
 HELP = "print an architecture's parameters, FLOPs, weight bytes, KV cache and memory footprint"
@@ -13,6 +13,9 @@ DESCRIPTION = """Print the full accounting of one architecture, given by flags, 
   nas inspect --hidden-size 576 --layers 30 --heads 9 --kv-heads 3 --ffn 1536
   nas inspect config.json --prompt-len 256 --context-len 1024 --json
   nas inspect config.json --layers 12          (a file with fields overridden by flags)
+
+It also prints the loss the architecture is predicted to reach after --train-tokens pretraining tokens
+(the quality law, `nas quality`), with its band.
 """
 
 
@@ -21,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-len", type=int, default=512, help="prompt tokens for prefill figures (default 512)")
     parser.add_argument("--context-len", type=int, default=2048,
                         help="tokens in the KV cache for decode figures (default 2048)")
+    add_train_tokens_flag(parser)
     add_json_flag(parser)
 
 
@@ -40,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--prompt-len", args.prompt_len), ("--context-len", args.context_len)):
         if value <= 0:
             raise NasUserError(f"{flag} must be a positive number of tokens, got {value}")
+    from nas.quality.model import load_quality_model
+
+    quality = load_quality_model(args.train_tokens)
     arch = arch_from_args(args)
     acc = arch.accounting(args.prompt_len, args.context_len)
-    data = {"config": arch.to_dict(), **acc}
+    data = {"config": arch.to_dict(), **acc, "quality": quality.prediction(arch)}
     attn = {"mha": "MHA (multi-head)", "mqa": "MQA (one kv head)",
             "gqa": f"GQA ({arch.num_heads // arch.num_kv_heads} query heads per kv head)"}[arch.attention_type]
     lines = [
@@ -62,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
     ]
     for precision, weight in acc["weight_bytes"].items():
         lines.append(f"    {precision:<5} {_mib(weight):>11}  /  {_mib(acc['memory_bytes'][precision]):>11}")
+    lines += quality.prediction_text(arch)
     emit(args, data, "\n".join(lines))
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nas.commands._common import add_arch_arguments, add_json_flag, arch_from_args, emit
+from nas.commands._common import add_arch_arguments, add_json_flag, add_train_tokens_flag, arch_from_args, emit
 from nas.core.accounting import PRECISIONS, activation_precision, kv_bytes_per_element
+from nas.core.counts import format_count
 from nas.core.errors import NasUserError
 
 HELP = "predict prefill/decode latency and memory of one architecture on targets"
@@ -14,6 +15,9 @@ DESCRIPTION = """\
 Predict time to first token (prefill of a prompt of --prompt-len tokens), one decode step with
 --context-len tokens in the KV cache, tokens/s of each, and the memory footprint (weights at the
 precision + KV cache at the deployed graph's type + working memory) of one architecture, on each --target.
+
+It also prints the loss the architecture is predicted to reach after --train-tokens pretraining tokens (the
+quality law fitted to published training runs, `nas quality`), with its band (--json: "quality").
 
 Every latency says where it comes from: "measured" (a predictor fitted on this machine's ONNX Runtime
 measurements), "calibrated" (fitted on measurements imported from the device) or "analytic, uncalibrated"
@@ -37,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="weight precision (default: each target's default)")
     parser.add_argument("--provider", help="ONNX Runtime execution provider (default: each target's first)")
+    add_train_tokens_flag(parser)
     add_arch_arguments(parser)
     add_json_flag(parser)
 
@@ -84,9 +89,10 @@ def predict_one(arch, target_name: str, prompt_len: int, context_len: int, preci
     }
 
 
-def _text(arch, prompt_len: int, context_len: int, results: list[dict[str, Any]], notes: list[str]) -> str:
-    lines = [f"{arch.short_tag}  (arch {arch.arch_id}, {arch.num_params / 1e6:,.1f}M params)  "
-             f"prompt {prompt_len} tokens, context {context_len} tokens"]
+def _text(arch, prompt_len: int, context_len: int, results: list[dict[str, Any]], notes: list[str],
+          quality_lines: list[str]) -> str:
+    lines = [f"{arch.short_tag}  (arch {arch.arch_id}, {format_count(arch.num_params)} params)  "
+             f"prompt {prompt_len} tokens, context {context_len} tokens", *quality_lines]
     for r in results:
         mem = r["memory_bytes"]
         lines.append("")
@@ -115,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value <= 0:
             raise NasUserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    from nas.quality.model import load_quality_model
+
+    quality = load_quality_model(args.train_tokens)
     arch = arch_from_args(args)
     targets = list(dict.fromkeys(args.target))
     results = [predict_one(arch, t, args.prompt_len, args.context_len, args.precision, args.provider)
@@ -122,6 +131,6 @@ def run(args: argparse.Namespace) -> int:
     notes: list[str] = []  # per-target warnings (lengths beyond max_seq_len, outside a fitted range) are in each
     data = {"arch": arch.to_dict(), "arch_id": arch.arch_id, "num_params": arch.num_params,
             "prompt_len": args.prompt_len, "context_len": args.context_len, "notes": notes,
-            "targets": {r["target"]: r for r in results}}
-    emit(args, data, _text(arch, args.prompt_len, args.context_len, results, notes))
+            "quality": quality.prediction(arch), "targets": {r["target"]: r for r in results}}
+    emit(args, data, _text(arch, args.prompt_len, args.context_len, results, notes, quality.prediction_text(arch)))
     return 0

@@ -16,8 +16,10 @@ DESCRIPTION = """Write a report folder for a study written by `nas search`:
   pareto.csv, pareto.md     the Pareto set: shape, parameters, memory, prefill/decode figures, quality
   index.html                all of it in one file, no network needed, readable on a phone
 
-Published models (MobileLLM, SmolLM, PhoneLM, Qwen2.5, Llama 3.2) are drawn on every front at the speed nas
-predicts for them. On the proxy fronts (quality = a proxy's held-out bits per byte) they are dashed lines at
+Quality is the loss each shape is predicted to reach after the study's --train-tokens (the quality law,
+`nas quality`); --train-tokens here reports the same study at another budget. Published models (MobileLLM,
+SmolLM, PhoneLM, Qwen2.5, Llama 3.2) are drawn on every front at the speed and predicted loss nas predicts for
+them. On the proxy fronts (quality = a proxy's held-out bits per byte) they are dashed lines at
 their speed unless trained: --landmark-quality trains each one's proxy exactly as the study's shapes were trained
 (same scaling rule, budget, seeds and corpus; minutes on a laptop CPU, stored in the study so it is done once)
 and draws it at its proxy quality.
@@ -36,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="PATH",
                         help="with --landmark-quality: the text the study's proxies were trained on, when it was "
                              "not the shipped corpus")
+    parser.add_argument("--train-tokens", metavar="D",
+                        help="report the predicted losses at this pretraining budget (1T, 300B, 2e11) instead of "
+                             "the study's --train-tokens")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_json_flag(parser)
 
@@ -44,12 +49,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nas.core.paths import default_report_dir, default_storage
+    from nas.quality.model import parse_train_tokens
     from nas.report import build_report, landmark_scores
 
+    train_tokens = None if args.train_tokens is None else parse_train_tokens(args.train_tokens)
     out = Path(args.out) if args.out else default_report_dir(args.study)
     storage = args.storage or default_storage()
     index = build_report(storage, args.study, out, landmark_quality=args.landmark_quality, data_path=args.data,
-                         progress=args.progress and not args.json)
+                         progress=args.progress and not args.json, train_tokens=train_tokens)
     files = sorted(str(p) for p in index.parent.iterdir() if p.is_file() and not p.name.startswith("."))
     scores = landmark_scores(storage, args.study)
     lines = [f"report written: {index}"]

@@ -12,20 +12,27 @@ DESCRIPTION = """\
 Search a space of Llama-family shapes for the Pareto front of model quality against device speed, as
 Optuna studies (saved in --storage, readable by optuna-dashboard), and print the Pareto tables. In two stages:
 
-1. Latency stage (seconds): every candidate's predicted speed, memory and size; NSGA-II plus, for spaces up
-   to 2M configs, the exact front. Its quality objective is the non-embedding parameter count, which is blind
-   to shape at equal size.
-2. Proxy stage (minutes; --no-proxy skips it): --proxy-shapes shapes on and near that front, spread along the
-   speed axis and differing in depth, width, attention grouping and FFN, are trained as scaled-down proxies
-   (same depth and grouping, width ~128, byte tokens, muP + CompleteP so one learning rate is fair to all) on
-   real text (the shipped Shakespeare corpus, or --data), in rungs of growing token budget (--proxy-tokens);
-   after each rung, multi-objective successive halving stops a shape only when others beat it on both
-   held-out loss and speed and it is not in the best 1/--eta. The final front is held-out bits per byte
-   against device speed, in the study <study>:proxy; the parameter-count front stays for comparison.
+1. Latency stage (seconds): every candidate's predicted speed, memory and size, and its predicted pretraining
+   loss after --train-tokens tokens (default 1T), from a law fitted to published training runs (`nas quality`
+   shows it, with its leave-one-study-out error and band); NSGA-II plus, for spaces up to 2M configs, the
+   exact front. The recommendation is made on this front: predicted losses within the law's band are ties,
+   won by the faster shape. --quality params ranks by the non-embedding parameter count instead (blind to
+   shape at equal size), as nas did before the law.
+2. Proxy stage (minutes; --no-proxy skips it): the check of the law on your own text. --proxy-shapes shapes
+   (the recommended ones first, then shapes on and near the front, spread along the speed axis and differing
+   in depth, width, attention grouping and FFN) are trained as scaled-down proxies (same depth and grouping,
+   width ~128, byte tokens, muP + CompleteP so one learning rate is fair to all) on real text (the shipped
+   Shakespeare corpus, or --data), in rungs of growing token budget (--proxy-tokens); after each rung,
+   multi-objective successive halving stops a shape only when others beat it on both held-out loss and speed
+   and it is not in the best 1/--eta. Printed: proxy bits per byte beside predicted loss, their Kendall tau,
+   the seed noise, and a flag on each pair the proxy orders against the law beyond twice the noise. The proxy
+   moves a pick by one rule only: a shape the law ties with the pick (within the band) whose proxy scores
+   better by more than twice the seed noise takes its place; a shape that fails to train is never picked.
 
 Objectives (--objectives, comma-separated, default quality,decode_tps):
-  quality      non-embedding parameter count in the latency stage, maximised; held-out bits per byte of the
-               trained proxy in the proxy stage, minimised
+  quality      predicted pretraining loss after --train-tokens tokens (nats/token), minimised (--quality
+               params: non-embedding parameter count, maximised); in the proxy stage, held-out bits per byte
+               of the trained proxy, minimised
   decode_tps   decode tokens/s with --context-len tokens in the KV cache (maximised)
   prefill_tps  prefill tokens/s for a --prompt-len prompt (maximised)
   ttft         time to first token in ms for a --prompt-len prompt (minimised)
@@ -125,6 +132,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-decode-tps", type=float, metavar="TPS", help="minimum decode tokens/s on every target")
     parser.add_argument("--max-ttft-ms", type=float, metavar="MS", help="maximum time to first token on every target")
     parser.add_argument("--params", metavar="LOW:HIGH", help="total parameter range, e.g. 100M:600M or 450M:550M")
+    parser.add_argument("--train-tokens", metavar="D",
+                        help="pretraining tokens the loss is predicted at, e.g. 1T, 300B or 2e11 (default 1T, "
+                             "MobileLLM's budget)")
+    parser.add_argument("--quality", choices=("law", "params"), default="law",
+                        help="what the latency stage ranks quality by: the predicted loss (law, default) or the "
+                             "non-embedding parameter count (params, for comparison)")
     parser.add_argument("--sampler", default="nsga2", metavar="NAME",
                         help=f"Optuna sampler: {', '.join(SAMPLER_CHOICES)} (default nsga2)")
     parser.add_argument("--population", type=int, help="NSGA-II population (default: trials/15, 10 to 50)")
@@ -143,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Pareto rows printed, spread along the front (default 20; 0: all; --json has all)")
     proxy = parser.add_argument_group("proxy stage")
     proxy.add_argument("--no-proxy", dest="proxy", action="store_false",
-                       help="latency stage only: quality is the parameter count (seconds instead of minutes)")
+                       help="latency stage only: no check of the law on your text (seconds instead of minutes)")
     proxy.add_argument("--proxy-shapes", type=int, default=DEFAULT_PROXY_SHAPES, metavar="N",
                        help=f"shapes to train (default {DEFAULT_PROXY_SHAPES})")
     proxy.add_argument("--proxy-tokens", type=_tokens_arg, default=DEFAULT_PROXY_TOKENS, metavar="B0,B1,...",
@@ -187,8 +200,14 @@ def _proxy_options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from nas.search import Search, SearchSettings, format_table, pick_rows
-    from nas.search.output import recommend
 
+    from nas.core.errors import NasUserError
+    from nas.quality.model import DEFAULT_TRAIN_TOKENS, parse_train_tokens
+
+    if args.quality == "params" and args.train_tokens is not None:
+        raise NasUserError("--train-tokens sets the budget the loss is predicted at; with --quality params there is "
+                           "no predicted loss (drop one of them)")
+    train_tokens = DEFAULT_TRAIN_TOKENS if args.train_tokens is None else parse_train_tokens(args.train_tokens)
     objectives = args.objectives.split(",") if args.objectives else None
     settings = SearchSettings(
         targets=tuple(args.target), space=args.space, trials=args.trials, prompt_len=args.prompt_len,
@@ -196,13 +215,13 @@ def run(args: argparse.Namespace) -> int:
         multi_target=args.multi_target, max_memory_mb=args.max_memory_mb, min_decode_tps=args.min_decode_tps,
         max_ttft_ms=args.max_ttft_ms, params=args.params, sampler=args.sampler, population=args.population,
         seed=args.seed, storage=args.storage, study=args.study, exact=args.exact, trainer=args.trainer,
+        quality=args.quality, train_tokens=train_tokens,
     )
     proxy = _proxy_options(args)
     if proxy is not None:
         from nas.proxy.corpus import load_corpus
 
         load_corpus(proxy.data)  # unreadable or empty --data is refused before anything is searched
-    from nas.core.errors import NasUserError
     from nas.study.storage import Heartbeat
 
     if not 1 <= args.heartbeat_interval < args.grace_period:
@@ -222,12 +241,8 @@ def run(args: argparse.Namespace) -> int:
 
     data = result_to_json(result)
     data["report"] = str(report_path) if report_path else None
-    final = result.proxy.pareto if result.proxy is not None and result.proxy.pareto else result.pareto
-    final_study = result.proxy.study_name if final is not result.pareto else result.study_name
     bands = result.meta.latency_errors
-    first = result.meta.targets[0]
-    noise = result.proxy.noise if final is not result.pareto else None
-    data["recommendation"] = recommend(final, first, final_study, args.storage, bands.get(first), noise)
+    data["recommendation"] = result.recommendation
     shown = pick_rows(result.pareto, args.show)
     lines = [summary_text(result), "", format_table(shown, list(result.meta.targets), bands)]
     if len(shown) < len(result.pareto):
@@ -242,14 +257,7 @@ def run(args: argparse.Namespace) -> int:
                  f"({', '.join(f'{t} {p}: {s}' for (t, s), p in zip(result.meta.latency_sources.items(), result.meta.precision.values()))})")
     lines.append(f"study {result.study_name!r} saved in {result.storage}")
     if data["recommendation"]:
-        rec = data["recommendation"]
-        knee = rec["picks"]["knee"]
-        lines += ["", f"recommended for {rec['target']}: {knee['shape']} (trial {knee['trial']} of study "
-                      f"{rec['study']}, arch id {knee['arch_id']}), {knee['why']}; {knee['decode_text']}"]
-        for name in ("fastest", "best-quality"):
-            pick = rec["picks"][name]
-            lines.append(f"  {name}: {pick['shape']} (trial {pick['trial']}), {pick['decode_text']}")
-        lines += [f"  export it: {knee['export']}"]
+        lines += recommendation_text(data["recommendation"], result.storage)
     if report_path:
         lines.append(f"report: {report_path}")
     elif report_note:
@@ -267,12 +275,72 @@ def run(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 1 if report_error else 0
 
 
+def recommendation_text(rec: dict, storage: str) -> list[str]:
+    """The recommendation as lines: the knee and why, what it trades, the other picks, the best shape at fixed
+    speeds, how stable the knee is, where published models sit, the proxy check, the export command."""
+    from nas.core.counts import format_count
+    from nas.study.storage import MEMORY_STORAGES
+
+    knee = rec["picks"]["knee"]
+    loss = f", predicted loss {knee['predicted_loss']:.3f}" if "predicted_loss" in knee else ""
+    lines = ["", f"recommended for {rec['target']}: {knee['shape']} (trial {knee['trial']} of study "
+                 f"{knee.get('study', rec['study'])}, arch id {knee['arch_id']}{loss}), {knee['why']}; "
+                 f"{knee['decode_text']}"]
+    if rec.get("trade"):
+        lines.append(f"  it trades: {rec['trade']}")
+    for name in ("fastest", "best-quality"):
+        pick = rec["picks"][name]
+        loss = f", predicted loss {pick['predicted_loss']:.3f}" if "predicted_loss" in pick else ""
+        lines.append(f"  {name}: {pick['shape']} (trial {pick['trial']}{loss}), {pick['decode_text']}"
+                     + (f"; {pick['why']}" if pick.get("moved_from") else ""))
+    if rec.get("fixed_speeds"):
+        lines.append(f"  best at a fixed decode speed on {rec['target']} (losses within {rec['band_nats']:.3f} "
+                     "nats tie, the faster wins):")
+        for f in rec["fixed_speeds"]:
+            lines.append(f"    >= {f['at_least_tokens_per_s']:g} tok/s: {f['shape']} ({format_count(f['num_params'])}, "
+                         f"loss {f['predicted_loss']:.3f}, {f['decode_tokens_per_s']:.1f} tok/s)")
+    stability = rec.get("stability") or {}
+    if stability.get("fits"):
+        d = stability["depths"]
+        lines.append(f"  stability: in {stability['fits']} refits of the law on resampled published shapes the knee "
+                     f"is this shape in {stability['same_shape']:.0%}; the refits' knees have {d['p10']}-{d['p90']} "
+                     f"layers (10-90%, median {d['median']})")
+    for lm in rec.get("landmarks") or ():
+        match = lm["fastest_match"]
+        if match is None:
+            lines.append(f"  at the predicted loss of {lm['name']} ({lm['predicted_loss']:.3f}): no feasible shape "
+                         "reaches it")
+        else:
+            lines.append(f"  at the predicted loss of {lm['name']} ({lm['predicted_loss']:.3f}, "
+                         f"{lm['decode_tokens_per_s']:.1f} tok/s): the fastest shape is {match['shape']} "
+                         f"({format_count(match['num_params'])}, {match['decode_tokens_per_s']:.1f} tok/s, "
+                         f"{match['speedup']:.2f}x)")
+    check = rec.get("law_check")
+    if check:
+        tau = "-" if check["kendall_tau"] is None else f"{check['kendall_tau']:+.2f}"
+        noise = "-" if check["seed_noise_bpb"] is None else f"{check['seed_noise_bpb']:.3f}"
+        lines.append(f"  proxy check on your text: {check['trained']} shapes trained to the last rung; Kendall tau "
+                     f"of proxy bits/byte vs predicted loss {tau}; seed noise {noise} bits/byte; "
+                     f"{len(check['flags'])} flag(s)")
+        lines += [f"    flag: {f}" for f in check["flags"][:8]]
+        if len(check["flags"]) > 8:
+            lines.append(f"    ... {len(check['flags']) - 8} more (--json)")
+    if storage in MEMORY_STORAGES:
+        lines.append("  (an in-memory study cannot be exported later: pass --storage to keep it)")
+    else:
+        lines.append(f"  export it: {knee['export']}")
+    return lines
+
+
 def _quality_label(result) -> str:
+    quality = result.meta.quality or {}
+    if quality.get("source") == "predicted_loss":
+        return quality["description"]
     sources = {r["quality_source"] for r in result.pareto}
     if sources <= {"non_embedding_params"}:
         return ("non-embedding parameters (blind to shape at equal size"
-                + ("; the proxy stage's held-out bits per byte is the quality that sees shape)" if result.proxy
-                   else "; run without --no-proxy for a quality that sees shape)"))
+                + ("; the proxy stage's held-out bits per byte is a quality that sees shape)" if result.proxy
+                   else "; --quality law predicts the loss of each shape)"))
     return ", ".join(sorted(sources))
 
 
@@ -314,8 +382,10 @@ def summary_text(result) -> str:
                      + (f", {result.exact_added} added from the enumeration" if result.exact_added else "")
                      + (f"; sampler hypervolume {result.hypervolume_ratio:.3f} of exact"
                         if result.hypervolume_ratio is not None else ""))
+    depths = sorted(r["arch"]["num_layers"] for r in result.pareto)
     lines.append(f"Pareto set: {len(result.pareto)} shapes "
-                 f"({', '.join(o.label + ' ' + o.direction[:3] for o in result.meta.objectives)})")
+                 f"({', '.join(o.label + ' ' + o.direction[:3] for o in result.meta.objectives)})"
+                 + (f", {depths[0]}-{depths[-1]} layers (median {depths[len(depths) // 2]})" if depths else ""))
     return "\n".join(lines)
 
 
@@ -356,6 +426,7 @@ def result_to_json(result) -> dict:
         "latency_sources": result.meta.latency_sources,
         "latency_errors": result.meta.latency_errors,
         "latency_models": result.meta.latency_models,
+        "quality": result.meta.quality,
         "warnings": list(result.warnings),
         "trials_total": result.trials_total,
         "trials_new": result.trials_new,

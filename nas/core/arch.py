@@ -330,6 +330,16 @@ class ArchBatch:
         return ArchBatch({k: v[index] for k, v in self.columns.items()}, self.ffn_kinds[index],
                          {k: v[index] for k, v in self.extra.items()})
 
+    def index_of(self, arch: ArchConfig) -> int | None:
+        """The first row holding `arch`'s shape (accounting columns and FFN kind), or None."""
+        import numpy as np
+
+        mask = self.ffn_kinds == arch.ffn_kind
+        for name in self.COLUMNS:
+            mask &= self.columns[name] == int(getattr(arch, name))
+        rows = np.flatnonzero(mask)
+        return int(rows[0]) if len(rows) else None
+
     def config(self, i: int) -> ArchConfig:
         """Row i as an ArchConfig (validated)."""
         fields = {name: int(self.columns[name][i]) for name in self.COLUMNS if name != "ffn_matrices"}

@@ -13,7 +13,8 @@ from pathlib import Path
 from nas.core.errors import NasUserError
 from nas.core.paths import default_storage
 from nas.report import html, plots, tables
-from nas.report.data import SPEED_METRICS, Parity, compute_report, proxy_runs
+from nas.report.data import (SPEED_METRICS, Parity, at_train_tokens, compute_report, proxy_runs,
+                             study_quality_model)
 from nas.report.landmark_quality import stored_scores, train_landmarks
 from nas.study.read import load_study, read_study
 from nas.study.schema import proxy_study_name
@@ -78,17 +79,33 @@ def _proxy_study(storage, study_name: str):
 
 
 def build_report(storage: str, study_name: str, out_dir: Path, landmark_quality: bool = False,
-                 data_path: str | None = None, progress: bool = False) -> Path:
+                 data_path: str | None = None, progress: bool = False, train_tokens: int | None = None) -> Path:
     """Load `study_name` from `storage`, write the report folder `out_dir`, return its index.html path.
     `landmark_quality`: first train the landmarks' proxies under the proxy study's settings
     (`nas.report.landmark_quality`; `data_path` is the text it was trained on, when not the shipped corpus), so
     they sit on the proxy fronts at their proxy quality; scores trained before are drawn either way.
 
+    `train_tokens`: report the predicted losses at this pretraining budget instead of the study's.
+
     Raises NasUserError (one line) for an unknown study, a study not written by nas, a study with no
-    complete trials, or an unwritable folder.
+    complete trials, --train-tokens on a study ranked by parameter count, or an unwritable folder.
     """
     trials = read_study(load_study(storage, study_name))
-    data = compute_report(trials)
+    notes = []
+    if train_tokens is not None:
+        quality_model = study_quality_model(trials.meta, train_tokens)  # another law would mix both: refused
+        if quality_model is None:
+            raise NasUserError(f"--train-tokens: study {study_name!r} was searched with --quality params; it has no "
+                               "predicted loss to report at another budget")
+        trials = at_train_tokens(trials, quality_model)
+    else:
+        try:
+            quality_model = study_quality_model(trials.meta)
+        except NasUserError as exc:  # the law was refitted since: the study's own losses stand, say so
+            quality_model = None
+            notes.append(f"Published models are drawn without a predicted loss: {exc}.")
+    data = compute_report(trials, quality_model=quality_model)
+    data.notes += notes
     proxy = _proxy_study(storage, study_name)
     if proxy is None and landmark_quality:
         raise NasUserError(f"--landmark-quality: study {study_name!r} has no proxy stage (it was searched with "

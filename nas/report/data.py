@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from nas.core.arch import ArchBatch, ArchConfig
+from nas.core.counts import format_count
 from nas.core.errors import NasUserError
+from nas.core.landmarks import load_landmarks
 from nas.core.paths import find_predictor, shipped
-from nas.core.userfiles import read_toml
 from nas.latency.published import fit_path, fitted_group
 from nas.latency.registry import load_latency_model
 from nas.latency.uncertainty import band_for
+from nas.quality.model import load_quality_model
 from nas.study import schema as S
 from nas.study.pareto import PICKS, Normaliser, pareto_mask, pareto_mask_max, to_minimisation
 from nas.study.read import StudyTrials, compute_picks, failure_reason, study_pareto_set
+from nas.study.objectives import predict_figures
 from nas.study.schema import FOUND_BY_EXACT, TargetFigures
 from nas.targets import load_target
 
@@ -155,10 +158,6 @@ class ParityPhase:
 
 
 # ----------------------------------------------------------------------------------------------- landmarks
-LANDMARK_FIELDS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
-                   "ffn_kind", "tie_embeddings", "qkv_bias")
-
-
 @dataclass(frozen=True)
 class Landmark:
     """A published model placed on the plots: its shape and nas's predicted figures for it on each target."""
@@ -168,44 +167,73 @@ class Landmark:
     figures: dict[str, TargetFigures]
     source: str
     proxy_bpb: float | None = None  # its proxy's held-out bits per byte under a proxy study's settings, if trained
+    predicted_loss: float | None = None  # the quality law's prediction at the study's training tokens
+
+    def quality(self, source: str) -> float | None:
+        """Its value on a front of quality `source` (higher is better), None where it has none."""
+        if source == S.QUALITY_LAW:
+            return None if self.predicted_loss is None else -self.predicted_loss
+        if source == S.QUALITY_PROXY:
+            return None if self.proxy_bpb is None else -self.proxy_bpb
+        return float(self.arch.num_non_embedding_params)
 
     def speed(self, target: str, metric: str) -> float | None:
         fig = self.figures.get(target)
         return None if fig is None else float(getattr(fig, metric))
 
 
-def load_landmarks(path: Path | None = None) -> list[tuple[str, ArchConfig, str]]:
-    """(name, ArchConfig, source) of every landmark in reports/landmarks.toml (or `path`)."""
-    toml = read_toml(path or shipped("reports") / "landmarks.toml", "landmarks file")
-    out = []
-    for i, entry in enumerate(toml.data.get("landmark", [])):
-        toml.keys(entry, f"landmark.{i}", {"name", "source", *LANDMARK_FIELDS}, {"name", "source", *LANDMARK_FIELDS})
-        out.append((entry["name"], ArchConfig.from_dict({k: entry[k] for k in LANDMARK_FIELDS}), entry["source"]))
-    return out
+def study_quality_model(meta, train_tokens: int | None = None):
+    """The quality model a study's losses were predicted with (at `train_tokens` instead of the study's, when
+    given), or None for a study ranked by parameter count. A law refitted since the search is one line."""
+    q = meta.quality or {}
+    if q.get("source") != S.QUALITY_LAW:
+        return None
+    model = load_quality_model(train_tokens or int(q["train_tokens"]))
+    if model.fingerprint != q.get("fingerprint"):
+        raise NasUserError(f"the quality law is now {model.fingerprint}, the study was searched with "
+                           f"{q.get('fingerprint')}: its predicted losses would mix both laws")
+    return model
 
 
-def landmark_figures(meta) -> list[Landmark]:
+def landmark_figures(meta, quality_model=None) -> list[Landmark]:
     """The landmarks with the figures the study's own latency models predict for them (what `nas predict`
-    prints for the same shape, target, precision and lengths)."""
+    prints for the same shape, target, precision and lengths), and their predicted loss under `quality_model`."""
     models = {t: load_latency_model(t, meta.precision.get(t)) for t in meta.targets}
     for t, model in models.items():  # drawn beside the study's points, they must come from the same model
         was = (meta.latency_models or {}).get(t)
         if was and was.get("fingerprint") != model.fingerprint():
             raise NasUserError(f"{t}'s latency model is now {model.fingerprint()} ({model.provenance()}), the study "
                                f"was searched with {was.get('fingerprint')} ({was.get('provenance')})")
+    marks = load_landmarks()
+    configs = [arch.replace(max_seq_len=max(arch.max_seq_len, meta.context_len + 1, meta.prompt_len))
+               for _, arch, _ in marks]
+    figs = predict_figures(ArchBatch.from_configs(configs), models, {t: m.precision for t, m in models.items()},
+                           meta.prompt_len, meta.context_len, quality_model)
     out = []
-    for name, arch, source in load_landmarks():
-        arch = arch.replace(max_seq_len=max(arch.max_seq_len, meta.context_len + 1, meta.prompt_len))
-        batch = ArchBatch.from_configs([arch])
-        figures = {}
-        for target, model in models.items():
-            pred = model.predict(batch, meta.prompt_len, meta.context_len)
-            figures[target] = TargetFigures(
-                prefill_ms=float(pred["prefill_ms"][0]), decode_ms=float(pred["decode_ms"][0]),
-                memory_mb=arch.memory_bytes(model.precision, meta.prompt_len, meta.context_len) / 2**20,
-                latency_source=model.source, prompt_len=meta.prompt_len)
-        out.append(Landmark(name, arch, figures, source))
+    for i, ((name, _, source), arch) in enumerate(zip(marks, configs)):
+        figures = {t: TargetFigures(prefill_ms=float(figs.prefill_ms[t][i]), decode_ms=float(figs.decode_ms[t][i]),
+                                    memory_mb=float(figs.memory_mb[t][i]), latency_source=models[t].source,
+                                    prompt_len=meta.prompt_len) for t in models}
+        loss = None if figs.predicted_loss is None else float(figs.predicted_loss[i])
+        out.append(Landmark(name, arch, figures, source, predicted_loss=loss))
     return out
+
+
+def at_train_tokens(trials: StudyTrials, quality_model) -> StudyTrials:
+    """The study's points with their loss predicted at `quality_model`'s training tokens (a study searched at
+    another budget, reported at this one): quality and the quality objective's value replaced."""
+    position = next(j for j, o in enumerate(trials.meta.objectives) if o.metric == S.QUALITY_LAW)
+    points = dict(trials.points)
+    if points:
+        numbers = list(points)
+        losses = quality_model.predict(ArchBatch.from_configs([points[n].record.arch for n in numbers]))
+        for n, loss in zip(numbers, losses):
+            p = points[n]
+            values = tuple(float(loss) if j == position else v for j, v in enumerate(p.values))
+            points[n] = replace(p, record=replace(p.record, quality=-float(loss)), values=values)
+    quality = {**(trials.meta.quality or {}), "train_tokens": quality_model.train_tokens,
+               "description": quality_model.describe()}
+    return replace(trials, points=points, meta=replace(trials.meta, quality=quality))
 
 
 @dataclass(frozen=True)
@@ -350,6 +378,10 @@ def quality_axis(trials: StudyTrials) -> tuple[str, float]:
     """Axis label and the factor to multiply quality by for display."""
     sources = {p.record.quality_source for p in trials.points.values()}
     source = sources.pop() if len(sources) == 1 else "mixed"
+    if source == S.QUALITY_LAW:
+        tokens = (trials.meta.quality or {}).get("train_tokens")
+        return (f"predicted loss after {format_count(tokens) if tokens else '?'} tokens (nats/token, lower is "
+                "better)", -1.0)
     if source == S.QUALITY_PARAMS:
         return "quality: non-embedding parameters (M)", 1e-6
     if source == S.QUALITY_PROXY:  # stored as minus the loss so that higher is better; shown as the loss itself
@@ -463,8 +495,15 @@ class ReportData:
     def first_target(self) -> str:
         return self.trials.meta.targets[0]
 
+    @property
+    def quality_source(self) -> str:
+        """What quality measures on this report's fronts (nas.study.schema QUALITY_*), or "mixed"."""
+        sources = {p.record.quality_source for p in self.trials.points.values()}
+        return sources.pop() if len(sources) == 1 else "mixed"
 
-def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks: bool = True) -> ReportData:
+
+def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks: bool = True,
+                   quality_model=None) -> ReportData:
     if not trials.points:
         states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(trials.states.items())) or "no trials"
         raise NasUserError(f"study {trials.name!r} has no complete nas trials to report ({states})")
@@ -492,12 +531,19 @@ def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks
         notes.append(f"Proxy seed noise: {trials.quality_noise:.3f} bits/byte (median |seed 0 - seed 1| of the shapes "
                      "trained to the last rung). The picks count smaller quality differences as ties and, of tied "
                      "shapes, pick the faster.")
+    quality = trials.meta.quality or {}
+    if quality.get("source") == S.QUALITY_LAW:
+        notes.append(f"Quality: {quality.get('description', 'predicted loss')}. Predicted losses within "
+                     f"{trials.meta.band:.3f} nats of each other are ties, won by the faster shape; kv heads, FFN "
+                     "kind and ratio, head_dim, tying and the vocabulary earn nothing beyond the parameters they add "
+                     "(no published evidence; `nas quality`).")
     for warning in (trials.search or {}).get("warnings") or ():
-        notes.append(f"Latency extrapolated, {warning}.")
+        what = "Quality" if warning.startswith("predicted loss:") else "Latency"
+        notes.append(f"{what} extrapolated, {warning}.")
     landmarks = []
     if with_landmarks:
         try:
-            landmarks = landmark_figures(trials.meta)
+            landmarks = landmark_figures(trials.meta, quality_model)
         except NasUserError as exc:  # a target's latency model is gone or broken since the search: say so
             notes.append(f"Published models are not drawn: {exc}")
     return ReportData(trials, pareto, picks, fronts, progress, parity, table_columns(trials),

@@ -14,6 +14,7 @@ from typing import Sequence
 from nas.latency.uncertainty import band_for
 from nas.report.data import Front2D, Parity, ProxyRun, ReportData, SearchProgress
 from nas.study.pareto import PICKS
+from nas.study import schema as S
 from nas.study.read import PICK_TITLES
 
 DPI = 130
@@ -72,7 +73,7 @@ def plot_fronts(data: ReportData, metric: str, out_dir: Path, prefix: str = "") 
     for ax, front in zip(axes, fronts):
         _draw_front(ax, front, data)
     # Two short lines: one long line is clipped on a single-panel figure (seen with a 25-character study name).
-    what = "Proxy quality" if data.quality_scale < 0 else "Quality"
+    what = {S.QUALITY_PROXY: "Proxy quality", S.QUALITY_LAW: "Predicted loss"}.get(data.quality_source, "Quality")
     fig.suptitle(f"{what} vs {_METRIC_TITLE[metric]} speed\nstudy {data.trials.name}: "
                  f"{len(data.pareto)} shapes on the Pareto set", fontsize=12, fontweight="bold")
     fig.canvas.draw()  # fixes limits and layout, so labels can be placed in display space
@@ -83,7 +84,9 @@ def plot_fronts(data: ReportData, metric: str, out_dir: Path, prefix: str = "") 
 
 
 def _draw_front(ax, front: Front2D, data: ReportData) -> None:
+    import numpy as np
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     meta = data.trials.meta
     q = data.quality_scale
@@ -107,6 +110,12 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
         ax.plot(fx, fy, "-o", color=FRONT_COLOR, lw=2.0, ms=5.5, zorder=4)
         handles.append(Line2D([], [], color=FRONT_COLOR, marker="o", lw=2.0,
                               label=f"Pareto front on this panel ({len(set(zip(fx, fy)))} points)"))
+        band = meta.band if data.quality_source == S.QUALITY_LAW else 0.0
+        if band > 0:  # the quality law's band: losses inside it are ties
+            order = np.argsort(fx)
+            xs, ys = np.asarray(fx)[order], np.asarray(fy)[order]
+            ax.fill_between(xs, ys - band, ys + band, color=FRONT_COLOR, alpha=0.12, lw=0, zorder=2)
+            handles.append(Patch(color=FRONT_COLOR, alpha=0.12, label=f"loss band (+-{band:.3f} nats: ties)"))
         if rel is not None:  # the latency model's error band on the speeds it predicts
             ax.errorbar(fx, fy, xerr=[[x * rel for x in fx], [x * rel for x in fx]], fmt="none",
                         ecolor=FRONT_COLOR, alpha=0.45, capsize=2.5, lw=1.0, zorder=3.5)
@@ -145,9 +154,10 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
 
 
 def _draw_landmarks(ax, front: Front2D, data: ReportData, q: float):
-    """Published models at their predicted speed: a diamond at their parameter count on a parameter-count plot,
-    or at their proxy's bits per byte on a proxy-quality plot when they were trained as proxies (`nas report
-    --landmark-quality`); otherwise a dashed vertical line at their speed."""
+    """Published models at their predicted speed: a diamond at their predicted loss on a predicted-loss plot, at
+    their parameter count on a parameter-count plot, or at their proxy's bits per byte on a proxy-quality plot
+    when they were trained as proxies (`nas report --landmark-quality`); otherwise a dashed vertical line at
+    their speed."""
     from matplotlib.lines import Line2D
 
     shown = [(lm, lm.speed(front.target, front.metric)) for lm in data.landmarks]
@@ -155,9 +165,11 @@ def _draw_landmarks(ax, front: Front2D, data: ReportData, q: float):
     if not shown:
         return None
     placed = False
+    source = data.quality_source
     spots: list[tuple[float, float | None, list[str]]] = []  # one label per spot: models of one shape share it
     for lm, x in sorted(shown, key=lambda item: item[1]):
-        y = lm.arch.num_non_embedding_params * q if q > 0 else None if lm.proxy_bpb is None else -lm.proxy_bpb * q
+        value = lm.quality(source)
+        y = None if value is None else value * q
         near = [s for s in spots if s[1] == y or (y is not None and s[1] is not None and abs(s[1] - y) < 1e-9)]
         near = [s for s in near if abs(s[0] - x) <= 0.15 * max(abs(x), 1e-12)]
         if near:
@@ -175,6 +187,9 @@ def _draw_landmarks(ax, front: Front2D, data: ReportData, q: float):
             ax.axvline(x, color="#555555", lw=0.9, ls="--", alpha=0.7, zorder=1)
             ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -4),
                         textcoords="offset points", rotation=90, va="top", fontsize=7, color="#444")
+    if source == S.QUALITY_LAW:
+        return Line2D([], [], linestyle="", marker="D", markerfacecolor="white", markeredgecolor="black",
+                      label="published models (predicted)")
     if q > 0:
         return Line2D([], [], linestyle="", marker="D", markerfacecolor="white", markeredgecolor="black",
                       label="published models (predicted speed)")

@@ -38,10 +38,13 @@ import numpy as np
 
 from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
+from nas.core.landmarks import load_landmarks
 from nas.core.paths import default_storage
 from nas.core.trainers import RULES, buildable, check_trainer, missing
 from nas.core.version import __version__
 from nas.latency.registry import load_latency_model
+from nas.quality.model import DEFAULT_TRAIN_TOKENS, load_quality_model
+from nas.search.advice import ShapeTable
 from nas.search.output import group_twins, pareto_row
 from nas.spaces import ENUMERATION_LIMIT, load_space
 from nas.study import schema as S
@@ -54,6 +57,7 @@ from nas.study.objectives import (
     predict_figures,
 )
 from nas.study.pareto import Normaliser, pareto_mask, to_minimisation
+from nas.study.read import preference
 from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER, StudyMeta, TargetFigures, TrialRecord
 from nas.study.storage import STORAGE_ERRORS, open_storage
 from nas.study.storage import first_line as _first_line
@@ -95,6 +99,8 @@ class SearchSettings:
     study: str | None = None  # None: "<targets>-<space>"
     exact: bool = True
     trainer: str | None = None  # only shapes this trainer can build (nas.core.trainers)
+    quality: str = "law"  # "law": predicted loss after train_tokens (nas.quality); "params": parameter count
+    train_tokens: int = DEFAULT_TRAIN_TOKENS  # the pretraining budget the loss is predicted at
 
 
 @dataclass
@@ -111,9 +117,11 @@ class ExactFront:
     figures: Figures  # of the front members
     params: list  # sampler params (dimension values) that build each front member, or None
     seconds: float
+    twins: int = 0  # front configs left out as twins of a kept member (identical objective values)
 
     def to_user_attrs(self) -> dict[str, Any]:
         return {"space_size": self.space_size, "feasible": self.feasible, "front_size": len(self.arch_ids),
+                "twins_left_out": self.twins,
                 "hypervolume": self.hypervolume, "normalisation": self.normaliser.to_dict(),
                 "seconds": round(self.seconds, 3)}
 
@@ -135,6 +143,7 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # predictions outside where a latency model is known to hold
     proxy: Any = None  # nas.search.pipeline.ProxySummary when the proxy stage ran (or was planned)
+    recommendation: dict[str, Any] | None = None  # nas.search.pipeline.Search.recommendation
 
 
 # ------------------------------------------------------------------------------------------------ the stage
@@ -171,7 +180,8 @@ class LatencyStage:
             precision = s.precision or target.default_precision
             self.models[name] = load_latency_model(target, precision)
             self.precisions[name] = precision
-        self.objectives = parse_objectives(s.objectives, self.target_names, s.multi_target)
+        self.objectives = parse_objectives(s.objectives, self.target_names, s.multi_target, s.quality)
+        self.quality_model = load_quality_model(s.train_tokens) if s.quality == "law" else None
         self.directions = [o.direction for o in self.objectives]
         lo, hi = parse_params_range(s.params)
         if s.max_memory_mb is not None:
@@ -193,6 +203,7 @@ class LatencyStage:
             latency_errors={t: m.error_band() for t, m in self.models.items()},
             latency_models={t: {"fingerprint": m.fingerprint(), "provenance": m.provenance()}
                             for t, m in self.models.items()},
+            quality=self._quality_meta(),
         )
         self.stop_reason: str | None = None  # why a run ended before its budget, if it did
         self._feasible = None  # (batch, figures, feasible rows) of an enumerated space, after exact_front()
@@ -201,10 +212,17 @@ class LatencyStage:
         self._seen: dict[str, Any] = {}  # arch id -> the COMPLETE FrozenTrial that evaluated it
         self.evaluations = 0  # configs predicted one by one (duplicates are not)
 
+    def _quality_meta(self) -> dict[str, Any]:
+        q = self.quality_model
+        if q is None:
+            return {"source": S.QUALITY_PARAMS}
+        return {"source": S.QUALITY_LAW, "train_tokens": q.train_tokens, "fingerprint": q.fingerprint,
+                "band_nats": q.band, "reference": q.reference, "form": q.law.form.name, "description": q.describe()}
+
     # -------------------------------------------------------------------------------- evaluation
     def figures(self, batch) -> Figures:
         return predict_figures(batch, self.models, self.precisions, self.settings.prompt_len,
-                               self.settings.context_len)
+                               self.settings.context_len, self.quality_model)
 
     def record(self, arch, figs: Figures) -> tuple[TrialRecord, list[float], dict[str, float]]:
         """TrialRecord, objective values and named constraint values of one config (figs is 1 row)."""
@@ -224,8 +242,8 @@ class LatencyStage:
         violations += space_violations
         constraint_values = {n: float(matrix[0, j]) for j, n in enumerate(names)}
         constraint_values["space"] = self._space_violation(arch, space_violations)
-        rec = TrialRecord(arch=arch, figures=per_target, quality=float(figs.quality[0]), quality_source=QUALITY_SOURCE,
-                          violations=tuple(violations))
+        rec = TrialRecord(arch=arch, figures=per_target, quality=float(figs.quality[0]),
+                          quality_source=QUALITY_SOURCE[s.quality], violations=tuple(violations))
         return rec, [float(v) for v in figs.values(self.objectives)[0]], constraint_values
 
     def _space_violation(self, arch, reasons: list[str]) -> float:
@@ -319,12 +337,22 @@ class LatencyStage:
         order = np.argsort(to_minimisation(front_values, self.directions)[:, 0], kind="stable")
         front, front_values = front[order], front_values[order]
         configs = [batch.config(int(i)) for i in front]
+        # Twins (identical objective values: the same shape tied or untied, with SwiGLU or gated ReLU) are one
+        # point of the front: only the member a user would choose (nas.study.read.preference) becomes a trial.
+        keep: dict[tuple, int] = {}
+        for j, arch in enumerate(configs):
+            key = tuple(np.round(front_values[j], 12))
+            if key not in keep or preference(arch) < preference(configs[keep[key]]):
+                keep[key] = j
+        chosen = sorted(keep.values())
+        twins = len(front) - len(chosen)
+        front, front_values, configs = front[chosen], front_values[chosen], [configs[j] for j in chosen]
         front_figs = self.figures(batch.subset(front))
         params = [self.space.values_of(int(space_rows[i])) for i in front]
         hv = normaliser.hypervolume(to_minimisation(front_values, self.directions))
         return ExactFront(space_size=size, feasible=int(feasible.sum()), arch_ids=[c.arch_id for c in configs],
                           values=front_values, normaliser=normaliser, hypervolume=hv, configs=configs,
-                          figures=front_figs, params=params, seconds=time.perf_counter() - t0)
+                          figures=front_figs, params=params, seconds=time.perf_counter() - t0, twins=twins)
 
     def _check_sampled_feasibility(self) -> None:
         """For a space too large to enumerate: check constraints on random configs; warn (not refuse) when
@@ -408,16 +436,16 @@ class LatencyStage:
     # -------------------------------------------------------------------------------- candidates
     def speed_objective(self):
         """The first speed objective (what the proxy stage spreads its shapes along)."""
-        return next(o for o in self.objectives if o.metric != "quality")
+        return next(o for o in self.objectives if not o.is_quality)
 
-    def candidates(self) -> tuple[ArchBatch, np.ndarray, Callable[[int], tuple[TrialRecord, list[float]]]]:
+    def candidates(self) -> tuple[ArchBatch, np.ndarray, np.ndarray, Callable[[int], tuple[TrialRecord, list[float]]]]:
         """The feasible shapes the latency stage knows, for the proxy stage to choose from: an ArchBatch of
-        them, their speeds (the first speed objective, higher is better), and a function giving row i's
-        TrialRecord and its values of the speed objectives. All of an enumerated space; else every feasible
-        config the sampler evaluated."""
+        them, their speeds (the first speed objective, higher is better), their quality (higher is better), and
+        a function giving row i's TrialRecord and its values of the speed objectives. All of an enumerated space;
+        else every feasible config the sampler evaluated."""
         speed_obj = self.speed_objective()
         sign = 1.0 if speed_obj.direction == "maximize" else -1.0
-        speed_positions = [j for j, o in enumerate(self.objectives) if o.metric != "quality"]
+        speed_positions = [j for j, o in enumerate(self.objectives) if not o.is_quality]
         if self._feasible is not None:
             batch, figs, index = self._feasible
             chosen = batch.subset(index)
@@ -427,15 +455,44 @@ class LatencyStage:
                 rec, values, _ = self.record(chosen.config(i), row)
                 return rec, [values[j] for j in speed_positions]
 
-            return chosen, sign * figs.metric(speed_obj)[index], record_of
+            return chosen, sign * figs.metric(speed_obj)[index], figs.quality[index], record_of
         trials = [t for t in self._working.get_trials(deepcopy=False)
                   if t.state.name == "COMPLETE" and TrialRecord.present_in(t.user_attrs)
                   and S.DUPLICATE_OF not in t.user_attrs and all(v <= 0 for v in t.constraints.values())]
         records = [TrialRecord.from_user_attrs(t.user_attrs) for t in trials]
         position = [o.label for o in self.objectives].index(speed_obj.label)
         speeds = np.array([sign * t.values[position] for t in trials], dtype=float)
-        return (ArchBatch.from_configs([r.arch for r in records]), speeds,
+        return (ArchBatch.from_configs([r.arch for r in records]), speeds, np.array([r.quality for r in records]),
                 lambda i: (records[i], [float(trials[i].values[j]) for j in speed_positions]))
+
+    def shape_table(self, target: str) -> ShapeTable | None:
+        """The feasible shapes the stage knows, with decode tokens/s on `target` and predicted loss (None without
+        the law: --quality params)."""
+        if self.quality_model is None:
+            return None
+        if self._feasible is not None:
+            batch, figs, index = self._feasible
+            return ShapeTable(batch.subset(index), figs.per_target("decode_tokens_per_s", target)[index],
+                              figs.predicted_loss[index], target)
+        batch, _, _, record_of = self.candidates()
+        records = [record_of(i)[0] for i in range(len(batch))]
+        return ShapeTable(batch, np.array([r.figures[target].decode_tokens_per_s for r in records]),
+                          np.array([r.loss for r in records]), target)
+
+    def landmark_rows(self, target: str) -> list[dict[str, Any]]:
+        """Published models (reports/landmarks.toml) with their predicted loss and decode speed on `target`,
+        from this study's own quality and latency models at its lengths."""
+        if self.quality_model is None:
+            return []
+        s = self.settings
+        marks = load_landmarks()
+        configs = [arch.replace(max_seq_len=max(arch.max_seq_len, s.context_len + 1, s.prompt_len))
+                   for _, arch, _ in marks]
+        figs = self.figures(ArchBatch.from_configs(configs))
+        speeds = figs.per_target("decode_tokens_per_s", target)
+        return [{"name": name, "source": source, "num_params": arch.num_params, "shape": arch.short_tag,
+                 "predicted_loss": float(figs.predicted_loss[i]), "decode_tokens_per_s": float(speeds[i])}
+                for i, (name, arch, source) in enumerate(marks)]
 
     # -------------------------------------------------------------------------------- study
     def open_study(self, exact: ExactFront | None):
@@ -717,8 +774,11 @@ class LatencyStage:
             return []
         batch = ArchBatch.from_configs(list(configs))
         s = self.settings
-        return [f"{target}: {note} ({what} shapes)" for target, model in self.models.items()
-                for note in model.extrapolation(batch, s.prompt_len, s.context_len)]
+        out = [f"{target}: {note} ({what} shapes)" for target, model in self.models.items()
+               for note in model.extrapolation(batch, s.prompt_len, s.context_len)]
+        if self.quality_model is not None:
+            out += [f"predicted loss: {note} ({what} shapes)" for note in self.quality_model.extrapolation(batch)]
+        return out
 
 
 class _TrialFailed(Exception):

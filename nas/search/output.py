@@ -10,7 +10,7 @@ import numpy as np
 from nas.core.arch import ArchConfig
 from nas.latency.uncertainty import band_for, legend, show, show_plain
 from nas.study import schema as S
-from nas.study.pareto import ALL_TIED, PICK_REASONS, TIE_NOTE, picks, tie_front
+from nas.study.pareto import ALL_TIED, PICK_REASONS, TIE_NOTE, all_tied, picks
 from nas.study.read import preference
 from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER
 
@@ -56,7 +56,8 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str],
         suffix = f"@{t}" if len(targets) > 1 else ""
         head += [f"mem MB{suffix}", f"prefill t/s{suffix}", f"decode t/s{suffix}", f"TTFT ms{suffix}"]
     proxy = bool(rows) and all(r["quality_source"] == S.QUALITY_PROXY for r in rows)
-    head += ["bits/byte" if proxy else "quality", "arch id", "found by"]
+    law = bool(rows) and all(r["quality_source"] == S.QUALITY_LAW for r in rows)
+    head += ["bits/byte" if proxy else "loss" if law else "quality", "arch id", "found by"]
     body = []
     for r in rows:
         line = [str(r["trial"]), r["shape"], r["attention"], r["arch"]["ffn_kind"],
@@ -68,7 +69,7 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str],
                      show_plain(f["prefill_tokens_per_s"], band_for("prefill_tokens_per_s", band)),
                      show_plain(f["decode_tokens_per_s"], band_for("decode_tokens_per_s", band), 1),
                      show_plain(f["ttft_ms"], band_for("ttft_ms", band))]
-        quality = f"{-r['quality']:.3f}" if proxy else f"{r['quality']:.4g}"
+        quality = f"{-r['quality']:.3f}" if proxy or law else f"{r['quality']:.4g}"
         found = "proxy" if proxy else "exact" if r["found_by"] == FOUND_BY_EXACT else "search"
         line += [quality, r["arch_id"], found]
         body.append(line)
@@ -101,10 +102,12 @@ def group_twins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str | None,
-              band: dict[str, Any] | None = None, tie: float | None = None) -> dict[str, Any] | None:
+              band: dict[str, Any] | None = None, tie: float | None = None, unit: str = "bits/byte",
+              tie_what: str = "the seed noise") -> dict[str, Any] | None:
     """The three picks of a Pareto set (`nas.study.pareto.picks`, on decode tokens/s on `target`), with why, the
     predicted decode speed as text with its error band (`band`, `nas.latency.uncertainty`) and the command
-    that exports each. `tie`: the quality's noise (a proxy study's seed noise), below which qualities tie."""
+    that exports each. `tie`: the quality's noise or band (`unit`; `tie_what` names it), below which qualities
+    tie."""
     rows = [r for r in rows if target in r["targets"]]
     if not rows:
         return None
@@ -119,12 +122,14 @@ def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str 
                    "--out", f"{study.replace(':', '-')}-{name}"]
         decode = row["targets"][target]["decode_tokens_per_s"]
         rel = band_for("decode_tokens_per_s", band)
-        why = PICK_REASONS[name] + (f" ({TIE_NOTE.format(tie=tie, unit='bits/byte')})" if tie and name != "fastest"
-                                    else "")
-        if tie and name != "fastest" and len(tie_front(speeds, qualities, tie)) == 1:
-            why = ALL_TIED.format(tie=tie, unit="bits/byte")
+        why = PICK_REASONS[name] + (f" ({TIE_NOTE.format(tie=tie, unit=unit, what=tie_what)})"
+                                    if tie and name != "fastest" else "")
+        if tie and name != "fastest" and all_tied(speeds, qualities, tie):
+            why = ALL_TIED.format(tie=tie, unit=unit, what=tie_what)
         out[name] = {"trial": row["trial"], "shape": row["shape"], "arch_id": row["arch_id"], "why": why,
+                     "num_params": row.get("num_params"), "num_layers": row.get("arch", {}).get("num_layers"),
+                     "quality": row["quality"], "quality_source": row.get("quality_source"),
                      "decode_tokens_per_s": decode, "decode_error": rel,
                      "decode_text": f"{show(decode, rel, 1)} tokens/s decode on {target}",
                      "export": shlex.join(command)}
-    return {"target": target, "study": study, "quality_noise": tie, "picks": out}
+    return {"target": target, "study": study, "quality_noise": tie, "tie_unit": unit, "picks": out}

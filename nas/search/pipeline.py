@@ -20,16 +20,19 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
 from nas.proxy.corpus import load_corpus
 from nas.search.latency import LatencyStage, SearchResult, SearchSettings
-from nas.search.output import group_twins, pareto_row
+from nas.search.advice import (ProxyScore, fixed_speed_picks, knee_stability, landmark_matches, law_check,
+                               proxy_move, trade_words)
+from nas.search.output import group_twins, pareto_row, recommend
 from nas.search.proxy import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, open_proxy_study, proxy_objectives
 from nas.search.selection import Candidates, select_shapes
 from nas.study import schema as S
 from nas.study.pareto import pareto_mask, to_minimisation
 from nas.study.read import failure_reason, seed_noise
-from nas.study.schema import StudyMeta, proxy_study_name
+from nas.study.schema import StudyMeta, TrialRecord, proxy_study_name
 from nas.study.storage import Heartbeat, open_storage
 
 STAGES = ("all", "latency", "proxy")
@@ -171,7 +174,8 @@ class Search:
             optuna.logging.set_verbosity(verbosity)
 
     def _run(self, progress: bool) -> SearchResult:
-        storage = open_storage(self.latency.storage_url, heartbeat=self.heartbeat if self.proxy_options else None)
+        storage = self._storage = open_storage(self.latency.storage_url,
+                                               heartbeat=self.heartbeat if self.proxy_options else None)
         self.latency.storage = storage
         default_name = not self.latency.named_by_user
         if self.stage in ("all", "latency"):
@@ -198,6 +202,8 @@ class Search:
             result.proxy = self._proxy_summary(storage, outcome)
         elif self.proxy_options is not None and result is not None:
             result.proxy = self._proxy_summary(storage, None)
+        if result is not None:
+            result.recommendation = self.recommendation(result)
         return result
 
     def _name_for_proxy_settings(self, storage) -> None:
@@ -230,17 +236,111 @@ class Search:
         study.set_user_attr(S.STUDY_LATENCY_DONE, True)
         proxy_study = open_proxy_study(storage, proxy_study_name(self.study_name), self.proxy_meta(), create=True)
         if S.STUDY_PROXY_PLAN not in proxy_study.user_attrs:
-            batch, speeds, record_of = self.latency.candidates()
-            chosen = select_shapes(Candidates.of(batch, speeds), self.proxy_options.shapes)
+            batch, speeds, quality, record_of = self.latency.candidates()
+            law = self.latency.quality_model
+            pick_ids: frozenset[str] = frozenset()
+            if law is None:
+                chosen = select_shapes(Candidates.of(batch, speeds), self.proxy_options.shapes)
+            else:  # the law's picks first, then shapes on and near its front (within its band)
+                rec = self._law_picks(result) or {"picks": {}}
+                first = [batch.index_of(ArchConfig.from_dict(p["arch"])) for p in rec["picks"].values()]
+                chosen = select_shapes(Candidates.of(batch, speeds, quality), self.proxy_options.shapes,
+                                       slack=law.band, first=tuple(i for i in first if i is not None))
+                pick_ids = frozenset(p["arch_id"] for p in rec["picks"].values())
             picked = [record_of(i) for i in chosen]
             added = enqueue(proxy_study, [r for r, _ in picked], [v for _, v in picked],
-                            self.proxy_options.rung_tokens)
+                            self.proxy_options.rung_tokens, picks=pick_ids)
             proxy_study.set_user_attr(S.STUDY_PROXY_PLAN, {
                 "arch_ids": [r.arch.arch_id for r, _ in picked], "candidates": int(len(batch)),
                 "enqueued": added, "time": time.time()})
+            front = "the parameter-count front" if law is None else "the predicted-loss front, its picks first"
             self.log(f"proxy stage: {len(picked)} shapes chosen from {len(batch):,} feasible candidates "
-                     f"(on and near the parameter-count front, spread along {self.latency.speed_objective().label})")
+                     f"(on and near {front}, spread along {self.latency.speed_objective().label})")
         return result
+
+    # ------------------------------------------------------------------------------------------ recommendation
+    def _law_picks(self, result: SearchResult, exclude: frozenset = frozenset()) -> dict[str, Any] | None:
+        """The three picks of the latency stage's front under the law (losses within its band tie)."""
+        target = result.meta.targets[0]
+        rows = [r for r in result.pareto if r["arch_id"] not in exclude]
+        rec = recommend(rows, target, self.study_name, self.settings.storage,
+                        result.meta.latency_errors.get(target), tie=self.latency.quality_model.band, unit="nats",
+                        tie_what="the quality law's band")
+        if rec is not None:
+            by_id = {r["arch_id"]: r for r in rows}
+            for pick in rec["picks"].values():
+                pick["predicted_loss"] = -pick["quality"]
+                pick["arch"] = by_id[pick["arch_id"]]["arch"]
+        return rec
+
+    def recommendation(self, result: SearchResult) -> dict[str, Any] | None:
+        """What nas recommends, and why: with the law, the picks of the predicted-loss front, what the knee
+        trades, the best shape at fixed speeds, how stable the knee is, where published models sit and what the
+        proxy check on the user's text says (and moves, by `advice.proxy_move`); with --quality params, the picks
+        of the proxy front (its seed noise as the tie) or of the parameter-count front."""
+        target = result.meta.targets[0]
+        law = self.latency.quality_model
+        if law is None:
+            proxy = result.proxy
+            final = proxy.pareto if proxy is not None and proxy.pareto else result.pareto
+            study = proxy.study_name if final is not result.pareto else result.study_name
+            noise = proxy.noise if final is not result.pareto else None
+            return recommend(final, target, study, self.settings.storage, result.meta.latency_errors.get(target),
+                             noise)
+        scores = self._proxy_scores(result)
+        failed = frozenset(s.arch_id for s in scores if s.state == "FAIL")
+        rec = self._law_picks(result, failed)
+        if rec is None:
+            return None
+        table = self.latency.shape_table(target)
+        picks = rec["picks"]
+        knee = picks["knee"]
+        rec["trade"] = trade_words(knee, picks["best-quality"], picks["fastest"], law.band)
+        rec["band_nats"] = law.band
+        rec["train_tokens"] = law.train_tokens
+        rec["fixed_speeds"] = fixed_speed_picks(table, law.band)
+        row = table.batch.index_of(ArchConfig.from_dict(knee["arch"]))
+        rec["stability"] = knee_stability(table, law, row) if row is not None else {"fits": 0}
+        rec["landmarks"] = landmark_matches(self.latency.landmark_rows(target), table)
+        rec["skipped_failed"] = sorted(failed)
+        if result.proxy is not None:
+            noise = result.proxy.noise
+            rec["law_check"] = law_check(scores, noise, law.band)
+            for name in ("knee", "best-quality"):
+                moved, why = proxy_move(picks[name]["arch_id"], scores, noise, law.band)
+                if moved is not None:
+                    picks[name] = {**picks[name], "moved_from": picks[name]["shape"], "shape": moved.shape,
+                                   "arch_id": moved.arch_id, "why": why, "predicted_loss": moved.predicted_loss,
+                                   "trial": moved.trial, "study": result.proxy.study_name,
+                                   "decode_tokens_per_s": moved.decode_tokens_per_s,
+                                   "export": picks[name]["export"].replace(
+                                       f"--study {self.study_name} --trial {picks[name]['trial']}",
+                                       f"--study {result.proxy.study_name} --trial {moved.trial}")}
+        for pick in picks.values():
+            pick.pop("arch", None)
+        return rec
+
+    def _proxy_scores(self, result: SearchResult) -> list[ProxyScore]:
+        """Every proxy trial that ended, with the law's prediction for its shape (empty without a proxy stage)."""
+        if result.proxy is None:
+            return []
+        import optuna
+
+        target = result.meta.targets[0]
+        study = optuna.load_study(study_name=result.proxy.study_name, storage=self._storage)
+        trials = study.get_trials(deepcopy=False)
+        out = []
+        for t in trials:
+            if t.state.name not in ("COMPLETE", "PRUNED", "FAIL") or not TrialRecord.present_in(t.user_attrs):
+                continue
+            rec = TrialRecord.from_user_attrs(t.user_attrs)
+            loss = float(self.latency.quality_model.predict(ArchBatch.from_configs([rec.arch]))[0])
+            fig = rec.figures.get(target)
+            bpb = None if t.state.name == "FAIL" else rec.loss
+            reason = failure_reason(t, trials) if t.state.name == "FAIL" else str(t.user_attrs.get(S.PRUNE_REASON, ""))
+            out.append(ProxyScore(rec.arch.arch_id, rec.arch.short_tag, t.state.name, bpb, loss,
+                                  None if fig is None else fig.decode_tokens_per_s, t.number, reason))
+        return out
 
     def _wait_for_plan(self, storage, progress: bool) -> SearchResult:
         """--stage proxy: wait until the latency stage has planned the proxy stage, then read its result."""

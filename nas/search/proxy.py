@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -119,7 +119,7 @@ class ProxyOutcome:
 
 def proxy_objectives(latency_objectives: Sequence[Objective]) -> tuple[Objective, ...]:
     """Held-out bits per byte (minimised) in place of the latency stage's quality; its other objectives kept."""
-    return (Objective(QUALITY_SOURCE, "minimize"),) + tuple(o for o in latency_objectives if o.metric != "quality")
+    return (Objective(QUALITY_SOURCE, "minimize"),) + tuple(o for o in latency_objectives if not o.is_quality)
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -152,14 +152,18 @@ def open_proxy_study(storage, name: str, meta: StudyMeta, create: bool):
     return study
 
 
-def enqueue(study, records: Sequence[TrialRecord], speeds: Sequence[Sequence[float]], rungs: Sequence[int]) -> int:
-    """Queue one WAITING trial per record whose arch id the study does not hold yet; returns how many."""
+def enqueue(study, records: Sequence[TrialRecord], speeds: Sequence[Sequence[float]], rungs: Sequence[int],
+            picks: frozenset[str] = frozenset()) -> int:
+    """Queue one WAITING trial per record whose arch id the study does not hold yet; returns how many. Shapes
+    whose arch id is in `picks` are marked PROXY_PICK: halving never stops them."""
     have = {t.user_attrs.get(S.ARCH_ID) for t in study.get_trials(deepcopy=False)}
     added = 0
     for record, speed in zip(records, speeds):
         if record.arch.arch_id in have:
             continue  # trained (or queued) at this budget already: not again
         attrs = {**record.to_user_attrs(), S.PROXY_SPEED: [float(v) for v in speed], S.PROXY_RUNGS: list(rungs)}
+        if record.arch.arch_id in picks:
+            attrs[S.PROXY_PICK] = True
         study.enqueue_trial(params={}, user_attrs=attrs, skip_if_exists=False)
         have.add(record.arch.arch_id)
         added += 1
@@ -469,6 +473,9 @@ class ProxyWorker:
         losses, peer_speeds = self._peers(study, rung, run.frozen.number)
         decision = halving.decide(run.history[-1]["val_bpb"], self._speed(run.speeds), losses, peer_speeds,
                                   self.options.eta)
+        if not decision.keep and run.frozen.user_attrs.get(S.PROXY_PICK):
+            decision = replace(decision, keep=True, reason="a pick of the latency stage: halving never stops it "
+                                                           f"(it would have: {decision.reason})")
         run.history[-1]["decision"] = asdict(decision)
         self._set(run, S.PROXY_HISTORY, run.history)
         if decision.keep:

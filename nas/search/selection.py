@@ -1,17 +1,19 @@
 """Which shapes the proxy stage trains, chosen from the latency stage's feasible shapes.
 
-Parameter count cannot rank shapes of equal size, so training only the parameter-count front would train one
-shape per speed and learn nothing about the alternatives. The choice instead covers the speed axis and, at each
-speed, the different ways of being about that large:
+The proxy stage checks the latency stage's quality (the law's predicted loss, or the parameter count) on the
+user's text, so it trains shapes the quality cannot tell apart as well as the ones it ranks first: the choice
+covers the speed axis and, at each speed, the different ways of being about that good:
 
-1. The param-count front (most non-embedding parameters at each speed) spans the speeds worth training; its
-   log-speed range is cut into `n // per_bin` equal bins (at least one).
-2. A shape is *near* the front when it has at least (1 - `slack`) of the parameters of the largest shape that
-   is at least as fast: nearly as large for its speed, but perhaps deeper, thinner, with other attention
-   grouping or another FFN ratio.
-3. In each bin: the front's largest shape first, then near shapes of that bin chosen by farthest-point
-   sampling in a shape space (log depth, log width, log query heads per kv head, FFN ratio, FFN kind, tying),
-   so the picks differ in shape, not just in size. Bins left short are topped up from the whole near set.
+0. `first`: shapes that must be trained (the latency stage's picks), fastest first.
+1. The quality front (best quality at each speed) spans the speeds worth training; its log-speed range is cut
+   into `n // per_bin` equal bins (at least one).
+2. A shape is *near* the front when its quality is within `slack` of the best quality of the shapes at least
+   as fast (quality in additive units: minus the predicted loss with slack = the law's band, or log parameters
+   with slack -log(0.85): 85% of the parameters): nearly as good for its speed, but perhaps deeper, thinner,
+   with other attention grouping or another FFN ratio.
+3. In each bin: the front's best shape first, then near shapes of that bin chosen by farthest-point sampling in
+   a shape space (log depth, log width, log query heads per kv head, FFN ratio, FFN kind, tying), so the picks
+   differ in shape, not just in size. Bins left short are topped up from the whole near set.
 
 Deterministic: the same inputs give the same picks (ties by index).
 """
@@ -26,7 +28,7 @@ from nas.study.pareto import pareto_mask
 
 DEFAULT_SHAPES = 12
 PER_BIN = 3
-SLACK = 0.15
+PARAMS_SLACK = -float(np.log(0.85))  # in log parameters: 85% of the parameters of the largest shape as fast
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Candidates:
     """The latency stage's feasible shapes as columns (one row per distinct shape)."""
 
     speed: np.ndarray  # the first speed objective (e.g. decode tokens/s on the first target), higher is better
-    params: np.ndarray  # non-embedding parameters
+    quality: np.ndarray  # higher is better, additive: minus the predicted loss, or log non-embedding parameters
     layers: np.ndarray
     hidden: np.ndarray
     group: np.ndarray  # query heads per kv head
@@ -46,12 +48,14 @@ class Candidates:
         return len(self.speed)
 
     @classmethod
-    def of(cls, batch, speed) -> "Candidates":
-        """From an ArchBatch and the speed of each row (higher is better)."""
+    def of(cls, batch, speed, quality=None) -> "Candidates":
+        """From an ArchBatch, the speed of each row (higher is better) and its quality (higher is better, additive;
+        None: log non-embedding parameters)."""
         c = batch.columns
         kinds = sorted(set(batch.ffn_kinds.tolist()))
-        return cls(speed=np.asarray(speed, dtype=float),
-                   params=np.asarray(batch.num_non_embedding_params, dtype=float),
+        if quality is None:
+            quality = np.log(np.asarray(batch.num_non_embedding_params, dtype=float))
+        return cls(speed=np.asarray(speed, dtype=float), quality=np.asarray(quality, dtype=float),
                    layers=c["num_layers"].astype(float), hidden=c["hidden_size"].astype(float),
                    group=(c["num_heads"] // c["num_kv_heads"]).astype(float),
                    ffn_ratio=c["intermediate_size"] / c["hidden_size"],
@@ -65,13 +69,13 @@ class Candidates:
         return (x - x.min(axis=0)) / np.where(span > 0, span, 1.0)
 
 
-def near_front(c: Candidates, slack: float = SLACK) -> np.ndarray:
-    """Mask of shapes with >= (1 - slack) of the parameters of the largest shape at least as fast."""
+def near_front(c: Candidates, slack: float) -> np.ndarray:
+    """Mask of shapes whose quality is within `slack` of the best quality of the shapes at least as fast."""
     order = np.argsort(-c.speed, kind="stable")  # fastest first
-    best_so_far = np.maximum.accumulate(c.params[order].astype(float))
+    best_so_far = np.maximum.accumulate(c.quality[order])
     best = np.empty(len(c))
     best[order] = best_so_far
-    return c.params >= (1.0 - slack) * best
+    return c.quality >= best - slack
 
 
 def _farthest(points: np.ndarray, chosen: list[int], pool: np.ndarray, k: int) -> list[int]:
@@ -89,11 +93,12 @@ def _farthest(points: np.ndarray, chosen: list[int], pool: np.ndarray, k: int) -
     return picks
 
 
-def select_shapes(c: Candidates, n: int = DEFAULT_SHAPES, per_bin: int = PER_BIN, slack: float = SLACK) -> list[int]:
+def select_shapes(c: Candidates, n: int = DEFAULT_SHAPES, per_bin: int = PER_BIN, slack: float = PARAMS_SLACK,
+                  first: tuple[int, ...] = ()) -> list[int]:
     """Row indices of up to `n` shapes to train (see the module docstring), fastest first."""
     if n <= 0 or len(c) == 0:
         return []
-    front = np.flatnonzero(pareto_mask(np.column_stack([-c.params.astype(float), -c.speed.astype(float)])))
+    front = np.flatnonzero(pareto_mask(np.column_stack([-c.quality, -c.speed.astype(float)])))
     near = np.flatnonzero(near_front(c, slack))
     log_speed = np.log(np.maximum(c.speed, 1e-12))
     lo, hi = log_speed[front].min(), log_speed[front].max()
@@ -101,12 +106,12 @@ def select_shapes(c: Candidates, n: int = DEFAULT_SHAPES, per_bin: int = PER_BIN
     edges = np.linspace(lo, hi, bins + 1)
     which = np.clip(np.searchsorted(edges, log_speed, side="right") - 1, 0, bins - 1)
     points = c.shape_space()
-    chosen: list[int] = []
+    chosen: list[int] = list(dict.fromkeys(int(i) for i in first))[:n]
     for b in range(bins - 1, -1, -1):  # fastest bin first
         in_front = [int(i) for i in front if which[i] == b and lo <= log_speed[i] <= hi]
         if not in_front:
             continue
-        largest = max(in_front, key=lambda i: (c.params[i], -i))
+        largest = max(in_front, key=lambda i: (c.quality[i], -i))
         if largest not in chosen:
             chosen.append(largest)
         pool = np.array([i for i in near if which[i] == b and lo <= log_speed[i] <= hi], dtype=int)

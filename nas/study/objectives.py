@@ -3,25 +3,27 @@
 Pure numpy, no Optuna: the search evaluates one trial as a 1-row batch and the exact stage evaluates a whole
 enumerated space with the same functions, so a trial's values and the exact front can never disagree.
 
-- `Figures`: predicted figures of a batch (parameters; per target prefill/decode ms and memory MiB).
+- `Figures`: predicted figures of a batch (parameters, predicted loss; per target prefill/decode ms, memory MiB).
 - `parse_objectives`: CLI names (quality, decode_tps, prefill_tps, ttft, memory) -> `nas.study.schema.Objective`s.
 - `Constraints`: the user's limits as Optuna constraint values (> 0 means violated, relative to the limit).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nas.core import counts
+from nas.core.counts import format_count
 from nas.core.errors import NasUserError
-from nas.study.schema import QUALITY_PARAMS, Objective
+from nas.study.schema import QUALITY_LAW, QUALITY_PARAMS, Objective
 
-# CLI name -> (metric in TrialRecord/TargetFigures vocabulary, direction, measured per target?)
+# CLI name -> (metric in TrialRecord/TargetFigures vocabulary, direction, measured per target?); "quality" is the
+# predicted loss (QUALITY_LAW, minimised) unless the search ranks by parameter count (QUALITY_OBJECTIVE).
 OBJECTIVES: dict[str, tuple[str, str, bool]] = {
-    "quality": ("quality", "maximize", False),
+    "quality": (QUALITY_LAW, "minimize", False),
     "decode_tps": ("decode_tokens_per_s", "maximize", True),
     "prefill_tps": ("prefill_tokens_per_s", "maximize", True),
     "ttft": ("ttft_ms", "minimize", True),
@@ -29,7 +31,9 @@ OBJECTIVES: dict[str, tuple[str, str, bool]] = {
 }
 DEFAULT_OBJECTIVES = ("quality", "decode_tps")
 MULTI_TARGET_MODES = ("each", "worst")
-QUALITY_SOURCE = QUALITY_PARAMS  # what the latency stage scores quality by (nas.study.schema)
+QUALITY_CHOICES = ("law", "params")  # --quality: the predicted loss, or the non-embedding parameter count
+QUALITY_OBJECTIVE = {"law": (QUALITY_LAW, "minimize"), "params": ("quality", "maximize")}
+QUALITY_SOURCE = {"law": QUALITY_LAW, "params": QUALITY_PARAMS}  # TrialRecord.quality_source of each choice
 WORST = "worst"
 MIB = 2**20
 
@@ -45,6 +49,7 @@ class Figures:
     decode_ms: dict[str, np.ndarray]
     memory_mb: dict[str, np.ndarray]
     prompt_len: int
+    predicted_loss: np.ndarray | None = None  # nats/token after the study's training tokens; None: --quality params
 
     def __len__(self) -> int:
         return len(self.num_params)
@@ -55,8 +60,9 @@ class Figures:
 
     @property
     def quality(self) -> np.ndarray:
-        """Higher is better. Non-embedding parameters until proxy training exists (Archai's LTS: Spearman
-        0.95-0.99 with perplexity within a family)."""
+        """Higher is better: minus the predicted loss, or (--quality params) the non-embedding parameters."""
+        if self.predicted_loss is not None:
+            return -self.predicted_loss
         return self.non_embedding_params.astype(np.float64)
 
     def per_target(self, metric: str, target: str) -> np.ndarray:
@@ -72,6 +78,8 @@ class Figures:
 
     def metric(self, objective: Objective) -> np.ndarray:
         """The raw values of one objective (its own direction), for all n configs."""
+        if objective.metric == QUALITY_LAW:
+            return self.predicted_loss
         if objective.metric == "quality":
             return self.quality
         if objective.target == WORST:
@@ -87,12 +95,14 @@ class Figures:
         sl = slice(i, i + 1)
         return Figures(self.num_params[sl], self.non_embedding_params[sl],
                        {t: v[sl] for t, v in self.prefill_ms.items()}, {t: v[sl] for t, v in self.decode_ms.items()},
-                       {t: v[sl] for t, v in self.memory_mb.items()}, self.prompt_len)
+                       {t: v[sl] for t, v in self.memory_mb.items()}, self.prompt_len,
+                       None if self.predicted_loss is None else self.predicted_loss[sl])
 
 
 def predict_figures(batch, models: Mapping[str, Any], precisions: Mapping[str, str], prompt_len: int,
-                    context_len: int) -> Figures:
-    """Figures of every row of `batch` on every target (models: target -> LatencyModel)."""
+                    context_len: int, quality_model: Any = None) -> Figures:
+    """Figures of every row of `batch` on every target (models: target -> LatencyModel), and its predicted loss
+    when a quality model (nas.quality.QualityModel) is given."""
     prefill, decode, memory = {}, {}, {}
     for target, model in models.items():
         out = model.predict(batch, prompt_len, context_len)
@@ -100,14 +110,16 @@ def predict_figures(batch, models: Mapping[str, Any], precisions: Mapping[str, s
         decode[target] = np.asarray(out["decode_ms"], dtype=np.float64)
         memory[target] = np.asarray(batch.memory_bytes(precisions[target], prompt_len, context_len),
                                     dtype=np.float64) / MIB
+    loss = None if quality_model is None else np.asarray(quality_model.predict(batch), dtype=np.float64)
     return Figures(np.asarray(batch.num_params, dtype=np.int64), np.asarray(batch.num_non_embedding_params,
-                   dtype=np.int64), prefill, decode, memory, prompt_len)
+                   dtype=np.int64), prefill, decode, memory, prompt_len, loss)
 
 
 # ------------------------------------------------------------------------------------------- objectives
-def parse_objectives(names: Sequence[str] | None, targets: Sequence[str], mode: str | None = None) \
-        -> tuple[Objective, ...]:
-    """Objectives from CLI names. Per-target metrics get one objective per target in mode 'each' and one
+def parse_objectives(names: Sequence[str] | None, targets: Sequence[str], mode: str | None = None,
+                     quality: str = "law") -> tuple[Objective, ...]:
+    """Objectives from CLI names ("quality" is the predicted loss, or with quality="params" the non-embedding
+    parameter count). Per-target metrics get one objective per target in mode 'each' and one
     worst-case objective (slowest tokens/s, largest TTFT/memory over the targets) in mode 'worst'.
     Mode None: 'each' for up to two targets, 'worst' for more (keeps the objective count <= 3)."""
     names = list(names or DEFAULT_OBJECTIVES)
@@ -125,9 +137,13 @@ def parse_objectives(names: Sequence[str] | None, targets: Sequence[str], mode: 
         mode = "each" if len(targets) <= 2 else WORST
     if mode not in MULTI_TARGET_MODES:
         raise NasUserError(f"unknown multi-target mode {mode!r}; known: {', '.join(MULTI_TARGET_MODES)}")
+    if quality not in QUALITY_CHOICES:
+        raise NasUserError(f"--quality {quality!r} is not one of {', '.join(QUALITY_CHOICES)}")
     out: list[Objective] = []
     for name in flat:
         metric, direction, per_target = OBJECTIVES[name]
+        if name == "quality":
+            metric, direction = QUALITY_OBJECTIVE[quality]
         if not per_target:
             out.append(Objective(metric, direction, None))
         elif mode == WORST and len(targets) > 1:
@@ -139,15 +155,11 @@ def parse_objectives(names: Sequence[str] | None, targets: Sequence[str], mode: 
 
 # ------------------------------------------------------------------------------------------ constraints
 MIN_PLAUSIBLE_PARAMS = 10_000  # a --params range entirely below this is a missing suffix, not a model
-_SIZE_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
 
 
 def parse_count(text: str, what: str = "--params") -> int:
-    """'450M' -> 450_000_000; accepts K, M, B (or G), plain integers and decimals ('1.2B')."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMbBgG]?)\s*", text)
-    if not m:
-        raise NasUserError(f"{what}: {text!r} is not a parameter count such as 450M, 1.2B or 125000000")
-    return int(round(float(m.group(1)) * _SIZE_SUFFIX[m.group(2).upper()]))
+    """'450M' -> 450_000_000 (nas.core.counts.parse_count)."""
+    return counts.parse_count(text, what)
 
 
 def parse_params_range(text: str | None) -> tuple[int | None, int | None]:
@@ -168,10 +180,6 @@ def parse_params_range(text: str | None) -> tuple[int | None, int | None]:
     if lo is None and hi is None:
         raise NasUserError(f"--params {text!r}: give at least one bound")
     return lo, hi
-
-
-def _fmt_count(n: float) -> str:
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
 @dataclass(frozen=True)
@@ -234,9 +242,9 @@ class Constraints:
         if kind == "ttft":
             return f"TTFT {figs.prefill_ms[target][i]:.0f} ms > {self.max_ttft_ms:g} ms on {target}"
         if kind == "params_min":
-            return f"params {_fmt_count(figs.num_params[i])} < {_fmt_count(self.min_params)}"
+            return f"params {format_count(figs.num_params[i])} < {format_count(self.min_params)}"
         if kind == "params_max":
-            return f"params {_fmt_count(figs.num_params[i])} > {_fmt_count(self.max_params)}"
+            return f"params {format_count(figs.num_params[i])} > {format_count(self.max_params)}"
         return name
 
     def flag_of(self, name: str) -> str:

@@ -165,38 +165,48 @@ PICK_REASONS = {
     "fastest": "the fastest shape of the Pareto set",
     "best-quality": "the best quality of the Pareto set",
 }
-TIE_NOTE = "quality differences below the seed noise ({tie:.3f} {unit}) count as ties, won by the faster shape"
-ALL_TIED = ("every other shape of the Pareto set scores within the seed noise ({tie:.3f} {unit}) of this one or "
-            "worse, and this one is the fastest: no slower shape earns its cost in quality that nas can measure")
+TIE_NOTE = "quality differences below {what} ({tie:.3f} {unit}) count as ties, won by the faster shape"
+ALL_TIED = ("every other shape of the Pareto set scores within {what} ({tie:.3f} {unit}) of this one or "
+            "worse, and this one is the fastest: no slower shape earns its cost in quality that nas can tell")
 
 
-def tie_front(speeds: Sequence[float], qualities: Sequence[float], tie: float = 0.0) -> list[int]:
-    """Indices of the points that no other point beats, where j beats i when it is faster and no worse than
-    `tie` below i's quality, or equally fast with a better quality (equal points: the first stands). Both axes
-    maximised. With tie = 0 this is the Pareto front, one point per distinct value; with tie > 0 (the quality's
-    noise) it keeps only points a noisy quality can tell apart from every faster one."""
-    n = len(speeds)
+def fastest_within(speeds: Sequence[float], qualities: Sequence[float], quality: float, tie: float) -> int:
+    """The fastest point whose quality is no more than `tie` below `quality` (ties: the higher quality, then the
+    lower index): how nas breaks a tie the quality cannot resolve."""
+    return max((i for i in range(len(speeds)) if qualities[i] >= quality - tie),
+               key=lambda i: (speeds[i], qualities[i], -i))
 
-    def beats(j: int, i: int) -> bool:
-        if speeds[j] > speeds[i]:
-            return qualities[j] >= qualities[i] - tie
-        return speeds[j] == speeds[i] and (qualities[j], -j) > (qualities[i], -i)
 
-    return [i for i in range(n) if not any(beats(j, i) for j in range(n) if j != i)]
+def knee_pick(speeds: Sequence[float], qualities: Sequence[float], tie: float = 0.0) -> int:
+    """Index of the knee: the knee of the Pareto front (`knee_index`, log axes), then, when `tie` > 0, the
+    fastest point within `tie` of its quality (a slower shape must beat a faster one by more than `tie`)."""
+    speeds, qualities = [float(v) for v in speeds], [float(v) for v in qualities]
+    mask = pareto_mask_max(list(zip(speeds, qualities)), [True, True])
+    front = sorted((int(i) for i in np.flatnonzero(mask)), key=lambda i: (speeds[i], i))
+    seen, unique = set(), []
+    for i in front:  # one point per distinct value (equal points: the first stands)
+        if (speeds[i], qualities[i]) not in seen:
+            seen.add((speeds[i], qualities[i]))
+            unique.append(i)
+    knee = unique[knee_index([speeds[i] for i in unique], [qualities[i] for i in unique], log=True)]
+    return fastest_within(speeds, qualities, qualities[knee], tie) if tie > 0 else knee
+
+
+def all_tied(speeds: Sequence[float], qualities: Sequence[float], tie: float) -> bool:
+    """True when no point is better than the fastest one by more than `tie`: nothing earns a slower shape."""
+    fastest = max(range(len(speeds)), key=lambda i: (speeds[i], qualities[i], -i))
+    return max(qualities) - qualities[fastest] <= tie
 
 
 def picks(keys: Sequence, speeds: Sequence[float], qualities: Sequence[float], tie: float = 0.0) -> dict:
     """{"knee", "fastest", "best-quality"} -> key, among candidates given by parallel lists (both axes
-    maximised). Ties go to the higher quality, then the earlier key. `tie` > 0 (the quality's noise, e.g. the
-    proxy's seed noise): qualities closer than `tie` are ties, won by the faster shape; best-quality is the
-    fastest shape within `tie` of the best, and the knee is taken on `tie_front`."""
+    maximised). Ties go to the higher quality, then the earlier key. `tie` > 0 (the quality's noise or band, e.g.
+    the proxy's seed noise or the quality law's band): qualities closer than `tie` are ties, won by the faster
+    shape: best-quality is the fastest shape within `tie` of the best, and the knee the fastest within `tie` of
+    the Pareto front's knee (`knee_pick`)."""
     n = len(keys)
     if n == 0:
         return {}
-    order = range(n)
-    fastest = max(order, key=lambda i: (speeds[i], qualities[i], -i))
-    top = max(qualities)
-    best = max((i for i in order if qualities[i] >= top - tie), key=lambda i: (speeds[i], qualities[i], -i))
-    front = sorted(tie_front(speeds, qualities, tie), key=lambda i: (speeds[i], i))
-    knee = front[knee_index([speeds[i] for i in front], [qualities[i] for i in front], log=True)]
-    return {"knee": keys[knee], "fastest": keys[fastest], "best-quality": keys[best]}
+    fastest = max(range(n), key=lambda i: (speeds[i], qualities[i], -i))
+    best = fastest_within(speeds, qualities, max(qualities), tie)
+    return {"knee": keys[knee_pick(speeds, qualities, tie)], "fastest": keys[fastest], "best-quality": keys[best]}

@@ -9,8 +9,9 @@
   when its worker's heartbeats stopped (which leaves no reason), that, and which trial retried it.
 - `compute_picks`: the three picks of the Pareto set a user chooses from, on the study's first target:
   `fastest` (highest decode tokens/s), `best-quality` (highest quality) and `knee` (`nas.study.pareto.knee_index`
-  of the (decode tokens/s, quality) front, both axes on a log scale). Ties go to the higher quality; in a proxy
-  study, qualities closer than its seed noise (`seed_noise`) are ties, won by the faster shape.
+  of the (decode tokens/s, quality) front, both axes on a log scale). Ties go to the higher quality; qualities
+  closer than the study's tie (`StudyTrials.tie`: a proxy study's seed noise, the quality law's band) are ties,
+  won by the faster shape.
 
 A trial is *feasible* when its record has no violations and its Optuna constraint values are all <= 0.
 """
@@ -23,8 +24,8 @@ from typing import Any, Iterable, Sequence
 
 from nas.core.errors import NasUserError
 from nas.study.pareto import pareto_mask_max, picks
-from nas.study.schema import (FAIL_REASON, FOUND_BY, FOUND_BY_SAMPLER, PROXY_HISTORY, STUDY_EXACT, STUDY_META,
-                              STUDY_SEARCH, StudyMeta, TrialRecord)
+from nas.study.schema import (FAIL_REASON, FOUND_BY, FOUND_BY_SAMPLER, PROXY_HISTORY, QUALITY_LAW, STUDY_EXACT,
+                              STUDY_META, STUDY_SEARCH, StudyMeta, TrialRecord)
 from nas.study.storage import open_storage
 
 PICK_TITLES = {"knee": "knee (recommended)", "fastest": "fastest", "best-quality": "best quality"}
@@ -90,6 +91,14 @@ class StudyTrials:
     exact: dict[str, Any] | None = None  # the exact stage's summary (STUDY_EXACT), when the search had one
     search: dict[str, Any] | None = None  # the last run's summary (STUDY_SEARCH): trials, warnings, ...
     quality_noise: float = 0.0  # a proxy study's seed noise (`seed_noise`); 0 for a deterministic quality
+
+    @property
+    def tie(self) -> float:
+        """Quality differences below this are ties: a proxy study's seed noise, or the quality law's band for a
+        study ranked by predicted loss (0: none)."""
+        if any(p.record.quality_source == QUALITY_LAW for p in self.points.values()):
+            return self.meta.band
+        return self.quality_noise
 
 
 def read_study(study) -> StudyTrials:
@@ -180,7 +189,7 @@ def compute_picks(trials: StudyTrials, pareto: Sequence[int], target: str | None
     target = target or trials.meta.targets[0]
     cands = [trials.points[n] for n in pareto if trials.points[n].speed(target, "decode_tokens_per_s") is not None]
     return picks([p.number for p in cands], [p.speed(target, "decode_tokens_per_s") for p in cands],
-                 [p.quality for p in cands], tie=trials.quality_noise)
+                 [p.quality for p in cands], tie=trials.tie)
 
 
 def failure_reason(trial, trials: Sequence[Any]) -> str:

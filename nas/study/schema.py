@@ -48,12 +48,20 @@ PROXY_RUNGS = "proxy_rungs"
 PROXY_WORKER = "proxy_worker"
 PROXY_ARCH = "proxy_arch"
 PROXY_HISTORY = "proxy_history"
+PROXY_PICK = "proxy_pick"
 PRUNED_AT_RUNG = "pruned_at_rung"
 PRUNE_REASON = "prune_reason"
 
 # What TrialRecord.quality measures (QUALITY_SOURCE), higher always better:
-QUALITY_PARAMS = "non_embedding_params"  # the latency stage: non-embedding parameter count
+QUALITY_LAW = "predicted_loss"  # the latency stage: minus the law's predicted pretraining loss (nats/token)
+QUALITY_PARAMS = "non_embedding_params"  # the latency stage with --quality params: non-embedding parameter count
 QUALITY_PROXY = "proxy_bpb"  # the proxy stage: minus the trained proxy's held-out bits per byte
+# Objective metrics that are a quality (the others are per-target speeds and memory): the latency stage's
+# "quality" objective is QUALITY_LAW (minimised) or "quality" (the parameter count, maximised); the proxy stage's
+# is QUALITY_PROXY (minimised).
+QUALITY_METRICS = ("quality", QUALITY_LAW, QUALITY_PROXY)
+# Sources whose quality is stored as minus a loss (shown as the loss itself)
+LOSS_SOURCES = (QUALITY_LAW, QUALITY_PROXY)
 
 FOUND_BY_SAMPLER = "sampler"  # proposed by the Optuna sampler
 FOUND_BY_EXACT = "exact_front"  # a member of the exact front the sampler missed, added after the search
@@ -66,8 +74,8 @@ TRIAL_ATTRS: dict[str, str] = {
     ATTENTION_TYPE: "'mha', 'gqa' or 'mqa'",
     NUM_PARAMS: "exact total parameters (what transformers instantiates)",
     NUM_NON_EMBEDDING_PARAMS: "parameters without the token embedding and LM head",
-    QUALITY: "the quality objective's value (higher is better)",
-    QUALITY_SOURCE: "what quality measures, e.g. 'non_embedding_params'",
+    QUALITY: "the quality (higher is better): minus the predicted or proxy loss, or the parameter count",
+    QUALITY_SOURCE: f"what quality measures: {QUALITY_LAW!r}, {QUALITY_PARAMS!r} or {QUALITY_PROXY!r}",
     PREDICTIONS: "target -> TargetFigures.to_dict(): prefill/decode ms and tokens/s, memory MiB, latency source",
     FEASIBLE: "true when the candidate breaks no constraint (violations is empty)",
     VIOLATIONS: "one human-readable line per broken constraint",
@@ -81,6 +89,8 @@ TRIAL_ATTRS: dict[str, str] = {
     PROXY_ARCH: "proxy stage: ArchConfig.to_dict() of the proxy actually trained (nas.proxy.scaling)",
     PROXY_HISTORY: "proxy stage: per rung, tokens, held-out bits per byte (mean over repeats, and each), seconds, "
                    "the training-loss curve and the halving decision",
+    PROXY_PICK: "proxy stage: true on a shape the latency stage picked (knee, fastest, best quality): halving never "
+                "stops it, so the check of the quality law has its last-rung score",
     PRUNED_AT_RUNG: "proxy stage: the rung after which successive halving stopped the trial (PRUNED)",
     PRUNE_REASON: "proxy stage: why halving stopped it, in one line",
 }
@@ -106,8 +116,9 @@ STUDY_LANDMARK_PROXY = "nas_landmark_proxy"
 STUDY_ATTRS: dict[str, str] = {
     STUDY_SCHEMA: "version of this schema the study was created with (SCHEMA_VERSION)",
     STUDY_META: "StudyMeta: space, targets, precision, lengths, objectives, constraints, latency sources and "
-                "each target's latency-model fingerprint (latency_models) and error band (latency_errors); a resumed search must match its "
-                "identity() and the fingerprints",
+                "each target's latency-model fingerprint (latency_models) and error band (latency_errors), and the "
+                "quality the latency stage ranks by (quality: the law's fingerprint, training tokens, band); a "
+                "resumed search must match its identity() and the fingerprints",
     STUDY_EXACT: "the exact stage's summary: space size, feasible configs, front size, hypervolume, the "
                  "normalisation it was measured in (no per-shape lists: the front's members are trials)",
     STUDY_SEARCH: "the last run's summary: counted trials, Optuna trials, Pareto-set size, the sampler's share "
@@ -170,12 +181,17 @@ class TrialRecord:
     arch: ArchConfig
     figures: dict[str, TargetFigures]  # target name -> figures
     quality: float  # higher is better
-    quality_source: str  # QUALITY_PARAMS (latency stage) or QUALITY_PROXY (proxy stage)
+    quality_source: str  # QUALITY_LAW or QUALITY_PARAMS (latency stage), QUALITY_PROXY (proxy stage)
     violations: tuple[str, ...] = ()  # human-readable reasons the candidate breaks a constraint
 
     @property
     def feasible(self) -> bool:
         return not self.violations
+
+    @property
+    def loss(self) -> float | None:
+        """The loss behind the quality (predicted nats/token, or proxy bits/byte), None for a parameter count."""
+        return -self.quality if self.quality_source in LOSS_SOURCES else None
 
     def to_user_attrs(self) -> dict[str, Any]:
         return {
@@ -213,13 +229,17 @@ class TrialRecord:
 class Objective:
     """One study objective: a metric, its direction, and the target it is measured on (None: target-free)."""
 
-    metric: str  # "quality", "decode_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "memory_mb"
+    metric: str  # a QUALITY_METRICS member, "decode_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "memory_mb"
     direction: str  # "maximize" | "minimize"
     target: str | None = None  # None for quality; "worst" for the worst case over all targets
 
     @property
     def label(self) -> str:
         return self.metric if self.target is None else f"{self.metric}@{self.target}"
+
+    @property
+    def is_quality(self) -> bool:
+        return self.metric in QUALITY_METRICS
 
 
 @dataclass(frozen=True)
@@ -241,6 +261,10 @@ class StudyMeta:
     # target -> {"fingerprint": LatencyModel.fingerprint(), "provenance": its phrase}: the latency model each
     # target was searched with (None in studies written before it was recorded)
     latency_models: dict[str, dict[str, str]] | None = None
+    # What the latency stage's quality is: {"source": QUALITY_LAW or QUALITY_PARAMS, and for the law
+    # "train_tokens", "fingerprint" (of the fit file), "band_nats", "reference", "form"} (None: written before
+    # the law, quality was the parameter count)
+    quality: dict[str, Any] | None = None
 
     def to_user_attrs(self) -> dict[str, Any]:
         data = asdict(self)
@@ -288,7 +312,14 @@ class StudyMeta:
         """The settings that define what a study's trials mean; resuming with any of these changed is refused."""
         return {"space": self.space, "space_fingerprint": self.space_fingerprint, "targets": list(self.targets),
                 "precision": self.precision, "prompt_len": self.prompt_len, "context_len": self.context_len,
-                "objectives": [o.label for o in self.objectives], "proxy": self.proxy}
+                "objectives": [o.label for o in self.objectives], "proxy": self.proxy,
+                "quality": {k: v for k, v in (self.quality or {}).items()
+                            if k in ("source", "train_tokens", "fingerprint")} or None}
+
+    @property
+    def band(self) -> float:
+        """The latency stage's quality band (nats): predicted losses closer than this are ties (0: none)."""
+        return float((self.quality or {}).get("band_nats") or 0.0)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import optuna
 from optuna.exceptions import StorageInternalError
-from sqlalchemy.exc import (DBAPIError, IntegrityError, InterfaceError, OperationalError, ProgrammingError,
-                            SQLAlchemyError)
+from sqlalchemy.exc import (DBAPIError, IntegrityError, InterfaceError, OperationalError, PendingRollbackError,
+                            ProgrammingError, SQLAlchemyError)
 
 from nas.core.errors import NasUserError
 
@@ -49,9 +49,10 @@ def lost_connection(exc: BaseException) -> bool:
     """Whether `exc` is a database connection lost or refused (worth retrying), not a bad request: SQLAlchemy's
     OperationalError and InterfaceError ("server closed the connection", "connection refused", "terminating
     connection due to administrator command", SQLite's "database is locked"), seen through Optuna's
-    StorageInternalError."""
+    StorageInternalError; and SQLAlchemy's PendingRollbackError, which a session raises for a transaction its
+    lost connection left invalid (Optuna rolls the session back after the error, so trying again is safe)."""
     for e in (exc, exc.__cause__):
-        if isinstance(e, (OperationalError, InterfaceError)):
+        if isinstance(e, (OperationalError, InterfaceError, PendingRollbackError)):
             return True
         if isinstance(e, DBAPIError) and e.connection_invalidated:
             return True

@@ -13,7 +13,7 @@ from nas.core.arch import ArchConfig
 from nas.proxy.scaling import ProxyRule
 from nas.proxy.train import TrainSettings
 from nas.report import build_report, landmark_scores
-from nas.report.data import load_landmarks
+from nas.core.landmarks import load_landmarks
 from nas.report.landmark_quality import train_landmarks
 from nas.search import ProxyOptions, Search, SearchSettings, proxy_study_name
 from nas.study import schema as S

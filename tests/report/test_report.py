@@ -253,7 +253,8 @@ def test_landmarks_are_predicted_as_nas_predict_predicts_them(tmp_path, capsys):
     import json
 
     from nas.cli import main
-    from nas.report.data import landmark_figures, load_landmarks
+    from nas.core.landmarks import load_landmarks
+    from nas.report.data import landmark_figures
     from nas.study.schema import Objective, StudyMeta
 
     meta = StudyMeta(space="test", space_fingerprint="0", targets=("pixel8", "rpi5"),

@@ -19,6 +19,7 @@ import pytest
 from nas.cli import main
 from nas.core.errors import NasUserError
 from nas.search import MAX_ASKS_PER_TRIAL, LatencyStage, SearchSettings
+from nas.study.pareto import to_minimisation
 from nas.study.schema import FOUND_BY_EXACT
 from tests.helpers import brute_pareto_mask
 
@@ -36,8 +37,11 @@ def quiet_search(**kw) -> LatencyStage:
 
 
 def test_trials_carry_records_and_constraints():
-    from nas.study.schema import TrialRecord
+    from nas.core.arch import ArchBatch
+    from nas.quality.model import load_quality_model
+    from nas.study.schema import QUALITY_LAW, TrialRecord
 
+    law = load_quality_model()
     search = quiet_search(trials=20)
     result = search.run(progress=False)
     trials = search._working.get_trials(deepcopy=False)
@@ -46,22 +50,27 @@ def test_trials_carry_records_and_constraints():
     for t in complete:
         rec = TrialRecord.from_user_attrs(t.user_attrs)
         assert rec.arch.arch_id == t.user_attrs["arch_id"]
-        assert rec.quality == rec.arch.num_non_embedding_params
+        assert rec.quality_source == QUALITY_LAW and rec.loss == -rec.quality
+        assert rec.loss == pytest.approx(law.predict(ArchBatch.from_configs([rec.arch]))[0])
         assert rec.figures["pixel8"].latency_source.startswith("analytic, fitted to ")  # published_fit.json
         assert set(t.constraints) == {"memory@pixel8", "space"}
-        assert t.values[0] == pytest.approx(rec.quality)
+        assert t.values[0] == pytest.approx(rec.loss)  # the objective is the predicted loss, minimised
         assert t.values[1] == pytest.approx(rec.figures["pixel8"].decode_tokens_per_s)
     meta = search._working.user_attrs["nas_meta"]
     assert meta["targets"] == ["pixel8"] and meta["space"] == "tiny"
+    assert meta["quality"]["source"] == QUALITY_LAW and meta["quality"]["fingerprint"] == law.fingerprint
+    assert meta["quality"]["train_tokens"] == 10**12 and meta["quality"]["band_nats"] == law.band
     assert search._working.user_attrs["nas_exact"]["front_size"] == len(result.exact.arch_ids)
 
 
 def test_exact_front_is_enqueued_and_study_front_is_exact():
     search = quiet_search(trials=15)
     result = search.run(progress=False)
-    # The Pareto set is the exact front, twins (identical objective values) shown once with the others listed.
+    # The Pareto set is the exact front, twins (identical objective values) shown once with the others listed; the
+    # exact stage adds one member of each twin group (the one a user would choose).
     shown = sorted(a for r in result.pareto for a in [r["arch_id"], *r["twins"]])
-    assert shown == sorted(result.exact.arch_ids) and len(result.pareto) <= len(result.exact.arch_ids)
+    assert set(result.exact.arch_ids) <= set(shown) and len(result.pareto) == len(result.exact.arch_ids)
+    assert result.exact.twins > 0 and len(set(map(tuple, result.exact.values))) == len(result.exact.arch_ids)
     assert result.exact_added >= sum(r["found_by"] == FOUND_BY_EXACT for r in result.pareto)
     assert 0 < result.hypervolume_ratio <= 1.0 + 1e-9
     exact_trials = [t for t in search._working.get_trials(deepcopy=False)
@@ -73,7 +82,7 @@ def test_exact_front_is_enqueued_and_study_front_is_exact():
     exact = search.exact_front()
     batch = search.space.enumerate()
     values = search.figures(batch).values(search.objectives)
-    brute = brute_pareto_mask(-values)
+    brute = brute_pareto_mask(to_minimisation(values, search.directions))
     assert len(np.unique(values[brute], axis=0)) == len(np.unique(exact.values, axis=0))
 
 
@@ -145,7 +154,7 @@ def test_params_budget_mode():
 
 def test_multi_target_each_and_worst():
     each = quiet_search(targets=("pixel8", "iphone15pro"), trials=20)
-    assert [o.label for o in each.objectives] == ["quality", "decode_tokens_per_s@pixel8",
+    assert [o.label for o in each.objectives] == ["predicted_loss", "decode_tokens_per_s@pixel8",
                                                   "decode_tokens_per_s@iphone15pro"]
     result = each.run(progress=False)
     assert all(set(r["targets"]) == {"pixel8", "iphone15pro"} for r in result.pareto)
@@ -272,7 +281,8 @@ def test_cli_prints_pareto_table_and_json(tmp_path, monkeypatch, capsys):
     code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress",
                  "--json", "--storage", ":memory:"])
     data = json.loads(capsys.readouterr().out)
-    assert code == 0 and data["pareto"] and data["exact_front"]["front_size"] == sum(1 + len(r["twins"]) for r in data["pareto"])
+    assert code == 0 and data["pareto"] and data["exact_front"]["front_size"] == len(data["pareto"])
+    assert data["quality"]["source"] == "predicted_loss" and data["recommendation"]["band_nats"] > 0
     row = data["pareto"][0]
     assert {"trial", "arch_id", "shape", "attention", "num_params", "quality", "targets", "found_by"} <= set(row)
     assert set(row["targets"]["pixel8"]) >= {"decode_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "memory_mb"}
@@ -400,8 +410,13 @@ def test_stored_trials_show_their_constraints_to_optuna_dashboard(tmp_path):
                for t in complete)
     feasible = [t for t in complete if all(c <= 0 for c in t.system_attrs["constraints"])]
     assert len(feasible) < len(complete)  # the TTFT limit makes some infeasible
+    sign = [-1 if o.direction == "maximize" else 1 for o in search.objectives]  # smaller is better after this
+
+    def better_or_equal(u, t):
+        return all(a * k <= b * k for a, b, k in zip(u.values, t.values, sign))
+
     front = {t.user_attrs["arch_id"] for t in feasible
-             if not any(all(o >= v for o, v in zip(u.values, t.values)) and u.values != t.values for u in feasible)}
+             if not any(better_or_equal(u, t) and u.values != t.values for u in feasible)}
     assert front == {a for r in result.pareto for a in [r["arch_id"], *r.get("twins", [])]}
 
 
@@ -464,12 +479,16 @@ def test_extrapolation_warnings_in_the_result_and_json(tmp_path, monkeypatch, ca
     from nas.search import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN
 
     result = quiet_search(trials=10).run(progress=False)  # tiny: max_seq_len 256 < the default lengths
-    assert len(result.warnings) == 1
+    latency = [w for w in result.warnings if not w.startswith("predicted loss: ")]
+    assert len(latency) == 1 and result.warnings[0] == latency[0]
+    # tiny's shapes are far smaller and shallower than any published run: the law's extrapolation is said too
+    quality = " ".join(w for w in result.warnings if w.startswith("predicted loss: "))
+    assert "outside the published runs'" in quality and "tokens per parameter" in quality
     assert result.warnings[0].startswith("pixel8: all ")
     assert (f"configs have a max_seq_len below the lengths (prompt {DEFAULT_PROMPT_LEN}, decode after "
             f"{DEFAULT_CONTEXT_LEN} cached tokens needs {DEFAULT_CONTEXT_LEN + 1})") in result.warnings[0]
     assert result.warnings[0].endswith("(Pareto shapes)")
-    assert quiet_search(trials=10, prompt_len=64, context_len=128).run(progress=False).warnings == []
+    assert quiet_search(trials=10, prompt_len=64, context_len=128, quality="params").run(progress=False).warnings == []
     monkeypatch.chdir(tmp_path)
     code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-report",
                  "--no-progress", "--json", "--storage", ":memory:"])

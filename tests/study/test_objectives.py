@@ -10,13 +10,18 @@ from nas.study.objectives import parse_count, parse_objectives, parse_params_ran
 
 def test_parse_objectives_modes():
     one = parse_objectives(None, ["pixel8"])
-    assert [o.label for o in one] == ["quality", "decode_tokens_per_s@pixel8"]
+    assert [o.label for o in one] == ["predicted_loss", "decode_tokens_per_s@pixel8"]
+    assert one[0].direction == "minimize" and one[0].is_quality and not one[1].is_quality
+    params = parse_objectives(None, ["pixel8"], quality="params")
+    assert [(o.label, o.direction) for o in params][0] == ("quality", "maximize") and params[0].is_quality
     two = parse_objectives(["quality", "decode_tps", "ttft"], ["pixel8", "iphone15pro"])
-    assert [o.label for o in two] == ["quality", "decode_tokens_per_s@pixel8", "decode_tokens_per_s@iphone15pro",
-                                      "ttft_ms@pixel8", "ttft_ms@iphone15pro"]
+    assert [o.label for o in two] == ["predicted_loss", "decode_tokens_per_s@pixel8",
+                                      "decode_tokens_per_s@iphone15pro", "ttft_ms@pixel8", "ttft_ms@iphone15pro"]
     assert two[-1].direction == "minimize"
     worst = parse_objectives(None, ["pixel8", "iphone15pro", "rpi5"])
-    assert [o.label for o in worst] == ["quality", "decode_tokens_per_s@worst"]
+    assert [o.label for o in worst] == ["predicted_loss", "decode_tokens_per_s@worst"]
+    with pytest.raises(NasUserError, match="--quality 'magic' is not one of law, params"):
+        parse_objectives(None, ["pixel8"], quality="magic")
     with pytest.raises(NasUserError, match="unknown objective 'speed'; known: quality"):
         parse_objectives(["quality", "speed"], ["pixel8"])
     with pytest.raises(NasUserError, match="at least two"):

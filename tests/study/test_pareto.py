@@ -58,17 +58,17 @@ def test_knee_index():
     assert knee_index([1, 2], [5, 4]) == 0  # two points: the higher quality
 
 
-def test_tie_front_is_the_pareto_front_without_noise_and_coarser_with_it():
-    from nas.study.pareto import tie_front
+def test_the_knee_with_a_tie_is_the_fastest_shape_within_the_tie_of_the_fronts_knee():
+    from nas.study.pareto import knee_pick
 
     rng = np.random.default_rng(3)
-    speeds, quality = rng.random(40).tolist(), rng.random(40).tolist()
-    exact = pareto_mask_max(list(zip(speeds, quality)), [True, True])
-    assert sorted(tie_front(speeds, quality)) == sorted(np.flatnonzero(exact).tolist())
-    coarse = tie_front(speeds, quality, tie=0.2)
-    assert set(coarse) < set(tie_front(speeds, quality)) and max(speeds) == max(speeds[i] for i in coarse)
-    for i in coarse:  # every kept point is better than each faster point by more than the noise
-        assert all(quality[i] > quality[j] + 0.2 for j in range(40) if speeds[j] > speeds[i])
+    speeds = np.sort(rng.random(60)) * 100 + 1
+    quality = -np.log(speeds) * 0.1 + rng.normal(0, 0.01, 60)  # a smooth front, slower is better
+    plain = knee_pick(speeds, quality)
+    assert pareto_mask_max(np.column_stack([speeds, quality]), [True, True])[plain]
+    tied = knee_pick(speeds, quality, tie=0.05)
+    assert speeds[tied] >= speeds[plain] and quality[tied] >= quality[plain] - 0.05
+    assert not any(speeds[i] > speeds[tied] and quality[i] >= quality[plain] - 0.05 for i in range(60))
 
 
 def test_picks_with_noise_prefer_the_faster_of_tied_shapes():
