@@ -11,9 +11,11 @@ DESCRIPTION = """Export one architecture of a study as a config a trainer reads.
 
 Choose it by trial number, by arch id (a unique prefix is enough), or let nas pick from the Pareto set
 (--pick): fastest = highest decode tokens/s on the study's first target; best-quality = highest quality;
-knee = the best trade between the two (see `nas report`). nas says which trial it picked. When the study
-had a proxy stage, --pick chooses on its proxy-trained front (study <study>:proxy); --trial and --arch-id
-look in the study named.
+knee = the best trade between the two (see `nas report`); predicted losses within the quality law's band are
+ties, won by the faster shape. nas says which trial it picked. --pick chooses on the study's front of
+predicted loss (what `nas search` recommends from; a pick the proxy check moved is exported by the --trial
+and --study `nas search` printed); a study searched with --quality params and a proxy stage picks on its
+proxy-trained front (study <study>:proxy). --trial and --arch-id look in the study named.
 
 Formats (file written into --out):
   hf       config.json      LlamaConfig, or Qwen2Config when the shape has qkv bias
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                            "--pick fastest|best-quality|knee (nas does not pick unless asked)")
     storage = args.storage or default_storage()
     trials = read_study(load_study(storage, args.study))
-    if args.pick is not None:  # a study with a proxy stage recommends from its proxy-trained front
+    ranked_by_law = (trials.meta.quality or {}).get("source") == "predicted_loss"
+    if args.pick is not None and not ranked_by_law:  # ranked by parameter count: the proxy front recommends
         proxy = _proxy_trials(storage, args.study)
         if proxy is not None and proxy.points:
             trials = proxy

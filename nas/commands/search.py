@@ -322,6 +322,11 @@ def recommendation_text(rec: dict, storage: str) -> list[str]:
         lines.append(f"  proxy check on your text: {check['trained']} shapes trained to the last rung; Kendall tau "
                      f"of proxy bits/byte vs predicted loss {tau}; seed noise {noise} bits/byte; "
                      f"{len(check['flags'])} flag(s)")
+        for shape in check["shapes"]:
+            bpb = "-" if shape["proxy_bpb"] is None else f"{shape['proxy_bpb']:.3f}"
+            state = {"COMPLETE": "", "PRUNED": " (stopped early)", "FAIL": " (failed)"}.get(shape["state"], "")
+            lines.append(f"    {shape['shape']:<24} predicted loss {shape['predicted_loss']:.3f}  proxy {bpb} "
+                         f"bits/byte{state}")
         lines += [f"    flag: {f}" for f in check["flags"][:8]]
         if len(check["flags"]) > 8:
             lines.append(f"    ... {len(check['flags']) - 8} more (--json)")

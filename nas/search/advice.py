@@ -103,7 +103,8 @@ def knee_stability(table: ShapeTable, quality_model, knee: int) -> dict[str, Any
     losses = quality_model.bootstrap_losses(table.batch.subset(pool))
     layers = table.batch.columns["num_layers"][pool]
     knees = [int(pool[knee_of(table.speed[pool], loss, quality_model.band)]) for loss in losses]
-    same = sum(k == knee for k in knees)
+    # Twins (the same shape tied or untied, SwiGLU or gated ReLU) are one point: the same speed and loss.
+    same = sum(table.speed[k] == table.speed[knee] and table.loss[k] == table.loss[knee] for k in knees)
     depths = sorted(int(layers[list(pool).index(k)]) for k in knees)
     return {"fits": len(knees), "same_shape": same / len(knees),
             "depths": {"min": depths[0], "median": depths[len(depths) // 2], "max": depths[-1],
@@ -167,7 +168,10 @@ def law_check(scores: Sequence[ProxyScore], noise: float | None, band: float) ->
 
     done = [s for s in scores if s.state == "COMPLETE" and s.bpb is not None]
     out: dict[str, Any] = {"trained": len(done), "seed_noise_bpb": noise, "band_nats": band, "kendall_tau": None,
-                           "flags": []}
+                           "flags": [], "shapes": [{"shape": s.shape, "arch_id": s.arch_id, "state": s.state,
+                                                    "proxy_bpb": s.bpb, "predicted_loss": s.predicted_loss,
+                                                    "decode_tokens_per_s": s.decode_tokens_per_s}
+                                                   for s in sorted(scores, key=lambda s: s.predicted_loss)]}
     if len(done) >= 3:
         tau = kendalltau([s.bpb for s in done], [s.predicted_loss for s in done]).statistic
         out["kendall_tau"] = None if tau is None or not math.isfinite(tau) else float(tau)

@@ -134,3 +134,32 @@ def test_default_name_with_other_proxy_settings_gets_a_study_of_its_own(tmp_path
     assert second.proxy.outcome.trained == 5
     again = Search(settings, proxy=other, log=lambda _: None).run(progress=False)
     assert again.study_name == second.study_name and again.proxy.outcome.trained == 0
+
+
+def test_the_laws_picks_are_trained_first_never_halved_and_checked(tmp_path):
+    result, storage = run(tmp_path)
+    study = optuna.load_study(study_name=proxy_study_name("p"), storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    rec = result.recommendation
+    picks = {p["arch_id"] for p in rec["picks"].values()}
+    marked = {t.user_attrs[S.ARCH_ID] for t in trials if t.user_attrs.get(S.PROXY_PICK)}
+    assert picks == marked and picks <= set(study.user_attrs[S.STUDY_PROXY_PLAN]["arch_ids"])
+    for t in trials:
+        if t.user_attrs.get(S.PROXY_PICK):  # halving never stops a pick: the check needs its last-rung score
+            assert t.state == TrialState.COMPLETE
+    check = rec["law_check"]
+    assert check["trained"] == sum(t.state == TrialState.COMPLETE for t in trials)
+    assert check["seed_noise_bpb"] == result.proxy.noise and check["band_nats"] == rec["band_nats"]
+    assert {s["arch_id"] for s in check["shapes"]} == {t.user_attrs[S.ARCH_ID] for t in trials}
+    assert rec["fixed_speeds"] and rec["landmarks"] and rec["stability"]["fits"] > 0
+    for name, pick in rec["picks"].items():  # the picks of the predicted-loss front, or moved by the one rule
+        assert "predicted_loss" in pick and ("moved_from" not in pick or "moved by the proxy check" in pick["why"])
+
+
+def test_quality_params_keeps_the_parameter_count_and_the_proxy_front(tmp_path):
+    result, _ = run(tmp_path, study="q", quality="params")
+    assert result.meta.quality == {"source": "non_embedding_params"}
+    assert [o.label for o in result.meta.objectives][0] == "quality"
+    rec = result.recommendation
+    assert rec["study"] == proxy_study_name("q") and "law_check" not in rec
+    assert all(r["quality_source"] == "non_embedding_params" for r in result.pareto)
