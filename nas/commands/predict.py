@@ -7,7 +7,6 @@ from typing import Any
 
 from nas.commands._common import add_arch_arguments, add_json_flag, arch_from_args, emit
 from nas.core.accounting import PRECISIONS, activation_precision, kv_bytes_per_element
-from nas.core.errors import NasUserError
 
 HELP = "predict prefill/decode latency and memory of one architecture on targets"
 DESCRIPTION = """\
@@ -111,10 +110,10 @@ def _text(arch, prompt_len: int, context_len: int, results: list[dict[str, Any]]
 
 
 def run(args: argparse.Namespace) -> int:
+    from nas.core.limits import MAX_TOKENS, check_int
+
     for name in ("prompt_len", "context_len"):
-        value = getattr(args, name)
-        if value <= 0:
-            raise NasUserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        check_int(getattr(args, name), f"--{name.replace('_', '-')}", 1, MAX_TOKENS)
     arch = arch_from_args(args)
     targets = list(dict.fromkeys(args.target))
     results = [predict_one(arch, t, args.prompt_len, args.context_len, args.precision, args.provider)

@@ -37,13 +37,16 @@ DEFAULT_SPACES = ("hostcal", "tiny")
 
 
 def lengths_arg(text: str) -> tuple[int, ...]:
-    """argparse type for "64,128,512"."""
+    """argparse type for "64,128,512": token lengths from 1 to MAX_TOKENS."""
+    from nas.core.limits import MAX_TOKENS
+
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+        values = ()
+    if not values or any(not 1 <= v <= MAX_TOKENS for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated token lengths from 1 to {MAX_TOKENS:,}, "
+                                         f"got {text!r}")
     return values
 
 

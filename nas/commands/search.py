@@ -91,14 +91,20 @@ DEFAULT_FINAL_SEEDS = 2
 
 def _tokens_arg(text: str) -> tuple[int, ...]:
     """argparse type for "24576,73728" or "24K,72K"."""
+    from nas.core.limits import MAX_COUNT, is_finite_number
+
     out = []
     for part in text.split(","):
         part = part.strip().upper()
         scale = 1000 if part.endswith("K") else 1_000_000 if part.endswith("M") else 1
         try:
-            out.append(int(float(part.rstrip("KM")) * scale))
+            value = float(part.rstrip("KM")) * scale
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated token budgets such as 24K,72K, got {text!r}")
+            value = None
+        if value is None or not is_finite_number(value) or abs(value) > MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"expected comma-separated token budgets such as 24K,72K (at most "
+                                             f"{MAX_COUNT:,} each), got {text!r}")
+        out.append(int(value))
     return tuple(out)
 
 

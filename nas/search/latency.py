@@ -38,6 +38,7 @@ import numpy as np
 
 from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_COUNT, MAX_TOKENS, check_int
 from nas.core.paths import default_storage
 from nas.core.trainers import RULES, buildable, check_trainer, missing
 from nas.core.version import __version__
@@ -148,9 +149,9 @@ class LatencyStage:
             raise NasUserError("give at least one --target")
         if len(set(s.targets)) != len(s.targets):
             raise NasUserError(f"--target listed twice: {', '.join(s.targets)}")
-        for name, value in (("--trials", s.trials), ("--prompt-len", s.prompt_len), ("--context-len", s.context_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise NasUserError(f"{name} must be a positive integer, got {value!r}")
+        for name, value, high in (("--trials", s.trials, MAX_COUNT), ("--prompt-len", s.prompt_len, MAX_TOKENS),
+                                  ("--context-len", s.context_len, MAX_TOKENS)):
+            check_int(value, name, 1, high)
         if isinstance(s.seed, bool) or not isinstance(s.seed, int) or not 0 <= s.seed <= MAX_SEED:
             raise NasUserError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {s.seed!r}")
         if s.sampler not in SAMPLERS:

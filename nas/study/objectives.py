@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_COUNT
 from nas.study.schema import QUALITY_PARAMS, Objective
 
 # CLI name -> (metric in TrialRecord/TargetFigures vocabulary, direction, measured per target?)
@@ -147,18 +148,22 @@ def parse_count(text: str, what: str = "--params") -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMbBgG]?)\s*", text)
     if not m:
         raise NasUserError(f"{what}: {text!r} is not a parameter count such as 450M, 1.2B or 125000000")
-    return int(round(float(m.group(1)) * _SIZE_SUFFIX[m.group(2).upper()]))
+    value = float(m.group(1)) * _SIZE_SUFFIX[m.group(2).upper()]  # inf for a 400-digit count
+    if not value <= MAX_COUNT:
+        raise NasUserError(f"{what}: {text!r} is beyond the largest parameter count nas takes ({MAX_COUNT:,})")
+    return int(round(value))
 
 
 def parse_params_range(text: str | None) -> tuple[int | None, int | None]:
     """'100M:600M' -> (1e8, 6e8); either side may be empty ('450M:' or ':600M')."""
     if not text:
         return None, None
-    if ":" not in text:
-        raise NasUserError(f"--params {text!r}: expected LOW:HIGH such as 100M:600M (either side may be empty)")
-    lo_text, hi_text = text.split(":", 1)
-    lo = parse_count(lo_text) if lo_text.strip() else None
-    hi = parse_count(hi_text) if hi_text.strip() else None
+    if text.count(":") != 1:
+        raise NasUserError(f"--params {text!r}: expected LOW:HIGH such as 100M:600M, one colon (either side may "
+                           "be empty)")
+    lo_text, hi_text = text.split(":")
+    lo = parse_count(lo_text, f"--params {text!r}") if lo_text.strip() else None
+    hi = parse_count(hi_text, f"--params {text!r}") if hi_text.strip() else None
     if (lo is not None or hi is not None) and max(v for v in (lo, hi) if v is not None) < MIN_PLAUSIBLE_PARAMS:
         suffixed = ":".join(f"{part.strip()}M" if part.strip() else "" for part in (lo_text, hi_text))
         raise NasUserError(f"--params {text!r} means fewer than {MIN_PLAUSIBLE_PARAMS:,} parameters; counts need a "
