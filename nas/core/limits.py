@@ -27,6 +27,7 @@ MAX_WIDTH = 2**20  # hidden_size, intermediate_size, num_heads * head_dim, an FF
 MAX_LAYERS = 2**12
 MAX_VOCAB = 2**24
 MAX_TOKENS = 2**24  # a prompt or context length, max_seq_len
+MAX_THREADS = 2**12  # threads: ONNX Runtime and torch take a C int; no machine nas runs on has more cores
 MAX_COUNT = 2**53  # any other count a flag or file gives (trials, configs, token budgets): exact as a float too
 
 
