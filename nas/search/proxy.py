@@ -493,7 +493,7 @@ class ProxyWorker:
             self._fail(study, run, "interrupted: the worker was stopped (SIGINT or SIGTERM) during training; "
                                    "queued again for another worker or the next run")
             _requeue(study, self.storage.get_trial(run.trial_id))
-        except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway, *STORAGE_ERRORS):
+        except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway, *STORAGE_ERRORS, NasUserError):
             pass  # another worker failed and requeued it already, or the database is gone
 
     def _tell(self, study, run: "_Run", **kw) -> None:
