@@ -55,7 +55,8 @@ from nas.study.objectives import (
     predict_figures,
 )
 from nas.study.pareto import Normaliser, pareto_mask, to_minimisation
-from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER, StudyMeta, TargetFigures, TrialRecord
+from nas.study.schema import (FOUND_BY_EXACT, FOUND_BY_SAMPLER, StudyMeta, TargetFigures, TrialRecord,
+                              check_study_name)
 from nas.study.storage import STORAGE_ERRORS, open_storage
 from nas.study.storage import first_line as _first_line
 from nas.targets import load_target
@@ -184,7 +185,10 @@ class LatencyStage:
         self.constraints = Constraints(memory, s.min_decode_tps, s.max_ttft_ms, lo, hi)
         self.constraint_names = self.constraints.names(self.target_names)
         self.storage_url = s.storage or default_storage()
-        self.study_name = s.study or f"{'+'.join(self.target_names)}-{self.space.name}"
+        self.study_name = check_study_name(
+            s.study if s.study is not None else f"{'+'.join(self.target_names)}-{self.space.name}",
+            "--study" if s.study is not None else "the default study name (from the targets and the space's name; "
+                                                  "pass --study NAME)")
         self.named_by_user = s.study is not None
         self.meta = StudyMeta(
             space=self.space.name, space_fingerprint=self.space.fingerprint, targets=self.target_names,
