@@ -119,11 +119,15 @@ def sample_configs(args: argparse.Namespace) -> tuple[str, list]:
 def make_protocol(args: argparse.Namespace, target):
     from nas.latency.measure import Protocol
 
+    from nas.core.limits import MAX_THREADS
+
     threads = args.threads if args.threads is not None else target.threads
     for flag, value, low in (("--threads", threads, 1), ("--warmup", args.warmup, 0), ("--runs", args.runs, 1),
                              ("--sessions", args.sessions, 1)):
         if value < low:
             raise NasUserError(f"{flag} must be at least {low}, got {value}")
+    if threads > MAX_THREADS:
+        raise NasUserError(f"--threads must be at most {MAX_THREADS:,}, got {threads}")
     return Protocol(threads=threads, warmup=args.warmup, runs=args.runs, sessions=args.sessions)
 
 

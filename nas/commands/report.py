@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.report import build_report, landmark_scores
     from nas.study.schema import check_study_name
 
-    check_study_name(args.study)  # before it names a folder: the report stays inside runs/reports
+    check_study_name(args.study, proxy_ok=True)  # before it names a folder: the report stays in runs/reports
     out = Path(args.out) if args.out else default_report_dir(args.study)
     storage = args.storage or default_storage()
     index = build_report(storage, args.study, out, landmark_quality=args.landmark_quality, data_path=args.data,

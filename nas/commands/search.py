@@ -216,10 +216,11 @@ def run(args: argparse.Namespace) -> int:
                            f"--grace-period ({args.grace_period})")
     search = Search(settings, proxy=proxy, stage=args.stage,
                     heartbeat=Heartbeat(args.heartbeat_interval, args.grace_period))
+    search.validate()  # refusals that need no storage, before anything is written
     if args.report and args.report_dir:
-        from nas.report import prepare_dir
+        from nas.core.paths import check_can_create
 
-        prepare_dir(args.report_dir)  # an unwritable --report-dir is refused before searching, not after
+        check_can_create(args.report_dir, "the report")  # refused before searching, not after; created later
     result = search.run(progress=args.progress)
 
     report_path, report_note, report_error = None, None, None
@@ -255,7 +256,9 @@ def run(args: argparse.Namespace) -> int:
         for name in ("fastest", "best-quality"):
             pick = rec["picks"][name]
             lines.append(f"  {name}: {pick['shape']} (trial {pick['trial']}), {pick['decode_text']}")
-        lines += [f"  export it: {knee['export']}"]
+        lines += [f"  export it: {knee['export']}" if knee["export"] else
+                  f"  export it: not from this study: it was in memory (--storage {args.storage}) and is gone; "
+                  "search again with a --storage to keep it"]
     if report_path:
         lines.append(f"report: {report_path}")
     elif report_note:

@@ -56,6 +56,21 @@ def ensure_folder(path: str | Path, what: str = "folder") -> Path:
     return path
 
 
+def check_can_create(path: str | Path, what: str = "folder") -> Path:
+    """Refuse now, creating nothing, a folder `ensure_folder` would fail to create or nas could not write into
+    later: a file in its place, a missing root, a read-only place (probed with a temporary file that is removed)."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        raise NasUserError(f"cannot write {what} to {path}: {existing} is a file, not a folder{_home_hint(path)}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise NasUserError(f"cannot write {what} to {path}: {exc.strerror or exc}{_home_hint(path)}") from None
+    return path
+
+
 def _home_hint(path: Path) -> str:
     """Where `path` lies under NAS_HOME, what to change: the user may not know nas keeps data there."""
     home = data_dir()

@@ -97,9 +97,10 @@ class ProfileSettings:
             raise NasUserError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         for name in ("prompt_lens", "context_lens"):
             values = tuple(getattr(self, name))
-            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v <= 0]
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_TOKENS]
             if bad:
-                raise NasUserError(f"{name.replace('_', '-')} must be positive integers, got {bad[0]!r}")
+                raise NasUserError(f"{name.replace('_', '-')} must be integers from 1 to {MAX_TOKENS:,}, got "
+                                   f"{shown(bad[0])}")
             object.__setattr__(self, name, tuple(sorted(set(values))))
         if not self.prompt_lens and not self.context_lens:
             raise NasUserError("nothing to measure: give at least one prompt length or context length")

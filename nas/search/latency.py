@@ -376,11 +376,18 @@ class LatencyStage:
         return (f"{where} meets all constraints together; the closest is {arch.short_tag} ({arch.arch_id}): "
                 f"{broken}")
 
+    def plan(self) -> ExactFront | None:
+        """The exact stage, once: every refusal that needs no storage (an impossible constraint), so that it
+        comes before the storage is opened (which creates a new database)."""
+        if not hasattr(self, "_exact"):
+            self._exact = self.exact_front()
+        return self._exact
+
     def prepare(self) -> ExactFront | None:
         """Everything that can refuse the run before anything is written: the exact stage (an impossible
         constraint), and an existing study searched with other settings. Done once; `run` reuses it."""
         if not hasattr(self, "_prepared"):
-            exact = self.exact_front()
+            exact = self.plan()
             self.check_existing_study()
             self._prepared = exact
         return self._prepared

@@ -170,7 +170,14 @@ class Search:
         finally:
             optuna.logging.set_verbosity(verbosity)
 
+    def validate(self) -> None:
+        """Every refusal that needs no storage (the exact stage's impossible constraints; the settings, names,
+        --data and --device were checked when this was built): call before anything is written."""
+        if self.stage in ("all", "latency"):
+            self.latency.plan()
+
     def _run(self, progress: bool) -> SearchResult:
+        self.validate()  # before the storage is opened: opening creates a new database
         storage = open_storage(self.latency.storage_url, heartbeat=self.heartbeat if self.proxy_options else None)
         self.latency.storage = storage
         default_name = not self.latency.named_by_user

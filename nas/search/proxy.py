@@ -40,6 +40,7 @@ import numpy as np
 
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_THREADS
 from nas.proxy import halving
 from nas.proxy.corpus import Corpus, load_corpus
 from nas.proxy.scaling import ProxyRule
@@ -92,8 +93,8 @@ class ProxyOptions:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
             raise NasUserError(f"--proxy-time-limit must be a positive number of seconds, got {limit!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
-            raise NasUserError(f"--proxy-threads must be a positive integer, got {self.threads!r}")
+                                         or not 1 <= self.threads <= MAX_THREADS):
+            raise NasUserError(f"--proxy-threads must be an integer from 1 to {MAX_THREADS:,}, got {self.threads!r}")
 
     def identity(self, corpus: Corpus) -> dict[str, Any]:
         """What decides the proxy scores: resuming a proxy study with any of it changed is refused."""

@@ -34,7 +34,7 @@ def load_study(storage: str, study_name: str):
     """Open an existing study by name; an unknown name is one line listing the known ones."""
     import optuna
 
-    check_study_name(study_name)  # before the storage is opened: a name can refuse nothing stored
+    check_study_name(study_name, proxy_ok=True)  # before the storage is opened: nothing stored is touched
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage, must_exist=True) if isinstance(storage, str) else storage
     try:

@@ -97,9 +97,12 @@ PROXY_SUFFIX = ":proxy"  # the proxy stage's study is the latency stage's name p
 STUDY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
-def check_study_name(name: Any, source: str = "--study") -> str:
-    """`name` when it is a study name (STUDY_NAME_RE), else one line saying what is allowed."""
-    if isinstance(name, str) and STUDY_NAME_RE.fullmatch(name) and ".." not in name:
+def check_study_name(name: Any, source: str = "--study", proxy_ok: bool = False) -> str:
+    """`name` when it is a study name (STUDY_NAME_RE), else one line saying what is allowed. `proxy_ok`
+    (commands that read studies): also a search's own proxy study, <name>:proxy, which only nas can create,
+    since no study name it accepts holds a ':'."""
+    base = name[:-len(PROXY_SUFFIX)] if proxy_ok and isinstance(name, str) and name.endswith(PROXY_SUFFIX) else name
+    if isinstance(base, str) and STUDY_NAME_RE.fullmatch(base) and ".." not in base:
         return name
     reserved = isinstance(name, str) and ":" in name
     raise NasUserError(f"{source} {shown(name)} is not a study name: use letters, digits and . _ + - (starting with "
