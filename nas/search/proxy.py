@@ -147,9 +147,9 @@ def open_proxy_study(storage, name: str, meta: StudyMeta, create: bool):
             return study
     old = StudyMeta.from_user_attrs(study.user_attrs)
     if old is not None and old.identity() != meta.identity():
-        diffs = [k for k in meta.identity() if meta.identity()[k] != old.identity().get(k)]
-        raise NasUserError(f"proxy study {name!r} was trained with other settings ({', '.join(diffs)}); pass "
-                           "--study NEW_NAME, or the same settings to resume it")
+        diffs = "; ".join(meta.differences(old)[:3])  # the setting by name and value, as the latency stage says
+        raise NasUserError(f"proxy study {name!r} was trained with other settings ({diffs}); pass --study NEW_NAME, "
+                           "or the same settings to resume it")
     return study
 
 

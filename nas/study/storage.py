@@ -365,7 +365,7 @@ def _check_journal(path: Path) -> None:
     """Refuse a file that is not an Optuna journal (every line a JSON object with an "op_code") before anything
     is written to it: Optuna skips a malformed last line as a write cut short, so a search would append to
     the user's file and only then fail on the line it no longer sees as the last."""
-    import json
+    from nas.core.userfiles import parse_json
 
     if not path.is_file():
         return
@@ -375,8 +375,8 @@ def _check_journal(path: Path) -> None:
                 if not line.strip():
                     continue
                 try:
-                    entry = json.loads(line)
-                except ValueError:
+                    entry = parse_json(line, str(path), line=number)
+                except NasUserError:  # malformed, NaN, nested past reason: not a line Optuna wrote
                     entry = None
                 if not isinstance(entry, dict) or "op_code" not in entry:
                     raise NasUserError(f"--storage {str(path)!r} is not an Optuna journal file (line {number} is not a "
