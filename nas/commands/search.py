@@ -87,6 +87,7 @@ DEFAULT_PROXY_SHAPES = 12
 DEFAULT_PROXY_TOKENS = (40_960, 122_880)
 DEFAULT_ETA = 3.0
 DEFAULT_FINAL_SEEDS = 2
+MAX_GRACE_S = 7 * 24 * 3600
 
 
 def _tokens_arg(text: str) -> tuple[int, ...]:
@@ -214,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.heartbeat_interval < args.grace_period:
         raise NasUserError(f"--heartbeat-interval ({args.heartbeat_interval}) must be at least 1 and below "
                            f"--grace-period ({args.grace_period})")
+    if args.grace_period > MAX_GRACE_S:  # a sleep past this is an OverflowError in the heartbeat thread
+        raise NasUserError(f"--grace-period must be at most {MAX_GRACE_S:,} seconds (a week), got {args.grace_period}")
     search = Search(settings, proxy=proxy, stage=args.stage,
                     heartbeat=Heartbeat(args.heartbeat_interval, args.grace_period))
     search.validate()  # refusals that need no storage, before anything is written
