@@ -254,8 +254,8 @@ def test_nas_export_bad_input_is_one_line_exit_2(tmp_path, capsys, storage):
         "say which shape to export": ["--study", "exp", "--storage", storage, *out],
         "no complete trial of study 'exp' has arch id": ["--study", "exp", "--storage", storage, "--arch-id",
                                                          "zzzz", *out],
-        "is a file, not a folder": ["--study", "exp", "--storage", storage, "--trial", str(gqa), "--format", "json", "--out",
-                         str(blocker / "sub")],
+        "is a file, not a folder": ["--study", "exp", "--storage", storage, "--trial", str(gqa), "--format", "json",
+                                    "--out", str(blocker / "sub")],
         "nanoGPT cannot express": ["--study", "exp", "--storage", storage, "--trial", str(gqa), "--format",
                                    "nanogpt", "--out", str(tmp_path / "n")],
     }

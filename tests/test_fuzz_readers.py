@@ -216,7 +216,8 @@ def test_measurement_files_of_any_bytes(tmp_path_factory, data):
 
 
 # ----------------------------------------------------------------------------------------------- flags
-COUNT_TEXT = st.one_of(st.text(max_size=20), st.from_regex(r"\A[0-9.]{0,40}[kKmMbBgG]?(:[0-9.]{0,40}[kKmMbBgG]?){0,2}\Z"))
+COUNT_TEXT = st.one_of(st.text(max_size=20),
+                       st.from_regex(r"\A[0-9.]{0,40}[kKmMbBgG]?(:[0-9.]{0,40}[kKmMbBgG]?){0,2}\Z"))
 
 
 @given(text=COUNT_TEXT)

@@ -268,8 +268,8 @@ def _existing_rows(out_path: Path, target: str) -> tuple[list[dict], bool]:
         return rows + ([whole] if whole["target"] == target else []), True
     if tail:
         cut = len(text.encode("utf-8")) - len(tail.encode("utf-8"))
-        print(f"warning: {out_path}: dropping an unfinished last line, a row cut off ({len(tail.encode('utf-8'))} bytes) left by an "
-              "interrupted run", file=sys.stderr)
+        print(f"warning: {out_path}: dropping an unfinished last line, a row cut off ({len(tail.encode('utf-8'))} "
+              "bytes) left by an interrupted run", file=sys.stderr)
         try:
             with out_path.open("r+b") as fh:
                 fh.truncate(cut)

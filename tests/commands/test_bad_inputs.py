@@ -90,7 +90,8 @@ def _hostile_files(root: Path) -> None:
     db.close()
     (root / "zero.sqlite").write_bytes(b"")
     (root / "text.sqlite").write_text("not a database\n" * 100)
-    for name, data in (("hf_act_list", {**HF, "hidden_act": ["silu"]}), ("hf_rope_str", {**HF, "rope_parameters": "yarn"}),
+    for name, data in (("hf_act_list", {**HF, "hidden_act": ["silu"]}),
+                       ("hf_rope_str", {**HF, "rope_parameters": "yarn"}),
                        ("hf_tie_str", {**HF, "tie_word_embeddings": "false"}),
                        ("arch_huge", {**ARCH, "hidden_size": 2_000_000}), ("arch_int64", {**ARCH, "vocab_size": 2**64}),
                        ("arch_ffn_list", {**ARCH, "ffn_kind": ["swiglu"]})):
@@ -294,7 +295,8 @@ CASES = [
     ("trials-beyond-int64", ["search", "--target", "pixel8", "--trials", "99999999999999999999"],
      "is beyond the 64-bit integers"),
     ("memory-infinite", ["search", "--target", "pixel8", "--max-memory-mb", "inf"], "'inf' is not a finite number"),
-    ("eta-nan", ["search", "--target", "pixel8", "--proxy-shapes", "2", "--eta", "nan"], "'nan' is not a finite number"),
+    ("eta-nan", ["search", "--target", "pixel8", "--proxy-shapes", "2", "--eta", "nan"],
+     "'nan' is not a finite number"),
     ("rope-theta-infinite", ["inspect", *ARCH_FLAGS, "--rope-theta", "1e999"], "'1e999' is not a finite number"),
     ("hidden-beyond-bound", ["inspect", "--hidden-size", "2000000", "--layers", "2", "--heads", "2", "--ffn", "128"],
      "hidden_size: must be at most 1,048,576, got 2000000"),
@@ -325,7 +327,8 @@ CASES = [
     # target files
     ("target-infinite", ["predict", "--target", "target_inf/pixel8.toml", "arch.json"],
      "memory.bandwidth.value: inf is not a finite number"),
-    ("target-below-one-unit", ["targets", "show", "target_tiny/pixel8.toml"], "1e-12 GB/s is less than 1 in base units"),
+    ("target-below-one-unit", ["targets", "show", "target_tiny/pixel8.toml"],
+     "1e-12 GB/s is less than 1 in base units"),
     ("target-unit-list", ["targets", "show", "target_unit_list/pixel8.toml"], "['GB/s'] is not allowed here"),
     ("target-threads-beyond", ["targets", "show", "target_threads/pixel8.toml"],
      "threads: must be an integer from 1 to 4,096"),
