@@ -42,14 +42,29 @@ def read_user_bytes(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) ->
             raise NasUserError(f"cannot read {what} {path}: it is a folder, not a file")
         if not stat.S_ISREG(info.st_mode):
             raise NasUserError(f"cannot read {what} {path}: it is not a regular file (a device, pipe or socket)")
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)  # st_size is 0 for /proc files: the read itself is bounded too
+        if info.st_size > limit:
+            raise NasUserError(f"cannot read {what} {path}: it is larger than {limit:,} bytes, the most nas reads "
+                               "from one file")
+        data = _read_at_most(path, limit + 1)  # st_size is 0 for /proc files: the read itself is bounded too
     except OSError as exc:
         raise NasUserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if len(data) > limit:
         raise NasUserError(f"cannot read {what} {path}: it is larger than {limit:,} bytes, the most nas reads "
                            "from one file")
     return data
+
+
+def _read_at_most(path: Path, size: int) -> bytes:
+    """Up to `size` bytes of `path`, read in pieces: `read(size)` would set aside all `size` bytes first."""
+    pieces, left = [], size
+    with path.open("rb") as fh:
+        while left > 0:
+            piece = fh.read(min(left, 2**20))
+            if not piece:
+                break
+            pieces.append(piece)
+            left -= len(piece)
+    return b"".join(pieces)
 
 
 def _read_text(path: Path, what: str) -> str:

@@ -63,7 +63,7 @@ from typing import Any, Iterable, Mapping
 
 from nas.core.accounting import PHASES, PRECISIONS
 from nas.core.arch import ArchConfig
-from nas.core.errors import NasUserError
+from nas.core.errors import NasUserError, one_line
 from nas.core.limits import MAX_THREADS, MAX_TOKENS, shown
 from nas.core.paths import ensure_folder
 from nas.core.userfiles import parse_json, read_user_bytes
@@ -268,8 +268,8 @@ def _existing_rows(out_path: Path, target: str) -> tuple[list[dict], bool]:
         return rows + ([whole] if whole["target"] == target else []), True
     if tail:
         cut = len(text.encode("utf-8")) - len(tail.encode("utf-8"))
-        print(f"warning: {out_path}: dropping an unfinished last line, a row cut off ({len(tail.encode('utf-8'))} "
-              "bytes) left by an interrupted run", file=sys.stderr)
+        print(one_line(f"warning: {out_path}: dropping an unfinished last line, a row cut off "
+                       f"({len(tail.encode('utf-8'))} bytes) left by an interrupted run"), file=sys.stderr)
         try:
             with out_path.open("r+b") as fh:
                 fh.truncate(cut)

@@ -26,7 +26,7 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import (DBAPIError, IntegrityError, InterfaceError, OperationalError, ProgrammingError,
                             SQLAlchemyError)
 
-from nas.core.errors import NasUserError
+from nas.core.errors import NasUserError, one_line
 
 MEMORY_STORAGES = (":memory:", "memory")
 # What a storage raises when the database or file is at fault rather than nas: SQLAlchemy's errors (a bad URL,
@@ -154,8 +154,8 @@ def _say_down(storage, exc) -> None:
     with ResilientRDBStorage._said:
         if ResilientRDBStorage._down_since is None:
             ResilientRDBStorage._down_since = time.monotonic()
-            print(f"storage: lost the database at {_safe_url(storage.url)} ({first_line(exc)}); retrying for up "
-                  f"to {RETRY_S:.0f} s", file=sys.stderr)
+            print(one_line(f"storage: lost the database at {_safe_url(storage.url)} ({first_line(exc)}); retrying "
+                           f"for up to {RETRY_S:.0f} s"), file=sys.stderr)
 
 
 def _say_up(storage) -> None:
