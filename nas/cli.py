@@ -12,7 +12,7 @@ import importlib
 import signal
 import sys
 
-from nas.core.errors import NasUserError
+from nas.core.errors import NasUserError, one_line
 
 # name -> module under nas.commands, in the order `nas --help` lists them.
 _COMMANDS = {
@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit code 2 (its default code, shorter text)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")  # argparse quotes some values raw
 
 
 def _command_modules():
@@ -47,6 +47,7 @@ def _command_modules():
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nas.commands._common import bound_number_flags
     from nas.core.version import __version__
 
     parser = _Parser(
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(cmd)
+        bound_number_flags(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
 

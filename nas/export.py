@@ -36,6 +36,7 @@ from typing import Any
 
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
+from nas.core.paths import ensure_folder, write_atomic
 from nas.study.pareto import PICKS
 from nas.study.read import PICK_TITLES, compute_picks, study_pareto_set
 
@@ -197,11 +198,8 @@ def export_arch(arch: ArchConfig, fmt: str, out_dir: Path, name: str | None = No
     text, notes = render(arch, fmt, name)
     out_dir = Path(out_dir)
     path = out_dir / FILENAMES[fmt]
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as exc:
-        raise NasUserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    ensure_folder(out_dir, "the export folder")
+    write_atomic(path, text)  # a full disk leaves no half config behind (nor a config half replaced)
     return Exported(path, notes)
 
 

@@ -53,14 +53,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nas.core import accounting
-from nas.core.arch import ArchBatch, ArchConfig
+from nas.core.arch import FIELD_MAX, ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_COUNT, MAX_WIDTH, is_finite_number, is_int, shown
 from nas.core.paths import shipped
 from nas.core.userfiles import TomlFile, read_toml
 
@@ -151,6 +153,10 @@ class SearchSpace:
         dims = data["dimensions"]
         self._toml.keys(dims, "dimensions", DIMENSION_NAMES)
         self.dimensions: dict[str, Dimension] = {name: self._parse_dimension(name, spec) for name, spec in dims.items()}
+        grid = math.prod(len(d) for d in self.dimensions.values())
+        if grid > MAX_COUNT:
+            raise self._fail("dimensions", f"the dimensions make {grid:.3g} combinations; nas takes at most "
+                                           f"{MAX_COUNT:.3g} (2**53): use fewer choices or larger steps")
 
         fixed = data.get("fixed", {})
         self._toml.keys(fixed, "fixed", FIXED_NAMES)
@@ -172,8 +178,9 @@ class SearchSpace:
             raise self._fail("dimensions", "give intermediate_size or ffn_ratio as a dimension or fixed")
 
         multiple = data.get("ffn_multiple", 64)
-        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple <= 0:
-            raise self._fail("ffn_multiple", f"must be a positive integer, got {multiple!r}")
+        if not is_int(multiple) or not 1 <= multiple <= MAX_WIDTH:
+            raise self._fail("ffn_multiple", f"must be an integer from 1 to {MAX_WIDTH:,} (an FFN size is at most "
+                                             f"that), got {shown(multiple)}")
         if "ffn_multiple" in data and "ffn_ratio" not in self.dimensions:
             raise self._fail("ffn_multiple", "only applies with an ffn_ratio dimension")
         self.ffn_multiple: int = multiple
@@ -183,8 +190,8 @@ class SearchSpace:
         bounds = []
         for key in ("params_min", "params_max"):
             value = constraints.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise self._fail(f"constraints.{key}", f"must be a non-negative integer, got {value!r}")
+            if value is not None and (not is_int(value) or value < 0):
+                raise self._fail(f"constraints.{key}", f"must be a non-negative integer, got {shown(value)}")
             bounds.append(value)
         if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
             raise self._fail("constraints.params_min",
@@ -200,8 +207,9 @@ class SearchSpace:
             self._toml.keys(spec, key, ["min", "max", "step"], ("min", "max"))
             low, high, step = spec["min"], spec["max"], spec.get("step", 1)
             for part, value in (("min", low), ("max", high), ("step", step)):
-                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                    raise self._fail(f"{key}.{part}", f"must be a positive integer, got {value!r}")
+                if not is_int(value) or not 1 <= value <= FIELD_MAX[name]:
+                    raise self._fail(f"{key}.{part}", f"must be an integer from 1 to {FIELD_MAX[name]:,}, got "
+                                                      f"{shown(value)}")
             if low > high:
                 raise self._fail(key, f"empty range: min={low} > max={high}")
             return Dimension(name, tuple(range(low, high + 1, step)), low, high, step)
@@ -216,8 +224,10 @@ class SearchSpace:
 
     def _check_value(self, name: str, value: Any, key: str) -> Any:
         if name in _INT_DIMS or name == "max_seq_len":
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise self._fail(key, f"{value!r} is not a positive integer")
+            if not is_int(value) or value <= 0:
+                raise self._fail(key, f"{shown(value)} is not a positive integer")
+            if value > FIELD_MAX[name]:
+                raise self._fail(key, f"{shown(value)} is above {FIELD_MAX[name]:,}, the largest {name} nas takes")
             if name == "head_dim" and value % 2:
                 raise self._fail(key, f"head_dim {value} is odd; rotary embeddings need an even head_dim")
             return value
@@ -226,18 +236,23 @@ class SearchSpace:
                 raise self._fail(key, f"{value!r} is not true or false")
             return value
         if name == "ffn_kind":
-            if value not in FFN_KINDS:
-                raise self._fail(key, f"{value!r} is not an ffn_kind; allowed: {', '.join(FFN_KINDS)}")
+            if not isinstance(value, str) or value not in FFN_KINDS:
+                raise self._fail(key, f"{shown(value)} is not an ffn_kind; allowed: {', '.join(FFN_KINDS)}")
             return value
         if name == "attention":
             m = _ATTENTION_RE.match(value) if isinstance(value, str) else None
-            if not m or (m.group(2) and int(m.group(2)) < 2) or (m.group(3) and int(m.group(3)) < 1):
-                raise self._fail(key, f"{value!r} is not an attention type; allowed: \"mha\", \"mqa\", "
-                                      "\"gqa:G\" (G >= 2 query heads per kv head), \"kv:N\" (N >= 1 kv heads)")
+            number = int(m.group(2) or m.group(3) or 0) if m and len(value) < 64 else None
+            if not m or number is None or number > MAX_WIDTH or (m.group(2) and number < 2) or (
+                    m.group(3) and number < 1):
+                raise self._fail(key, f"{shown(value)} is not an attention type; allowed: \"mha\", \"mqa\", "
+                                      f"\"gqa:G\" (2 <= G <= {MAX_WIDTH:,} query heads per kv head), \"kv:N\" (1 <= N "
+                                      f"<= {MAX_WIDTH:,} kv heads)")
             return value
         if name in ("ffn_ratio", "rope_theta", "rms_norm_eps"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise self._fail(key, f"{value!r} is not a positive number")
+            if not is_finite_number(value) or not value > 0:
+                raise self._fail(key, f"{shown(value)} is not a positive finite number")
+            if name == "ffn_ratio" and value > MAX_WIDTH:
+                raise self._fail(key, f"{value!r} is above {MAX_WIDTH:,}: no FFN is that many times the width")
             return float(value)
         raise AssertionError(name)
 
@@ -276,6 +291,7 @@ class SearchSpace:
                          f"is {accounting.HEAD_DIM_RULE}"))
         problems.append((head_dim <= 0, "head_dim", "is zero"))
         problems.append((heads <= 0, "num_heads", "is zero (head_dim wider than hidden_size)"))
+        problems.append((heads * head_dim > MAX_WIDTH, "head_dim", f"makes num_heads * head_dim above {MAX_WIDTH:,}"))
         safe_heads = np.maximum(heads, 1)
 
         if "attention" in self.dimensions:
@@ -295,6 +311,7 @@ class SearchSpace:
             intermediate = _round_to_multiple(np, ratio * hidden, self.ffn_multiple)
         else:
             intermediate = values("intermediate_size", np.int64)
+        problems.append((intermediate > MAX_WIDTH, "intermediate_size", f"is above {MAX_WIDTH:,}"))
 
         kinds = list(FFN_KINDS)
         if "ffn_kind" in self.dimensions:
@@ -318,7 +335,7 @@ class SearchSpace:
 
         names = list(self.dimensions)
         shape = tuple(len(self.dimensions[k]) for k in names) or (1,)
-        total = int(np.prod(shape))
+        total = math.prod(shape)  # within MAX_COUNT (checked at load): numpy indexes it in int64
         low, high = self.params_range
         smallest = largest = None
         kept_any = False
@@ -596,9 +613,9 @@ def load_space(name_or_path: str) -> SearchSpace:
         return _load_file(files[name_or_path])
     path = Path(name_or_path)
     if str(name_or_path).endswith(".toml") or path.is_file():
-        if not path.is_file():
+        if not path.exists():
             raise NasUserError(f"search space file {name_or_path} does not exist")
-        return _load_file(path)
+        return _load_file(path)  # a folder or a device is refused by the reader, as what it is
     raise NasUserError(f"{name_or_path!r} is not a known search space; known: {', '.join(sorted(files))} "
                        "(or give a path to a .toml file)")
 

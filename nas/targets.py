@@ -43,6 +43,7 @@ from typing import Any
 
 from nas.core.accounting import PRECISIONS
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_THREADS, is_finite_number, is_int, shown
 from nas.core.paths import shipped
 from nas.core.userfiles import TomlFile, read_toml
 
@@ -72,6 +73,7 @@ _REQUIRED_TOP = _TOP_KEYS - {"extra"}
 _MEMORY_KEYS = {"ram", "bandwidth", "budget"}
 _SPEC_KEYS = {"value", "unit", "source"}
 _COMPUTE_KEYS = {"runs_on", "peak"}
+MAX_SPEC = 1e18  # bytes, bytes/s or ops/s: an exabyte or an exaop/s is beyond any device, and within int64
 
 
 @dataclass(frozen=True)
@@ -122,13 +124,19 @@ def _spec(c: TomlFile, value: Any, key: str, units: dict[str, float]) -> tuple[S
     """A {value, unit, source} table -> (Spec, value in base units)."""
     c.keys(value, key, _SPEC_KEYS, _SPEC_KEYS)
     number = value["value"]
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
-        raise c.fail(f"{key}.value", f"must be a positive number, got {number!r}")
+    if not is_finite_number(number) or not number > 0:
+        raise c.fail(f"{key}.value", f"must be a positive number, got {shown(number)}")
     unit = value["unit"]
-    if unit not in units:
-        raise c.fail(f"{key}.unit", f"{unit!r} is not allowed here; allowed: {', '.join(units)}")
+    if not isinstance(unit, str) or unit not in units:
+        raise c.fail(f"{key}.unit", f"{shown(unit)} is not allowed here; allowed: {', '.join(units)}")
     source = c.string(value["source"], f"{key}.source")
-    return Spec(float(number), unit, source), float(round(float(number) * units[unit]))
+    base = float(number) * units[unit]
+    if not base < MAX_SPEC:
+        raise c.fail(f"{key}.value", f"{number!r} {unit} is beyond any device (at most {MAX_SPEC:.0e} in base units)")
+    if round(base) < 1:  # counted in whole bytes (ops) per second: below one it would round to 0, i.e. "missing"
+        raise c.fail(f"{key}.value", f"{number!r} {unit} is less than 1 in base units (bytes, bytes/s, ops/s); "
+                                     f"give the figure in its unit")
+    return Spec(float(number), unit, source), float(round(base))
 
 
 def _host_ram_bytes() -> int | None:
@@ -180,8 +188,8 @@ def _parse(path: Path) -> Target:
     threads = data["threads"]
     if threads == "auto":
         threads = os.cpu_count() or 1
-    elif isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
-        raise c.fail("threads", f"must be a positive integer or \"auto\", got {threads!r}")
+    elif not is_int(threads) or not 1 <= threads <= MAX_THREADS:
+        raise c.fail("threads", f"must be an integer from 1 to {MAX_THREADS:,} or \"auto\", got {shown(threads)}")
 
     specs: dict[str, Spec] = {}
     memory = data["memory"]
@@ -271,9 +279,9 @@ def load_target(name: str) -> Target:
         return _parse(files[name])
     if str(name).endswith(".toml"):
         path = Path(name)
-        if not path.is_file():
+        if not path.exists():
             raise NasUserError(f"target file {name} does not exist")
-        return _parse(path)
+        return _parse(path)  # a folder or a device is refused by the reader, as what it is
     raise NasUserError(f"{name!r} is not a known target; known: {', '.join(sorted(files))}")
 
 

@@ -163,7 +163,7 @@ def test_unknown_format_and_unwritable_folder(tmp_path):
         render(arch, "onnx")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(NasUserError, match="cannot write"):
+    with pytest.raises(NasUserError, match="file is a file, not a folder"):
         export_arch(arch, "json", blocker / "sub")
 
 
@@ -254,8 +254,8 @@ def test_nas_export_bad_input_is_one_line_exit_2(tmp_path, capsys, storage):
         "say which shape to export": ["--study", "exp", "--storage", storage, *out],
         "no complete trial of study 'exp' has arch id": ["--study", "exp", "--storage", storage, "--arch-id",
                                                          "zzzz", *out],
-        "cannot write": ["--study", "exp", "--storage", storage, "--trial", str(gqa), "--format", "json", "--out",
-                         str(blocker / "sub")],
+        "is a file, not a folder": ["--study", "exp", "--storage", storage, "--trial", str(gqa), "--format", "json",
+                                    "--out", str(blocker / "sub")],
         "nanoGPT cannot express": ["--study", "exp", "--storage", storage, "--trial", str(gqa), "--format",
                                    "nanogpt", "--out", str(tmp_path / "n")],
     }

@@ -8,7 +8,40 @@ import sys
 from typing import Any
 
 from nas.core.errors import NasUserError
+from nas.core.limits import INT64_MAX, is_finite_number, shown
 from nas.core.userfiles import read_json_file
+
+
+def int_arg(text: str) -> int:
+    """argparse type of every integer flag: an integer that fits int64. Python's int() takes any size, and
+    numpy would raise OverflowError (or wrap around) on one past 2**63 - 1 far from the flag; each command then
+    checks its own range (`nas.core.limits.check_int`)."""
+    value = int(text)  # a ValueError is argparse's "invalid int value: 'TEXT'"
+    if not -INT64_MAX <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{shown(value)} is beyond the 64-bit integers nas takes "
+                                         f"(at most {INT64_MAX:,})")
+    return value
+
+
+def float_arg(text: str) -> float:
+    """argparse type of every number flag: a finite float. float() takes "inf", "nan" and 1e999 (inf)."""
+    value = float(text)  # a ValueError is argparse's "invalid float value: 'TEXT'"
+    if not is_finite_number(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+int_arg.__name__, float_arg.__name__ = "int", "float"  # argparse names the type in "invalid int value: ..."
+
+
+def bound_number_flags(parser: argparse.ArgumentParser) -> None:
+    """Give every `type=int` / `type=float` flag of `parser` the bounded types above: one check at the CLI
+    boundary for every command, present and future."""
+    for action in parser._actions:  # noqa: SLF001 -- argparse has no public way to list a parser's actions
+        if action.type is int:
+            action.type = int_arg
+        elif action.type is float:
+            action.type = float_arg
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

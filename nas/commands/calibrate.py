@@ -162,8 +162,9 @@ def run(args: argparse.Namespace) -> int:
 
     target, precision, provider = resolve_deployment(args.target, args.precision, args.provider)
     threads = args.threads if args.threads is not None else host_threads(target)
-    if threads <= 0:
-        raise NasUserError(f"--threads must be a positive integer, got {threads}")
+    from nas.core.limits import MAX_THREADS, check_int
+
+    check_int(threads, "--threads", 1, MAX_THREADS)
     if args.holdout is not None and args.holdout < 1:
         raise NasUserError(f"--holdout must be at least 1, got {args.holdout}")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from nas.commands._common import add_arch_arguments, add_json_flag, add_train_tokens_flag, arch_from_args, emit
-from nas.core.errors import NasUserError
 
 HELP = "print an architecture's parameters, FLOPs, weight bytes, KV cache and memory footprint"
 DESCRIPTION = """Print the full accounting of one architecture, given by flags, a nas JSON file or an HF config.json.
@@ -41,9 +40,10 @@ def _gflops(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nas.core.limits import MAX_TOKENS, check_int
+
     for flag, value in (("--prompt-len", args.prompt_len), ("--context-len", args.context_len)):
-        if value <= 0:
-            raise NasUserError(f"{flag} must be a positive number of tokens, got {value}")
+        check_int(value, flag, 1, MAX_TOKENS)
     from nas.quality.model import load_quality_model
 
     quality = load_quality_model(args.train_tokens)

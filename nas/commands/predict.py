@@ -8,7 +8,6 @@ from typing import Any
 from nas.commands._common import add_arch_arguments, add_json_flag, add_train_tokens_flag, arch_from_args, emit
 from nas.core.accounting import PRECISIONS, activation_precision, kv_bytes_per_element
 from nas.core.counts import format_count
-from nas.core.errors import NasUserError
 
 HELP = "predict prefill/decode latency and memory of one architecture on targets"
 DESCRIPTION = """\
@@ -117,10 +116,10 @@ def _text(arch, prompt_len: int, context_len: int, results: list[dict[str, Any]]
 
 
 def run(args: argparse.Namespace) -> int:
+    from nas.core.limits import MAX_TOKENS, check_int
+
     for name in ("prompt_len", "context_len"):
-        value = getattr(args, name)
-        if value <= 0:
-            raise NasUserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        check_int(getattr(args, name), f"--{name.replace('_', '-')}", 1, MAX_TOKENS)
     from nas.quality.model import load_quality_model
 
     quality = load_quality_model(args.train_tokens)

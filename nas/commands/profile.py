@@ -37,13 +37,16 @@ DEFAULT_SPACES = ("hostcal", "tiny")
 
 
 def lengths_arg(text: str) -> tuple[int, ...]:
-    """argparse type for "64,128,512"."""
+    """argparse type for "64,128,512": token lengths from 1 to MAX_TOKENS."""
+    from nas.core.limits import MAX_TOKENS
+
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+        values = ()
+    if not values or any(not 1 <= v <= MAX_TOKENS for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated token lengths from 1 to {MAX_TOKENS:,}, "
+                                         f"got {text!r}")
     return values
 
 
@@ -116,11 +119,15 @@ def sample_configs(args: argparse.Namespace) -> tuple[str, list]:
 def make_protocol(args: argparse.Namespace, target):
     from nas.latency.measure import Protocol
 
+    from nas.core.limits import MAX_THREADS
+
     threads = args.threads if args.threads is not None else target.threads
     for flag, value, low in (("--threads", threads, 1), ("--warmup", args.warmup, 0), ("--runs", args.runs, 1),
                              ("--sessions", args.sessions, 1)):
         if value < low:
             raise NasUserError(f"{flag} must be at least {low}, got {value}")
+    if threads > MAX_THREADS:
+        raise NasUserError(f"--threads must be at most {MAX_THREADS:,}, got {threads}")
     return Protocol(threads=threads, warmup=args.warmup, runs=args.runs, sessions=args.sessions)
 
 

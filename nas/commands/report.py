@@ -51,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from nas.core.paths import default_report_dir, default_storage
     from nas.quality.model import parse_train_tokens
     from nas.report import build_report, landmark_scores
+    from nas.study.schema import check_study_name
 
     train_tokens = None if args.train_tokens is None else parse_train_tokens(args.train_tokens)
+    check_study_name(args.study, proxy_ok=True)  # before it names a folder: the report stays in runs/reports
     out = Path(args.out) if args.out else default_report_dir(args.study)
     storage = args.storage or default_storage()
     index = build_report(storage, args.study, out, landmark_quality=args.landmark_quality, data_path=args.data,

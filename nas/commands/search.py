@@ -94,18 +94,25 @@ DEFAULT_PROXY_SHAPES = 12
 DEFAULT_PROXY_TOKENS = (40_960, 122_880)
 DEFAULT_ETA = 3.0
 DEFAULT_FINAL_SEEDS = 2
+MAX_GRACE_S = 7 * 24 * 3600
 
 
 def _tokens_arg(text: str) -> tuple[int, ...]:
     """argparse type for "24576,73728" or "24K,72K"."""
+    from nas.core.limits import MAX_COUNT, is_finite_number
+
     out = []
     for part in text.split(","):
         part = part.strip().upper()
         scale = 1000 if part.endswith("K") else 1_000_000 if part.endswith("M") else 1
         try:
-            out.append(int(float(part.rstrip("KM")) * scale))
+            value = float(part.rstrip("KM")) * scale
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated token budgets such as 24K,72K, got {text!r}")
+            value = None
+        if value is None or not is_finite_number(value) or abs(value) > MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"expected comma-separated token budgets such as 24K,72K (at most "
+                                             f"{MAX_COUNT:,} each), got {text!r}")
+        out.append(int(value))
     return tuple(out)
 
 
@@ -227,12 +234,15 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.heartbeat_interval < args.grace_period:
         raise NasUserError(f"--heartbeat-interval ({args.heartbeat_interval}) must be at least 1 and below "
                            f"--grace-period ({args.grace_period})")
+    if args.grace_period > MAX_GRACE_S:  # a sleep past this is an OverflowError in the heartbeat thread
+        raise NasUserError(f"--grace-period must be at most {MAX_GRACE_S:,} seconds (a week), got {args.grace_period}")
     search = Search(settings, proxy=proxy, stage=args.stage,
                     heartbeat=Heartbeat(args.heartbeat_interval, args.grace_period))
+    search.validate()  # refusals that need no storage, before anything is written
     if args.report and args.report_dir:
-        from nas.report import prepare_dir
+        from nas.core.paths import check_can_create
 
-        prepare_dir(args.report_dir)  # an unwritable --report-dir is refused before searching, not after
+        check_can_create(args.report_dir, "the report")  # refused before searching, not after; created later
     result = search.run(progress=args.progress)
 
     report_path, report_note, report_error = None, None, None
@@ -330,8 +340,9 @@ def recommendation_text(rec: dict, storage: str) -> list[str]:
         lines += [f"    flag: {f}" for f in check["flags"][:8]]
         if len(check["flags"]) > 8:
             lines.append(f"    ... {len(check['flags']) - 8} more (--json)")
-    if storage in MEMORY_STORAGES:
-        lines.append("  (an in-memory study cannot be exported later: pass --storage to keep it)")
+    if knee["export"] is None or storage in MEMORY_STORAGES:
+        lines.append(f"  export it: not from this study: it was in memory (--storage {storage}) and is gone; search "
+                     "again with a --storage to keep it")
     else:
         lines.append(f"  export it: {knee['export']}")
     return lines

@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from nas.core import accounting
 from nas.core.errors import ArchConfigError, NasUserError
+from nas.core.limits import MAX_LAYERS, MAX_TOKENS, MAX_VOCAB, MAX_WIDTH, is_finite_number, shown
 
 FFN_KINDS = tuple(accounting.FFN_MATRICES)
 
@@ -26,6 +26,11 @@ _FFN_OF_HF_ACT = {"silu": "swiglu", "swish": "swiglu", "relu": "reglu", "gelu": 
 
 _INT_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
                "max_seq_len")
+# The largest value of each integer field (nas.core.limits: far beyond any real model, and small enough that
+# no count or byte figure of a shape passes int64 in the vectorised accounting).
+FIELD_MAX = {"vocab_size": MAX_VOCAB, "hidden_size": MAX_WIDTH, "num_layers": MAX_LAYERS, "num_heads": MAX_WIDTH,
+             "num_kv_heads": MAX_WIDTH, "head_dim": MAX_WIDTH, "intermediate_size": MAX_WIDTH,
+             "max_seq_len": MAX_TOKENS}
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,11 @@ class ArchConfig:
         for name in _INT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ArchConfigError(name, f"must be an integer, got {value!r}")
+                raise ArchConfigError(name, f"must be an integer, got {shown(value)}")
             if value <= 0:
                 raise ArchConfigError(name, f"must be positive, got {value}")
+            if value > FIELD_MAX[name]:
+                raise ArchConfigError(name, f"must be at most {FIELD_MAX[name]:,}, got {shown(value)}")
         if self.head_dim is None:
             if self.hidden_size % self.num_heads:
                 raise ArchConfigError(
@@ -64,22 +71,25 @@ class ArchConfig:
                 )
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
         if isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim <= 0:
-            raise ArchConfigError("head_dim", f"must be a positive integer, got {self.head_dim!r}")
+            raise ArchConfigError("head_dim", f"must be a positive integer, got {shown(self.head_dim)}")
+        if self.num_heads * self.head_dim > MAX_WIDTH:
+            raise ArchConfigError("head_dim", f"num_heads * head_dim = {self.num_heads:,} * {self.head_dim:,} must be "
+                                              f"at most {MAX_WIDTH:,}")
         if self.head_dim % 2:
             raise ArchConfigError("head_dim", f"must be even for rotary embeddings, got {self.head_dim}")
         if self.num_heads % self.num_kv_heads:
             raise ArchConfigError(
                 "num_kv_heads", f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}"
             )
-        if self.ffn_kind not in FFN_KINDS:
-            raise ArchConfigError("ffn_kind", f"{self.ffn_kind!r} is not one of {', '.join(FFN_KINDS)}")
+        if not isinstance(self.ffn_kind, str) or self.ffn_kind not in FFN_KINDS:
+            raise ArchConfigError("ffn_kind", f"{shown(self.ffn_kind)} is not one of {', '.join(FFN_KINDS)}")
         for name in ("tie_embeddings", "qkv_bias"):
             if not isinstance(getattr(self, name), bool):
-                raise ArchConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
+                raise ArchConfigError(name, f"must be true or false, got {shown(getattr(self, name))}")
         for name in ("rope_theta", "rms_norm_eps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ArchConfigError(name, f"must be a positive number, got {value!r}")
+            if not is_finite_number(value) or value <= 0:
+                raise ArchConfigError(name, f"must be a positive finite number, got {shown(value)}")
             object.__setattr__(self, name, float(value))
 
     # ----- derived shape facts -----
@@ -239,20 +249,27 @@ class ArchConfig:
 
     @classmethod
     def from_hf_config(cls, hf: Mapping[str, Any]) -> "ArchConfig":
-        """Read a Llama or Qwen2 `config.json` dict. Other model types are refused by name."""
+        """Read a Llama or Qwen2 `config.json` dict. Other model types are refused by name; every field nas
+        reads is type-checked (a list where a name belongs, a string where an object does) in one line."""
         model_type = hf.get("model_type")
-        if model_type not in ("llama", "qwen2"):
-            raise NasUserError(f"HF model_type {model_type!r} is not supported; supported: llama, qwen2")
+        if model_type not in ("llama", "qwen2") or not isinstance(model_type, str):
+            raise NasUserError(f"HF model_type {shown(model_type)} is not supported; supported: llama, qwen2")
+        for key in ("mlp_bias", "attention_bias", "tie_word_embeddings"):
+            if hf.get(key) is not None and not isinstance(hf[key], bool):
+                raise NasUserError(f"HF config {key!r} must be true or false, got {shown(hf[key])}")
         if hf.get("mlp_bias") or (model_type == "llama" and hf.get("attention_bias")):
             raise NasUserError("HF config has attention_bias/mlp_bias on o_proj or MLP, which ArchConfig cannot express")
         act = hf.get("hidden_act", "silu")
-        if act not in _FFN_OF_HF_ACT:
-            raise NasUserError(f"HF hidden_act {act!r} is not supported; supported: {', '.join(_FFN_OF_HF_ACT)}")
+        if not isinstance(act, str) or act not in _FFN_OF_HF_ACT:
+            raise NasUserError(f"HF hidden_act {shown(act)} is not supported; supported: {', '.join(_FFN_OF_HF_ACT)}")
         heads = _hf_int(hf, "num_attention_heads")
         hidden = _hf_int(hf, "hidden_size")
         rope_theta = hf.get("rope_theta")
         if rope_theta is None:  # transformers >= 5 may keep it in rope_parameters
-            rope_theta = (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+            rope = hf.get("rope_parameters")
+            if rope is not None and not isinstance(rope, Mapping):
+                raise NasUserError(f"HF config 'rope_parameters' must be an object (or null), got {shown(rope)}")
+            rope_theta = (rope or {}).get("rope_theta", 10000.0)
         return cls(
             vocab_size=_hf_int(hf, "vocab_size"),
             hidden_size=hidden,
@@ -262,7 +279,7 @@ class ArchConfig:
             head_dim=_hf_int(hf, "head_dim", hidden // heads),
             intermediate_size=_hf_int(hf, "intermediate_size"),
             ffn_kind=_FFN_OF_HF_ACT[act],
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),  # both HF classes default to untied
+            tie_embeddings=hf.get("tie_word_embeddings", False),  # both HF classes default to untied
             qkv_bias=model_type == "qwen2",
             max_seq_len=_hf_int(hf, "max_position_embeddings", 2048),
             rope_theta=_hf_number(hf, "rope_theta", rope_theta),
@@ -279,13 +296,13 @@ def _hf_int(hf: Mapping[str, Any], key: str, default: int | None = None) -> int:
             raise NasUserError(f"HF config has no {key!r}; a Llama/Qwen2 config.json needs it")
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise NasUserError(f"HF config {key!r} must be a positive integer, got {value!r}")
+        raise NasUserError(f"HF config {key!r} must be a positive integer, got {shown(value)}")
     return value
 
 
 def _hf_number(hf: Mapping[str, Any], key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise NasUserError(f"HF config {key!r} must be a positive number, got {value!r}")
+    if not is_finite_number(value) or value <= 0:
+        raise NasUserError(f"HF config {key!r} must be a positive number, got {shown(value)}")
     return float(value)
 
 
@@ -366,21 +383,25 @@ class ArchBatch:
         c = self.columns
         return accounting.non_embedding_params(**self._shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
 
+    # Figures at a length (FLOPs, KV-cache and working-memory bytes) are computed in float64: they grow with the
+    # length's square, so int64 columns would wrap around silently past about a million tokens on a large shape.
+    # float64 is exact below 2**53 and cannot wrap. Counts without a length stay exact int64 (nas.core.limits).
     def prefill_flops(self, prompt_len):
-        return accounting.prefill_flops(**self._shape_args(), prompt_len=prompt_len)
+        return accounting.prefill_flops(**self._shape_args(), prompt_len=_tokens(prompt_len))
 
     def decode_flops(self, context_len):
-        return accounting.decode_flops(**self._shape_args(), context_len=context_len)
+        return accounting.decode_flops(**self._shape_args(), context_len=_tokens(context_len))
 
     def prefill_attention_flops(self, prompt_len):
         """The attention part of `prefill_flops`: QK^T and AV over the prompt's causal triangle."""
         c = self.columns
-        return accounting.prefill_attention_flops(c["num_layers"], c["num_heads"], c["head_dim"], prompt_len)
+        return accounting.prefill_attention_flops(c["num_layers"], c["num_heads"], c["head_dim"], _tokens(prompt_len))
 
     def decode_attention_flops(self, context_len):
         """The attention part of `decode_flops`: QK^T and AV of the new token against the cache."""
         c = self.columns
-        return accounting.decode_attention_flops(c["num_layers"], c["num_heads"], c["head_dim"], context_len)
+        return accounting.decode_attention_flops(c["num_layers"], c["num_heads"], c["head_dim"],
+                                                 _tokens(context_len))
 
     def weight_bytes(self, precision: str):
         c = self.columns
@@ -389,10 +410,18 @@ class ArchBatch:
 
     def kv_cache_bytes(self, context_len, bytes_per_element: int = 2):
         c = self.columns
-        return accounting.kv_cache_bytes(c["num_layers"], c["num_kv_heads"], c["head_dim"], context_len,
+        return accounting.kv_cache_bytes(c["num_layers"], c["num_kv_heads"], c["head_dim"], _tokens(context_len),
                                          bytes_per_element)
 
     def memory_bytes(self, precision: str, prompt_len, context_len):
         c = self.columns
         return accounting.memory_bytes(precision, **self._shape_args(), tied=c["tie_embeddings"],
-                                       qkv_bias=c["qkv_bias"], prompt_len=prompt_len, context_len=context_len)
+                                       qkv_bias=c["qkv_bias"], prompt_len=_tokens(prompt_len),
+                                       context_len=_tokens(context_len))
+
+
+def _tokens(length):
+    """A length (or one per row) as float64, for the figures that grow with its square (see ArchBatch)."""
+    import numpy as np
+
+    return np.asarray(length, dtype=np.float64)

@@ -9,9 +9,9 @@ import math
 import re
 
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_COUNT, shown
 
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
-MAX_COUNT = 10**16  # beyond any model or training run; a larger value is a typo (and would not fit an int64 sum)
 _PATTERN = re.compile(r"\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([kKmMbBgGtT]?)\s*")
 
 
@@ -20,10 +20,10 @@ def parse_count(text: str, what: str, example: str = "450M, 1.2B or 125000000") 
     G) and T. A malformed, zero or absurdly large count is one NasUserError naming `what` and the value."""
     m = _PATTERN.fullmatch(text) if isinstance(text, str) else None
     if not m:
-        raise NasUserError(f"{what}: {text!r} is not a count such as {example}")
+        raise NasUserError(f"{what}: {shown(text)} is not a count such as {example}")
     value = float(m.group(1)) * SUFFIXES[m.group(2).upper()]
     if not math.isfinite(value) or value > MAX_COUNT:
-        raise NasUserError(f"{what}: {text!r} is beyond {format_count(MAX_COUNT)}")
+        raise NasUserError(f"{what}: {shown(text)} is beyond the largest count nas takes ({MAX_COUNT:,})")
     return int(round(value))
 
 

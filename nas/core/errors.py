@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
+# C0 and C1 control characters and DEL: a user value holding one (a newline, an ANSI escape) must not break the
+# one-line promise or repaint the user's terminal when an error line quotes it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """`text` with every control character written as its escape (`\\n`, `\\x1b`), as repr() writes it."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
 
 class NasUserError(Exception):
     """A mistake in user input: a bad flag, file, name or value.
@@ -10,7 +21,13 @@ class NasUserError(Exception):
     traceback and exits with code 2. Internal bugs must not use this class. It is deliberately not a
     ValueError: library code that catches ValueError (numpy, json, our own parsers) must not swallow a user
     error, and the CLI must not turn a ValueError from a bug into a user error.
+
+    Control characters in the message (from a user value quoted without repr: a file name, a study name) are
+    escaped here, once for every message, so the line stays one line and prints as text.
     """
+
+    def __init__(self, message: str = "", *args):
+        super().__init__(one_line(str(message)), *args)
 
 
 class ArchConfigError(NasUserError):

@@ -1,11 +1,18 @@
-"""Reading files users write (TOML specs, JSON configs) with errors that name the file, line and key.
+"""Reading files users write (TOML specs, JSON configs, JSONL rows) with errors that name the file, line and key.
 
-One reader for every TOML file nas takes (targets, search spaces, published measurements and training runs):
-`read_toml(path, what)` parses it and returns a `TomlFile`, whose `fail(key, message)` builds the one-line
-error `path:line: key: message`, whose `keys(...)` checks a table's keys against what is allowed, and whose
-`tables(kind, ...)` returns each `[[kind]]` table as a `TomlTable` that knows the lines its keys sit on.
-`read_csv(path, what, columns)` reads a CSV data file whose rows fail as `path:line: column: message`.
-`write_atomic(path, text)` replaces a file whole or not at all.
+Every file nas reads from a user path goes through `read_user_bytes`: a folder, a device (`/dev/zero`), a
+pipe, or a file larger than nas will hold in memory is refused in one line before a byte is read, instead of
+reading until memory runs out. Every JSON text goes through `parse_json`, and every TOML file through
+`read_toml`: both refuse what Python's parsers accept but nas cannot compute with (JSON's NaN and Infinity,
+TOML's inf and nan, integers beyond int64, nesting deeper than any nas file has) with the file, line and key,
+so the typed checks after them only see finite numbers and int64 integers.
+
+`read_toml(path, what)` returns a `TomlFile`, whose `fail(key, message)` builds the one-line error
+`path:line: key: message` and whose `keys(...)` checks a table's keys against what is allowed.
+
+`tables(kind, ...)` returns each `[[kind]]` table of a TOML file as a `TomlTable` that knows the lines its
+keys sit on; `read_csv(path, what, columns)` reads a CSV data file whose rows fail as
+`path:line: column: message`.
 """
 
 from __future__ import annotations
@@ -13,24 +20,121 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import tempfile
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from nas.core.errors import NasUserError
+from nas.core.limits import INT64_MAX, shown
+
+# The largest user file (TOML, JSON, a measurements JSONL) nas reads whole: hundreds of times the largest real
+# one (a calibration's measurements are a few MB), far below what would exhaust a laptop's memory.
+MAX_FILE_BYTES = 256 * 2**20
+# No nas file nests deeper than 8 (a predictor's evaluation); Python's own parser gives up near 1,000.
+MAX_JSON_DEPTH = 64
+
+
+def read_user_bytes(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file at `path`; a missing file, a folder, a device or pipe, or a file of more
+    than `limit` bytes is one line `cannot read WHAT PATH: why`."""
+    path = Path(path)
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise NasUserError(f"cannot read {what} {path}: it is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise NasUserError(f"cannot read {what} {path}: it is not a regular file (a device, pipe or socket)")
+        if info.st_size > limit:
+            raise NasUserError(f"cannot read {what} {path}: it is larger than {limit:,} bytes, the most nas reads "
+                               "from one file")
+        data = _read_at_most(path, limit + 1)  # st_size is 0 for /proc files: the read itself is bounded too
+    except OSError as exc:
+        raise NasUserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise NasUserError(f"cannot read {what} {path}: it is larger than {limit:,} bytes, the most nas reads "
+                           "from one file")
+    return data
+
+
+def _read_at_most(path: Path, size: int) -> bytes:
+    """Up to `size` bytes of `path`, read in pieces: `read(size)` would set aside all `size` bytes first."""
+    pieces, left = [], size
+    with path.open("rb") as fh:
+        while left > 0:
+            piece = fh.read(min(left, 2**20))
+            if not piece:
+                break
+            pieces.append(piece)
+            left -= len(piece)
+    return b"".join(pieces)
 
 
 def _read_text(path: Path, what: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_user_bytes(path, what).decode("utf-8")
     except UnicodeDecodeError:
         raise NasUserError(f"cannot read {what} {path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise NasUserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _no_constant(name: str):
+    raise _NonFinite(name)
+
+
+class _NonFinite(Exception):
+    """JSON's NaN, Infinity or -Infinity, which Python's json accepts and no nas file holds."""
+
+
+def parse_json(text: str | bytes, where: str, line: int | None = None, what: str = "JSON") -> Any:
+    """Parse JSON `text` from `where` (a file; `line` for one line of a JSONL file). Malformed JSON, NaN or
+    Infinity, an integer beyond int64 or nesting deeper than MAX_JSON_DEPTH is one line naming the place."""
+    at = f"{where}:{line}" if line is not None else where
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        if line is not None:
+            raise NasUserError(f"{at}: malformed {what}: {exc.msg} (column {exc.colno})") from None
+        raise NasUserError(f"{at}:{exc.lineno}:{exc.colno}: malformed {what}: {exc.msg}") from None
+    except _NonFinite as exc:
+        raise NasUserError(f"{at}: malformed {what}: {exc.args[0]} is not a number nas accepts (numbers must be "
+                           "finite)") from None
+    except RecursionError:
+        raise NasUserError(f"{at}: malformed {what}: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # an integer of more than 4,300 digits, bytes not UTF-8
+        raise NasUserError(f"{at}: malformed {what}: {_parser_refusal(exc)}") from None
+    problem = _out_of_bounds(value)
+    if problem:
+        raise NasUserError(f"{at}: {problem}")
+    return value
+
+
+def _parser_refusal(exc: BaseException) -> str:
+    """What Python's parser refused, in nas's words (not sys.set_int_max_str_digits advice)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return "an integer of more than 4,300 digits" if "integer string conversion" in text else text
+
+
+def _out_of_bounds(value: Any) -> str | None:
+    """Why a parsed JSON or TOML value holds something nas refuses everywhere (see the module docstring), naming
+    its key path; None when it does not. Iterative, so a deep value cannot exhaust the stack here."""
+    stack = [(value, "", 0)]
+    while stack:
+        item, key, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"{key or 'the value'}: nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, dict):
+            stack.extend((v, f"{key}.{k}" if key else str(k), depth + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(item))
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int) and not -INT64_MAX <= item <= INT64_MAX:
+            return f"{key or 'the value'}: {shown(item)} is beyond the 64-bit integers nas computes with"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"{key or 'the value'}: {item!r} is not a finite number"
+    return None
 
 
 def line_of(text: str, key: str) -> int | None:
@@ -187,7 +291,8 @@ class TomlTable:
 
 
 def read_toml(path: str | Path, what: str) -> TomlFile:
-    """Parse a TOML file; an unreadable or malformed one is one line naming the file (and line)."""
+    """Parse a TOML file; an unreadable or malformed one, or one holding inf, nan or an integer beyond int64
+    (TOML's own limit, which tomllib does not enforce), is one line naming the file, line and key."""
     path = Path(path)
     text = _read_text(path, what)
     try:
@@ -196,7 +301,16 @@ def read_toml(path: str | Path, what: str) -> TomlFile:
         # tomllib says "(at end of document)" for a truncated file; a line number is more useful.
         message = str(exc).replace("(at end of document)", f"(at end of document, line {text.count(chr(10)) + 1})")
         raise NasUserError(f"{path}: malformed TOML: {message}") from None
-    return TomlFile(path, data, text)
+    except RecursionError:
+        raise NasUserError(f"{path}: malformed TOML: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise NasUserError(f"{path}: malformed TOML: {_parser_refusal(exc)}") from None
+    toml = TomlFile(path, data, text)
+    problem = _out_of_bounds(data)
+    if problem:
+        key, _, message = problem.partition(": ")
+        raise toml.fail(key, message, line=line_of(text, re.sub(r"\[\d+\]", "", key)))
+    return toml
 
 
 @dataclass(frozen=True)
@@ -258,28 +372,7 @@ def read_csv(path: str | Path, what: str, columns: Iterable[str]) -> tuple[str, 
     return text, rows
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file renamed over it: a failure leaves the old file whole."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; these are plain data files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def read_json_file(path: str | Path, what: str = "JSON file") -> Any:
-    """Load JSON, turning every failure into one line with the file, line and column."""
+    """Load JSON, turning every failure into one line with the file, line and column (see `parse_json`)."""
     path = Path(path)
-    text = _read_text(path, what)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise NasUserError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+    return parse_json(_read_text(path, what), str(path))

@@ -31,6 +31,7 @@ from typing import Any
 
 from nas.core.accounting import PHASES
 from nas.core.errors import NasUserError
+from nas.core.paths import ensure_folder
 from nas.core.version import __version__
 from nas.latency import graphs
 from nas.latency.genai_folder import MODEL_FILE, write_genai_files
@@ -154,7 +155,35 @@ def write_bundle(target, configs, out_dir, *, precision: str, prompt_lens, conte
     if need > free:
         raise NasUserError(f"the bundle needs about {need / 2**30:.1f} GiB but {existing} has "
                            f"{free / 2**30:.1f} GiB free; use fewer --n-configs, a smaller space or precision")
-    (out_dir / "models").mkdir(parents=True, exist_ok=True)
+    created = not out_dir.exists()
+    ensure_folder(out_dir / "models", "the bundle folder")
+    try:
+        return _write_bundle_files(target, configs, out_dir, precision=precision, prompt_lens=prompt_lens,
+                                   context_lens=context_lens, protocol=protocol, seed=seed, space=space,
+                                   progress=progress, weights=weights)
+    except BaseException as exc:  # a full disk, a read-only folder, Ctrl-C: no half bundle is left behind
+        _remove_partial(out_dir, created)
+        if isinstance(exc, OSError):
+            raise NasUserError(f"cannot write the bundle to {out_dir}: {exc.strerror or exc}; the partial bundle "
+                               "was removed") from None
+        raise
+
+
+def _remove_partial(out_dir: Path, created: bool) -> None:
+    """Remove what `write_bundle` wrote: the folder it created, or the contents of the empty one it was given."""
+    if created:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
+    for child in out_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _write_bundle_files(target, configs, out_dir: Path, *, precision, prompt_lens, context_lens, protocol, seed,
+                        space, progress, weights) -> dict[str, Any]:
+    """The graphs, manifest, runners and README of `write_bundle`."""
 
     entries = []
     from tqdm import tqdm

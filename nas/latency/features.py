@@ -31,9 +31,11 @@ def kv_bytes_per_element(precision: str) -> int:
 
 
 def _lengths(batch: ArchBatch, length) -> np.ndarray:
-    arr = np.asarray(length, dtype=np.int64)
+    # float64, as ArchBatch computes figures at a length: exact below 2**53 and never wraps around (int64 would,
+    # for the squared terms of a long prompt on a large shape).
+    arr = np.asarray(length, dtype=np.float64)
     if arr.ndim == 0:
-        arr = np.full(len(batch), int(arr), dtype=np.int64)
+        arr = np.full(len(batch), float(arr), dtype=np.float64)
     if arr.shape != (len(batch),):
         raise ValueError(f"lengths must be one integer or one per config ({len(batch)}), got shape {arr.shape}")
     return arr

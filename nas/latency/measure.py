@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_COUNT, MAX_THREADS, shown
 from nas.core.version import __version__
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -85,11 +86,12 @@ class Protocol:
     max_runs: int = 1000
 
     def __post_init__(self) -> None:
-        for name, low in (("threads", 1), ("warmup", 0), ("runs", 1), ("sessions", 1), ("inter_op_threads", 1),
-                          ("max_runs", 1)):
+        for name, low, high in (("threads", 1, MAX_THREADS), ("warmup", 0, MAX_COUNT), ("runs", 1, MAX_COUNT),
+                                ("sessions", 1, MAX_COUNT), ("inter_op_threads", 1, MAX_THREADS),
+                                ("max_runs", 1, MAX_COUNT)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise NasUserError(f"protocol {name} must be an integer >= {low}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise NasUserError(f"protocol {name} must be an integer from {low} to {high:,}, got {shown(value)}")
         if self.max_runs < self.runs:
             raise NasUserError(f"protocol max_runs ({self.max_runs}) must be >= runs ({self.runs})")
         if self.graph_optimization_level not in GRAPH_OPTIMIZATION_LEVELS:

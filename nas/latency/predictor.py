@@ -26,6 +26,9 @@ import numpy as np
 
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_TOKENS, is_finite_number, is_int, shown
+from nas.core.paths import ensure_folder, write_atomic
+from nas.core.userfiles import parse_json, read_user_bytes
 from nas.core.version import __version__
 from nas.latency import features as F
 from nas.latency import provenance as prov
@@ -483,11 +486,8 @@ class LatencyPredictor:
     def save(self, path: str | Path) -> Path:
         """Write atomically (temporary file, then rename) so a crash never leaves half a predictor."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
-        tmp.replace(path)
-        return path
+        ensure_folder(path.parent, "the folder for predictors")
+        return write_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "predictor") -> "LatencyPredictor":
@@ -500,8 +500,15 @@ class LatencyPredictor:
                                "training", "evaluation") if k not in data]
         if missing:
             raise NasUserError(f"{source}: predictor is missing field(s) {', '.join(missing)}")
+        for key in ("target", "provider", "precision", "ort_version"):
+            if not isinstance(data[key], str):
+                raise NasUserError(f"{source}: predictor field {key!r} must be a string, got {shown(data[key])}")
+        for key in ("phases", "training", "evaluation"):
+            if not isinstance(data[key], Mapping):
+                raise NasUserError(f"{source}: predictor field {key!r} must be an object, got {shown(data[key])}")
+        _check_training_ranges(data["training"], source)
         phases = {}
-        for name, spec in (data["phases"] or {}).items():
+        for name, spec in data["phases"].items():
             if name not in F.PHASES:
                 raise NasUserError(f"{source}: unknown phase {name!r}; known: {', '.join(F.PHASES)}")
             try:
@@ -558,16 +565,35 @@ def load_predictor(path: str | Path, **expect: Any) -> LatencyPredictor:
     """Read and check a predictor file; `expect` as in `LatencyPredictor.check`. One-line errors."""
     path = Path(path)
     try:
-        text = path.read_text()
-        data = json.loads(text)
-    except OSError as exc:
-        raise NasUserError(f"cannot read predictor {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise NasUserError(f"{path}:{exc.lineno}:{exc.colno}: malformed predictor JSON: {exc.msg}") from None
+        text = read_user_bytes(path, "predictor").decode("utf-8")
+    except UnicodeDecodeError:
+        raise NasUserError(f"cannot read predictor {path}: not UTF-8 text") from None
+    data = parse_json(text, str(path), what="predictor JSON")
     predictor = LatencyPredictor.from_dict(data, str(path))
     predictor.digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     predictor.check(str(path), **expect)
     return predictor
+
+
+def _check_training_ranges(training: Mapping[str, Any], source: str) -> None:
+    """The measured ranges a predictor file records (what its extrapolation warnings compare against): per
+    phase, a list of lengths (integers) and a [low, high] parameter range, when present."""
+    for phase in F.PHASES:
+        info = training.get(phase)
+        if info is None:
+            continue
+        if not isinstance(info, Mapping):
+            raise NasUserError(f"{source}: training.{phase} must be an object, got {shown(info)}")
+        for key in ("prompt_len", "context_len"):
+            lengths = info.get(key)
+            if lengths is not None and (not isinstance(lengths, list) or not all(
+                    is_int(v) and 0 < v <= MAX_TOKENS for v in lengths)):
+                raise NasUserError(f"{source}: training.{phase}.{key} must be a list of token lengths, got "
+                                   f"{shown(lengths)}")
+        span = info.get("num_params")
+        if span is not None and (not isinstance(span, list) or len(span) != 2
+                                 or not all(is_finite_number(v) for v in span)):
+            raise NasUserError(f"{source}: training.{phase}.num_params must be [low, high], got {shown(span)}")
 
 
 def json_safe(obj: Any) -> Any:

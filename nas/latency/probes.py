@@ -32,7 +32,10 @@ from typing import Any
 import numpy as np
 
 from nas.core.arch import ArchBatch, ArchConfig
-from nas.core.paths import data_dir
+from nas.core.errors import NasUserError
+from nas.core.limits import is_finite_number
+from nas.core.paths import data_dir, ensure_folder, write_atomic
+from nas.core.userfiles import parse_json, read_user_bytes
 from nas.latency import graphs
 from nas.latency.measure import cpu_model, ort_version, step_runner
 
@@ -215,17 +218,29 @@ def host_probes(threads: int, refresh: bool = False, quick: bool = False) -> dic
     path = probe_path(threads)
     if not refresh and path.is_file():
         try:
-            cached = json.loads(path.read_text())
-            if (cached.get("schema") == PROBE_SCHEMA and cached.get("cpu_model") == _cpu_model()
-                    and cached.get("ort_version") == ort_version() and cached.get("threads") == threads
-                    and cached.get("mem_bandwidth_bytes_per_s", 0) > 0 and cached.get("matmul_flops_per_s", 0) > 0
-                    and (quick or not cached.get("quick"))):
-                return cached
-        except (OSError, ValueError):
-            pass  # unreadable cache: measure again
+            cached = parse_json(read_user_bytes(path, "probe cache"), str(path))
+        except NasUserError:
+            cached = None  # unreadable or malformed cache: measure again
+        if _usable(cached, threads, quick):
+            return cached
     result = run_probes(threads, quick)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(path)
+    ensure_folder(path.parent, "the folder for host probes")
+    write_atomic(path, json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _usable(cached: Any, threads: int, quick: bool) -> bool:
+    """Whether a cache file holds probes of this CPU, ORT version and threads, every rate a finite positive
+    number and every overhead finite and >= 0 (a cache edited by hand, or written by an older nas, is measured
+    again rather than trusted)."""
+    if not isinstance(cached, dict):
+        return False
+    rates = [cached.get("mem_bandwidth_bytes_per_s"), cached.get("matmul_flops_per_s")] + [
+        cached[k] for k in ("decode_attention_flops_per_s", "prefill_attention_flops_per_s")
+        if cached.get(k) is not None]
+    overheads = [cached[k] for k in ("per_layer_overhead_ms", "per_run_overhead_ms") if cached.get(k) is not None]
+    return (cached.get("schema") == PROBE_SCHEMA and cached.get("cpu_model") == _cpu_model()
+            and cached.get("ort_version") == ort_version() and cached.get("threads") == threads
+            and all(is_finite_number(v) and v > 0 for v in rates)
+            and all(is_finite_number(v) and v >= 0 for v in overheads)
+            and (quick or not cached.get("quick")))

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,7 +63,10 @@ from typing import Any, Iterable, Mapping
 
 from nas.core.accounting import PHASES, PRECISIONS
 from nas.core.arch import ArchConfig
-from nas.core.errors import NasUserError
+from nas.core.errors import NasUserError, one_line
+from nas.core.limits import MAX_THREADS, MAX_TOKENS, shown
+from nas.core.paths import ensure_folder
+from nas.core.userfiles import parse_json, read_user_bytes
 from nas.latency import graphs, measure
 from nas.latency import provenance as prov
 from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS, STAT_KEYS, Protocol
@@ -93,9 +97,10 @@ class ProfileSettings:
             raise NasUserError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         for name in ("prompt_lens", "context_lens"):
             values = tuple(getattr(self, name))
-            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v <= 0]
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_TOKENS]
             if bad:
-                raise NasUserError(f"{name.replace('_', '-')} must be positive integers, got {bad[0]!r}")
+                raise NasUserError(f"{name.replace('_', '-')} must be integers from 1 to {MAX_TOKENS:,}, got "
+                                   f"{shown(bad[0])}")
             object.__setattr__(self, name, tuple(sorted(set(values))))
         if not self.prompt_lens and not self.context_lens:
             raise NasUserError("nothing to measure: give at least one prompt length or context length")
@@ -237,23 +242,84 @@ def _memory_shortfall(arch, settings: ProfileSettings) -> str | None:
     return None
 
 
-def _existing_rows(out_path: Path, target: str) -> list[dict]:
-    """Rows already in `out_path` for `target`. An unfinished last line (a write cut off by a kill) is dropped."""
+# The first bytes of every row as `nas profile` and the runners write it (json.dumps, "schema" first): how an
+# unfinished last line is told to be a row cut off by a kill, and not someone else's text.
+ROW_PREFIX = f'{{"schema": {SCHEMA}, '
+
+
+def _existing_rows(out_path: Path, target: str) -> tuple[list[dict], bool]:
+    """(rows already in `out_path` for `target`, whether its last row lacks its newline), the file checked
+    before anything is written to it.
+
+    nas appends only to a measurements file: every complete line a valid row. An unfinished last line that
+    begins as nas writes a row (ROW_PREFIX) is a write cut off by a kill: it is dropped. Anything else (notes,
+    a binary file, another tool's JSONL, a folder, a device) is refused in one line, the file untouched."""
     if not out_path.exists():
-        return []
-    data = out_path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        tail = data[cut:]
+        return [], False
+    text = _measurement_text(out_path, "measurements file (--out)")
+    complete, _, tail = text.rpartition("\n") if "\n" in text else ("", "", text)
+    try:
+        rows = _parse_rows(complete, out_path, _only_target=target, require_ok=False)
+        whole = _tail_row(tail, out_path, len(complete.splitlines()) + 1)
+    except NasUserError as exc:
+        raise NasUserError(f"--out {out_path} is not a measurements file nas can append to ({exc}); it was left "
+                           "untouched: pass a new file or one `nas profile` wrote") from None
+    if whole is not None:  # a whole row without its newline: the next write supplies it
+        return rows + ([whole] if whole["target"] == target else []), True
+    if tail:
+        cut = len(text.encode("utf-8")) - len(tail.encode("utf-8"))
+        print(one_line(f"warning: {out_path}: dropping an unfinished last line, a row cut off "
+                       f"({len(tail.encode('utf-8'))} bytes) left by an interrupted run"), file=sys.stderr)
         try:
-            json.loads(tail)
-            out_path.open("ab").write(b"\n")
-        except ValueError:
-            print(f"warning: {out_path}: dropping an unfinished last line ({len(tail)} bytes) "
-                  "left by an interrupted run", file=sys.stderr)
             with out_path.open("r+b") as fh:
                 fh.truncate(cut)
-    return read_measurements(out_path, target=None, require_ok=False, _only_target=target)
+        except OSError as exc:
+            raise NasUserError(f"cannot write measurements to {out_path}: {exc.strerror or exc}") from None
+    return rows, False
+
+
+def _tail_row(tail: str, path: Path, lineno: int) -> dict | None:
+    """The last line of a measurements file when it has no newline: None when empty or a row cut off (see
+    ROW_PREFIX), the row when it is whole and valid; anything else is a NasUserError."""
+    if not tail.strip():
+        if tail:
+            raise NasUserError(f"{path}:{lineno}: the last line holds only spaces")
+        return None
+    if tail.startswith(ROW_PREFIX):
+        try:
+            json.loads(tail)
+        except ValueError:
+            return None  # cut off: dropped by the caller
+    return _parse_rows(tail, path, require_ok=False, first_line=lineno)[0]
+
+
+class _RowWriter:
+    """Appends measurement rows to a file, each whole or not at all: a write that fails part-way (a full disk,
+    a file-size limit, the file system gone read-only) is cut back to the last whole row, and the run ends with
+    one line; the rows before it stay. `newline_first`: the file's last row lacks its newline."""
+
+    def __init__(self, path: Path, newline_first: bool):
+        self.path, self.pending = path, b"\n" if newline_first else b""
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise NasUserError(f"cannot write measurements to {path}: {exc.strerror or exc}") from None
+
+    def write(self, row: dict) -> None:
+        line = self.pending + (json.dumps(row, sort_keys=False) + "\n").encode("utf-8")
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        view = memoryview(line)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            os.ftruncate(self.fd, start)  # no torn row: the file ends with its last whole row, as before
+            raise NasUserError(f"cannot write measurements to {self.path}: {exc.strerror or exc}; the rows "
+                               "measured before are kept, run the same command again to go on") from None
+        self.pending = b""
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def profile_configs(target, configs, settings: ProfileSettings, out_path, progress: bool = True) -> ProfileRows:
@@ -269,7 +335,7 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
     failed row, with counts of what was measured, failed and skipped now.
     """
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out_path.parent, "the folder for measurements")
     target_name = target if isinstance(target, str) else target.name
     env = {**measure.environment()}
     # Which graph structure was timed and on which runtime: rows of another graph builder or onnxruntime
@@ -278,7 +344,8 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
     genai = env.get(prov.GENAI_VERSION)
     latest: dict[tuple, dict] = {}
     result = ProfileRows()
-    for row in _existing_rows(out_path, target_name):
+    existing, newline_first = _existing_rows(out_path, target_name)
+    for row in existing:
         reason = prov.stale_reason(row, env["ort_version"], genai)
         if reason is not None:
             result.stale += 1
@@ -291,10 +358,10 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
     result._new_failures = []
     wanted: list[tuple] = []
     bar = _progress_bar(len(configs), f"profile {target_name}", progress)
-    with out_path.open("a", encoding="utf-8") as out:
+    out = _RowWriter(out_path, newline_first)
+    try:
         def append(row: dict) -> None:
-            out.write(json.dumps(row, sort_keys=False) + "\n")
-            out.flush()
+            out.write(row)
             latest[measurement_key(row)] = row
             if row["status"] == "ok":
                 result.measured += 1
@@ -324,7 +391,9 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
                 _profile_config(arch, to_measure, settings, target_name, env, append)
             bar.update(1)
             bar.set_postfix(measured=result.measured, failed=result.failed, skipped=result.skipped, refresh=False)
-    bar.close()
+    finally:
+        out.close()
+        bar.close()
     result.extend(latest[key] for key in wanted if key in latest)
     return result
 
@@ -440,13 +509,15 @@ _TYPES = {
     "arch": (lambda v: isinstance(v, dict), "an ArchConfig object"),
     "arch_id": (lambda v: isinstance(v, str) and v != "", "an arch id"),
     "phase": (lambda v: v in PHASES, f"one of {', '.join(PHASES)}"),
-    "prompt_len": (lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null"),
-    "context_len": (lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null"),
+    "prompt_len": (lambda v: v is None or (_is_int(v) and 0 < v <= MAX_TOKENS), f"an integer from 1 to {MAX_TOKENS} "
+                                                                                "or null"),
+    "context_len": (lambda v: v is None or (_is_int(v) and 0 < v <= MAX_TOKENS), f"an integer from 1 to {MAX_TOKENS} "
+                                                                                  "or null"),
     "precision": (lambda v: isinstance(v, str) and v != "", "a precision name"),
     "provider": (lambda v: isinstance(v, str) and v != "", "an execution provider name"),
     "providers_used": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of names"),
     "provider_options": (lambda v: isinstance(v, dict), "an object"),
-    "threads": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "threads": (lambda v: _is_int(v) and 0 < v <= MAX_THREADS, f"an integer from 1 to {MAX_THREADS}"),
     "protocol": (lambda v: isinstance(v, dict), "an object"),
     "session_options": (lambda v: isinstance(v, dict), "an object"),
     "latency_ms": (lambda v: v is None or isinstance(v, dict), "an object or null"),
@@ -468,7 +539,7 @@ def validate_row(row: Any) -> str | None:
         if name not in row:
             return f"missing field {name!r}"
         if not check(row[name]):
-            return f"field {name!r} must be {what}, got {row[name]!r:.80}"
+            return f"field {name!r} must be {what}, got {shown(row[name])}"
     if row["schema"] != SCHEMA:
         return f"field 'schema' is {row['schema']}, this nas reads schema {SCHEMA}"
     length_field, other = ("prompt_len", "context_len") if row["phase"] == "prefill" else ("context_len", "prompt_len")
@@ -513,20 +584,28 @@ def read_measurements(path, target: str | None = None, require_ok: bool = True,
     rows are still validated); otherwise all rows, in file order.
     """
     path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        raise NasUserError(f"no measurements file at {path}")
+    return _parse_rows(_measurement_text(path, "measurements"), path, target, require_ok, ort_version,
+                       _only_target=_only_target)
+
+
+def _measurement_text(path: Path, what: str) -> str:
+    """A measurements file's text: a regular file of UTF-8 of bounded size (`read_user_bytes`)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NasUserError(f"no measurements file at {path}") from None
-    except OSError as exc:
-        raise NasUserError(f"cannot read measurements {path}: {exc.strerror or exc}") from None
+        return read_user_bytes(path, what).decode("utf-8")
+    except UnicodeDecodeError:
+        raise NasUserError(f"cannot read {what} {path}: not UTF-8 text (a measurements file is JSONL)") from None
+
+
+def _parse_rows(text: str, path: Path, target: str | None = None, require_ok: bool = True,
+                ort_version: str | None = None, *, _only_target: str | None = None, first_line: int = 1) -> list[dict]:
+    """The validated rows of measurements `text` from `path` (see `read_measurements`)."""
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=first_line):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise NasUserError(f"{path}:{lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+        row = parse_json(line, str(path), line=lineno)
         problem = validate_row(row)
         if problem:
             raise NasUserError(f"{path}:{lineno}: {problem}")

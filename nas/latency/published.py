@@ -43,7 +43,8 @@ import numpy as np
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import ArchConfigError, NasUserError
 from nas.core.paths import shipped
-from nas.core.userfiles import TomlFile, TomlTable, read_toml, write_atomic
+from nas.core.paths import write_atomic
+from nas.core.userfiles import TomlFile, TomlTable, parse_json, read_toml, read_user_bytes
 from nas.latency import analytic
 from nas.latency.uncertainty import BAND_QUANTILE, relative_band
 from nas.targets import COMPUTE_UNITS, known_target_names, load_target
@@ -493,8 +494,8 @@ def load_fit(path: str | Path | None = None) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        result = parse_json(read_user_bytes(path, "published-measurement fit"), str(path))
+    except NasUserError as exc:
         raise NasUserError(f"{path}: cannot read the published-measurement fit ({exc}); regenerate it with "
                            "`python benchmarks/fit_published.py`") from None
     if not isinstance(result, dict) or result.get("format") != FIT_FORMAT or not isinstance(result.get("targets"), dict):

@@ -13,10 +13,9 @@ is one clear error.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import lzma
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from nas.core.errors import NasUserError
 from nas.core.paths import shipped
+from nas.core.userfiles import parse_json, read_user_bytes
 
 VOCAB_SIZE = 256  # bytes
 SPLIT_BLOCK = 32 * 1024
@@ -31,6 +31,9 @@ SPLIT_EVERY = 10
 SPLIT_AT = 5
 MIN_BYTES = 2 * SPLIT_EVERY * SPLIT_BLOCK  # two validation blocks (64 KiB of held-out text): 640 KiB in all
 DEFAULT_CORPUS = "shakespeare.txt.xz"
+# The most training text nas reads (decompressed, a folder's files together): proxy training uses a few MB of
+# it, and the whole is held in memory and hashed. --data /dev/zero read until memory ran out.
+MAX_DATA_BYTES = 2**30
 _DOCUMENT_SEPARATOR = b"\n\f\n\n"  # between files of a folder or records of a JSONL file (as in the default)
 
 
@@ -64,19 +67,35 @@ def split(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return train, val
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise NasUserError(f"cannot read --data {path}: {exc.strerror or exc}") from None
+def _read_bytes(path: Path, limit: int = MAX_DATA_BYTES) -> bytes:
+    """A file's bytes, decompressed: at most `limit` of them, read or decompressed (a folder, a device such as
+    /dev/zero, a pipe or a file past the limit is one line before it exhausts memory; so is a compressed file
+    that would expand past it)."""
+    data = read_user_bytes(path, "--data", limit=limit)
     try:
         if path.suffix == ".xz":
-            return lzma.decompress(data)
+            return _expand(lambda: lzma.LZMADecompressor(), data, limit, path)
         if path.suffix == ".gz":
-            return gzip.decompress(data)
-    except (lzma.LZMAError, OSError, EOFError) as exc:
+            return _expand(lambda: zlib.decompressobj(wbits=31), data, limit, path)
+    except (lzma.LZMAError, zlib.error, EOFError) as exc:
         raise NasUserError(f"--data {path}: cannot decompress it: {exc}") from None
     return data
+
+
+def _expand(decompressor, data: bytes, limit: int, path: Path) -> bytes:
+    """Decompress every stream (member) of `data`, stopping past `limit` bytes of output."""
+    out = bytearray()
+    rest = data
+    while rest.strip(b"\0"):  # streams follow each other; padding of zero bytes may end the file
+        d = decompressor()
+        out += d.decompress(rest, limit + 1 - len(out))
+        if len(out) > limit:
+            raise NasUserError(f"--data {path} expands past {limit:,} bytes, the most training text nas reads; "
+                               "pass a sample of it")
+        if not d.eof:
+            raise EOFError("the compressed data ends early")
+        rest = d.unused_data
+    return bytes(out)
 
 
 def _jsonl_text(path: Path, data: bytes) -> bytes:
@@ -84,18 +103,15 @@ def _jsonl_text(path: Path, data: bytes) -> bytes:
     for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise NasUserError(f"{path}:{number}: malformed JSON: {exc.msg}") from None
+        record = parse_json(line, str(path), line=number)
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise NasUserError(f"{path}:{number}: a JSONL record needs a string field \"text\"")
         texts.append(record["text"].encode("utf-8"))
     return _DOCUMENT_SEPARATOR.join(texts)
 
 
-def _file_bytes(path: Path) -> bytes:
-    data = _read_bytes(path)
+def _file_bytes(path: Path, limit: int = MAX_DATA_BYTES) -> bytes:
+    data = _read_bytes(path, max(limit, 0))
     name = path.name[:-3] if path.suffix in (".xz", ".gz") else path.name
     return _jsonl_text(path, data) if name.endswith(".jsonl") else data
 
@@ -113,7 +129,14 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
             if not files:
                 raise NasUserError(f"--data {source} is an empty folder; give a text file, a folder of text files "
                                    "or a JSONL file with a \"text\" field")
-            data = _DOCUMENT_SEPARATOR.join(_file_bytes(p) for p in files)
+            if sum(p.stat().st_size for p in files) > MAX_DATA_BYTES:
+                raise NasUserError(f"--data {source} holds more than {MAX_DATA_BYTES:,} bytes, the most training "
+                                   "text nas reads; pass a sample of it")
+            parts, total = [], 0
+            for p in files:  # the folder's text together is bounded too, not only each file
+                parts.append(_file_bytes(p, MAX_DATA_BYTES - total))
+                total += len(parts[-1]) + len(_DOCUMENT_SEPARATOR)
+            data = _DOCUMENT_SEPARATOR.join(parts)
         elif source.exists():
             data = _file_bytes(source)
         else:

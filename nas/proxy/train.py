@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
+from nas.core.limits import shown
 from nas.model import build_model
 from nas.proxy.corpus import Corpus
 from nas.proxy.scaling import Parametrisation, ProxyRule, proxy_arch
@@ -72,8 +74,7 @@ class TrainSettings:
         for name, ok in checks:
             if not ok:
                 raise NasUserError(f"proxy training: {name}={getattr(self, name)!r} is out of range")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise NasUserError(f"--device {self.device!r} is not cpu or cuda")
+        check_device(self.device)
 
     @property
     def tokens_per_step(self) -> int:
@@ -92,6 +93,20 @@ class RungResult:
     train_bpb: float  # the last training loss (bits per byte)
     seconds: float  # wall time of this rung (stable part, cool-down and evaluation)
     curve: list[tuple[int, float]] = field(default_factory=list)  # (tokens, training bits per byte)
+
+
+def check_device(device: str) -> None:
+    """Refuse a --device this machine does not have, when the settings are made: before a search writes its
+    study and queues its shapes, not when the first shape is trained."""
+    if not isinstance(device, str) or (device not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d{1,3}", device)):
+        raise NasUserError(f"--device {shown(device)} is not cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise NasUserError(f"--device {device}: no CUDA device is available to torch here")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise NasUserError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), "
+                               f"numbered from 0")
 
 
 class ProxyTrainer:

@@ -16,7 +16,6 @@ through `nas.study.read` (trials, Pareto set, picks), with the definitions given
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from nas.core.counts import format_count
 from nas.core.errors import NasUserError
 from nas.core.landmarks import load_landmarks
 from nas.core.paths import find_predictor, shipped
+from nas.core.userfiles import parse_json, read_toml, read_user_bytes
 from nas.latency.published import fit_path, fitted_group
 from nas.latency.registry import load_latency_model
 from nas.latency.uncertainty import band_for
@@ -285,9 +285,9 @@ def parity_from_predictor(target: str, path: Path) -> Parity | str:
     percent when the file's `metric_units` say so (as `nas calibrate` writes), else guessed (<= 1: fractions).
     """
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        return f"predictor file {path} could not be read ({exc.__class__.__name__})"
+        data = parse_json(read_user_bytes(path, "predictor"), str(path))
+    except NasUserError as exc:
+        return f"predictor file {path} could not be read ({exc})"
     units = _find_key(data, "metric_units")
     declared = None
     if isinstance(units, Mapping) and isinstance(units.get("mape"), str):

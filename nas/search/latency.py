@@ -39,6 +39,7 @@ import numpy as np
 from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
 from nas.core.landmarks import load_landmarks
+from nas.core.limits import MAX_COUNT, MAX_TOKENS, check_int
 from nas.core.paths import default_storage
 from nas.core.trainers import RULES, buildable, check_trainer, missing
 from nas.core.version import __version__
@@ -58,7 +59,8 @@ from nas.study.objectives import (
 )
 from nas.study.pareto import Normaliser, pareto_mask, to_minimisation
 from nas.study.read import preference
-from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER, StudyMeta, TargetFigures, TrialRecord
+from nas.study.schema import (FOUND_BY_EXACT, FOUND_BY_SAMPLER, StudyMeta, TargetFigures, TrialRecord,
+                              check_study_name)
 from nas.study.storage import STORAGE_ERRORS, open_storage
 from nas.study.storage import first_line as _first_line
 from nas.targets import load_target
@@ -157,9 +159,9 @@ class LatencyStage:
             raise NasUserError("give at least one --target")
         if len(set(s.targets)) != len(s.targets):
             raise NasUserError(f"--target listed twice: {', '.join(s.targets)}")
-        for name, value in (("--trials", s.trials), ("--prompt-len", s.prompt_len), ("--context-len", s.context_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise NasUserError(f"{name} must be a positive integer, got {value!r}")
+        for name, value, high in (("--trials", s.trials, MAX_COUNT), ("--prompt-len", s.prompt_len, MAX_TOKENS),
+                                  ("--context-len", s.context_len, MAX_TOKENS)):
+            check_int(value, name, 1, high)
         if isinstance(s.seed, bool) or not isinstance(s.seed, int) or not 0 <= s.seed <= MAX_SEED:
             raise NasUserError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {s.seed!r}")
         if s.sampler not in SAMPLERS:
@@ -193,7 +195,10 @@ class LatencyStage:
         self.constraints = Constraints(memory, s.min_decode_tps, s.max_ttft_ms, lo, hi)
         self.constraint_names = self.constraints.names(self.target_names)
         self.storage_url = s.storage or default_storage()
-        self.study_name = s.study or f"{'+'.join(self.target_names)}-{self.space.name}"
+        self.study_name = check_study_name(
+            s.study if s.study is not None else f"{'+'.join(self.target_names)}-{self.space.name}",
+            "--study" if s.study is not None else "the default study name (from the targets and the space's name; "
+                                                  "pass --study NAME)")
         self.named_by_user = s.study is not None
         self.meta = StudyMeta(
             space=self.space.name, space_fingerprint=self.space.fingerprint, targets=self.target_names,
@@ -399,11 +404,18 @@ class LatencyStage:
         return (f"{where} meets all constraints together; the closest is {arch.short_tag} ({arch.arch_id}): "
                 f"{broken}")
 
+    def plan(self) -> ExactFront | None:
+        """The exact stage, once: every refusal that needs no storage (an impossible constraint), so that it
+        comes before the storage is opened (which creates a new database)."""
+        if not hasattr(self, "_exact"):
+            self._exact = self.exact_front()
+        return self._exact
+
     def prepare(self) -> ExactFront | None:
         """Everything that can refuse the run before anything is written: the exact stage (an impossible
         constraint), and an existing study searched with other settings. Done once; `run` reuses it."""
         if not hasattr(self, "_prepared"):
-            exact = self.exact_front()
+            exact = self.plan()
             self.check_existing_study()
             self._prepared = exact
         return self._prepared

@@ -13,6 +13,7 @@ from nas.study import schema as S
 from nas.study.pareto import ALL_TIED, PICK_REASONS, TIE_NOTE, all_tied, picks
 from nas.study.read import preference
 from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER
+from nas.study.storage import MEMORY_STORAGES
 
 
 def pareto_row(trial, objectives) -> dict[str, Any]:
@@ -115,6 +116,7 @@ def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str 
     qualities = [r["quality"] for r in rows]
     chosen = picks(list(range(len(rows))), speeds, qualities, tie=tie or 0.0)
     where = [] if storage in (None, "sqlite:///runs/nas.db") else ["--storage", storage]
+    exportable = storage not in MEMORY_STORAGES  # an in-memory study is gone when the search ends
     out = {}
     for name, i in chosen.items():
         row = rows[i]
@@ -131,5 +133,5 @@ def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str 
                      "quality": row["quality"], "quality_source": row.get("quality_source"),
                      "decode_tokens_per_s": decode, "decode_error": rel,
                      "decode_text": f"{show(decode, rel, 1)} tokens/s decode on {target}",
-                     "export": shlex.join(command)}
+                     "export": shlex.join(command) if exportable else None}
     return {"target": target, "study": study, "quality_noise": tie, "tie_unit": unit, "picks": out}

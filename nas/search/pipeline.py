@@ -173,7 +173,14 @@ class Search:
         finally:
             optuna.logging.set_verbosity(verbosity)
 
+    def validate(self) -> None:
+        """Every refusal that needs no storage (the exact stage's impossible constraints; the settings, names,
+        --data and --device were checked when this was built): call before anything is written."""
+        if self.stage in ("all", "latency"):
+            self.latency.plan()
+
     def _run(self, progress: bool) -> SearchResult:
+        self.validate()  # before the storage is opened: opening creates a new database
         storage = self._storage = open_storage(self.latency.storage_url,
                                                heartbeat=self.heartbeat if self.proxy_options else None)
         self.latency.storage = storage
@@ -313,7 +320,7 @@ class Search:
                                    "arch_id": moved.arch_id, "why": why, "predicted_loss": moved.predicted_loss,
                                    "trial": moved.trial, "study": result.proxy.study_name,
                                    "decode_tokens_per_s": moved.decode_tokens_per_s,
-                                   "export": picks[name]["export"].replace(
+                                   "export": picks[name]["export"] and picks[name]["export"].replace(
                                        f"--study {self.study_name} --trial {picks[name]['trial']}",
                                        f"--study {result.proxy.study_name} --trial {moved.trial}")}
         for pick in picks.values():

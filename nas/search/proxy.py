@@ -40,6 +40,7 @@ import numpy as np
 
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_THREADS
 from nas.proxy import halving
 from nas.proxy.corpus import Corpus, load_corpus
 from nas.proxy.scaling import ProxyRule
@@ -92,8 +93,8 @@ class ProxyOptions:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
             raise NasUserError(f"--proxy-time-limit must be a positive number of seconds, got {limit!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
-            raise NasUserError(f"--proxy-threads must be a positive integer, got {self.threads!r}")
+                                         or not 1 <= self.threads <= MAX_THREADS):
+            raise NasUserError(f"--proxy-threads must be an integer from 1 to {MAX_THREADS:,}, got {self.threads!r}")
 
     def identity(self, corpus: Corpus) -> dict[str, Any]:
         """What decides the proxy scores: resuming a proxy study with any of it changed is refused."""
@@ -146,9 +147,9 @@ def open_proxy_study(storage, name: str, meta: StudyMeta, create: bool):
             return study
     old = StudyMeta.from_user_attrs(study.user_attrs)
     if old is not None and old.identity() != meta.identity():
-        diffs = [k for k in meta.identity() if meta.identity()[k] != old.identity().get(k)]
-        raise NasUserError(f"proxy study {name!r} was trained with other settings ({', '.join(diffs)}); pass "
-                           "--study NEW_NAME, or the same settings to resume it")
+        diffs = "; ".join(meta.differences(old)[:3])  # the setting by name and value, as the latency stage says
+        raise NasUserError(f"proxy study {name!r} was trained with other settings ({diffs}); pass --study NEW_NAME, "
+                           "or the same settings to resume it")
     return study
 
 
@@ -500,7 +501,7 @@ class ProxyWorker:
             self._fail(study, run, "interrupted: the worker was stopped (SIGINT or SIGTERM) during training; "
                                    "queued again for another worker or the next run")
             _requeue(study, self.storage.get_trial(run.trial_id))
-        except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway, *STORAGE_ERRORS):
+        except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway, *STORAGE_ERRORS, NasUserError):
             pass  # another worker failed and requeued it already, or the database is gone
 
     def _tell(self, study, run: "_Run", **kw) -> None:

@@ -166,11 +166,12 @@ def parse_params_range(text: str | None) -> tuple[int | None, int | None]:
     """'100M:600M' -> (1e8, 6e8); either side may be empty ('450M:' or ':600M')."""
     if not text:
         return None, None
-    if ":" not in text:
-        raise NasUserError(f"--params {text!r}: expected LOW:HIGH such as 100M:600M (either side may be empty)")
-    lo_text, hi_text = text.split(":", 1)
-    lo = parse_count(lo_text) if lo_text.strip() else None
-    hi = parse_count(hi_text) if hi_text.strip() else None
+    if text.count(":") != 1:
+        raise NasUserError(f"--params {text!r}: expected LOW:HIGH such as 100M:600M, one colon (either side may "
+                           "be empty)")
+    lo_text, hi_text = text.split(":")
+    lo = parse_count(lo_text, f"--params {text!r}") if lo_text.strip() else None
+    hi = parse_count(hi_text, f"--params {text!r}") if hi_text.strip() else None
     if (lo is not None or hi is not None) and max(v for v in (lo, hi) if v is not None) < MIN_PLAUSIBLE_PARAMS:
         suffixed = ":".join(f"{part.strip()}M" if part.strip() else "" for part in (lo_text, hi_text))
         raise NasUserError(f"--params {text!r} means fewer than {MIN_PLAUSIBLE_PARAMS:,} parameters; counts need a "

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 from nas.core.errors import NasUserError
 from nas.study.pareto import pareto_mask_max, picks
 from nas.study.schema import (FAIL_REASON, FOUND_BY, FOUND_BY_SAMPLER, PROXY_HISTORY, QUALITY_LAW, STUDY_EXACT,
-                              STUDY_META, STUDY_SEARCH, StudyMeta, TrialRecord)
+                              STUDY_META, STUDY_SEARCH, StudyMeta, TrialRecord, check_study_name)
 from nas.study.storage import open_storage
 
 PICK_TITLES = {"knee": "knee (recommended)", "fastest": "fastest", "best-quality": "best quality"}
@@ -35,6 +35,7 @@ def load_study(storage: str, study_name: str):
     """Open an existing study by name; an unknown name is one line listing the known ones."""
     import optuna
 
+    check_study_name(study_name, proxy_ok=True)  # before the storage is opened: nothing stored is touched
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage, must_exist=True) if isinstance(storage, str) else storage
     try:

@@ -15,10 +15,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from nas.core.arch import ArchConfig
+from nas.core.errors import NasUserError
+from nas.core.limits import shown
 
 SCHEMA_VERSION = 1
 
@@ -97,6 +100,25 @@ TRIAL_ATTRS: dict[str, str] = {
 
 # ----- studies -----
 PROXY_SUFFIX = ":proxy"  # the proxy stage's study is the latency stage's name plus this
+# A study name, however it enters (--study, derived from targets and space, read back by report and export):
+# letters, digits and . _ + - , starting with a letter or digit. No ':' (nas names a search's own studies
+# <name>:proxy and <name>:lock, so `--study m:proxy` beside a study m would be read as m's proxy stage), no path
+# separators or '..' (a name is a folder under runs/reports), no spaces or control characters (printed on one line).
+STUDY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_study_name(name: Any, source: str = "--study", proxy_ok: bool = False) -> str:
+    """`name` when it is a study name (STUDY_NAME_RE), else one line saying what is allowed. `proxy_ok`
+    (commands that read studies): also a search's own proxy study, <name>:proxy, which only nas can create,
+    since no study name it accepts holds a ':'."""
+    base = name[:-len(PROXY_SUFFIX)] if proxy_ok and isinstance(name, str) and name.endswith(PROXY_SUFFIX) else name
+    if isinstance(base, str) and STUDY_NAME_RE.fullmatch(base) and ".." not in base:
+        return name
+    reserved = isinstance(name, str) and ":" in name
+    raise NasUserError(f"{source} {shown(name)} is not a study name: use letters, digits and . _ + - (starting with "
+                       "a letter or digit, at most 128 characters)"
+                       + ("; ':' is reserved for the studies nas keeps beside a search (<study>:proxy)" if reserved
+                          else ""))
 
 
 def proxy_study_name(study: str) -> str:

@@ -26,7 +26,7 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import (DBAPIError, IntegrityError, InterfaceError, OperationalError, PendingRollbackError,
                             ProgrammingError, SQLAlchemyError)
 
-from nas.core.errors import NasUserError
+from nas.core.errors import NasUserError, one_line
 
 MEMORY_STORAGES = (":memory:", "memory")
 # What a storage raises when the database or file is at fault rather than nas: SQLAlchemy's errors (a bad URL,
@@ -46,17 +46,65 @@ def first_line(exc: BaseException) -> str:
 
 
 def lost_connection(exc: BaseException) -> bool:
-    """Whether `exc` is a database connection lost or refused (worth retrying), not a bad request: SQLAlchemy's
-    OperationalError and InterfaceError ("server closed the connection", "connection refused", "terminating
-    connection due to administrator command", SQLite's "database is locked"), seen through Optuna's
-    StorageInternalError; and SQLAlchemy's PendingRollbackError, which a session raises for a transaction its
-    lost connection left invalid (Optuna rolls the session back after the error, so trying again is safe)."""
+    """Whether `exc` is worth retrying: the database connection lost or refused, or the database busy, not a
+    request that will fail again. Classified by the database's own error code where it gives one: SQLite's
+    SQLITE_BUSY / SQLITE_LOCKED ("database is locked"), PostgreSQL's SQLSTATE class 08 (connection exception),
+    57P01-57P03 (the server shutting down, restarting, not accepting connections yet), 40001 / 40P01 (a
+    serialisation failure or deadlock: the transaction may be tried again) and 53300 (too many connections).
+    Every other coded error is permanent: a read-only or full database, a file that is not a database, a
+    missing table. Without a code (a connection that failed before the server answered: "connection refused",
+    "server closed the connection"), SQLAlchemy's OperationalError and InterfaceError are transient, as is any
+    error SQLAlchemy marks as having invalidated the connection, and its PendingRollbackError, which a session
+    raises for a transaction its lost connection left invalid (Optuna rolls the session back after the error, so
+    trying again is safe). Seen through Optuna's StorageInternalError."""
+    if any(isinstance(e, PendingRollbackError) for e in (exc, exc.__cause__)):
+        return True
+    error = _database_error(exc)
+    if error is None:
+        return False
+    if error.connection_invalidated:
+        return True
+    name = getattr(error.orig, "sqlite_errorname", None)
+    if name:
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    if state:
+        return state.startswith("08") or state in _TRANSIENT_SQLSTATES
+    return isinstance(error, (OperationalError, InterfaceError))
+
+
+_TRANSIENT_SQLSTATES = {"57P01", "57P02", "57P03", "40001", "40P01", "53300"}
+# What a permanent error means, in words, by SQLite error name or PostgreSQL SQLSTATE.
+_PERMANENT_CAUSES = {
+    "SQLITE_READONLY": "the database is read-only", "SQLITE_FULL": "the disk is full",
+    "SQLITE_NOTADB": "the file is not a database", "SQLITE_CANTOPEN": "the database file cannot be opened",
+    "SQLITE_CORRUPT": "the database file is corrupt",
+    "SQLITE_IOERR": "the disk refused a read or write (full, failing or gone)",
+    "SQLITE_PERM": "permission denied", "53100": "the disk is full", "25006": "the database is read-only",
+    "42501": "permission denied", "3D000": "the database does not exist",
+}
+
+
+def _database_error(exc: BaseException) -> DBAPIError | None:
+    """The SQLAlchemy database error behind `exc` (itself, or the cause Optuna wrapped), or None."""
     for e in (exc, exc.__cause__):
-        if isinstance(e, (OperationalError, InterfaceError, PendingRollbackError)):
-            return True
-        if isinstance(e, DBAPIError) and e.connection_invalidated:
-            return True
-    return False
+        if isinstance(e, DBAPIError):
+            return e
+    return None
+
+
+def permanent_cause(exc: BaseException) -> str | None:
+    """One line naming why a database refused a request for good (see `lost_connection`), or None when `exc`
+    is not a database error or is worth retrying. Integrity errors are not causes: Optuna handles them."""
+    error = _database_error(exc)
+    if error is None or isinstance(error, IntegrityError) or lost_connection(exc):
+        return None
+    code = getattr(error.orig, "sqlite_errorname", None) or getattr(error.orig, "sqlstate", None) or ""
+    words = next((w for key, w in _PERMANENT_CAUSES.items() if code == key or code.startswith(key + "_")), None)
+    detail = first_line(error.orig if error.orig is not None else error)
+    if not words or detail.lower() in words.lower():
+        return words or detail
+    return f"{words} ({detail})"
 
 
 class ResilientRDBStorage(optuna.storages.RDBStorage):
@@ -85,6 +133,9 @@ def _retrying(method):
                     value = method(self, *args, **kwargs)
                 except STORAGE_ERRORS as exc:
                     if not lost_connection(exc):
+                        cause = permanent_cause(exc)
+                        if cause:  # it would fail the same way every time: say why at once, no retries
+                            raise NasUserError(f"study storage {_safe_url(self.url)}: {cause}") from None
                         raise
                     now = time.monotonic()
                     start = now if start is None else start
@@ -107,8 +158,8 @@ def _say_down(storage, exc) -> None:
     with ResilientRDBStorage._said:
         if ResilientRDBStorage._down_since is None:
             ResilientRDBStorage._down_since = time.monotonic()
-            print(f"storage: lost the database at {_safe_url(storage.url)} ({first_line(exc)}); retrying for up "
-                  f"to {RETRY_S:.0f} s", file=sys.stderr)
+            print(one_line(f"storage: lost the database at {_safe_url(storage.url)} ({first_line(exc)}); retrying "
+                           f"for up to {RETRY_S:.0f} s"), file=sys.stderr)
 
 
 def _say_up(storage) -> None:
@@ -126,14 +177,18 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 -- only for a message
         return url
 
 
-# Every call that reads or writes the database (the public storage API, heartbeats, the stale-trial query).
+# Every call that reads or writes the database: the public storage API, heartbeats, and the private methods
+# Optuna's _CachedStorage (which wraps every RDB storage a study uses) calls on its backend directly.
+_PRIVATE_DATABASE_CALLS = ("_get_stale_trial_ids", "_create_new_trial", "_set_trial_param", "_get_trials",
+                           "_get_best_trial_id")
 for _name in [n for n, v in vars(optuna.storages.RDBStorage).items()
-              if callable(v) and (not n.startswith("_") or n == "_get_stale_trial_ids")
+              if callable(v) and (not n.startswith("_") or n in _PRIVATE_DATABASE_CALLS)
               and n not in ("get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "remove_session")]:
     setattr(ResilientRDBStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
 
@@ -161,13 +216,8 @@ def open_storage(url: str, must_exist: bool = False, heartbeat: Heartbeat | None
         return optuna.storages.InMemoryStorage()
     if "://" not in url:
         return _journal(url, must_exist)
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
-        if str(path) not in ("", ":memory:"):
-            if must_exist and not path.is_file():
-                raise NasUserError(f"no study storage at {path} (from --storage {url}); run `nas search` first "
-                                   "or pass the --storage the search used")
-            _make_parent(path, url)
+    if url.startswith("sqlite:"):
+        _check_sqlite_path(url, must_exist)
     options = {}
     if heartbeat is not None:
         with warnings.catch_warnings():  # the callback is marked experimental; it is what Optuna documents
@@ -176,15 +226,60 @@ def open_storage(url: str, must_exist: bool = False, heartbeat: Heartbeat | None
         options = dict(heartbeat_interval=heartbeat.interval_s, grace_period=heartbeat.grace_s,
                        heartbeat_stale_trial_callback=retry)
     try:
+        if must_exist:
+            _check_holds_studies(url)
         storage = _create_rdb(url, options)
     except ImportError as exc:  # the database's driver is not installed
         raise NasUserError(f"cannot open study storage {url!r}: {first_line(exc)} (install the database "
                            "driver: pip install 'nas[postgres]' for PostgreSQL)") from None
     except STORAGE_ERRORS as exc:
-        raise NasUserError(f"cannot open study storage {url!r}: {first_line(exc)}") from None
+        raise NasUserError(f"cannot open study storage {url!r}: {permanent_cause(exc) or first_line(exc)}") from None
     if url.startswith("sqlite"):
         _sqlite_wal(storage.engine)
     return storage
+
+
+def _check_sqlite_path(url: str, must_exist: bool) -> None:
+    """A SQLite URL must name a database file: `sqlite://`, `sqlite:///` and `sqlite:///:memory:` are a private
+    in-memory database per connection, where Optuna's tables vanish between calls (and nas retried "no such
+    table" for 120 s). A reading command needs the file to exist; a search creates its folder (see
+    `_make_parent`)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database or ""
+    except Exception as exc:  # noqa: BLE001 -- SQLAlchemy's ArgumentError for a malformed URL
+        raise NasUserError(f"--storage {url!r} is not a database URL: {first_line(exc)}") from None
+    database = database.split("?")[0].removeprefix("file:") if "uri=true" in url else database
+    if database in ("", ":memory:"):
+        raise NasUserError(f"--storage {url!r} names no database file (SQLite in memory lasts one connection); "
+                           "give a file such as sqlite:///runs/nas.db, or :memory: for a study that need not "
+                           "outlive the search")
+    path = Path(database)
+    if path.exists() and not path.is_file():
+        raise NasUserError(f"--storage {url!r}: {path} is not a database file (a folder or a device)")
+    if must_exist and not path.is_file():
+        raise NasUserError(f"no study storage at {path} (from --storage {url}); run `nas search` first "
+                           "or pass the --storage the search used")
+    if not must_exist:
+        _make_parent(path, url)
+
+
+def _check_holds_studies(url: str) -> None:
+    """Refuse, before Optuna creates its tables in it, a database that holds no Optuna study tables: a command
+    that reads studies must not write into someone's unrelated database (or a 0-byte file) and then report
+    "known studies: none". Only reads: a SQLAlchemy inspector on the user's URL."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if not {"studies", "version_info"} <= tables:
+        what = f"tables {', '.join(sorted(tables)[:5])}" if tables else "no tables"
+        raise NasUserError(f"--storage {url!r} holds no nas study (it has {what}, not Optuna's); pass the --storage "
+                           "a search used")
 
 
 SCHEMA_RETRY_PAUSES_S = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)  # workers that lose the race to create the tables
@@ -221,8 +316,9 @@ def _make_parent(path: Path, url: str) -> None:
     folder = path.parent
     if folder.is_dir():
         return
-    if folder.parent.exists() and not folder.parent.is_dir():
-        raise NasUserError(f"cannot create the folder for --storage {url!r}: {folder.parent} is not a folder")
+    for place in (folder, folder.parent):
+        if place.exists() and not place.is_dir():
+            raise NasUserError(f"cannot create the folder for --storage {url!r}: {place} is a file, not a folder")
     if not folder.parent.is_dir():
         raise NasUserError(f"cannot use --storage {url!r}: folder {folder.parent} does not exist")
     try:
@@ -232,7 +328,7 @@ def _make_parent(path: Path, url: str) -> None:
 
 
 def _journal(path: str, must_exist: bool):
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
     if must_exist and not Path(path).is_file():
         raise NasUserError(f"no study storage at {path!r}: expected a database URL such as sqlite:///runs/nas.db "
@@ -243,16 +339,37 @@ def _journal(path: str, must_exist: bool):
     _make_parent(Path(path), path)
     _check_journal(Path(path))
     try:
-        return JournalStorage(JournalFileBackend(path))
+        return GuardedJournalStorage(JournalFileBackend(path))
     except STORAGE_ERRORS as exc:  # an unwritable folder, a file that is not a journal
         raise NasUserError(f"cannot open journal storage {path!r}: {first_line(exc)}") from None
+
+
+class GuardedJournalStorage(optuna.storages.JournalStorage):
+    """Optuna's journal storage whose file errors (a full disk, a read-only or vanished file) end the command
+    in one line naming the file and the cause, instead of a traceback from deep inside Optuna."""
+
+
+def _file_errors_in_one_line(method):
+    @wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            where = getattr(getattr(self, "_backend", None), "_file_path", "the journal file")
+            raise NasUserError(f"study storage {where}: {exc.strerror or exc}") from None
+
+    return call
+
+
+for _name in [n for n, v in vars(optuna.storages.JournalStorage).items() if callable(v) and not n.startswith("_")]:
+    setattr(GuardedJournalStorage, _name, _file_errors_in_one_line(getattr(optuna.storages.JournalStorage, _name)))
 
 
 def _check_journal(path: Path) -> None:
     """Refuse a file that is not an Optuna journal (every line a JSON object with an "op_code") before anything
     is written to it: Optuna skips a malformed last line as a write cut short, so a search would append to
     the user's file and only then fail on the line it no longer sees as the last."""
-    import json
+    from nas.core.userfiles import parse_json
 
     if not path.is_file():
         return
@@ -262,8 +379,8 @@ def _check_journal(path: Path) -> None:
                 if not line.strip():
                     continue
                 try:
-                    entry = json.loads(line)
-                except ValueError:
+                    entry = parse_json(line, str(path), line=number)
+                except NasUserError:  # malformed, NaN, nested past reason: not a line Optuna wrote
                     entry = None
                 if not isinstance(entry, dict) or "op_code" not in entry:
                     raise NasUserError(f"--storage {str(path)!r} is not an Optuna journal file (line {number} is not a "

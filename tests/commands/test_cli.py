@@ -160,3 +160,18 @@ def test_subcommand_help(command, capsys):
         main([command, "--help"])
     assert info.value.code == 0
     assert "--json" in capsys.readouterr().out
+
+
+def test_an_in_memory_search_offers_no_export_command_that_cannot_work(capsys):
+    """Found by a hostile new user: after `--storage :memory:` the recommendation printed `export it: nas export
+    --storage :memory: ...`, which finds no study (it ended with the search). It now says why there is none."""
+    import json
+
+    argv = ["search", "--target", "pixel8", "--space", "tiny", "--no-proxy", "--trials", "5", "--storage", ":memory:",
+            "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "export it: not from this study: it was in memory" in out and "nas export --storage :memory:" not in out
+    assert main(argv + ["--json"]) == 0
+    picks = json.loads(capsys.readouterr().out)["recommendation"]["picks"]
+    assert all(pick["export"] is None for pick in picks.values())

@@ -82,7 +82,7 @@ def test_precision_flag_and_config_file(tmp_path, capsys):
 @pytest.mark.parametrize("argv, match", [
     (["--target", "pixel9", *ARCH], "'pixel9' is not a known target"),
     (["--target", "host-cpu", "--precision", "fp16", *ARCH], "does not run precision 'fp16'"),
-    (["--target", "pixel8", "--prompt-len", "0", *ARCH], "--prompt-len must be a positive integer"),
+    (["--target", "pixel8", "--prompt-len", "0", *ARCH], "--prompt-len must be an integer from 1 to 16,777,216"),
     (["--target", "pixel8"], "no architecture given"),
     (["--target", "pixel8", "--hidden-size", "100", "--layers", "2", "--heads", "3", "--ffn", "64"], "divisible"),
 ], ids=["target", "precision", "length", "no-arch", "bad-arch"])

@@ -274,3 +274,26 @@ def test_nas_bundle_default_is_light_and_says_so(fake_space, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["weights"] == "device" and summary["weights_made_on_device_bytes"] > 0 < summary["bundle_bytes"]
     assert not list(out.rglob("*.weights"))
+
+
+def test_a_bundle_that_cannot_be_written_whole_is_removed(tmp_path):
+    """A disk that fills while a bundle is written (a file-size limit on the process, RLIMIT_FSIZE, makes the
+    kernel refuse the shipped weights part-way): one line, exit 2, and no half bundle left to be copied to a
+    device; an empty --out folder given by the user stays, empty."""
+    import os
+    import resource
+
+    out = tmp_path / "given"
+    out.mkdir()
+
+    def full_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    proc = subprocess.run([sys.executable, "-m", "nas", "bundle", "--target", "rpi5", "--space", "tiny",
+                           "--n-configs", "2", "--precision", "fp32", "--weights", "ship", "--quiet", "--out",
+                           str(out)], capture_output=True, text=True, preexec_fn=full_disk, timeout=300,
+                          env={**os.environ, "NAS_HOME": str(tmp_path / "home")})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "cannot write the bundle to" in lines[0] and "the partial bundle was removed" in lines[0]
+    assert out.is_dir() and not any(out.iterdir())

@@ -115,6 +115,45 @@ def test_unfinished_last_line_is_dropped(fake_graphs, tmp_path, capsys):
     assert len(read_measurements(out)) == 3
 
 
+@pytest.mark.parametrize("content", [
+    b"first line\nsecond, no newline",  # someone's notes: the unfinished last line is not a row cut off
+    bytes(range(256)) * 3,  # a binary file
+    b'{"a": 1}',  # another tool's JSONL, its last line without a newline
+    b'{"schema": 1, "target": "ho',  # looks like a row cut off, but nothing before it says nas wrote the file...
+], ids=["notes", "binary", "other-jsonl", "row-prefix-alone"])
+def test_a_file_nas_did_not_write_is_refused_untouched(fake_graphs, tmp_path, content):
+    """Found by a hostile new user: `--out notes.txt` cut the notes' last line as "left by an interrupted run",
+    then refused; a binary file lost 245 bytes, then a traceback. Now every complete line must be a row before
+    anything is written, and only a last line that begins as nas writes a row is dropped."""
+    out = tmp_path / "notes.txt"
+    out.write_bytes(content)
+    if content.startswith(b'{"schema": 1,'):  # ...and alone it is dropped: a file of one cut-off row is nas's
+        rows = profile_configs("host-cpu", [small_arch()], settings(), out, progress=False)
+        assert rows.measured == 3 and len(read_measurements(out)) == 3
+        return
+    with pytest.raises(NasUserError, match="measurements"):
+        profile_configs("host-cpu", [small_arch()], settings(), out, progress=False)
+    assert out.read_bytes() == content
+
+
+def test_a_whole_last_row_without_newline_is_kept(fake_graphs, tmp_path):
+    """A row a runner wrote without its newline is a whole row: kept, and the next row starts on a new line."""
+    out = tmp_path / "m.jsonl"
+    profile_configs("host-cpu", [small_arch()], settings(prompt_lens=(4,), context_lens=()), out, progress=False)
+    out.write_bytes(out.read_bytes().rstrip(b"\n"))
+    rows = profile_configs("host-cpu", [small_arch()], settings(), out, progress=False)
+    assert (rows.skipped, rows.measured) == (1, 2)
+    assert len(read_measurements(out)) == 3 and out.read_bytes().count(b"\n") == 3
+
+
+def test_out_that_is_a_folder_or_under_a_file_is_one_line(fake_graphs, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(NasUserError, match="it is a folder, not a file"):
+        profile_configs("host-cpu", [small_arch()], settings(), tmp_path, progress=False)
+    with pytest.raises(NasUserError, match="a_file is a file, not a folder"):
+        profile_configs("host-cpu", [small_arch()], settings(), tmp_path / "a_file" / "m.jsonl", progress=False)
+
+
 def test_rows_of_other_graphs_or_runtime_are_measured_again_not_reused(fake_graphs, tmp_path):
     from nas.latency.provenance import GRAPH_BUILDER_VERSION
 

@@ -77,3 +77,34 @@ def test_sigint_stops_profile_with_one_line_and_keeps_the_rows(tmp_path):
     assert stderr.strip().splitlines() == ["nas profile: interrupted"], stderr
     rows = read_measurements(out, require_ok=False)
     assert 1 <= len(rows) < 80
+
+
+def test_a_full_disk_ends_profile_in_one_line_with_no_torn_row(tmp_path):
+    """Found by a hostile new user: `nas profile --out` on a full disk ended in a traceback and left a torn row.
+    The disk fills here as the kernel makes it fill for one process: a file-size limit (RLIMIT_FSIZE) on the
+    `nas profile` subprocess, set one row short of room, so the kernel refuses the write part-way (EFBIG, as a full
+    disk refuses it with ENOSPC). One line, exit 2, and the file exactly as it was: the cut row is taken back."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from nas.cli import main
+
+    out = tmp_path / "m.jsonl"
+    common = ["profile", "--target", "host-cpu", "--space", "tiny", "--n-configs", "1", "--context-lens", "8",
+              "--warmup", "0", "--runs", "1", "--sessions", "1", "--threads", "1", "--quiet", "--out", str(out)]
+    assert main(common + ["--prompt-lens", "8"]) == 0
+    before = out.read_bytes()
+    limit = len(before) + 1000  # a row is about 2 KB: the next one is cut part-way
+
+    def full_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "nas", *common, "--prompt-lens", "8,16"], capture_output=True,
+                          text=True, preexec_fn=full_disk, timeout=300,
+                          env={**os.environ, "NAS_HOME": str(tmp_path / "home")})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("nas profile: error: cannot write measurements to") and "File too large" in lines[0]
+    assert out.read_bytes() == before

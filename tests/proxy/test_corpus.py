@@ -60,3 +60,25 @@ def test_user_text_folder_and_jsonl(tmp_path):
 def test_bad_data_is_one_clear_error(tmp_path, make, pattern):
     with pytest.raises(NasUserError, match=pattern):
         load_corpus(make(tmp_path))
+
+
+def test_decompression_is_bounded_and_every_stream_is_read(tmp_path):
+    """A small .gz or .xz that expands past the limit is one line, found while decompressing (not after
+    holding all of it); a file of several gzip members is read whole, as gzip.decompress did."""
+    import lzma
+
+    from nas.proxy.corpus import _read_bytes
+
+    bomb = tmp_path / "zeros.gz"
+    bomb.write_bytes(gzip.compress(b"\0" * 100_000))
+    with pytest.raises(NasUserError, match="expands past 1,000 bytes"):
+        _read_bytes(bomb, limit=1000)
+    (tmp_path / "zeros.xz").write_bytes(lzma.compress(b"\0" * 100_000))
+    with pytest.raises(NasUserError, match="expands past 1,000 bytes"):
+        _read_bytes(tmp_path / "zeros.xz", limit=1000)
+    members = tmp_path / "two.gz"
+    members.write_bytes(gzip.compress(b"first ") + gzip.compress(b"second"))
+    assert _read_bytes(members) == b"first second"
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(b"x" * 1000)[:-12])
+    with pytest.raises(NasUserError, match="cannot decompress it"):
+        _read_bytes(tmp_path / "cut.gz")

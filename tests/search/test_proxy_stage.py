@@ -74,7 +74,8 @@ def test_resume_trains_nothing_twice_and_refuses_other_settings(tmp_path):
     from nas.core.errors import NasUserError
 
     other = ProxyOptions(**{**TINY.__dict__, "rung_tokens": (512, 1024)})
-    with pytest.raises(NasUserError, match="trained with other settings"):
+    with pytest.raises(NasUserError,  # the clash names the setting and both values
+                       match=r"trained with other settings \(proxy\.rung_tokens: 256, 768 there, 512, 1024 here"):
         run(tmp_path, proxy=other)
 
 
