@@ -44,8 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
+    from pathlib import Path
 
     from nas.core.errors import NasUserError
+    from nas.core.paths import check_can_create
     from nas.quality.model import BOOTSTRAP, fit_path, fit_quality, load_fit, write_fit
     from nas.quality.runs import load_runs
 
@@ -53,13 +55,13 @@ def run(args: argparse.Namespace) -> int:
         bootstrap = BOOTSTRAP if args.bootstrap is None else args.bootstrap
         if not 0 <= bootstrap <= 10_000:
             raise NasUserError(f"--bootstrap must be an integer from 0 to 10000, got {bootstrap}")
+        out = Path(args.out) if args.out else fit_path()
+        if out.is_dir():  # refused before a minute of fitting, not after
+            raise NasUserError(f"cannot write the quality fit to {out}: it is a folder, not a file")
+        check_can_create(out.parent, "the quality fit")
         runs = load_runs(args.studies, args.runs)
         result = fit_quality(runs, bootstrap, log=lambda line: print(line, file=sys.stderr))
-        try:
-            path = write_fit(result, args.out)
-        except OSError as exc:
-            raise NasUserError(f"cannot write the quality fit to {args.out or fit_path()}: "
-                               f"{exc.strerror or exc}") from None
+        path = write_fit(result, out)
         emit(args, {**result, "path": str(path)}, show_text(result) + f"\nwritten to {path}")
         return 0
     for name in ("out", "studies", "runs", "bootstrap"):

@@ -359,6 +359,22 @@ CASES = [
     # bundles
     ("bundle-out-under-a-file", ["bundle", "--target", "rpi5", "--space", "tiny", "--n-configs", "1", "--out",
                                  "not_a_dir/b"], "not_a_dir is a file, not a folder"),
+    # the quality law (issue 20): the pretraining budget, the published-runs files, the fit file
+    ("train-tokens-zero", ["search", "--target", "pixel8", "--train-tokens", "0"],
+     "--train-tokens: '0' is fewer than 1M tokens"),
+    ("train-tokens-garbage", ["predict", "--target", "pixel8", "arch.json", "--train-tokens", "lots"],
+     "--train-tokens: 'lots' is not a count such as 1T, 300B or 2e11"),
+    ("train-tokens-negative", ["inspect", "arch.json", "--train-tokens=-1T"], "--train-tokens: '-1T'"),
+    ("train-tokens-beyond", ["report", "--study", STUDY, "--train-tokens", "1e30"],
+     "is beyond the largest count nas takes"),
+    ("train-tokens-with-params", ["search", "--target", "pixel8", "--quality", "params", "--train-tokens", "1T"],
+     "with --quality params there is no predicted loss"),
+    ("quality-runs-malformed", ["quality", "fit", "--runs", "bad.json", "--out", "fit.json"],
+     "bad.json:1: header must be"),
+    ("quality-runs-missing", ["quality", "fit", "--studies", "nowhere.toml", "--out", "fit.json"], "nowhere.toml"),
+    ("quality-out-is-a-folder", ["quality", "fit", "--bootstrap", "0", "--out", "runs"],
+     "cannot write the quality fit to runs: it is a folder, not a file"),
+    ("quality-option-on-show", ["quality", "--bootstrap", "3"], "--bootstrap is an option of `nas quality fit`"),
 ]
 
 
