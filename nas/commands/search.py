@@ -340,6 +340,11 @@ def recommendation_text(rec: dict, storage: str) -> list[str]:
         lines += [f"    flag: {f}" for f in check["flags"][:8]]
         if len(check["flags"]) > 8:
             lines.append(f"    ... {len(check['flags']) - 8} more (--json)")
+        if check["flags"]:
+            lines.append("    (a proxy trained on a few hundred thousand tokens measures how fast a scaled-down shape "
+                         "learns, which favours small, shallow shapes; the law predicts the loss after "
+                         f"{format_count(rec['train_tokens'])} tokens. Flags say where the two disagree on your text; "
+                         "they move no pick: README, Quality law)")
     if knee["export"] is None or storage in MEMORY_STORAGES:
         lines.append(f"  export it: not from this study: it was in memory (--storage {storage}) and is gone; search "
                      "again with a --storage to keep it")
