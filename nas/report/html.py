@@ -116,7 +116,7 @@ def _proxy_section(data: ReportData, images: Sequence[Path]) -> str:
     counts = html.escape(', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items())))
     if proxy is None:  # no shape finished a rung: no front, but which failed and why
         return f"""
-<h2>Proxy training: quality that sees shape</h2>
+<h2>Proxy training on your text</h2>
 <p class="meta">{len(data.runs)} shapes chosen for proxy training: {counts}. None finished, so there is no proxy
 front.</p>
 {failed_list}
@@ -126,7 +126,7 @@ front.</p>
         "speed: the front of trained shapes", "Proxy quality vs prefill speed",
         "Proxy training: loss curves and the held-out score of each shape at each rung"]))
     return f"""
-<h2>Proxy training: quality that sees shape</h2>
+<h2>Proxy training on your text</h2>
 <p class="meta">{len(data.runs)} shapes trained as scaled proxies (study <code>{html.escape(proxy.trials.name)}</code>):
 {counts}.
 The front below ranks them by held-out bits per byte of the proxy against device speed.</p>
@@ -208,7 +208,12 @@ faint red crosses break a constraint.</li>
 Each panel's front line is the same idea on that panel's two axes only.</li>
 <li><b>Picks</b> (on {html.escape(data.first_target)}): <i>fastest</i> has the highest decode tokens/s,
 <i>best quality</i> the highest quality, and the <i>knee</i> is the point of their quality-vs-decode front
-(both axes scaled to 0–1) farthest from the line joining its two ends: the best trade.</li>
+(both axes scaled to 0–1) farthest from the line joining its two ends: the best trade. Qualities closer than
+the study's tie (the quality law's band, or a proxy front's seed noise) are ties, won by the faster shape: best
+quality is the fastest shape within the tie of the best, the knee the fastest within the tie of that point.</li>
+<li>Predicted loss is the loss a shape is predicted to reach after the study's training tokens, on the quality
+law's reference data and tokenizer (<code>nas quality</code>); the shaded band around the front is the law's
+band. Published models sit at their own predicted loss and speed.</li>
 <li>Search progress: the hypervolume of the feasible shapes the sampler found, over the study's objectives, as a share of the exact front's (the same figure `nas search` prints); the star marks where the exact front's remaining members were added.</li>
 <li>Latency "analytic, uncalibrated" is a roofline estimate from the device's spec sheet, not a measurement;
 "analytic, fitted to N published measurements" is the same roofline with its efficiencies and overheads fitted to
