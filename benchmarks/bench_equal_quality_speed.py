@@ -29,7 +29,7 @@ from nas.core.counts import format_count  # noqa: E402
 from nas.core.landmarks import load_landmarks  # noqa: E402
 from nas.latency import graphs, measure  # noqa: E402
 from nas.search.advice import landmark_matches  # noqa: E402
-from nas.search.latency import LatencyStage, SearchSettings  # noqa: E402
+from nas.search.latency_stage import LatencyStage, SearchSettings  # noqa: E402
 
 
 def equal_quality(target: str, names: list[str], train_tokens: str) -> tuple[LatencyStage, list[dict]]:

@@ -43,7 +43,7 @@ from nas.latency import analytic, graphs, measure  # noqa: E402
 from nas.latency import probes as probing  # noqa: E402
 from nas.latency.predictor import kendall_tau  # noqa: E402
 from nas.latency.registry import MEASURED, load_latency_model  # noqa: E402
-from nas.search.latency import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN  # noqa: E402
+from nas.search.latency_stage import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN  # noqa: E402
 from nas.targets import load_target  # noqa: E402
 
 VOCAB = 32000

@@ -35,7 +35,7 @@ from nas.latency import calibrate as cal  # noqa: E402
 from nas.latency.measure import Protocol  # noqa: E402
 from nas.latency.predictor import accuracy, spread_floor  # noqa: E402
 from nas.latency.probes import host_probes  # noqa: E402
-from nas.latency.profile import ProfileSettings, profile_configs, read_measurements  # noqa: E402
+from nas.latency.profiling import ProfileSettings, profile_configs, read_measurements  # noqa: E402
 from nas.latency.registry import host_threads  # noqa: E402
 from nas.spaces import load_space  # noqa: E402
 from nas.targets import load_target  # noqa: E402

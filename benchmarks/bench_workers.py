@@ -1,7 +1,7 @@
 """Throughput of the proxy stage's trial bookkeeping: N worker processes on one storage, training replaced by
 nothing, so what is timed is the queue itself.
 
-Each worker is the real `nas.search.proxy.ProxyWorker` loop (stale-trial check, atomic claim of a WAITING trial,
+Each worker is the real `nas.search.proxy_stage.ProxyWorker` loop (stale-trial check, atomic claim of a WAITING trial,
 a heartbeat thread, the attrs and intermediate value a trained trial writes, `tell`), with `_train_claimed`
 replaced by the same storage writes and no training. A study with --trials WAITING trials is enqueued first; the
 workers start together (after their imports, at a common start time); trials/s = trials / (last trial finished -
@@ -79,7 +79,7 @@ class Postgres:
 def worker_main(storage_url: str, study: str, start_at: float) -> None:
     import optuna
 
-    from nas.search.proxy import ProxyOptions, ProxyWorker, _HeartbeatThread
+    from nas.search.proxy_stage import ProxyOptions, ProxyWorker, _HeartbeatThread
     from nas.study import schema as S
     from nas.study.storage import Heartbeat, open_storage
 

@@ -34,10 +34,10 @@ def tiny_arch():
 def fake_graphs(monkeypatch):
     """The graph builder that profiling and bundles call, swapped for a tiny real ONNX graph."""
     import nas.latency.bundle
-    import nas.latency.profile
+    import nas.latency.profiling
 
     module = helpers.fake_graphs_module()
-    monkeypatch.setattr(nas.latency.profile, "graphs", module)
+    monkeypatch.setattr(nas.latency.profiling, "graphs", module)
     monkeypatch.setattr(nas.latency.bundle, "graphs", module)
     return module
 

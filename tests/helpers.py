@@ -11,7 +11,7 @@ import numpy as np
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.latency import features as F
 from nas.latency.measure import Protocol, summarize
-from nas.latency.profile import ProfileSettings, make_row
+from nas.latency.profiling import ProfileSettings, make_row
 from nas.latency.provenance import GRAPH_BUILDER_VERSION
 from nas.spaces import load_space
 from nas.study.schema import Objective, StudyMeta, TargetFigures, TrialRecord

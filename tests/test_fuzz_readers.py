@@ -193,7 +193,7 @@ def test_measurement_rows(tmp_path_factory, key, value):
     """A measurement row (as the on-device runner writes it) with one field replaced: read and fitted on
     as `nas calibrate --measurements` does, or refused in one line."""
     from nas.latency.predictor import phase_data
-    from nas.latency.profile import read_measurements
+    from nas.latency.profiling import read_measurements
 
     row = json.loads(json.dumps(ROW))
     parent, _, leaf = key.rpartition(".")
@@ -208,7 +208,7 @@ def test_measurement_rows(tmp_path_factory, key, value):
 
 @given(data=st.binary(max_size=300))
 def test_measurement_files_of_any_bytes(tmp_path_factory, data):
-    from nas.latency.profile import read_measurements
+    from nas.latency.profiling import read_measurements
 
     path = tmp_path_factory.mktemp("rows") / "rows.jsonl"
     path.write_bytes(data)

@@ -280,7 +280,7 @@ def test_default_lengths_fit_every_preset_and_are_measured_by_default():
     """Decode at context C is C cached tokens plus the new one (C + 1 positions): the presets' max_seq_len holds
     the search's default lengths, and the measuring commands' default lengths include them."""
     from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS
-    from nas.latency.profile import fits_context
+    from nas.latency.profiling import fits_context
     from nas.search import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN
 
     assert DEFAULT_PROMPT_LEN in DEFAULT_PROMPT_LENS and DEFAULT_CONTEXT_LEN in DEFAULT_CONTEXT_LENS

@@ -38,7 +38,7 @@ Examples:
 
 
 # Defaults of `nas calibrate --target host-cpu`: the measuring commands' protocol and lengths
-# (nas.latency.measure.Protocol, nas.latency.profile), on 48 configs (a third held out, the rest fitted), meant to
+# (nas.latency.measure.Protocol, nas.latency.profiling), on 48 configs (a third held out, the rest fitted), meant to
 # finish within ~15 minutes on a 2-core machine (not yet shown with the search's own lengths: see README
 # status); `--dry-run` prints the estimate for any plan.
 MIN_FIT_CONFIGS = 2  # architectures a predictor needs to be fitted on at all
@@ -106,7 +106,7 @@ def _measure_here(args, target, precision: str, provider: str, threads: int) -> 
     from nas.latency import calibrate as cal
     from nas.latency.measure import Protocol
     from nas.latency.probes import host_probes
-    from nas.latency.profile import ProfileSettings, profile_configs
+    from nas.latency.profiling import ProfileSettings, profile_configs
     from nas.spaces import load_space
 
     if args.n_configs < 2:
@@ -157,7 +157,7 @@ def _measure_here(args, target, precision: str, provider: str, threads: int) -> 
 def run(args: argparse.Namespace) -> int:
     from nas.core.paths import predictor_path
     from nas.latency import calibrate as cal
-    from nas.latency.profile import read_measurements
+    from nas.latency.profiling import read_measurements
     from nas.latency.registry import host_threads, latency_source, resolve_deployment
 
     target, precision, provider = resolve_deployment(args.target, args.precision, args.provider)

@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nas.core.paths import measurements_path
     from nas.latency.measure import check_provider
-    from nas.latency.profile import ProfileSettings, profile_configs
+    from nas.latency.profiling import ProfileSettings, profile_configs
     from nas.latency.registry import resolve_deployment
     from nas.targets import load_target
 

@@ -24,7 +24,7 @@ does so implicitly for the CPU provider anyway, so listing it makes the fallback
 changing it. A measurement therefore records `session.get_providers()` (what the session actually holds),
 not only what was asked for.
 
-The standalone on-device runner (nas/latency/nas_runner.py) repeats `summarize` and the timing
+The standalone on-device runner (device_runners/nas_runner.py) repeats `summarize` and the timing
 loop because it must run without this package; tests check that both produce rows of the same schema.
 """
 

@@ -23,11 +23,11 @@ import numpy as np
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
 from nas.proxy.corpus import load_corpus
-from nas.search.latency import LatencyStage, SearchResult, SearchSettings
+from nas.search.latency_stage import LatencyStage, SearchResult, SearchSettings
 from nas.search.advice import (ProxyScore, fixed_speed_picks, knee_stability, landmark_matches, law_check,
                                proxy_move, trade_words)
 from nas.search.output import group_twins, pareto_row, recommend
-from nas.search.proxy import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, open_proxy_study, proxy_objectives
+from nas.search.proxy_stage import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, open_proxy_study, proxy_objectives
 from nas.search.selection import Candidates, select_shapes
 from nas.study import schema as S
 from nas.study.pareto import pareto_mask, to_minimisation

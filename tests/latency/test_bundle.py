@@ -15,7 +15,7 @@ import pytest
 from nas.cli import main
 from nas.latency.bundle import RUNNER_SOURCE, feed_spec, write_bundle
 from nas.latency.measure import Protocol
-from nas.latency.profile import ProfileSettings, profile_configs, read_measurements
+from nas.latency.profiling import ProfileSettings, profile_configs, read_measurements
 from nas.targets import load_target
 from tests.helpers import small_arch
 

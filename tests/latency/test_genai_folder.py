@@ -17,7 +17,7 @@ import pytest
 
 from nas.latency.bundle import ADB_RUNNER_SOURCE, RUNNER_SOURCE, write_bundle
 from nas.latency.measure import Protocol
-from nas.latency.profile import read_measurements
+from nas.latency.profiling import read_measurements
 from nas.targets import load_target
 from tests.helpers import small_arch
 

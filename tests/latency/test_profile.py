@@ -14,7 +14,7 @@ import pytest
 from nas.cli import main
 from nas.core.errors import NasUserError
 from nas.latency.measure import Protocol
-from nas.latency.profile import (
+from nas.latency.profiling import (
     KEY_FIELDS,
     ROW_FIELDS,
     ProfileSettings,
@@ -423,7 +423,7 @@ def test_bad_session_medians_are_refused(good_row, tmp_path, medians):
 
 def test_make_row_needs_session_medians_for_several_sessions():
     from nas.latency.measure import summarize
-    from nas.latency.profile import make_row
+    from nas.latency.profiling import make_row
 
     stats = {**summarize([1.0, 2.0]), "samples": [1.0, 2.0]}
     kw = dict(target="t", arch=small_arch(), phase="prefill", length=4, env={}, providers_used=[], stats=stats)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nas.core.arch import ArchConfig
 from nas.latency.measure import Protocol
-from nas.latency.profile import ProfileSettings, profile_configs, read_measurements
+from nas.latency.profiling import ProfileSettings, profile_configs, read_measurements
 from tests.helpers import fake_build_graph, small_arch
 
 

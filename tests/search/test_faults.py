@@ -145,7 +145,7 @@ def test_a_trial_given_away_while_training_is_left_to_its_retry(tmp_path):
     from nas.proxy.scaling import ProxyRule
     from nas.proxy.train import TrainSettings
     from nas.search import ProxyOptions, Search, SearchSettings
-    from nas.search.proxy import ProxyWorker, _requeue
+    from nas.search.proxy_stage import ProxyWorker, _requeue
 
     tiny = ProxyOptions(shapes=2, rung_tokens=(256,), rule=ProxyRule(shrink=4, head_dim=8), threads=1,
                         train=TrainSettings(batch_size=4, seq_len=32, warmup_tokens=128, eval_windows=4,
@@ -244,7 +244,7 @@ def test_a_claim_from_a_stale_list_skips_a_trial_another_worker_finished(tmp_pat
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     from nas.search import ProxyOptions
-    from nas.search.proxy import ProxyWorker
+    from nas.search.proxy_stage import ProxyWorker
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "q.log")))
     study = optuna.create_study(study_name="q", storage=storage, directions=["minimize", "maximize"])

@@ -15,7 +15,7 @@ from nas.cli import main
 from nas.proxy.scaling import ProxyRule
 from nas.proxy.train import TrainSettings
 from nas.search import ProxyOptions, Search, SearchSettings, proxy_study_name
-from nas.search.proxy import ProxyWorker
+from nas.search.proxy_stage import ProxyWorker
 from nas.study import schema as S
 
 TINY_TRAIN = TrainSettings(batch_size=4, seq_len=32, warmup_tokens=128, eval_windows=4, curve_every=2)

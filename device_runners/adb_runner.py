@@ -33,17 +33,11 @@ import time
 from datetime import datetime, timezone
 
 # nas_runner is shipped beside this file in every bundle. Run as a script, this folder is already on sys.path;
-# loaded from elsewhere, it is put there only for this import: left there, the package folder's profile.py would
-# shadow the standard library's `profile` for everything imported later.
+# loaded from elsewhere (tests), it is put there for this import.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE in sys.path:
-    import nas_runner
-else:
+if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
-    try:
-        import nas_runner
-    finally:
-        sys.path.remove(_HERE)
+import nas_runner  # noqa: E402
 
 ENGINE = "onnxruntime-genai model_benchmark over adb"
 PROMPT_TEXT = "the quick brown fox jumps over the lazy dog "  # ASCII: one byte, one token
