@@ -6,6 +6,21 @@ import argparse
 
 from nas.commands._common import add_json_flag, emit
 from nas.core.accounting import PRECISIONS
+from nas.core.trainers import TRAINERS
+from nas.search.settings import (
+    DEFAULT_CONTEXT_LEN,
+    DEFAULT_ETA,
+    DEFAULT_FINAL_SEEDS,
+    DEFAULT_PROMPT_LEN,
+    DEFAULT_PROXY_SHAPES,
+    DEFAULT_RUNG_TOKENS,
+    DEFAULT_SEED,
+    DEFAULT_SPACE,
+    DEFAULT_TRIALS,
+    SAMPLERS,
+    STAGES,
+)
+from nas.study.schema import MULTI_TARGET_MODES, QUALITY_CHOICES
 
 HELP = "search a space for shapes that trade model quality against on-device speed"
 DESCRIPTION = """\
@@ -82,18 +97,6 @@ interrupted; 1 the search finished and is saved but its report could not be writ
 folder: one line on stderr; `nas report` writes it later).
 """
 
-SAMPLER_CHOICES = ("nsga2", "tpe", "gp", "random")
-# The same defaults as nas.search.SearchSettings (a test keeps them equal); repeated here so that building
-# the parser (for `nas --help`) imports no numpy or optuna.
-DEFAULT_SPACE = "subbillion"
-DEFAULT_TRIALS = 200
-DEFAULT_PROMPT_LEN = 512
-DEFAULT_CONTEXT_LEN = 2048
-DEFAULT_SEED = 0
-DEFAULT_PROXY_SHAPES = 12
-DEFAULT_PROXY_TOKENS = (40_960, 122_880)
-DEFAULT_ETA = 3.0
-DEFAULT_FINAL_SEEDS = 2
 MAX_GRACE_S = 7 * 24 * 3600
 
 
@@ -132,7 +135,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="deployment precision on every target (default: each target's own)")
     parser.add_argument("--objectives", metavar="LIST",
                         help="comma-separated: quality, decode_tps, prefill_tps, ttft, memory (default quality,decode_tps)")
-    parser.add_argument("--multi-target", choices=("each", "worst"),
+    parser.add_argument("--multi-target", choices=MULTI_TARGET_MODES,
                         help="speed objectives per target or worst case over targets (see above)")
     parser.add_argument("--max-memory-mb", type=float, metavar="MB",
                         help="memory limit on every target in MiB (default: each target's memory budget)")
@@ -142,17 +145,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-tokens", metavar="D",
                         help="pretraining tokens the loss is predicted at, e.g. 1T, 300B or 2e11 (default 1T, "
                              "MobileLLM's budget)")
-    parser.add_argument("--quality", choices=("law", "params"), default="law",
+    parser.add_argument("--quality", choices=QUALITY_CHOICES, default="law",
                         help="what the latency stage ranks quality by: the predicted loss (law, default) or the "
                              "non-embedding parameter count (params, for comparison)")
     parser.add_argument("--sampler", default="nsga2", metavar="NAME",
-                        help=f"Optuna sampler: {', '.join(SAMPLER_CHOICES)} (default nsga2)")
+                        help=f"Optuna sampler: {', '.join(SAMPLERS)} (default nsga2)")
     parser.add_argument("--population", type=int, help="NSGA-II population (default: trials/15, 10 to 50)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"sampler seed (default {DEFAULT_SEED})")
     parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///runs/nas.db), a journal file "
                                           "ending in .log, or :memory:")
     parser.add_argument("--study", help="study name (default <targets>-<space>); the same name resumes")
-    parser.add_argument("--trainer", choices=("hf", "litgpt", "nanogpt"),
+    parser.add_argument("--trainer", choices=TRAINERS,
                         help="only shapes this trainer can build (nas export's formats; says how many it removes)")
     parser.add_argument("--no-exact", dest="exact", action="store_false",
                         help="do not enumerate the space for the exact front")
@@ -166,9 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="latency stage only: no check of the law on your text (seconds instead of minutes)")
     proxy.add_argument("--proxy-shapes", type=int, default=DEFAULT_PROXY_SHAPES, metavar="N",
                        help=f"shapes to train (default {DEFAULT_PROXY_SHAPES})")
-    proxy.add_argument("--proxy-tokens", type=_tokens_arg, default=DEFAULT_PROXY_TOKENS, metavar="B0,B1,...",
+    proxy.add_argument("--proxy-tokens", type=_tokens_arg, default=DEFAULT_RUNG_TOKENS, metavar="B0,B1,...",
                        help="token budget of each rung (default "
-                            f"{','.join(str(t) for t in DEFAULT_PROXY_TOKENS)})")
+                            f"{','.join(str(t) for t in DEFAULT_RUNG_TOKENS)})")
     proxy.add_argument("--eta", type=float, default=DEFAULT_ETA,
                        help=f"successive halving keeps about 1/eta of the dominated shapes per rung (default {DEFAULT_ETA:g})")
     proxy.add_argument("--proxy-repeats", type=int, default=1, metavar="N",
@@ -183,7 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     proxy.add_argument("--proxy-threads", type=int, metavar="N", help="torch threads (default: every core)")
     proxy.add_argument("--proxy-time-limit", type=float, metavar="S",
                        help="seconds one shape may train, all rungs together; past it the shape fails (default: none)")
-    proxy.add_argument("--stage", default="all", choices=("all", "latency", "proxy"),
+    proxy.add_argument("--stage", default="all", choices=STAGES,
                        help="all (default), latency only, or proxy only (join as a worker)")
     proxy.add_argument("--heartbeat-interval", type=int, default=10, metavar="S",
                        help="seconds between a worker's heartbeats on an RDB storage (default 10)")
@@ -206,15 +209,14 @@ def _proxy_options(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas.search import Search, SearchSettings, format_table, pick_rows
-
     from nas.core.errors import NasUserError
-    from nas.quality.model import DEFAULT_TRAIN_TOKENS, parse_train_tokens
+    from nas.quality.model import parse_train_tokens
+    from nas.search import Search, SearchSettings, format_table, pick_rows
 
     if args.quality == "params" and args.train_tokens is not None:
         raise NasUserError("--train-tokens sets the budget the loss is predicted at; with --quality params there is "
                            "no predicted loss (drop one of them)")
-    train_tokens = DEFAULT_TRAIN_TOKENS if args.train_tokens is None else parse_train_tokens(args.train_tokens)
+    train_tokens = None if args.train_tokens is None else parse_train_tokens(args.train_tokens)
     objectives = args.objectives.split(",") if args.objectives else None
     settings = SearchSettings(
         targets=tuple(args.target), space=args.space, trials=args.trials, prompt_len=args.prompt_len,
