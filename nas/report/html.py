@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 from typing import Sequence
 
+from nas.core.counts import format_count
 from nas.core.paths import shipped
 from nas.latency.uncertainty import band_for, legend, show
 from nas.report import tables
@@ -66,7 +67,7 @@ def _cards(data: ReportData, storage: str | None) -> str:
         items = [
             ("trial", f"#{n}" + (f" (also {', '.join(PICK_TITLES[a] for a in also)})" if also else "")),
             ("arch id", f"<code>{html.escape(p.arch_id)}</code>"),
-            ("parameters", f"{p.record.arch.num_params / 1e6:.1f} M ({p.record.arch.attention_type.upper()}, "
+            ("parameters", f"{format_count(p.record.arch.num_params)} ({p.record.arch.attention_type.upper()}, "
                            f"{html.escape(p.record.arch.ffn_kind)})"),
             ("quality", html.escape(f"{_fmt(row.get('quality'), '.4g')} — {data.quality_label.split(': ', 1)[-1]}")),
             (f"decode on {html.escape(t)}", "—" if fig is None else html.escape(
