@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import re
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -49,14 +48,13 @@ def test_sizes():
     assert load_space("hostcal").size() >= 300
 
 
-def test_subbillion_enumerates_in_seconds():
+def test_subbillion_enumerates_every_config():
+    """How long it takes is benchmarks/bench_startup.py's."""
     from nas.spaces import _ENUM_CACHE
 
     space = load_space("subbillion")
     _ENUM_CACHE.pop(space.fingerprint, None)
-    start = time.perf_counter()
-    space.enumerate()
-    assert time.perf_counter() - start < 10  # ~0.5 s here; loose for a shared machine
+    assert len(space.enumerate()) == space.size()
 
 
 def test_enumeration_matches_building_every_combination():
@@ -147,11 +145,9 @@ def test_sample_is_deterministic_distinct_and_spread():
     assert len(everything) == space.size() == len({x.arch_id for x in everything})
 
 
-def test_sample_large_space_quickly():
+def test_sample_large_space():
     space = load_space("subbillion")
-    start = time.perf_counter()
     picks = space.sample(100, seed=1)
-    assert time.perf_counter() - start < 10
     assert len({p.arch_id for p in picks}) == 100
     assert len({p.hidden_size for p in picks}) > 15 and len({p.num_layers for p in picks}) > 20
 
