@@ -40,10 +40,10 @@ from benchmarks._lock import machine_lock  # noqa: E402
 from nas.core.arch import ArchBatch, ArchConfig  # noqa: E402
 from nas.core.paths import measurements_path  # noqa: E402
 from nas.latency import analytic, graphs, measure  # noqa: E402
-from nas.latency import probes as probing  # noqa: E402
 from nas.latency.predictor import kendall_tau  # noqa: E402
+from nas.latency.probes import host_probes  # noqa: E402
 from nas.latency.registry import MEASURED, load_latency_model  # noqa: E402
-from nas.search.latency_stage import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN  # noqa: E402
+from nas.search.settings import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN  # noqa: E402
 from nas.targets import load_target  # noqa: E402
 
 VOCAB = 32000
@@ -197,7 +197,7 @@ def split_half_ceiling(per_round: np.ndarray) -> float:
 
 
 def report(args, rows: dict[int, list[dict]]) -> None:
-    probes = probing.host_probes(args.threads)
+    probes = host_probes(args.threads)
     roofline = analytic.RooflineModel(analytic.params_from_probes(probes), args.precision)
     print(f"host probes: matmul {probes['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, bandwidth "
           f"{probes['mem_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, "

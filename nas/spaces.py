@@ -62,7 +62,7 @@ from typing import Any
 from nas.core import accounting
 from nas.core.arch import FIELD_MAX, ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
-from nas.core.limits import MAX_COUNT, MAX_WIDTH, is_finite_number, is_int, shown
+from nas.core.limits import MAX_COUNT, MAX_WIDTH, check_int, is_finite_number, is_int, shown
 from nas.core.paths import shipped
 from nas.core.userfiles import TomlFile, read_toml
 
@@ -542,8 +542,7 @@ class SearchSpace:
         """
         import numpy as np
 
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise NasUserError(f"sample size must be a non-negative integer, got {n!r}")
+        check_int(n, "sample size", 0, MAX_COUNT)
         batch = self.enumerate()
         rng = np.random.default_rng(seed)
         total = len(batch)

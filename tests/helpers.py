@@ -9,7 +9,7 @@ import types
 import numpy as np
 
 from nas.core.arch import ArchBatch, ArchConfig
-from nas.latency import features as F
+from nas.latency.features import DEFAULT_FEATURES, PHASES, feature_matrix
 from nas.latency.measure import Protocol, summarize
 from nas.latency.profiling import ProfileSettings, make_row
 from nas.latency.provenance import GRAPH_BUILDER_VERSION
@@ -164,10 +164,10 @@ def device_rows(target="pixel8", n=24, env=DEVICE_ENV, precision="int4", seed=0,
     rows = []
     for arch in configs:
         batch = ArchBatch.from_configs([arch])
-        for phase in F.PHASES:
-            coef = np.array([DEVICE_RATES[phase].get(k, 0.0) for k in F.DEFAULT_FEATURES[phase]])
+        for phase in PHASES:
+            coef = np.array([DEVICE_RATES[phase].get(k, 0.0) for k in DEFAULT_FEATURES[phase]])
             for length in settings.lengths(phase):
-                ms = float((F.feature_matrix(batch, phase, length, precision) @ coef)[0])
+                ms = float((feature_matrix(batch, phase, length, precision) @ coef)[0])
                 samples = list(ms * (1 + 0.01 * rng.standard_normal(3)))
                 stats = {**summarize(samples), "samples": samples}
                 rows.append(make_row(target=target, arch=arch, phase=phase, length=length, settings=settings,

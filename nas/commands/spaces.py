@@ -21,15 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    if n >= 1e9:
-        return f"{n / 1e9:.3g}B"
-    if n >= 1e6:
-        return f"{n / 1e6:.3g}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.3g}K"
-    return str(n)
+    from nas.core.counts import format_count
+
+    return "-" if n is None else format_count(n, 3)
 
 
 def _range(space) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from nas.core import accounting
 from nas.core.errors import ArchConfigError, NasUserError
-from nas.core.limits import MAX_LAYERS, MAX_TOKENS, MAX_VOCAB, MAX_WIDTH, is_finite_number, shown
+from nas.core.limits import MAX_LAYERS, MAX_TOKENS, MAX_VOCAB, MAX_WIDTH, is_finite_number, is_int, shown
 
 FFN_KINDS = tuple(accounting.FFN_MATRICES)
 
@@ -56,7 +56,7 @@ class ArchConfig:
             object.__setattr__(self, "num_kv_heads", self.num_heads)
         for name in _INT_FIELDS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 raise ArchConfigError(name, f"must be an integer, got {shown(value)}")
             if value <= 0:
                 raise ArchConfigError(name, f"must be positive, got {value}")
@@ -70,7 +70,7 @@ class ArchConfig:
                     "set head_dim explicitly or choose a multiple",
                 )
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
-        if isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim <= 0:
+        if not is_int(self.head_dim) or self.head_dim <= 0:
             raise ArchConfigError("head_dim", f"must be a positive integer, got {shown(self.head_dim)}")
         if self.num_heads * self.head_dim > MAX_WIDTH:
             raise ArchConfigError("head_dim", f"num_heads * head_dim = {self.num_heads:,} * {self.head_dim:,} must be "
@@ -295,7 +295,7 @@ def _hf_int(hf: Mapping[str, Any], key: str, default: int | None = None) -> int:
         if default is None:
             raise NasUserError(f"HF config has no {key!r}; a Llama/Qwen2 config.json needs it")
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise NasUserError(f"HF config {key!r} must be a positive integer, got {shown(value)}")
     return value
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nas.core.errors import NasUserError
-from nas.core.limits import INT64_MAX, shown
+from nas.core.limits import INT64_MAX, is_finite_number, is_int, shown
 
 # The largest user file (TOML, JSON, a measurements JSONL) nas reads whole: hundreds of times the largest real
 # one (a calibration's measurements are a few MB), far below what would exhaust a laptop's memory.
@@ -275,7 +275,7 @@ class TomlTable:
         value = self._get(key, default)
         if value is None and default is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        if not is_int(value) or not low <= value <= high:
             raise self.fail(key, f"must be an integer from {low:,} to {high:,}, got {value!r}")
         return value
 
@@ -284,8 +284,7 @@ class TomlTable:
         value = self._get(key, default)
         if value is None and default is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not low <= value <= high:
+        if not is_finite_number(value) or not low <= value <= high:
             raise self.fail(key, f"must be a number from {low:g} to {high:g}, got {value!r}")
         return float(value)
 

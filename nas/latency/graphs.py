@@ -73,11 +73,8 @@ MS_DOMAIN = "com.microsoft"
 # graphs are then measured again and predictors fitted on them refused.
 BUILDER_VERSION = GRAPH_BUILDER_VERSION
 GENAI_BUILDER_REFERENCE = "onnxruntime-genai 0.18.0 model builder, -e cpu"
-INT_BLOCK_SIZE = accounting.INT4_BLOCK_SIZE  # 32, for int8 and int4 alike
 ACCURACY_LEVEL = 4
-BITS = {"int8": 8, "int4": 4}
 _POOL_SIZE = 1 << 20
-_INIT_STD = 0.02  # nas.model.INIT_STD, repeated so this module does not import torch
 
 _NP_DTYPE = {"fp32": np.float32, "fp16": np.float16}
 _ONNX_DTYPE = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}
@@ -114,10 +111,10 @@ def quantize_blocks(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     scale may be negative), zero point 8 / 128 implied; K padded to whole blocks (stored bytes 0); 4-bit values two a byte,
     the first in the low nibble."""
     k, n = w.shape
-    blocks = -(-k // INT_BLOCK_SIZE)
-    rows = np.zeros((n, blocks * INT_BLOCK_SIZE), dtype=np.float32)
+    blocks = -(-k // accounting.INT_BLOCK_SIZE)
+    rows = np.zeros((n, blocks * accounting.INT_BLOCK_SIZE), dtype=np.float32)
     rows[:, :k] = w.T
-    rows = rows.reshape(n, blocks, INT_BLOCK_SIZE)
+    rows = rows.reshape(n, blocks, accounting.INT_BLOCK_SIZE)
     zero = 8 if bits == 4 else 128
     peak = np.take_along_axis(rows, np.abs(rows).argmax(axis=-1)[..., None], axis=-1)[..., 0]
     scales = peak / -zero
@@ -145,7 +142,7 @@ class _Weights:
         self.dtype = dtype
         if weights is None:
             self.rng = np.random.default_rng(seed)
-            self.pool = (self.rng.standard_normal(_POOL_SIZE, dtype=np.float32) * _INIT_STD).astype(dtype)
+            self.pool = (self.rng.standard_normal(_POOL_SIZE, dtype=np.float32) * accounting.INIT_STD).astype(dtype)
             self.byte_pool = self.rng.integers(0, 256, _POOL_SIZE, dtype=np.uint8)
 
     def _tile(self, pool: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -179,10 +176,10 @@ class _Weights:
     def quantized(self, names: list[tuple[str, int]], in_dim: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
         if self.given is None:  # random blocks, scales of the size RTN gives N(0, 0.02) weights
             out = sum(n for _, n in names)
-            blocks = -(-in_dim // INT_BLOCK_SIZE)
-            q = self._tile(self.byte_pool, (out, blocks, INT_BLOCK_SIZE * bits // 8))
+            blocks = -(-in_dim // accounting.INT_BLOCK_SIZE)
+            q = self._tile(self.byte_pool, (out, blocks, accounting.INT_BLOCK_SIZE * bits // 8))
             top = 7 if bits == 4 else 127
-            return q, np.full((out, blocks), 2.5 * _INIT_STD / top, dtype=np.float32)
+            return q, np.full((out, blocks), 2.5 * accounting.INIT_STD / top, dtype=np.float32)
         return quantize_blocks(self.matrix(names, in_dim, np.float32), bits)
 
     def table(self, name: str, rows: int, cols: int, dtype=None) -> np.ndarray:
@@ -227,7 +224,7 @@ class _Projection:
 
     def __init__(self, g: _Graph, w: _Weights, precision: str):
         self.g, self.w, self.precision = g, w, precision
-        self.bits = BITS.get(precision)
+        self.bits = accounting.BITS.get(precision)
 
     def __call__(self, x: str, name: str, sources: list[tuple[str, int]], in_dim: int, output=1) -> str:
         out_dim = sum(n for _, n in sources)
@@ -238,7 +235,7 @@ class _Projection:
         qname = self.g.init(f"{name}.MatMul.weight_Q{self.bits}", q)
         sname = self.g.init(f"{name}.MatMul.weight_scales", scales)
         return self.g.add("MatMulNBits", [x, qname, sname], output, domain=MS_DOMAIN, K=in_dim, N=out_dim,
-                          bits=self.bits, block_size=INT_BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
+                          bits=self.bits, block_size=accounting.INT_BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
 
 
 def _activation(g: _Graph, kind: str, x: str) -> str:
@@ -296,7 +293,7 @@ def build_graph(arch: ArchConfig, phase: str = "decode", precision: str = "fp32"
         sname = g.init("lm_head.MatMul.weight_scales", scales)
         table = g.add("Reshape", [qname, g.constant([vocab, q.shape[1] * q.shape[2]])])
         x = g.add("GatherBlockQuantized", [table, "input_ids", sname], domain=MS_DOMAIN, bits=4,
-                  block_size=INT_BLOCK_SIZE, gather_axis=0, quantize_axis=1)
+                  block_size=accounting.INT_BLOCK_SIZE, gather_axis=0, quantize_axis=1)
     elif arch.tie_embeddings and precision in ("fp32", "fp16"):
         head = g.init("lm_head.MatMul.weight", w.matrix(head_sources, h))
         x = g.add("Gather", [g.add("Transpose", [head], perm=[1, 0]), "input_ids"])
@@ -350,7 +347,7 @@ def build_graph(arch: ArchConfig, phase: str = "decode", precision: str = "fp32"
                    domain=MS_DOMAIN, epsilon=eps)[0]
     if arch.tie_embeddings and precision == "int4":  # the head is the quantised table itself
         g.add("MatMulNBits", [normed, "lm_head.MatMul.weight_Q4", "lm_head.MatMul.weight_scales"], ["logits"],
-              domain=MS_DOMAIN, K=h, N=vocab, bits=4, block_size=INT_BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
+              domain=MS_DOMAIN, K=h, N=vocab, bits=4, block_size=accounting.INT_BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
     elif arch.tie_embeddings and precision in ("fp32", "fp16"):
         g.add("MatMul", [normed, "lm_head.MatMul.weight"], ["logits"])
     else:

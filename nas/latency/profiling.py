@@ -64,12 +64,12 @@ from typing import Any, Iterable, Mapping
 from nas.core.accounting import PHASES, PRECISIONS
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError, one_line
-from nas.core.limits import MAX_THREADS, MAX_TOKENS, shown
+from nas.core.limits import MAX_THREADS, MAX_TOKENS, is_int, shown
 from nas.core.paths import ensure_folder
 from nas.core.userfiles import parse_json, read_user_bytes
 from nas.latency import graphs, measure
-from nas.latency import provenance as prov
 from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS, STAT_KEYS, Protocol
+from nas.latency.provenance import GENAI_VERSION, row_provenance, stale_reason
 
 SCHEMA = 1
 STATUSES = ("ok", "failed")
@@ -97,7 +97,7 @@ class ProfileSettings:
             raise NasUserError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         for name in ("prompt_lens", "context_lens"):
             values = tuple(getattr(self, name))
-            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_TOKENS]
+            bad = [v for v in values if not is_int(v) or not 0 < v <= MAX_TOKENS]
             if bad:
                 raise NasUserError(f"{name.replace('_', '-')} must be integers from 1 to {MAX_TOKENS:,}, got "
                                    f"{shown(bad[0])}")
@@ -340,13 +340,13 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
     env = {**measure.environment()}
     # Which graph structure was timed and on which runtime: rows of another graph builder or onnxruntime
     # (-genai) describe other graphs or kernels, so they are measured again rather than reused.
-    env.update(prov.row_provenance(env["ort_version"]))
-    genai = env.get(prov.GENAI_VERSION)
+    env.update(row_provenance(env["ort_version"]))
+    genai = env.get(GENAI_VERSION)
     latest: dict[tuple, dict] = {}
     result = ProfileRows()
     existing, newline_first = _existing_rows(out_path, target_name)
     for row in existing:
-        reason = prov.stale_reason(row, env["ort_version"], genai)
+        reason = stale_reason(row, env["ort_version"], genai)
         if reason is not None:
             result.stale += 1
             result.stale_reasons[reason] = result.stale_reasons.get(reason, 0) + 1
@@ -495,29 +495,25 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 # ----- reading and validating -----
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 _TYPES = {
-    "schema": (_is_int, "an integer"),
+    "schema": (is_int, "an integer"),
     "target": (lambda v: isinstance(v, str) and v != "", "a target name"),
     "arch": (lambda v: isinstance(v, dict), "an ArchConfig object"),
     "arch_id": (lambda v: isinstance(v, str) and v != "", "an arch id"),
     "phase": (lambda v: v in PHASES, f"one of {', '.join(PHASES)}"),
-    "prompt_len": (lambda v: v is None or (_is_int(v) and 0 < v <= MAX_TOKENS), f"an integer from 1 to {MAX_TOKENS} "
+    "prompt_len": (lambda v: v is None or (is_int(v) and 0 < v <= MAX_TOKENS), f"an integer from 1 to {MAX_TOKENS} "
                                                                                 "or null"),
-    "context_len": (lambda v: v is None or (_is_int(v) and 0 < v <= MAX_TOKENS), f"an integer from 1 to {MAX_TOKENS} "
+    "context_len": (lambda v: v is None or (is_int(v) and 0 < v <= MAX_TOKENS), f"an integer from 1 to {MAX_TOKENS} "
                                                                                   "or null"),
     "precision": (lambda v: isinstance(v, str) and v != "", "a precision name"),
     "provider": (lambda v: isinstance(v, str) and v != "", "an execution provider name"),
     "providers_used": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of names"),
     "provider_options": (lambda v: isinstance(v, dict), "an object"),
-    "threads": (lambda v: _is_int(v) and 0 < v <= MAX_THREADS, f"an integer from 1 to {MAX_THREADS}"),
+    "threads": (lambda v: is_int(v) and 0 < v <= MAX_THREADS, f"an integer from 1 to {MAX_THREADS}"),
     "protocol": (lambda v: isinstance(v, dict), "an object"),
     "session_options": (lambda v: isinstance(v, dict), "an object"),
     "latency_ms": (lambda v: v is None or isinstance(v, dict), "an object or null"),

@@ -157,7 +157,7 @@ CASES = [
     ("impossible-constraint", ["search", "--target", "pixel8", "--space", "tiny", "--min-decode-tps", "1e9"],
      "meets --min-decode-tps"),
     ("unknown-sampler", ["search", "--target", "pixel8", "--sampler", "magic"], "unknown sampler 'magic'"),
-    ("tiny-population", ["search", "--target", "pixel8", "--population", "1"], "--population must be at least 2"),
+    ("tiny-population", ["search", "--target", "pixel8", "--population", "1"], "--population must be an integer from 2"),
     ("storage-at-root", ["search", "--target", "pixel8", "--storage", "sqlite:////nonexistent-nas/dir/x.db"],
      "folder /nonexistent-nas does not exist"),
     ("storage-not-url", ["search", "--target", "pixel8", "--storage", "results.db"], "is not a database URL"),

@@ -129,7 +129,7 @@ def test_registry_refuses_bad_precision_provider_and_lengths(fake_probes):
     with pytest.raises(NasUserError, match="no execution provider"):
         registry.load_latency_model("pixel8", provider="CUDAExecutionProvider")
     model = registry.load_latency_model("pixel8")
-    with pytest.raises(NasUserError, match="prompt_len must be a positive integer"):
+    with pytest.raises(NasUserError, match="prompt_len must be an integer from 1 to"):
         model.predict(ArchBatch.from_configs([_arch()]), 0, 10)
 
 

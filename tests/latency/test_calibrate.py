@@ -72,9 +72,10 @@ def test_dry_run_prints_plan_and_estimate(capsys):
     code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "4", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0 and "estimated" in out and "dry run" in out
-    from nas.commands.calibrate import HOST_DEFAULTS as D
+    from nas.commands.calibrate import HOST_DEFAULTS
 
-    assert f"{D['sessions']} session(s) x (warmup {D['warmup']} + {D['runs']} runs)" in out
+    assert (f"{HOST_DEFAULTS['sessions']} session(s) x (warmup {HOST_DEFAULTS['warmup']} + {HOST_DEFAULTS['runs']} "
+            "runs)") in out
     assert "creating further sessions" in out
     assert not predictor_path("host-cpu", "CPUExecutionProvider", "fp32").exists()
     code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "4", "--dry-run",

@@ -212,16 +212,16 @@ def test_int_graph_computes_the_model_with_its_quantised_weights(precision, name
     with torch.no_grad():
         for i in range(arch.num_layers):
             src, attn = f"model.layers.{i}.", f"model.layers.{i}.self_attn."
-            qkv = deq[f"{src}attn.qkv_proj.MatMul.weight_Q{graphs.BITS[precision]}"].T
+            qkv = deq[f"{src}attn.qkv_proj.MatMul.weight_Q{accounting.BITS[precision]}"].T
             for part, rows in (("q", qkv[:q_rows]), ("k", qkv[q_rows:q_rows + kv_rows]),
                                ("v", qkv[q_rows + kv_rows:])):
                 model.get_parameter(f"{attn}{part}_proj.weight").copy_(torch.from_numpy(rows.copy()))
             for proj, key in (("self_attn.o_proj", "attn.o_proj"), ("mlp.up_proj", "mlp.up_proj"),
                               ("mlp.down_proj", "mlp.down_proj"), ("mlp.gate_proj", "mlp.gate_proj")):
-                key = f"{src}{key}.MatMul.weight_Q{graphs.BITS[precision]}"
+                key = f"{src}{key}.MatMul.weight_Q{accounting.BITS[precision]}"
                 if key in deq:
                     model.get_parameter(f"{src}{proj}.weight").copy_(torch.from_numpy(deq[key].T.copy()))
-        head = torch.from_numpy(deq[f"lm_head.MatMul.weight_Q{graphs.BITS[precision]}"].T.copy())
+        head = torch.from_numpy(deq[f"lm_head.MatMul.weight_Q{accounting.BITS[precision]}"].T.copy())
         model.get_parameter("lm_head.weight").copy_(head)
         if arch.tie_embeddings is False or precision == "int8":  # an fp32 table in the graph
             model.get_parameter("model.embed_tokens.weight").copy_(torch.from_numpy(weights[

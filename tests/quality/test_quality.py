@@ -13,10 +13,8 @@ import pytest
 from nas.cli import main
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
-from nas.quality import law as law_module
 from nas.quality.law import Features, FittedLaw, Form, fit_law
-from nas.quality.model import (REFERENCE_STUDY, fit_quality, load_fit, load_quality_model, parse_train_tokens,
-                               write_fit)
+from nas.quality.model import REFERENCE_STUDY, load_fit, load_quality_model, parse_train_tokens, write_fit
 from nas.quality.runs import load_runs, runs_path, studies_path
 from nas.quality.validate import evaluate, held_out_predictions, pairs
 
@@ -160,7 +158,7 @@ def test_leave_one_study_out_never_sees_the_held_out_study(tmp_path, monkeypatch
     studies, runs_file = synthetic(tmp_path, TRUTH)
     runs = load_runs(studies, runs_file)
     seen = []
-    real = law_module.fit_law
+    real = fit_law
 
     def spy(table, form, weights=None):
         seen.append(set(table.study.tolist()))
