@@ -80,7 +80,8 @@ def main() -> int:
     for target in args.targets:
         stage, rows = equal_quality(target, args.landmarks, args.train_tokens)
         law = stage.problem.quality_model
-        print(f"{target} ({stage.problem.precisions[target]}; latency {stage.problem.models[target].source}); loss after "
+        problem = stage.problem
+        print(f"{target} ({problem.precisions[target]}; latency {problem.models[target].source}); loss after "
               f"{format_count(law.train_tokens)} tokens, band {law.band:.3f} nats")
         for r in rows:
             m = r["fastest_match"]
@@ -102,7 +103,7 @@ def main() -> int:
         start = time.perf_counter()
         with machine_lock(args.lock):
             times = measure_pairs(pairs, stage, args.rounds, args.runs, args.threads)
-        print(f"  measured here ({measure.cpu_model()}, {args.threads} threads, {stage.problem.precisions[target]}, decode "
+        print(f"  measured here ({measure.cpu_model()}, {args.threads} threads, {problem.precisions[target]}, decode "
               f"after {context} cached tokens, {args.rounds} interleaved rounds x {args.runs} runs, "
               f"{time.perf_counter() - start:.0f} s):")
         for r in rows:

@@ -90,7 +90,8 @@ def main(argv=None) -> int:
                        and all(v <= 0 for v in t.constraints.values())]
                 hv = exact.normaliser.hypervolume(to_minimisation(np.array(pts), directions)) if pts else 0.0
                 results[sampler][b].append(hv / exact.hypervolume)
-        print(f"  ({sampler}: {args.seeds} seeds x {'+'.join(map(str, budgets))} trials in {time.perf_counter() - t1:.0f} s)",
+        print(f"  ({sampler}: {args.seeds} seeds x {'+'.join(map(str, budgets))} trials in "
+              f"{time.perf_counter() - t1:.0f} s)",
               file=sys.stderr)
     for sampler, by_budget in results.items():
         for b, ratios in by_budget.items():

@@ -88,7 +88,9 @@ def describe(onnx_path: Path) -> dict:
         if n.op_type in ("GroupQueryAttention", "MatMulNBits", "GatherBlockQuantized") and n.op_type not in attrs:
             attrs[n.op_type] = {a.name: helper.get_attribute_value(a) for a in n.attribute}
             attrs[n.op_type] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs[n.op_type].items()}
-    io = lambda vs: [{"name": v.name, "dtype": int(v.type.tensor_type.elem_type), "shape": _shape(v)} for v in vs]
+    def io(vs):
+        return [{"name": v.name, "dtype": int(v.type.tensor_type.elem_type), "shape": _shape(v)} for v in vs]
+
     return {"ops": dict(sorted(hist.items())), "initializer_bytes": dict(sorted(init_bytes.items())),
             "initializer_bytes_total": sum(init_bytes.values()), "n_initializers": len(g.initializer),
             "inputs": io(g.input), "outputs": io(g.output), "attributes": attrs,

@@ -214,8 +214,11 @@ def test_bad_values(tmp_path):
     assert "twice" in _error(tmp_path, lambda s: s.replace("[2, 4, 6]", "[2, 2, 6]"))
     message = _error(tmp_path, lambda s: s.replace("ffn_ratio = [2.0, 3.0, 4.0]", "ffn_ratio = { min = 2, max = 4 }"))
     assert "dimensions.ffn_ratio" in message and "integer" in message
-    assert "also a dimension" in _error(tmp_path, lambda s: s.replace("vocab_size = 512", "vocab_size = 512\nnum_layers = 4"))
-    assert "num_kv_heads" in _error(tmp_path, lambda s: s.replace("vocab_size = 512", "vocab_size = 512\nnum_kv_heads = 1"))
+    def added(line):
+        return lambda s: s.replace("vocab_size = 512", f"vocab_size = 512\n{line}")
+
+    assert "also a dimension" in _error(tmp_path, added("num_layers = 4"))
+    assert "num_kv_heads" in _error(tmp_path, added("num_kv_heads = 1"))
     assert "hidden_size" in _error(tmp_path, lambda s: re.sub(r"(?m)^hidden_size = .*$", "", s))
 
 

@@ -134,7 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="deployment precision on every target (default: each target's own)")
     parser.add_argument("--objectives", metavar="LIST",
-                        help="comma-separated: quality, decode_tps, prefill_tps, ttft, memory (default quality,decode_tps)")
+                        help="comma-separated: quality, decode_tps, prefill_tps, ttft, memory "
+                             "(default quality,decode_tps)")
     parser.add_argument("--multi-target", choices=MULTI_TARGET_MODES,
                         help="speed objectives per target or worst case over targets (see above)")
     parser.add_argument("--max-memory-mb", type=float, metavar="MB",
@@ -173,7 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="token budget of each rung (default "
                             f"{','.join(str(t) for t in DEFAULT_RUNG_TOKENS)})")
     proxy.add_argument("--eta", type=float, default=DEFAULT_ETA,
-                       help=f"successive halving keeps about 1/eta of the dominated shapes per rung (default {DEFAULT_ETA:g})")
+                       help="successive halving keeps about 1/eta of the dominated shapes per rung "
+                            f"(default {DEFAULT_ETA:g})")
     proxy.add_argument("--proxy-repeats", type=int, default=1, metavar="N",
                        help="seeds per shape; the shape's score is their mean (default 1)")
     proxy.add_argument("--final-seeds", type=int, default=DEFAULT_FINAL_SEEDS, metavar="N",
@@ -265,8 +267,8 @@ def run(args: argparse.Namespace) -> int:
         if result.proxy.pareto:
             lines += ["", format_table(result.proxy.pareto, list(result.meta.targets), bands)]
     lines.append("")
-    lines.append(f"quality = {_quality_label(result)}; speeds and memory are predicted "
-                 f"({', '.join(f'{t} {p}: {s}' for (t, s), p in zip(result.meta.latency_sources.items(), result.meta.precision.values()))})")
+    sources = ", ".join(f"{t} {result.meta.precision[t]}: {s}" for t, s in result.meta.latency_sources.items())
+    lines.append(f"quality = {_quality_label(result)}; speeds and memory are predicted ({sources})")
     lines.append(f"study {result.study_name!r} saved in {result.storage}")
     if data["recommendation"]:
         lines += recommendation_text(data["recommendation"], result.storage)
@@ -417,7 +419,8 @@ def proxy_text(summary) -> str:
                 if outcome and not outcome.done else "")
              + (f"; this worker trained {outcome.trained} in {outcome.seconds:.0f} s" if outcome else "")]
     for row in summary.pruned:
-        lines.append(f"  stopped at rung {row['rung']}: {row['shape']} ({row['val_bpb']:.3f} bits/byte): {row['reason']}")
+        lines.append(f"  stopped at rung {row['rung']}: {row['shape']} ({row['val_bpb']:.3f} bits/byte): "
+                     f"{row['reason']}")
     for row in summary.failed:
         lines.append(f"  failed: {row['shape']} (trial {row['trial']}): {row['reason']}")
     if summary.noise is not None:

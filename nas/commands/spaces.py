@@ -80,7 +80,8 @@ def _show(args, name: str) -> int:
     lines.append("  fixed:")
     lines += [f"    {k:<16} {str(v).lower() if isinstance(v, bool) else v}" for k, v in s.fixed.items()] or ["    -"]
     low, high = s.params_range
-    lines.append(f"  constraints: params {'-' if low is None else f'{low:,}'} .. {'-' if high is None else f'{high:,}'}")
+    lines.append(f"  constraints: params {'-' if low is None else f'{low:,}'} .. "
+                 f"{'-' if high is None else f'{high:,}'}")
     if size is None:
         lines.append("  (too large to enumerate: nas search samples it and skips the exact front)")
     for label, key in (("smallest", "smallest"), ("largest", "largest")):

@@ -258,7 +258,8 @@ class ArchConfig:
             if hf.get(key) is not None and not isinstance(hf[key], bool):
                 raise NasUserError(f"HF config {key!r} must be true or false, got {shown(hf[key])}")
         if hf.get("mlp_bias") or (model_type == "llama" and hf.get("attention_bias")):
-            raise NasUserError("HF config has attention_bias/mlp_bias on o_proj or MLP, which ArchConfig cannot express")
+            raise NasUserError("HF config has attention_bias/mlp_bias on o_proj or MLP, which ArchConfig cannot "
+                               "express")
         act = hf.get("hidden_act", "silu")
         if not isinstance(act, str) or act not in _FFN_OF_HF_ACT:
             raise NasUserError(f"HF hidden_act {shown(act)} is not supported; supported: {', '.join(_FFN_OF_HF_ACT)}")

@@ -17,12 +17,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+import nas.latency.probes  # by module: tests swap its host_probes for quick ones
 from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
 from nas.latency import analytic
 from nas.latency.features import PHASES
 from nas.latency.predictor import LatencyPredictor, fit_predictor, json_safe, split_arch_ids
-import nas.latency.probes  # by module: tests swap its host_probes for quick ones
 from nas.latency.provenance import genai_version, stale_reason
 from nas.latency.registry import host_threads
 

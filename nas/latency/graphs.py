@@ -108,8 +108,8 @@ def quantize_blocks(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """A weight [in=K, out=N] as MatMulNBits stores it: blocks [N, ceil(K/32), 32*bits/8] uint8 and fp32 scales
     [N, ceil(K/32)]. Symmetric round to nearest as ORT's quantizer (MLAS) does it for GenAI's builder: the value
     of largest magnitude in a block maps to the lowest level (scale = that value / -8, or / -128 for 8 bits; the
-    scale may be negative), zero point 8 / 128 implied; K padded to whole blocks (stored bytes 0); 4-bit values two a byte,
-    the first in the low nibble."""
+    scale may be negative), zero point 8 / 128 implied; K padded to whole blocks (stored bytes 0); 4-bit values
+    two a byte, the first in the low nibble."""
     k, n = w.shape
     blocks = -(-k // accounting.INT_BLOCK_SIZE)
     rows = np.zeros((n, blocks * accounting.INT_BLOCK_SIZE), dtype=np.float32)
@@ -347,7 +347,8 @@ def build_graph(arch: ArchConfig, phase: str = "decode", precision: str = "fp32"
                    domain=MS_DOMAIN, epsilon=eps)[0]
     if arch.tie_embeddings and precision == "int4":  # the head is the quantised table itself
         g.add("MatMulNBits", [normed, "lm_head.MatMul.weight_Q4", "lm_head.MatMul.weight_scales"], ["logits"],
-              domain=MS_DOMAIN, K=h, N=vocab, bits=4, block_size=accounting.INT_BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
+              domain=MS_DOMAIN, K=h, N=vocab, bits=4, block_size=accounting.INT_BLOCK_SIZE,
+              accuracy_level=ACCURACY_LEVEL)
     elif arch.tie_embeddings and precision in ("fp32", "fp16"):
         g.add("MatMul", [normed, "lm_head.MatMul.weight"], ["logits"])
     else:

@@ -8,8 +8,9 @@ whenever a strictly positive feature (layers, weight bytes) has a non-zero rate,
 
 The saved JSON carries everything needed to trust or refuse it: target, execution provider, precision,
 threads, ONNX Runtime (and onnxruntime-genai) version, the graph-builder version of the measurements and the
-feature-formula version (`nas.latency.provenance`; another of either is refused on load), package version, the feature list with units, coefficients, training ranges, and the
-held-out evaluation (metrics and the raw predicted/measured arrays for a parity plot).
+feature-formula version (`nas.latency.provenance`; another of either is refused on load), package version, the
+feature list with units, coefficients, training ranges, and the held-out evaluation (metrics and the raw
+predicted/measured arrays for a parity plot).
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ the spec-sheet peak and memory time at the spec-sheet bandwidth; then, per devic
 
 by robust least squares on log(time) (Huber loss, scale SIGMA; `scipy.optimize.least_squares`) with a weak
 log-normal prior towards the spec-sheet defaults (PRIOR_WIDTH), so a parameter no row informs (compute efficiency
-with decode-only rows) stays at its default. `bytes_ratio` is the published format's bits per weight over nas's for the same precision
-(QUANT_FORMATS). Settings are fixed constants, chosen before any leave-one-out figure was looked at and not
-tuned on them.
+with decode-only rows) stays at its default. `bytes_ratio` is the published format's bits per weight over nas's
+for the same precision (QUANT_FORMATS). Settings are fixed constants, chosen before any leave-one-out figure was
+looked at and not tuned on them.
 
 Leave-one-model-out: for each architecture, fit on the device's other architectures and predict its rows; the
 median absolute % error of tokens/s is reported per phase, beside the same figure for the spec-sheet defaults.
@@ -487,7 +487,8 @@ def load_fit(path: str | Path | None = None) -> dict[str, Any] | None:
     except NasUserError as exc:
         raise NasUserError(f"{path}: cannot read the published-measurement fit ({exc}); regenerate it with "
                            "`nas targets fit`") from None
-    if not isinstance(result, dict) or result.get("format") != FIT_FORMAT or not isinstance(result.get("targets"), dict):
+    if (not isinstance(result, dict) or result.get("format") != FIT_FORMAT
+            or not isinstance(result.get("targets"), dict)):
         raise NasUserError(f"{path}: not a {FIT_FORMAT} file; regenerate it with `nas targets fit`")
     return result
 

@@ -29,10 +29,9 @@ from nas.core.counts import format_count
 from nas.core.errors import NasUserError
 from nas.core.limits import MAX_TOKENS, check_int
 from nas.core.paths import find_predictor
-from nas.latency import analytic, published
+from nas.latency import analytic, probes, published
 from nas.latency.measure import cpu_model, ort_version
 from nas.latency.predictor import check_latencies, load_predictor
-from nas.latency import probes
 from nas.latency.provenance import FEATURE_VERSION, GRAPH_BUILDER_VERSION, genai_version
 from nas.latency.uncertainty import band_from_evaluation, unknown_band
 from nas.targets import load_target
@@ -156,7 +155,8 @@ class LatencyModel:
                              "the same formulas, but such a model cannot run these lengths")
             odd = int(np.sum(np.asarray(batch.columns["head_dim"]) % accounting.HEAD_DIM_MULTIPLE != 0))
             if odd:
-                notes.append(f"{_count(odd, len(batch))} a head_dim {accounting.HEAD_DIM_RULE}: predicted with the same "
+                notes.append(f"{_count(odd, len(batch))} a head_dim {accounting.HEAD_DIM_RULE}: predicted with the "
+                             "same "
                              "formulas, but the deployed graph cannot be built")
         return notes + self._extrapolation(batch, prompt_len, context_len)
 

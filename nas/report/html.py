@@ -210,7 +210,9 @@ Each panel's front line is the same idea on that panel's two axes only.</li>
 <li><b>Picks</b> (on {html.escape(data.first_target)}): <i>fastest</i> has the highest decode tokens/s,
 <i>best quality</i> the highest quality, and the <i>knee</i> is the point of their quality-vs-decode front
 (both axes scaled to 0–1) farthest from the line joining its two ends: the best trade.</li>
-<li>Search progress: the hypervolume of the feasible shapes the sampler found, over the study's objectives, as a share of the exact front's (the same figure `nas search` prints); the star marks where the exact front's remaining members were added.</li>
+<li>Search progress: the hypervolume of the feasible shapes the sampler found, over the study's objectives, as a
+share of the exact front's (the same figure `nas search` prints); the star marks where the exact front's
+remaining members were added.</li>
 <li>Latency "analytic, uncalibrated" is a roofline estimate from the device's spec sheet, not a measurement;
 "analytic, fitted to N published measurements" is the same roofline with its efficiencies and overheads fitted to
 figures others published for that device (its parity plot shows how far to trust it).</li>

@@ -181,7 +181,8 @@ def _draw_landmarks(ax, front: Front2D, data: ReportData, q: float):
         if y is not None:
             placed = True
             ax.scatter([x], [y], marker="D", s=42, facecolor="white", edgecolor="black", linewidths=1.2, zorder=6)
-            ax.annotate(name, (x, y), xytext=(5, -10), textcoords="offset points", fontsize=7.5, color="#222", zorder=4.5,
+            ax.annotate(name, (x, y), xytext=(5, -10), textcoords="offset points", fontsize=7.5, color="#222",
+                        zorder=4.5,
                         bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8))
         else:
             ax.axvline(x, color="#555555", lw=0.9, ls="--", alpha=0.7, zorder=1)

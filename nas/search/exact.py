@@ -84,7 +84,8 @@ def exact_front(problem: SearchProblem, log: Callable[[str], None]) -> ExactFron
     chosen = sorted(twin_groups(front_values, configs))
     front, front_values, configs = front[chosen], front_values[chosen], [configs[j] for j in chosen]
     normaliser = Normaliser.from_points(minimised)
-    return ExactFront(space_size=len(batch) if problem.settings.trainer else size, feasible=int(feasible.sum()), arch_ids=[c.arch_id for c in configs],
+    return ExactFront(space_size=len(batch) if problem.settings.trainer else size, feasible=int(feasible.sum()),
+                      arch_ids=[c.arch_id for c in configs],
                       values=front_values, normaliser=normaliser,
                       hypervolume=normaliser.hypervolume(to_minimisation(front_values, problem.directions)),
                       configs=configs, figures=problem.figures(batch.subset(front)),

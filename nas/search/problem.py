@@ -162,5 +162,6 @@ class SearchProblem:
         if self.quality_model is None:
             return []
         return [{"name": m["name"], "source": m["source"], "num_params": arch.num_params, "shape": arch.short_tag,
-                 "predicted_loss": m["predicted_loss"], "decode_tokens_per_s": m["figures"][target]["decode_tokens_per_s"]}
+                 "predicted_loss": m["predicted_loss"],
+                 "decode_tokens_per_s": m["figures"][target]["decode_tokens_per_s"]}
                 for m in self.landmarks() for arch in [ArchConfig.from_dict(m["arch"])]]

@@ -402,7 +402,8 @@ class ProxyWorker:
                     return 1
         except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway):
             self.log(f"trial {run.frozen.number} ({run.frozen.user_attrs.get(SHAPE)}) was failed and queued again "
-                     "by another worker while this one trained it (its heartbeats were missed); leaving it to the retry")
+                     "by another worker while this one trained it (its heartbeats were missed); leaving it to the "
+                     "retry")
             return 0
         except (ProxyDiverged, ProxyTimeout) as exc:
             return self._fail(study, run, f"{type(exc).__name__}: {exc}")

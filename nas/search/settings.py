@@ -31,8 +31,8 @@ DEFAULT_FINAL_SEEDS = 2  # the shapes that reach the last rung are trained with 
 @dataclass(frozen=True)
 class SearchSettings:
     """Everything the latency stage of `nas search` takes; the defaults are the CLI's. Checked on construction
-    (one line naming the flag); names (targets, space, objectives, quality, trainer) and the token budget are checked where
-    they are resolved (`nas.search.problem`)."""
+    (one line naming the flag); names (targets, space, objectives, quality, trainer) and the token budget are checked
+    where they are resolved (`nas.search.problem`)."""
 
     targets: tuple[str, ...]
     space: str = DEFAULT_SPACE

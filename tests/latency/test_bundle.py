@@ -185,7 +185,8 @@ def test_runner_sessions_flag_and_a_manifest_from_before_sessions(tmp_path):
 def test_runner_records_a_broken_graph_and_goes_on(tmp_path):
     bundle = tmp_path / "b"
     write_bundle(load_target("rpi5"), [small_arch(), small_arch(hidden=64)], bundle, precision="fp32",
-                 prompt_lens=(4,), context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=1, sessions=1), progress=False)
+                 prompt_lens=(4,), context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=1, sessions=1),
+                 progress=False)
     manifest = json.loads((bundle / "manifest.json").read_text())
     broken = manifest["graphs"][0]
     (bundle / broken["file"]).write_bytes(b"not an onnx file")

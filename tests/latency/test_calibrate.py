@@ -232,7 +232,8 @@ def test_predictor_of_other_graphs_or_features_is_refused_on_use(tmp_path, capsy
     saved.write_text(json.dumps(data))
     _assert_refused(capsys, ["predict", "--target", "pixel8", "--hidden-size", "64", "--layers", "2", "--heads", "2",
                              "--ffn", "128"], words)
-    assert "re-run `nas calibrate --target pixel8`" in str(pytest.raises(NasUserError, load_latency_model, "pixel8").value)
+    refused = pytest.raises(NasUserError, load_latency_model, "pixel8")
+    assert "re-run `nas calibrate --target pixel8`" in str(refused.value)
 
 
 def test_calibrate_says_which_feature_columns_it_left_out(tmp_path, capsys):

@@ -74,7 +74,8 @@ def test_parse_benchmark_reads_model_benchmarks_format():
             "E2E generation (entire generation loop):\n\tavg (ms):       9.1\n")
     stats = adb.parse_benchmark(text)
     assert stats["Prompt processing (time to first token)"] == 2345.5 and stats["Token generation"] == 812.25
-    assert adb.fill_command("/x/model.weights", 10, 0x3C) == "head -c 10 /dev/zero | tr '\\000' '\\074' > /x/model.weights"
+    assert (adb.fill_command("/x/model.weights", 10, 0x3C)
+            == "head -c 10 /dev/zero | tr '\\000' '\\074' > /x/model.weights")
 
 
 # A stand-in phone: `adb shell CMD` runs CMD with bash here, `adb push A B` copies; and a stand-in for GenAI's

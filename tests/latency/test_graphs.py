@@ -342,4 +342,5 @@ def test_blocks_are_quantised_as_onnxruntimes_quantizer_does(bits):
     q, scales = graphs.quantize_blocks(w, bits)
     np.testing.assert_array_equal(q, inits[node.input[1]].reshape(q.shape))
     np.testing.assert_allclose(scales, inits[node.input[2]].reshape(scales.shape), rtol=1e-6)
-    np.testing.assert_allclose(dequantize_blocks(q, scales, bits, 80), w, atol=np.abs(w).max() / (4 if bits == 4 else 64))
+    np.testing.assert_allclose(dequantize_blocks(q, scales, bits, 80), w,
+                               atol=np.abs(w).max() / (4 if bits == 4 else 64))

@@ -49,7 +49,8 @@ def synthetic_rows(configs, coefs=TRUE, target="host-cpu", noise=0.0, seed=0, pr
                              "prompt_len": length if phase == "prefill" else None,
                              "context_len": length if phase == "decode" else None, "precision": precision,
                              "provider": "CPUExecutionProvider", "threads": 2, "status": "ok",
-                             "latency_ms": {"median": ms, "cv": 0.01}, "env": {"ort_version": "1.0", "cpu_model": "x", "graph_builder": GRAPH_BUILDER_VERSION}})
+                             "latency_ms": {"median": ms, "cv": 0.01},
+                             "env": {"ort_version": "1.0", "cpu_model": "x", "graph_builder": GRAPH_BUILDER_VERSION}})
     return rows
 
 

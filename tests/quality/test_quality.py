@@ -123,7 +123,8 @@ def test_bad_files_are_refused_with_file_line_and_field(tmp_path, name, toml, cs
         load_runs(tmp_path / "runs.toml", tmp_path / "runs.csv")
     message = str(err.value)
     text = (tmp_path / bad_file).read_text().splitlines()
-    line = next(i + 1 for i, t in enumerate(text) if needle in t and (bad_file == "runs.toml" or i > 0 or "header" in name))
+    line = next(i + 1 for i, t in enumerate(text)
+                if needle in t and (bad_file == "runs.toml" or i > 0 or "header" in name))
     assert f"{bad_file}:{line}:" in message and words in message and "\n" not in message
     if key:
         assert f": {key}:" in message

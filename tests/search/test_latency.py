@@ -246,7 +246,8 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
     # The schema exists before the search starts: this test's polling reader must not race the search to create
     # the tables of a fresh SQLite file (a race that is not what this test is about).
     optuna.storages.RDBStorage(f"sqlite:///{db}")
-    cmd = [sys.executable, "-m", "nas", "search", "--no-proxy", "--target", "pixel8", "--space", "subbillion", "--trials", "5000",
+    cmd = [sys.executable, "-m", "nas", "search", "--no-proxy", "--target", "pixel8", "--space", "subbillion",
+           "--trials", "5000",
            "--storage", f"sqlite:///{db}", "--study", "k", "--no-report", "--no-progress", "--no-exact"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -273,13 +274,15 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_prints_pareto_table_and_json(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress"])
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report",
+                 "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
     assert "Pareto set:" in out and "decode t/s" in out and "arch id" in out
     assert "study 'pixel8-tiny' saved in sqlite:///runs/nas.db" in out
     assert (tmp_path / "runs" / "nas.db").is_file()
-    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress",
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report",
+                 "--no-progress",
                  "--json", "--storage", ":memory:"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["pareto"] and data["exact_front"]["front_size"] == len(data["pareto"])
@@ -294,7 +297,7 @@ def test_cli_writes_report_when_available(tmp_path, monkeypatch, capsys):
     code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
-    line = next(l for l in out.splitlines() if l.startswith("report: "))
+    line = next(text for text in out.splitlines() if text.startswith("report: "))
     assert line.endswith("index.html") and Path(line[len("report: "):]).is_file(), line
     # tiny's max_seq_len (256) is below the default lengths: said on stdout and on top of the report
     assert "warning: pixel8: all " in out and "max_seq_len below the lengths" in out
@@ -330,7 +333,8 @@ def test_cli_interrupt_exits_130(tmp_path, monkeypatch, capsys):
         return real(self, trial)
 
     monkeypatch.setattr(AskTell, "_objective", objective)
-    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "30", "--no-report", "--no-progress",
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "30", "--no-report",
+                 "--no-progress",
                  "--no-exact"])
     out = capsys.readouterr().out
     assert code == 130 and out.startswith("interrupted after") and "Pareto set:" in out

@@ -71,7 +71,8 @@ def test_three_workers_on_postgres_one_killed(postgres_url, tmp_path, capsys):
     assert failed and all(t.user_attrs.get(PROXY_WORKER, "").endswith(f":{workers[0].pid}") for t in failed), [
         (t.number, t.user_attrs.get(PROXY_WORKER), t.user_attrs.get(FAIL_REASON)) for t in failed]
     for dead in failed:  # ... each retried once, by another worker
-        retried = [t for trials in by_arch.values() for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+        retried = [t for trials in by_arch.values() for t in trials
+                   if t.system_attrs.get("failed_trial") == dead.number]
         assert len(retried) == 1 and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     report = json.loads(outputs[1][0])
     assert report["proxy"]["done"] and any("heartbeats" in f["reason"] for f in report["proxy"]["failed"])
