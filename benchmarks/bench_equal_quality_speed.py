@@ -62,7 +62,7 @@ def measure_pairs(pairs: list[tuple[str, ArchConfig]], stage: LatencyStage, roun
     return out
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", nargs="+", default=["pixel8", "host-cpu"])
     parser.add_argument("--landmarks", nargs="+", default=["MobileLLM-125M", "MobileLLM-350M"])
@@ -115,7 +115,6 @@ def main() -> int:
                   f"{1000 / a.min():.1f})   match {1000 / np.median(b):7.1f} tok/s (rounds {1000 / b.max():.1f}-"
                   f"{1000 / b.min():.1f})   measured speedup {np.median(ratios):.2f}x (rounds {ratios.min():.2f}-"
                   f"{ratios.max():.2f}) vs predicted {r['fastest_match']['speedup']:.2f}x")
-    return 0
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._lock import machine_lock  # noqa: E402
+from benchmarks.bench_builder_vs_direct import time_graph  # noqa: E402
 from nas.core.arch import ArchBatch, ArchConfig  # noqa: E402
 from nas.core.paths import measurements_path  # noqa: E402
 from nas.latency import analytic, graphs, measure  # noqa: E402
@@ -102,8 +103,7 @@ def measure_round(source: bytes, arch: ArchConfig, precision: str, prompt: int, 
     """One round: a fresh session, prefill and decode timed in it (median of the timed runs each)."""
     feeds = {"prefill": graphs.graph_feeds(arch, "prefill", prompt_len=prompt, precision=precision),
              "decode": graphs.graph_feeds(arch, "decode", context_len=context, precision=precision)}
-    session = measure.make_session(source, measure.CPU_PROVIDER, None, protocol)
-    return {phase: measure.time_session(session, f, protocol)["median"] for phase, f in feeds.items()}
+    return time_graph(source, feeds, protocol)
 
 
 def main() -> None:

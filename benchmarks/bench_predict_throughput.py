@@ -46,7 +46,7 @@ def _synthetic_predictor(target, batch):
                          precision=target.default_precision, ort_version="synthetic", threads=target.threads)
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="subbillion")
     parser.add_argument("--repeats", type=int, default=5)
@@ -79,7 +79,6 @@ def main() -> int:
               f"{len(batch):,} configs, prefill + decode)")
     slowest = min(rates, key=rates.get)
     print(f"headline: LatencyModel.predict throughput {rates[slowest]:,.0f} configs/s ({slowest}; goal >= 100,000)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def session_spread_pct(rows, phase):
     return float(np.median(devs)) if devs else None, (max(devs) if devs else None)
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (~16 configs, fewer runs)")
     parser.add_argument("--space", default="hostcal")
@@ -157,7 +157,6 @@ def main() -> int:
     print(f"headline: held-out predictor, both phases (n={acc['n']}): within ±10% {_fmt(acc['within_10'])} "
           f"(goal >= 95%), MAPE {_fmt(acc['mape'])} (goal <= 5%), Kendall tau {_fmt(acc['kendall_tau'], '')} "
           f"(goal >= 0.9): {'goals met' if ok else 'goals NOT met'}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 BUDGETS = (100, 300, 1000)
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--samplers", default="nsga2,tpe,random")
@@ -108,7 +108,6 @@ def main(argv=None) -> int:
     b = 300 if 300 in budgets else budgets[-1]
     print(f"HEADLINE {head} hypervolume at {b} trials: {np.mean(results[head][b]):.4f} of the exact front "
           f"(goal >= 0.99; {args.seeds} seeds)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -52,7 +52,6 @@ def main(argv=None) -> int:
     for name, seconds in figures.items():
         verdict = "MET" if seconds < GOALS_S[name] else "MISSED"
         print(f"{name:<26} {seconds:7.3f} s  (goal < {GOALS_S[name]:g} s: {verdict})")
-    return 0
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def goals(result: dict) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> int | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="measurement file (default: latency_models/published.toml)")
     parser.add_argument("--out", help="fitted file to write (default: latency_models/published_fit.json)")
@@ -58,7 +58,6 @@ def main(argv=None) -> int:
     print("\n".join(fit_report(result) + goals(result)))
     if not args.dry_run:
         print(f"\nwrote {published.write_fit(result, args.out)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -110,12 +110,7 @@ def compare_outputs(hf_dir: Path, onnx_path: Path, cfg: dict, precision: str) ->
     from nas.core.arch import ArchConfig
     from nas.latency import graphs
 
-    arch = ArchConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
-                      num_layers=cfg["num_hidden_layers"], num_heads=cfg["num_attention_heads"],
-                      num_kv_heads=cfg["num_key_value_heads"], intermediate_size=cfg["intermediate_size"],
-                      tie_embeddings=cfg["tie_word_embeddings"], qkv_bias=cfg["model_type"] == "qwen2",
-                      max_seq_len=cfg["max_position_embeddings"], rms_norm_eps=cfg["rms_norm_eps"],
-                      rope_theta=cfg["rope_theta"])
+    arch = ArchConfig.from_hf_config(cfg)
     model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32)
     weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     weights.setdefault("lm_head.weight", weights["model.embed_tokens.weight"])

@@ -90,10 +90,8 @@ def litgpt_config(arch: ArchConfig, name: str | None = None) -> dict[str, Any]:
 
 
 def _yaml_scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (bool, int)):
+        return json.dumps(value)  # true / false and plain digits, the same in JSON and YAML
     if isinstance(value, float):
         # YAML 1.1 loaders (PyYAML, which LitGPT uses) read "1e-05" as a string: give the mantissa a dot.
         mantissa, e, exponent = repr(value).partition("e")

@@ -61,6 +61,7 @@ from typing import Any
 
 from nas.core import accounting
 from nas.core.arch import FIELD_MAX, ArchBatch, ArchConfig
+from nas.core.counts import format_count
 from nas.core.errors import NasUserError
 from nas.core.limits import MAX_COUNT, MAX_WIDTH, check_int, is_finite_number, is_int, shown
 from nas.core.paths import shipped
@@ -368,7 +369,7 @@ class SearchSpace:
         if not kept_any:
             if smallest is None:
                 raise self._fail("dimensions", "no combination of the dimensions makes a valid ArchConfig")
-            raise self._fail("constraints", f"params range {self._range_text()} admits no config of the space "
+            raise self._fail("constraints", f"params range {self.range_text()} admits no config of the space "
                                             f"(valid configs have {smallest:,} to {largest:,} parameters)")
 
     @staticmethod
@@ -420,9 +421,13 @@ class SearchSpace:
             return False
         return len(self.enumerate()) > limit  # close to the limit: count exactly
 
-    def _range_text(self) -> str:
+    def range_text(self, compact: bool = False) -> str:
+        """The parameter range: '[450,000,000, 550,000,000]', or compact '450M-550M' ('-' for an open end)."""
+        def show(n: int | None) -> str:
+            return "-" if n is None else format_count(n, 3) if compact else f"{n:,}"
+
         low, high = self.params_range
-        return f"[{'-' if low is None else format(low, ',')}, {'-' if high is None else format(high, ',')}]"
+        return f"{show(low)}-{show(high)}" if compact else f"[{show(low)}, {show(high)}]"
 
     # ------------------------------------------------------------------ public API
     def enumerate(self) -> ArchBatch:
@@ -531,7 +536,7 @@ class SearchSpace:
         low, high = self.params_range
         params = arch.num_params
         if (low is not None and params < low) or (high is not None and params > high):
-            reasons.append(f"{params:,} parameters is outside the space's range {self._range_text()}")
+            reasons.append(f"{params:,} parameters is outside the space's range {self.range_text()}")
         return reasons
 
     def sample(self, n: int, seed: int) -> list[ArchConfig]:

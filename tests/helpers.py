@@ -180,7 +180,34 @@ def write_rows(path, rows):
     return str(path)
 
 
+def calibrated_pixel8(tmp_path, capsys):
+    """`nas calibrate --target pixel8` on `device_rows()`: (the measurements file, the predictor it saved)."""
+    from nas.cli import main
+    from nas.core.paths import predictor_path
+
+    good = write_rows(tmp_path / "good.jsonl", device_rows())
+    assert main(["calibrate", "--target", "pixel8", "--measurements", good]) == 0
+    capsys.readouterr()
+    return good, predictor_path("pixel8", "CPUExecutionProvider", "int4")
+
+
 # ----------------------------------------------------------------------------------------------- maths
+def killed_if_left(proc):
+    """A context for a test's work with a child process: a child still running when it ends (a failed assert,
+    a time-out) is killed, never left behind."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def context():
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+    return context()
+
+
 def brute_pareto_mask(points):
     """Non-dominated rows of minimised `points`, the O(n^2) way (the oracle for nas.study.pareto)."""
     n = len(points)

@@ -26,11 +26,6 @@ def _count(n: int | None) -> str:
     return "-" if n is None else format_count(n, 3)
 
 
-def _range(space) -> str:
-    low, high = space.params_range
-    return f"{_count(low)}-{_count(high)}"
-
-
 def _arch_summary(arch) -> dict:
     return {"arch_id": arch.arch_id, "short_tag": arch.short_tag, "num_params": arch.num_params,
             "config": arch.to_dict()}
@@ -51,7 +46,7 @@ def _list(args) -> int:
         data.append({"name": s.name, "description": s.description, "size": size, "params_min": low,
                      "params_max": high, "dimensions": list(s.dimensions), "fingerprint": s.fingerprint,
                      "path": str(s.path)})
-        rows.append([s.name, _size_text(size, ENUMERATION_LIMIT), _range(s), s.description])
+        rows.append([s.name, _size_text(size, ENUMERATION_LIMIT), s.range_text(compact=True), s.description])
     widths = [max(len(r[i]) for r in rows + [["NAME", "CONFIGS", "PARAMS", ""]]) for i in range(3)]
     lines = [f"{'NAME':<{widths[0]}}  {'CONFIGS':>{widths[1]}}  {'PARAMS':<{widths[2]}}  DESCRIPTION"]
     lines += [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]

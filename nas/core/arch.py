@@ -368,7 +368,8 @@ class ArchBatch:
             fields[name] = values[i].item()
         return ArchConfig(**fields)
 
-    def _shape_args(self) -> dict[str, Any]:
+    def shape_args(self) -> dict[str, Any]:
+        """The columns as nas.core.accounting's keyword arguments (the shape, without tying and biases)."""
         c = self.columns
         return dict(vocab=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_layers"], heads=c["num_heads"],
                     kv_heads=c["num_kv_heads"], head_dim=c["head_dim"], intermediate=c["intermediate_size"],
@@ -377,21 +378,21 @@ class ArchBatch:
     @property
     def num_params(self):
         c = self.columns
-        return accounting.total_params(**self._shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
+        return accounting.total_params(**self.shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
 
     @property
     def num_non_embedding_params(self):
         c = self.columns
-        return accounting.non_embedding_params(**self._shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
+        return accounting.non_embedding_params(**self.shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
 
     # Figures at a length (FLOPs, KV-cache and working-memory bytes) are computed in float64: they grow with the
     # length's square, so int64 columns would wrap around silently past about a million tokens on a large shape.
     # float64 is exact below 2**53 and cannot wrap. Counts without a length stay exact int64 (nas.core.limits).
     def prefill_flops(self, prompt_len):
-        return accounting.prefill_flops(**self._shape_args(), prompt_len=_tokens(prompt_len))
+        return accounting.prefill_flops(**self.shape_args(), prompt_len=_tokens(prompt_len))
 
     def decode_flops(self, context_len):
-        return accounting.decode_flops(**self._shape_args(), context_len=_tokens(context_len))
+        return accounting.decode_flops(**self.shape_args(), context_len=_tokens(context_len))
 
     def prefill_attention_flops(self, prompt_len):
         """The attention part of `prefill_flops`: QK^T and AV over the prompt's causal triangle."""
@@ -406,7 +407,7 @@ class ArchBatch:
 
     def weight_bytes(self, precision: str):
         c = self.columns
-        return accounting.weight_bytes(precision, **self._shape_args(), tied=c["tie_embeddings"],
+        return accounting.weight_bytes(precision, **self.shape_args(), tied=c["tie_embeddings"],
                                        qkv_bias=c["qkv_bias"])
 
     def kv_cache_bytes(self, context_len, bytes_per_element: int = 2):
@@ -416,7 +417,7 @@ class ArchBatch:
 
     def memory_bytes(self, precision: str, prompt_len, context_len):
         c = self.columns
-        return accounting.memory_bytes(precision, **self._shape_args(), tied=c["tie_embeddings"],
+        return accounting.memory_bytes(precision, **self.shape_args(), tied=c["tie_embeddings"],
                                        qkv_bias=c["qkv_bias"], prompt_len=_tokens(prompt_len),
                                        context_len=_tokens(context_len))
 

@@ -45,11 +45,16 @@ METRIC_UNITS = {"mape": "%", "within_5": "% of held-out points", "within_10": "%
 # accuracy
 # ----------------------------------------------------------------------------------------------------------
 
+def _pair(a, b, names: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two equally long float64 vectors (`names`: how an error calls them)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"{names} differ in length: {a.size} vs {b.size}")
+    return a, b
+
+
 def _check_pair(predicted, measured) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(predicted, dtype=np.float64).ravel()
-    m = np.asarray(measured, dtype=np.float64).ravel()
-    if p.shape != m.shape:
-        raise ValueError(f"predicted and measured differ in length: {p.size} vs {m.size}")
+    p, m = _pair(predicted, measured, "predicted and measured")
     if m.size and (not np.all(np.isfinite(m)) or m.min() <= 0):
         raise ValueError("measured latencies must be positive and finite")
     return p, m
@@ -77,10 +82,7 @@ def kendall_tau(x, y) -> float:
     points, or one side constant)."""
     from scipy.stats import kendalltau
 
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y differ in length: {x.size} vs {y.size}")
+    x, y = _pair(x, y, "x and y")
     if x.size < 2:
         return float("nan")
     with warnings.catch_warnings():  # a constant side: scipy warns and returns NaN, which is the answer

@@ -66,7 +66,7 @@ from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError, one_line
 from nas.core.limits import MAX_THREADS, MAX_TOKENS, is_int, shown
 from nas.core.paths import ensure_folder
-from nas.core.userfiles import parse_json, read_user_bytes
+from nas.core.userfiles import parse_json, read_user_text
 from nas.latency import graphs, measure
 from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS, STAT_KEYS, Protocol
 from nas.latency.provenance import GENAI_VERSION, row_provenance, stale_reason
@@ -587,11 +587,8 @@ def read_measurements(path, target: str | None = None, require_ok: bool = True,
 
 
 def _measurement_text(path: Path, what: str) -> str:
-    """A measurements file's text: a regular file of UTF-8 of bounded size (`read_user_bytes`)."""
-    try:
-        return read_user_bytes(path, what).decode("utf-8")
-    except UnicodeDecodeError:
-        raise NasUserError(f"cannot read {what} {path}: not UTF-8 text (a measurements file is JSONL)") from None
+    """A measurements file's text: a regular file of UTF-8 of bounded size."""
+    return read_user_text(path, what, " (a measurements file is JSONL)")
 
 
 def _parse_rows(text: str, path: Path, target: str | None = None, require_ok: bool = True,

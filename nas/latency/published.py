@@ -92,10 +92,6 @@ _ROW_KEYS = set(_ROW_REQUIRED) | {"proxy", "threads", "prompt_len", "context_len
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 
 
-def data_path() -> Path:
-    return shipped("latency_models") / DATA_FILE
-
-
 def fit_path() -> Path:
     return shipped("latency_models") / FIT_FILE
 
@@ -187,18 +183,10 @@ def _parse_model(b: TomlTable) -> PublishedModel:
 
 
 def _parse_row(b: TomlTable, models: dict[str, PublishedModel], devices: list[str]) -> Measurement:
-    device = b.string("device")
-    if device not in devices:
-        raise b.fail("device", f"{device!r} is not a described target; known: {', '.join(devices)}")
-    model = b.string("model")
-    if model not in models:
-        raise b.fail("model", f"{model!r} has no [[model]] table; defined: {', '.join(sorted(models))}")
-    quant = b.string("quant")
-    if quant not in QUANT_FORMATS:
-        raise b.fail("quant", f"{quant!r} is not a format nas knows; known: {', '.join(QUANT_FORMATS)}")
-    unit = b.string("compute_unit")
-    if unit not in COMPUTE_UNITS:
-        raise b.fail("compute_unit", f"{unit!r} is not one of {', '.join(COMPUTE_UNITS)}")
+    device = b.one_of("device", devices, "is not a described target; known:")
+    model = b.one_of("model", sorted(models), "has no [[model]] table; defined:")
+    quant = b.one_of("quant", QUANT_FORMATS, "is not a format nas knows; known:")
+    unit = b.one_of("compute_unit", COMPUTE_UNITS)
     prefill, decode = _rate(b, "prefill_tok_s"), _rate(b, "decode_tok_s")
     if prefill is None and decode is None:
         raise b.fail("", "gives neither prefill_tok_s nor decode_tok_s")
@@ -228,7 +216,7 @@ def _identity(row: Measurement) -> tuple:
 
 def load_published(path: str | Path | None = None) -> PublishedData:
     """The measurement file, checked; any problem is one `path:line: key: message` NasUserError."""
-    path = Path(path) if path is not None else data_path()
+    path = Path(path) if path is not None else shipped("latency_models") / DATA_FILE
     c = read_toml(path, "published-measurements file")
     c.keys(c.data, "", {"model", "measurement"}, {"model", "measurement"})
     devices = [name for name in known_target_names() if not load_target(name).measured_here]

@@ -29,21 +29,9 @@ from nas.core.counts import format_count
 from nas.core.errors import NasUserError
 from nas.latency.uncertainty import band_for
 from nas.quality.model import load_quality_model
+from nas.study import schema
 from nas.study.pareto import PICKS, Normaliser, pareto_mask, pareto_mask_max, to_minimisation
 from nas.study.read import StudyTrials, compute_picks, failure_reason, study_pareto_set
-from nas.study.schema import (
-    ARCH_ID,
-    FOUND_BY_EXACT,
-    PROXY_HISTORY,
-    PROXY_SPEED,
-    PRUNE_REASON,
-    PRUNED_AT_RUNG,
-    QUALITY_LAW,
-    QUALITY_PARAMS,
-    QUALITY_PROXY,
-    SHAPE,
-    TargetFigures,
-)
 
 SPEED_METRICS = ("decode_tokens_per_s", "prefill_tokens_per_s")
 MAX_LABELS = 9  # front points labelled per panel; more than this stops being readable at phone width
@@ -125,7 +113,7 @@ class SearchProgress:
 def search_progress(trials: StudyTrials) -> SearchProgress:
     feasible = sorted((p for p in trials.points.values() if p.feasible and len(p.values) == len(trials.directions)),
                       key=lambda p: p.number)
-    sampled = [p for p in feasible if p.found_by != FOUND_BY_EXACT]
+    sampled = [p for p in feasible if p.found_by != schema.FOUND_BY_EXACT]
     added = len(feasible) - len(sampled)
     exact = trials.exact or {}
     norm = exact.get("normalisation")
@@ -169,16 +157,16 @@ class Landmark:
 
     name: str
     arch: ArchConfig
-    figures: dict[str, TargetFigures]
+    figures: dict[str, schema.TargetFigures]
     source: str
     proxy_bpb: float | None = None  # its proxy's held-out bits per byte under a proxy study's settings, if trained
     predicted_loss: float | None = None  # the quality law's prediction at the study's training tokens
 
     def quality(self, source: str) -> float | None:
         """Its value on a front of quality `source` (higher is better), None where it has none."""
-        if source == QUALITY_LAW:
+        if source == schema.QUALITY_LAW:
             return None if self.predicted_loss is None else -self.predicted_loss
-        if source == QUALITY_PROXY:
+        if source == schema.QUALITY_PROXY:
             return None if self.proxy_bpb is None else -self.proxy_bpb
         return float(self.arch.num_non_embedding_params)
 
@@ -191,7 +179,7 @@ def study_quality_model(meta, train_tokens: int | None = None):
     """The quality model a study's losses were predicted with (at `train_tokens` instead of the study's, when
     given), or None for a study ranked by parameter count. A law refitted since the search is one line."""
     q = meta.quality or {}
-    if q.get("source") != QUALITY_LAW:
+    if q.get("source") != schema.QUALITY_LAW:
         return None
     model = load_quality_model(train_tokens or int(q["train_tokens"]))
     if model.fingerprint != q.get("fingerprint"):
@@ -208,7 +196,7 @@ def recorded_landmarks(trials: StudyTrials, quality_model=None) -> list[Landmark
                 "record them)")
     out = []
     for m in trials.landmarks:
-        figures = {t: TargetFigures.from_dict(f) for t, f in m["figures"].items()}
+        figures = {t: schema.TargetFigures.from_dict(f) for t, f in m["figures"].items()}
         out.append(Landmark(m["name"], ArchConfig.from_dict(m["arch"]), figures, m["source"],
                             predicted_loss=m.get("predicted_loss")))
     if quality_model is not None and out:
@@ -220,7 +208,7 @@ def recorded_landmarks(trials: StudyTrials, quality_model=None) -> list[Landmark
 def at_train_tokens(trials: StudyTrials, quality_model) -> StudyTrials:
     """The study's points with their loss predicted at `quality_model`'s training tokens (a study searched at
     another budget, reported at this one): quality and the quality objective's value replaced."""
-    position = next(j for j, o in enumerate(trials.meta.objectives) if o.metric == QUALITY_LAW)
+    position = next(j for j, o in enumerate(trials.meta.objectives) if o.metric == schema.QUALITY_LAW)
     points = dict(trials.points)
     if points:
         numbers = list(points)
@@ -271,13 +259,13 @@ def quality_axis(trials: StudyTrials) -> tuple[str, float]:
     """Axis label and the factor to multiply quality by for display."""
     sources = {p.record.quality_source for p in trials.points.values()}
     source = sources.pop() if len(sources) == 1 else "mixed"
-    if source == QUALITY_LAW:
+    if source == schema.QUALITY_LAW:
         tokens = (trials.meta.quality or {}).get("train_tokens")
         return (f"predicted loss after {format_count(tokens) if tokens else '?'} tokens (nats/token, lower is "
                 "better)", -1.0)
-    if source == QUALITY_PARAMS:
+    if source == schema.QUALITY_PARAMS:
         return "quality: non-embedding parameters (M)", 1e-6
-    if source == QUALITY_PROXY:  # stored as minus the loss so that higher is better; shown as the loss itself
+    if source == schema.QUALITY_PROXY:  # stored as minus the loss so that higher is better; shown as the loss itself
         return "proxy: held-out bits per byte (lower is better)", -1.0
     return f"quality: {source.replace('_', ' ')} (higher is better)", 1.0
 
@@ -326,7 +314,7 @@ def table_rows(trials: StudyTrials, pareto: Sequence[int], picks: Mapping[str, i
             "quality": p.quality * qscale, "arch_id": p.arch_id,
         }
         for t in trials.meta.targets:
-            fig: TargetFigures | None = p.record.figures.get(t)
+            fig: schema.TargetFigures | None = p.record.figures.get(t)
             for key in ("memory_mb", "ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s"):
                 row[f"{t}.{key}"] = None if fig is None else float(getattr(fig, key))
         rows.append(row)
@@ -356,13 +344,13 @@ def proxy_runs(study) -> list[ProxyRun]:
     trials = study.get_trials(deepcopy=False)
     for t in trials:
         a = t.user_attrs
-        history = a.get(PROXY_HISTORY) or []
+        history = a.get(schema.PROXY_HISTORY) or []
         curve = tuple((int(x), float(y)) for h in history for x, y in h.get("curve", []))
-        speed = a.get(PROXY_SPEED)
-        reason = a.get(PRUNE_REASON) or (failure_reason(t, trials) if t.state.name == "FAIL" else "")
-        runs.append(ProxyRun(t.number, str(a.get(SHAPE, "?")), str(a.get(ARCH_ID, "?")), t.state.name,
+        speed = a.get(schema.PROXY_SPEED)
+        reason = a.get(schema.PRUNE_REASON) or (failure_reason(t, trials) if t.state.name == "FAIL" else "")
+        runs.append(ProxyRun(t.number, str(a.get(schema.SHAPE, "?")), str(a.get(schema.ARCH_ID, "?")), t.state.name,
                              tuple((int(h["tokens"]), float(h["val_bpb"])) for h in history), curve,
-                             a.get(PRUNED_AT_RUNG), str(reason), float(speed[0]) if speed else None))
+                             a.get(schema.PRUNED_AT_RUNG), str(reason), float(speed[0]) if speed else None))
     return runs
 
 
@@ -417,7 +405,7 @@ def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks
                      "trained to the last rung). The picks count smaller quality differences as ties and, of tied "
                      "shapes, pick the faster.")
     quality = trials.meta.quality or {}
-    if quality.get("source") == QUALITY_LAW:
+    if quality.get("source") == schema.QUALITY_LAW:
         notes.append(f"Quality: {quality.get('description', 'predicted loss')}. Predicted losses within "
                      f"{trials.meta.band:.3f} nats of each other are ties, won by the faster shape; kv heads, FFN "
                      "kind and ratio, head_dim, tying and the vocabulary earn nothing beyond the parameters they add "

@@ -31,20 +31,10 @@ from nas.search.output import pareto_row
 from nas.search.problem import SearchProblem
 from nas.search.sampling import AskTell
 from nas.search.settings import SearchSettings
+from nas.study import schema
 from nas.study.pareto import to_minimisation
-from nas.study.read import pareto_set, trial_points
+from nas.study.read import pareto_set, state_counts, trial_points
 from nas.study.resume import open_study, settle_name
-from nas.study.schema import (
-    COUNTED,
-    DUPLICATE_OF,
-    FOUND_BY_EXACT,
-    STUDY_EXACT,
-    STUDY_LANDMARKS,
-    STUDY_PARITY,
-    STUDY_SEARCH,
-    StudyMeta,
-    TrialRecord,
-)
 from nas.study.storage import open_storage
 
 
@@ -52,7 +42,7 @@ from nas.study.storage import open_storage
 class SearchResult:
     study_name: str
     storage: str
-    meta: StudyMeta
+    meta: schema.StudyMeta
     trials_total: int  # counted sampler trials in the study (new configs inside the space)
     trials_new: int  # counted sampler trials this run added
     pareto: list[dict[str, Any]]  # one row per Pareto-optimal architecture
@@ -116,16 +106,14 @@ class LatencyStage:
         """What the report reads beside the trials: the exact stage's summary, each target's parity record
         and the landmarks as this search predicts them (the same every run: the latency models are checked)."""
         if self.exact is not None:
-            study.set_user_attr(STUDY_EXACT, self.exact.to_user_attrs())
-        study.set_user_attr(STUDY_PARITY, {t: m.parity() for t, m in self.problem.models.items()})
-        study.set_user_attr(STUDY_LANDMARKS, self.problem.landmarks())
+            study.set_user_attr(schema.STUDY_EXACT, self.exact.to_user_attrs())
+        study.set_user_attr(schema.STUDY_PARITY, {t: m.parity() for t, m in self.problem.models.items()})
+        study.set_user_attr(schema.STUDY_LANDMARKS, self.problem.landmarks())
 
     def _result(self, study, loop: AskTell, added: int, interrupted: bool, seconds: float) -> SearchResult:
         problem, exact = self.problem, self.exact
         trials = loop.working.get_trials(deepcopy=False)
-        states: dict[str, int] = {}
-        for t in trials:
-            states[t.state.name] = states.get(t.state.name, 0) + 1
+        states = state_counts(trials)
         points, _ = trial_points(trials)
         front = pareto_set(points.values(), problem.directions)
         by_number = {t.number: t for t in trials}
@@ -135,14 +123,15 @@ class LatencyStage:
         shapes = [points[m].record.arch for group in front.values() for m in group]
         warnings_ = problem.extrapolation_warnings(shapes, "Pareto") if shapes else []
         hv_ratio = None
-        searched = [p.values for p in points.values() if p.feasible and p.found_by != FOUND_BY_EXACT]
+        searched = [p.values for p in points.values() if p.feasible and p.found_by != schema.FOUND_BY_EXACT]
         if exact is not None and searched and exact.hypervolume > 0:
             hv_ratio = exact.normaliser.hypervolume(to_minimisation(np.array(searched), problem.directions)) \
                 / exact.hypervolume
-        summary = {"trials": sum(1 for t in trials if t.user_attrs.get(COUNTED)), "optuna_trials": len(trials),
+        summary = {"trials": sum(1 for t in trials if t.user_attrs.get(schema.COUNTED)), "optuna_trials": len(trials),
                    "pareto_size": len(rows), "hypervolume_ratio": hv_ratio, "interrupted": interrupted,
                    "warnings": warnings_}
-        study.set_user_attr(STUDY_SEARCH, {**summary, "sampler": self.settings.sampler, "seed": self.settings.seed})
+        study.set_user_attr(schema.STUDY_SEARCH,
+                            {**summary, "sampler": self.settings.sampler, "seed": self.settings.seed})
         return SearchResult(study_name=study.study_name, storage=problem.storage_url, meta=problem.meta,
                             trials_total=summary["trials"], trials_new=loop.new, pareto=rows, exact=exact,
                             exact_added=added, hypervolume_ratio=hv_ratio, interrupted=interrupted,
@@ -150,10 +139,10 @@ class LatencyStage:
                             warnings=warnings_)
 
     # ------------------------------------------------------------------------------------------ for the proxy stage
-    def candidates(self) -> tuple[ArchBatch, np.ndarray, np.ndarray, Callable[[int], tuple[TrialRecord, list[float]]]]:
+    def candidates(self) -> tuple[ArchBatch, np.ndarray, np.ndarray, Callable[[int], tuple[Any, list[float]]]]:
         """The feasible shapes the latency stage knows, for the proxy stage to choose from: an ArchBatch of
         them, their speeds (the first speed objective, higher is better), their quality (higher is better), and
-        a function giving row i's TrialRecord and its values of the speed objectives. All of an enumerated space;
+        a function giving row i's schema.TrialRecord and its values of the speed objectives. All of an enumerated space;
         else every feasible config the sampler evaluated (after `run`)."""
         problem = self.problem
         speed_obj = problem.speed_objective()
@@ -170,9 +159,9 @@ class LatencyStage:
             return (chosen, sign * every.figures.metric(speed_obj)[every.index], every.figures.quality[every.index],
                     record_of)
         trials = [t for t in self.loop.working.get_trials(deepcopy=False)
-                  if t.state.name == "COMPLETE" and TrialRecord.present_in(t.user_attrs)
-                  and DUPLICATE_OF not in t.user_attrs and all(v <= 0 for v in t.constraints.values())]
-        records = [TrialRecord.from_user_attrs(t.user_attrs) for t in trials]
+                  if t.state.name == "COMPLETE" and schema.TrialRecord.present_in(t.user_attrs)
+                  and schema.DUPLICATE_OF not in t.user_attrs and all(v <= 0 for v in t.constraints.values())]
+        records = [schema.TrialRecord.from_user_attrs(t.user_attrs) for t in trials]
         position = [o.label for o in problem.objectives].index(speed_obj.label)
         speeds = np.array([sign * t.values[position] for t in trials], dtype=float)
         return (ArchBatch.from_configs([r.arch for r in records]), speeds, np.array([r.quality for r in records]),

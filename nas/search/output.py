@@ -9,23 +9,8 @@ import numpy as np
 
 from nas.core.counts import format_count
 from nas.latency.uncertainty import band_for, legend, show, show_plain
+from nas.study import schema
 from nas.study.pareto import ALL_TIED, PICK_REASONS, TIE_NOTE, all_tied, picks
-from nas.study.schema import (
-    ARCH,
-    ARCH_ID,
-    ATTENTION_TYPE,
-    FOUND_BY,
-    FOUND_BY_EXACT,
-    FOUND_BY_SAMPLER,
-    NUM_NON_EMBEDDING_PARAMS,
-    NUM_PARAMS,
-    PREDICTIONS,
-    QUALITY,
-    QUALITY_LAW,
-    QUALITY_PROXY,
-    QUALITY_SOURCE,
-    SHAPE,
-)
 from nas.study.storage import MEMORY_STORAGES
 
 
@@ -34,19 +19,19 @@ def pareto_row(trial, objectives) -> dict[str, Any]:
     a = trial.user_attrs
     return {
         "trial": trial.number,
-        "arch_id": a[ARCH_ID],
-        "shape": a[SHAPE],
-        "attention": a[ATTENTION_TYPE],
-        "num_params": a[NUM_PARAMS],
-        "num_non_embedding_params": a[NUM_NON_EMBEDDING_PARAMS],
-        "quality": a[QUALITY],
-        "quality_source": a[QUALITY_SOURCE],
-        "found_by": a.get(FOUND_BY, FOUND_BY_SAMPLER),
+        "arch_id": a[schema.ARCH_ID],
+        "shape": a[schema.SHAPE],
+        "attention": a[schema.ATTENTION_TYPE],
+        "num_params": a[schema.NUM_PARAMS],
+        "num_non_embedding_params": a[schema.NUM_NON_EMBEDDING_PARAMS],
+        "quality": a[schema.QUALITY],
+        "quality_source": a[schema.QUALITY_SOURCE],
+        "found_by": a.get(schema.FOUND_BY, schema.FOUND_BY_SAMPLER),
         "targets": {t: {k: p[k] for k in ("prefill_ms", "ttft_ms", "prefill_tokens_per_s", "decode_ms",
                                           "decode_tokens_per_s", "memory_mb", "latency_source")}
-                    for t, p in a[PREDICTIONS].items()},
+                    for t, p in a[schema.PREDICTIONS].items()},
         "objectives": {o.label: v for o, v in zip(objectives, trial.values)},
-        "arch": a[ARCH],
+        "arch": a[schema.ARCH],
     }
 
 
@@ -69,8 +54,8 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str],
     for t in targets:
         suffix = f"@{t}" if len(targets) > 1 else ""
         head += [f"mem MB{suffix}", f"prefill t/s{suffix}", f"decode t/s{suffix}", f"TTFT ms{suffix}"]
-    proxy = bool(rows) and all(r["quality_source"] == QUALITY_PROXY for r in rows)
-    law = bool(rows) and all(r["quality_source"] == QUALITY_LAW for r in rows)
+    proxy = bool(rows) and all(r["quality_source"] == schema.QUALITY_PROXY for r in rows)
+    law = bool(rows) and all(r["quality_source"] == schema.QUALITY_LAW for r in rows)
     head += ["bits/byte" if proxy else "loss" if law else "quality", "arch id", "found by"]
     body = []
     for r in rows:
@@ -84,7 +69,7 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str],
                      show_plain(f["decode_tokens_per_s"], band_for("decode_tokens_per_s", band), 1),
                      show_plain(f["ttft_ms"], band_for("ttft_ms", band))]
         quality = f"{-r['quality']:.3f}" if proxy or law else f"{r['quality']:.4g}"
-        found = "proxy" if proxy else "exact" if r["found_by"] == FOUND_BY_EXACT else "search"
+        found = "proxy" if proxy else "exact" if r["found_by"] == schema.FOUND_BY_EXACT else "search"
         line += [quality, r["arch_id"], found]
         body.append(line)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]

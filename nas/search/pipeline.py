@@ -22,34 +22,15 @@ from typing import Any, Callable
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
 from nas.proxy.corpus import load_corpus
-from nas.search.advice import (
-    ProxyScore,
-    fixed_speed_picks,
-    knee_stability,
-    landmark_matches,
-    law_check,
-    proxy_move,
-    trade_words,
-)
+from nas.search import advice
 from nas.search.latency_stage import LatencyStage, SearchResult
 from nas.search.output import pareto_row, recommend
 from nas.search.proxy_stage import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, proxy_objectives
 from nas.search.selection import Candidates, select_shapes
 from nas.search.settings import STAGES, SearchSettings
+from nas.study import schema
 from nas.study.read import failure_reason, pareto_set, read_study, seed_noise
 from nas.study.resume import PROXY, load_or_none, open_study, settle_name
-from nas.study.schema import (
-    ARCH_ID,
-    PRUNE_REASON,
-    PRUNED_AT_RUNG,
-    QUALITY,
-    SHAPE,
-    STUDY_LATENCY_DONE,
-    STUDY_PROXY_PLAN,
-    StudyMeta,
-    TrialRecord,
-    proxy_study_name,
-)
 from nas.study.storage import Heartbeat, open_storage
 
 LOCK_SUFFIX = ":lock"
@@ -171,10 +152,10 @@ class Search:
         self.study_name = self.latency.problem.study_name  # settled when run() opens the storage
         self.storage = None  # the storage run() opened
 
-    def proxy_meta(self) -> StudyMeta:
+    def proxy_meta(self) -> schema.StudyMeta:
         meta = self.latency.problem.meta
         corpus = load_corpus(self.proxy_options.data)
-        return StudyMeta(**{**meta.__dict__, "objectives": proxy_objectives(meta.objectives),
+        return schema.StudyMeta(**{**meta.__dict__, "objectives": proxy_objectives(meta.objectives),
                             "proxy": self.proxy_options.identity(corpus)})
 
     def run(self, progress: bool = True) -> SearchResult:
@@ -199,7 +180,8 @@ class Search:
         storage = self.storage = open_storage(url, heartbeat=self.heartbeat if self.proxy_options else None)
         self.study_name = self._settle_name(storage, url)  # refusals (other settings) before any write
         if self.proxy_options is not None:
-            open_study(storage, url, proxy_study_name(self.study_name), self.proxy_meta(), kind=PROXY, create=False)
+            open_study(storage, url, schema.proxy_study_name(self.study_name), self.proxy_meta(), kind=PROXY,
+                       create=False)
         result = None
         if self.stage in ("all", "latency"):
             with StageLock(storage, self.study_name, self.log) if not _in_memory(storage) else nullcontext():
@@ -207,7 +189,7 @@ class Search:
         if self.proxy_options is not None and self.stage in ("all", "proxy") and not (result and result.interrupted):
             if result is None:
                 result = self._wait_for_plan(storage)
-            outcome = ProxyWorker(storage, proxy_study_name(self.study_name), self.proxy_options,
+            outcome = ProxyWorker(storage, schema.proxy_study_name(self.study_name), self.proxy_options,
                                   [o.direction for o in proxy_objectives(self.latency.problem.objectives)][1:],
                                   log=self.log, progress=progress).run()
             result.interrupted = result.interrupted or outcome.interrupted
@@ -229,8 +211,9 @@ class Search:
             name = settle_name(storage, url, name, by_user, problem.meta, self.log)
         if self.proxy_options is None or by_user:
             return name
-        proxy = load_or_none(storage, url, proxy_study_name(name))
-        old, mine = (None, None) if proxy is None else (StudyMeta.from_user_attrs(proxy.user_attrs), self.proxy_meta())
+        proxy = load_or_none(storage, url, schema.proxy_study_name(name))
+        old = None if proxy is None else schema.StudyMeta.from_user_attrs(proxy.user_attrs)
+        mine = self.proxy_meta()
         if old is None or old.identity() == mine.identity():
             return name
         renamed = f"{name}-{mine.digest()}"
@@ -244,10 +227,10 @@ class Search:
         result = self.latency.run(progress=progress, storage=storage, study_name=self.study_name)
         if result.interrupted or self.proxy_options is None:
             return result
-        self.latency.loop.study.set_user_attr(STUDY_LATENCY_DONE, True)
-        proxy_study = open_study(storage, self.latency.problem.storage_url, proxy_study_name(self.study_name),
+        self.latency.loop.study.set_user_attr(schema.STUDY_LATENCY_DONE, True)
+        proxy_study = open_study(storage, self.latency.problem.storage_url, schema.proxy_study_name(self.study_name),
                                  self.proxy_meta(), kind=PROXY)
-        if STUDY_PROXY_PLAN not in proxy_study.user_attrs:
+        if schema.STUDY_PROXY_PLAN not in proxy_study.user_attrs:
             self._plan(proxy_study, result)
         return result
 
@@ -267,7 +250,7 @@ class Search:
         picked = [record_of(i) for i in chosen]
         added = enqueue(proxy_study, [r for r, _ in picked], [v for _, v in picked],
                         self.proxy_options.rung_tokens, picks=pick_ids)
-        proxy_study.set_user_attr(STUDY_PROXY_PLAN, {
+        proxy_study.set_user_attr(schema.STUDY_PROXY_PLAN, {
             "arch_ids": [r.arch.arch_id for r, _ in picked], "candidates": int(len(batch)),
             "enqueued": added, "time": time.time()})
         front = "the parameter-count front" if law is None else "the predicted-loss front, its picks first"
@@ -311,13 +294,13 @@ class Search:
         table = self.latency.shape_table(target)
         picks = rec["picks"]
         knee = picks["knee"]
-        rec["trade"] = trade_words(knee, picks["best-quality"], picks["fastest"], law.band)
+        rec["trade"] = advice.trade_words(knee, picks["best-quality"], picks["fastest"], law.band)
         rec["band_nats"] = law.band
         rec["train_tokens"] = law.train_tokens
-        rec["fixed_speeds"] = fixed_speed_picks(table, law.band)
+        rec["fixed_speeds"] = advice.fixed_speed_picks(table, law.band)
         row = table.batch.index_of(ArchConfig.from_dict(knee["arch"]))
-        rec["stability"] = knee_stability(table, law, row) if row is not None else {"fits": 0}
-        rec["landmarks"] = landmark_matches(self.latency.problem.landmark_rows(target), table)
+        rec["stability"] = advice.knee_stability(table, law, row) if row is not None else {"fits": 0}
+        rec["landmarks"] = advice.landmark_matches(self.latency.problem.landmark_rows(target), table)
         rec["skipped_failed"] = sorted(failed)
         if result.proxy is not None:
             self._proxy_check(rec, result, scores, law.band)
@@ -325,12 +308,13 @@ class Search:
             pick.pop("arch", None)
         return rec
 
-    def _proxy_check(self, rec: dict[str, Any], result: SearchResult, scores: list[ProxyScore], band: float) -> None:
+    def _proxy_check(self, rec: dict[str, Any], result: SearchResult, scores: list[advice.ProxyScore],
+                     band: float) -> None:
         """The law checked on the user's text, and the picks it moves (`advice.proxy_move`)."""
         noise, picks = result.proxy.noise, rec["picks"]
-        rec["law_check"] = law_check(scores, noise, band)
+        rec["law_check"] = advice.law_check(scores, noise, band)
         for name in ("knee", "best-quality"):
-            moved, why = proxy_move(picks[name]["arch_id"], scores, noise, band)
+            moved, why = advice.proxy_move(picks[name]["arch_id"], scores, noise, band)
             if moved is not None:
                 picks[name] = {**picks[name], "moved_from": picks[name]["shape"], "shape": moved.shape,
                                "arch_id": moved.arch_id, "why": why, "predicted_loss": moved.predicted_loss,
@@ -340,7 +324,7 @@ class Search:
                                    f"--study {result.study_name} --trial {picks[name]['trial']}",
                                    f"--study {result.proxy.study_name} --trial {moved.trial}")}
 
-    def _proxy_scores(self, result: SearchResult) -> list[ProxyScore]:
+    def _proxy_scores(self, result: SearchResult) -> list[advice.ProxyScore]:
         """Every proxy trial that ended, with the law's prediction for its shape (empty without a proxy stage)."""
         if result.proxy is None:
             return []
@@ -351,14 +335,15 @@ class Search:
         trials = study.get_trials(deepcopy=False)
         out = []
         for t in trials:
-            if t.state.name not in ("COMPLETE", "PRUNED", "FAIL") or not TrialRecord.present_in(t.user_attrs):
+            if t.state.name not in ("COMPLETE", "PRUNED", "FAIL") or not schema.TrialRecord.present_in(t.user_attrs):
                 continue
-            rec = TrialRecord.from_user_attrs(t.user_attrs)
+            rec = schema.TrialRecord.from_user_attrs(t.user_attrs)
             loss = float(self.latency.problem.quality_model.predict(ArchBatch.from_configs([rec.arch]))[0])
             fig = rec.figures.get(target)
             bpb = None if t.state.name == "FAIL" else rec.loss
-            reason = failure_reason(t, trials) if t.state.name == "FAIL" else str(t.user_attrs.get(PRUNE_REASON, ""))
-            out.append(ProxyScore(rec.arch.arch_id, rec.arch.short_tag, t.state.name, bpb, loss,
+            reason = (failure_reason(t, trials) if t.state.name == "FAIL"
+                      else str(t.user_attrs.get(schema.PRUNE_REASON, "")))
+            out.append(advice.ProxyScore(rec.arch.arch_id, rec.arch.short_tag, t.state.name, bpb, loss,
                                   None if fig is None else fig.decode_tokens_per_s, t.number, reason))
         return out
 
@@ -367,11 +352,11 @@ class Search:
         import optuna
 
         said = 0.0
-        name = proxy_study_name(self.study_name)
+        name = schema.proxy_study_name(self.study_name)
         while True:
             try:
                 study = optuna.load_study(study_name=name, storage=storage)
-                if STUDY_PROXY_PLAN in study.user_attrs:
+                if schema.STUDY_PROXY_PLAN in study.user_attrs:
                     break
             except KeyError:
                 pass
@@ -387,21 +372,23 @@ class Search:
         import optuna
         from optuna.trial import TrialState
 
-        name = proxy_study_name(self.study_name)
+        name = schema.proxy_study_name(self.study_name)
         study = optuna.load_study(study_name=name, storage=storage)
         read = read_study(study)
-        plan = study.user_attrs.get(STUDY_PROXY_PLAN, {})
+        plan = study.user_attrs.get(schema.STUDY_PROXY_PLAN, {})
         trials = study.get_trials(deepcopy=False)
         by_number = {t.number: t for t in trials}
         front = pareto_set(read.points.values(), read.directions)
         rows = [{**pareto_row(by_number[n], read.meta.objectives),
                  "twins": [read.points[m].arch_id for m in group[1:]]} for n, group in front.items()]
         rows.sort(key=lambda r: (-r["quality"], r["trial"]))
-        pruned = [{"trial": t.number, "shape": t.user_attrs.get(SHAPE), "arch_id": t.user_attrs.get(ARCH_ID),
-                   "rung": t.user_attrs.get(PRUNED_AT_RUNG), "reason": t.user_attrs.get(PRUNE_REASON),
-                   "val_bpb": -float(t.user_attrs.get(QUALITY, float("nan")))}
+        pruned = [{"trial": t.number, "shape": t.user_attrs.get(schema.SHAPE),
+                   "arch_id": t.user_attrs.get(schema.ARCH_ID),
+                   "rung": t.user_attrs.get(schema.PRUNED_AT_RUNG), "reason": t.user_attrs.get(schema.PRUNE_REASON),
+                   "val_bpb": -float(t.user_attrs.get(schema.QUALITY, float("nan")))}
                   for t in trials if t.state == TrialState.PRUNED]
-        failed = [{"trial": t.number, "shape": t.user_attrs.get(SHAPE), "arch_id": t.user_attrs.get(ARCH_ID),
+        failed = [{"trial": t.number, "shape": t.user_attrs.get(schema.SHAPE),
+                   "arch_id": t.user_attrs.get(schema.ARCH_ID),
                    "reason": failure_reason(t, trials)}
                   for t in trials if t.state == TrialState.FAIL]
         return ProxySummary(name, len(plan.get("arch_ids", [])), int(plan.get("candidates", 0)), outcome, rows,

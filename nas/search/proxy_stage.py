@@ -46,25 +46,8 @@ from nas.proxy.corpus import Corpus, load_corpus
 from nas.proxy.scaling import ProxyRule
 from nas.proxy.train import ProxyDiverged, ProxyTimeout, ProxyTrainer, TrainSettings
 from nas.search.settings import DEFAULT_ETA, DEFAULT_FINAL_SEEDS, DEFAULT_PROXY_SHAPES, DEFAULT_RUNG_TOKENS
-from nas.study.schema import (
-    ARCH,
-    ARCH_ID,
-    FAIL_REASON,
-    PROXY_ARCH,
-    PROXY_HISTORY,
-    PROXY_PICK,
-    PROXY_RUNGS,
-    PROXY_SPEED,
-    PROXY_WORKER,
-    PRUNE_REASON,
-    PRUNED_AT_RUNG,
-    QUALITY,
-    QUALITY_PROXY,
-    QUALITY_SOURCE,
-    SHAPE,
-    Objective,
-    TrialRecord,
-)
+from nas.study import schema
+from nas.study.read import state_counts
 from nas.study.storage import STORAGE_ERRORS
 
 MAX_PARKED = 32  # runs a worker holds between rungs (in memory) while it trains others' first rungs
@@ -127,24 +110,26 @@ class ProxyOutcome:
     interrupted: bool = False
 
 
-def proxy_objectives(latency_objectives: Sequence[Objective]) -> tuple[Objective, ...]:
+def proxy_objectives(latency_objectives: Sequence[schema.Objective]) -> tuple[schema.Objective, ...]:
     """Held-out bits per byte (minimised) in place of the latency stage's quality; its other objectives kept."""
-    return (Objective(QUALITY_PROXY, "minimize"),) + tuple(o for o in latency_objectives if not o.is_quality)
+    speeds = tuple(o for o in latency_objectives if not o.is_quality)
+    return (schema.Objective(schema.QUALITY_PROXY, "minimize"),) + speeds
 
 
 # ------------------------------------------------------------------------------------------------ planning
-def enqueue(study, records: Sequence[TrialRecord], speeds: Sequence[Sequence[float]], rungs: Sequence[int],
+def enqueue(study, records: Sequence[schema.TrialRecord], speeds: Sequence[Sequence[float]], rungs: Sequence[int],
             picks: frozenset[str] = frozenset()) -> int:
     """Queue one WAITING trial per record whose arch id the study does not hold yet; returns how many. Shapes
-    whose arch id is in `picks` are marked PROXY_PICK: halving never stops them."""
-    have = {t.user_attrs.get(ARCH_ID) for t in study.get_trials(deepcopy=False)}
+    whose arch id is in `picks` are marked schema.PROXY_PICK: halving never stops them."""
+    have = {t.user_attrs.get(schema.ARCH_ID) for t in study.get_trials(deepcopy=False)}
     added = 0
     for record, speed in zip(records, speeds):
         if record.arch.arch_id in have:
             continue  # trained (or queued) at this budget already: not again
-        attrs = {**record.to_user_attrs(), PROXY_SPEED: [float(v) for v in speed], PROXY_RUNGS: list(rungs)}
+        attrs = {**record.to_user_attrs(), schema.PROXY_SPEED: [float(v) for v in speed],
+                 schema.PROXY_RUNGS: list(rungs)}
         if record.arch.arch_id in picks:
-            attrs[PROXY_PICK] = True
+            attrs[schema.PROXY_PICK] = True
         study.enqueue_trial(params={}, user_attrs=attrs, skip_if_exists=False)
         have.add(record.arch.arch_id)
         added += 1
@@ -227,7 +212,7 @@ class ProxyWorker:
             return
         host = socket.gethostname()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = str(trial.user_attrs.get(PROXY_WORKER, ""))
+            owner = str(trial.user_attrs.get(schema.PROXY_WORKER, ""))
             owner_host, _, pid = owner.rpartition(":")
             if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
                 trial_id = self._trial_id(study, trial.number)
@@ -254,7 +239,7 @@ class ProxyWorker:
                 # killed before its first beat would leave the trial RUNNING for good.
                 if _HeartbeatThread(self.storage, trial_id).enabled:
                     self.storage.record_heartbeat(trial_id)
-                self.storage.set_trial_user_attr(trial_id, PROXY_WORKER, self.worker)
+                self.storage.set_trial_user_attr(trial_id, schema.PROXY_WORKER, self.worker)
                 return self.storage.get_trial(trial_id), trial_id
         return None
 
@@ -310,7 +295,7 @@ class ProxyWorker:
                 run.heartbeat.__exit__(None, None, None)
             if bar is not None:
                 bar.close()
-        outcome.states = _states(study)
+        outcome.states = state_counts(study.get_trials(deepcopy=False))
         outcome.seconds = time.perf_counter() - start
         return outcome
 
@@ -333,7 +318,7 @@ class ProxyWorker:
         from optuna.trial import TrialState
         from tqdm import tqdm
 
-        todo = sum(len(t.user_attrs.get(PROXY_RUNGS) or self.options.rung_tokens)
+        todo = sum(len(t.user_attrs.get(schema.PROXY_RUNGS) or self.options.rung_tokens)
                    for t in study.get_trials(deepcopy=False) if t.state in (TrialState.WAITING, TrialState.RUNNING))
         return tqdm(total=todo, desc="proxy training", unit="rung", file=sys.stderr, dynamic_ncols=True)
 
@@ -356,7 +341,7 @@ class ProxyWorker:
             if t.number == exclude or rung not in t.intermediate_values:
                 continue
             value = t.intermediate_values[rung]
-            speed = t.user_attrs.get(PROXY_SPEED)
+            speed = t.user_attrs.get(schema.PROXY_SPEED)
             if speed and math.isfinite(value):
                 losses.append(float(value))
                 speeds.append(self._speed(speed))
@@ -369,9 +354,9 @@ class ProxyWorker:
     def _open(self, frozen, trial_id: int) -> "_Run":
         """A claimed trial, ready to train: its proxies (one per repeat) built, its heartbeat running."""
         heartbeat = _HeartbeatThread(self.storage, trial_id).__enter__()
-        run = _Run(frozen, trial_id, ArchConfig.from_dict(frozen.user_attrs[ARCH]),
-                   list(frozen.user_attrs[PROXY_SPEED]),
-                   list(frozen.user_attrs.get(PROXY_RUNGS) or self.options.rung_tokens), heartbeat)
+        run = _Run(frozen, trial_id, ArchConfig.from_dict(frozen.user_attrs[schema.ARCH]),
+                   list(frozen.user_attrs[schema.PROXY_SPEED]),
+                   list(frozen.user_attrs.get(schema.PROXY_RUNGS) or self.options.rung_tokens), heartbeat)
         return run
 
     def _trainer(self, run: "_Run", seed_offset: int) -> ProxyTrainer:
@@ -401,7 +386,8 @@ class ProxyWorker:
                 if not self._decide(study, run):
                     return 1
         except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway):
-            self.log(f"trial {run.frozen.number} ({run.frozen.user_attrs.get(SHAPE)}) was failed and queued again "
+            shape = run.frozen.user_attrs.get(schema.SHAPE)
+            self.log(f"trial {run.frozen.number} ({shape}) was failed and queued again "
                      "by another worker while this one trained it (its heartbeats were missed); leaving it to the "
                      "retry")
             return 0
@@ -431,7 +417,7 @@ class ProxyWorker:
         last = rung == len(run.rungs) - 1
         if not run.trainers:
             run.trainers = [self._trainer(run, r) for r in range(self.options.repeats)]
-            self._set(run, PROXY_ARCH, run.trainers[0].proxy.to_dict())
+            self._set(run, schema.PROXY_ARCH, run.trainers[0].proxy.to_dict())
         if last:
             run.trainers += [self._trainer(run, r) for r in range(len(run.trainers), self.options.final_seeds)]
         results = [t.train_to(run.rungs[rung], rung) for t in run.trainers]
@@ -443,9 +429,9 @@ class ProxyWorker:
                             "val_bpb_each": [r.val_bpb for r in results],
                             "seconds": round(sum(r.seconds for r in results), 3),
                             "curve": [[int(a), round(float(b), 5)] for a, b in results[0].curve]})
-        self._set(run, PROXY_HISTORY, run.history)
-        self._set(run, QUALITY, -bpb)
-        self._set(run, QUALITY_SOURCE, QUALITY_PROXY)  # quality is minus the held-out bits per byte
+        self._set(run, schema.PROXY_HISTORY, run.history)
+        self._set(run, schema.QUALITY, -bpb)
+        self._set(run, schema.QUALITY_SOURCE, schema.QUALITY_PROXY)  # quality is minus the held-out bits per byte
 
     def _decide(self, study, run: "_Run") -> bool:
         """Halving after `run`'s latest rung: True when it goes on; otherwise it is told PRUNED (False)."""
@@ -455,22 +441,22 @@ class ProxyWorker:
         losses, peer_speeds = self._peers(study, rung, run.frozen.number)
         decision = halving.decide(run.history[-1]["val_bpb"], self._speed(run.speeds), losses, peer_speeds,
                                   self.options.eta)
-        if not decision.keep and run.frozen.user_attrs.get(PROXY_PICK):
+        if not decision.keep and run.frozen.user_attrs.get(schema.PROXY_PICK):
             decision = replace(decision, keep=True, reason="a pick of the latency stage: halving never stops it "
                                                            f"(it would have: {decision.reason})")
         run.history[-1]["decision"] = asdict(decision)
-        self._set(run, PROXY_HISTORY, run.history)
+        self._set(run, schema.PROXY_HISTORY, run.history)
         if decision.keep:
             return True
-        self._set(run, PRUNED_AT_RUNG, rung)
-        self._set(run, PRUNE_REASON, decision.reason)
+        self._set(run, schema.PRUNED_AT_RUNG, rung)
+        self._set(run, schema.PRUNE_REASON, decision.reason)
         self._tell(study, run, state=TrialState.PRUNED)
         return False
 
     def _fail(self, study, run: "_Run", reason: str) -> int:
         from optuna.trial import TrialState
 
-        self._set(run, FAIL_REASON, reason)
+        self._set(run, schema.FAIL_REASON, reason)
         self._tell(study, run, state=TrialState.FAIL)
         return 0
 
@@ -527,10 +513,3 @@ def _requeue(study, failed) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, failed)
-
-
-def _states(study) -> dict[str, int]:
-    states: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    return states

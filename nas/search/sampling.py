@@ -29,18 +29,8 @@ from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
 from nas.search.exact import EXACT_LIMIT, ExactFront
 from nas.search.problem import SearchProblem
+from nas.study import schema
 from nas.study.pareto import pareto_mask, to_minimisation
-from nas.study.schema import (
-    ARCH_ID,
-    COUNTED,
-    DUPLICATE_OF,
-    FAIL_REASON,
-    FOUND_BY,
-    FOUND_BY_EXACT,
-    FOUND_BY_SAMPLER,
-    named_constraints,
-    with_constraint_list,
-)
 
 STALL_ASKS = 100  # proposals in a row without a new config before a search stops early
 MAX_ASKS_PER_TRIAL = 5  # proposals per budgeted evaluation before stopping early (random needs ~4 on subbillion)
@@ -57,7 +47,7 @@ class AskTell:
         stored = [t for t in study.get_trials(deepcopy=False)
                   if t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)]
         settings = problem.settings
-        self.remaining = max(0, settings.trials - sum(1 for t in stored if t.user_attrs.get(COUNTED)))
+        self.remaining = max(0, settings.trials - sum(1 for t in stored if t.user_attrs.get(schema.COUNTED)))
         seed = settings.seed if not stored else hash_seed(settings.seed, len(stored))
         sampler = make_sampler(settings.sampler, settings.population, seed, settings.trials)
         self.mirrored = not isinstance(storage, optuna.storages.InMemoryStorage)
@@ -69,8 +59,8 @@ class AskTell:
             study.sampler = sampler
         self.seen: dict[str, Any] = {}  # arch id -> the COMPLETE FrozenTrial that evaluated it
         for t in self.working.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            aid = t.user_attrs.get(ARCH_ID)
-            if aid is not None and aid not in self.seen and DUPLICATE_OF not in t.user_attrs:
+            aid = t.user_attrs.get(schema.ARCH_ID)
+            if aid is not None and aid not in self.seen and schema.DUPLICATE_OF not in t.user_attrs:
                 self.seen[aid] = t
         self.evaluations = 0  # configs predicted one by one (duplicates are not)
         self.asked = 0
@@ -102,7 +92,7 @@ class AskTell:
                     break
                 frozen = self._ask_and_tell(tracker)
                 since_new += 1
-                if frozen.user_attrs.get(COUNTED):
+                if frozen.user_attrs.get(schema.COUNTED):
                     self.new += 1
                     since_new = 0
                     if bar is not None:
@@ -133,29 +123,29 @@ class AskTell:
             raise
         else:
             frozen = self.working.tell(trial, values)
-            if DUPLICATE_OF not in frozen.user_attrs:
-                self.seen.setdefault(frozen.user_attrs[ARCH_ID], frozen)
+            if schema.DUPLICATE_OF not in frozen.user_attrs:
+                self.seen.setdefault(frozen.user_attrs[schema.ARCH_ID], frozen)
             tracker.add(frozen)
         if self.mirrored:
-            self.study.add_trial(with_constraint_list(frozen))
+            self.study.add_trial(schema.with_constraint_list(frozen))
         return frozen
 
     def _objective(self, trial) -> list[float]:
         """Evaluate one trial; raises _TrialFailed for a combination the space rejects. A trial that predicted
         a new config inside the space gets user attr `counted` (it counts toward --trials)."""
-        trial.set_user_attr(FOUND_BY, FOUND_BY_SAMPLER)
+        trial.set_user_attr(schema.FOUND_BY, schema.FOUND_BY_SAMPLER)
         try:
             arch = self.problem.space.build(self._suggest(trial))
         except NasUserError as exc:
-            trial.set_user_attr(FAIL_REASON, str(exc))
+            trial.set_user_attr(schema.FAIL_REASON, str(exc))
             raise _TrialFailed(str(exc)) from None
         earlier = self.seen.get(arch.arch_id)
         if earlier is not None:
             for key, value in earlier.user_attrs.items():
-                if key not in (FOUND_BY, DUPLICATE_OF, COUNTED):
+                if key not in (schema.FOUND_BY, schema.DUPLICATE_OF, schema.COUNTED):
                     trial.set_user_attr(key, value)
-            trial.set_user_attr(DUPLICATE_OF, earlier.number)
-            for key, value in named_constraints(earlier.system_attrs).items():
+            trial.set_user_attr(schema.DUPLICATE_OF, earlier.number)
+            for key, value in schema.named_constraints(earlier.system_attrs).items():
                 trial.set_constraint(key, value)
             return list(earlier.values)
         rec, objective_values, constraint_values = self.problem.record(
@@ -164,7 +154,7 @@ class AskTell:
         for key, value in rec.to_user_attrs().items():
             trial.set_user_attr(key, value)
         if constraint_values["space"] == 0:
-            trial.set_user_attr(COUNTED, True)
+            trial.set_user_attr(schema.COUNTED, True)
         for key, value in constraint_values.items():
             trial.set_constraint(key, value)
         return objective_values
@@ -191,11 +181,11 @@ class AskTell:
             params, dists = self._params_of(arch, exact.params[i])
             trial = optuna.trial.create_trial(
                 values=values, params=params, distributions=dists,
-                user_attrs={FOUND_BY: FOUND_BY_EXACT, **rec.to_user_attrs()},
+                user_attrs={schema.FOUND_BY: schema.FOUND_BY_EXACT, **rec.to_user_attrs()},
                 system_attrs={f"constraints:{k}": v for k, v in constraint_values.items()})
             self.working.add_trial(trial)
             if self.mirrored:
-                self.study.add_trial(with_constraint_list(trial))
+                self.study.add_trial(schema.with_constraint_list(trial))
             self.seen[arch.arch_id] = self.working.get_trials(deepcopy=False)[-1]
             added += 1
         return added
@@ -301,7 +291,7 @@ class _FrontTracker:
     def add(self, trial) -> None:
         if trial.values is None or any(v > 0 for v in trial.constraints.values()):
             return
-        if trial.user_attrs.get(FOUND_BY) == FOUND_BY_EXACT:
+        if trial.user_attrs.get(schema.FOUND_BY) == schema.FOUND_BY_EXACT:
             return
         self.points.append(list(to_minimisation(np.array([trial.values]), self.directions)[0]))
         self.front = None

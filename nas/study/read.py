@@ -25,24 +25,8 @@ from statistics import median
 from typing import Any, Iterable, Sequence
 
 from nas.core.errors import NasUserError
+from nas.study import schema
 from nas.study.pareto import pareto_mask_max, picks
-from nas.study.schema import (
-    FAIL_REASON,
-    FOUND_BY,
-    FOUND_BY_SAMPLER,
-    PROXY_HISTORY,
-    QUALITY_LAW,
-    STUDY_EXACT,
-    STUDY_LANDMARK_PROXY,
-    STUDY_LANDMARKS,
-    STUDY_META,
-    STUDY_PARITY,
-    STUDY_SEARCH,
-    StudyMeta,
-    TrialRecord,
-    check_study_name,
-    proxy_study_name,
-)
 from nas.study.storage import open_storage
 
 PICK_TITLES = {"knee": "knee (recommended)", "fastest": "fastest", "best-quality": "best quality"}
@@ -52,7 +36,7 @@ def load_study(storage: str, study_name: str):
     """Open an existing study by name; an unknown name is one line listing the known ones."""
     import optuna
 
-    check_study_name(study_name, proxy_ok=True)  # before the storage is opened: nothing stored is touched
+    schema.check_study_name(study_name, proxy_ok=True)  # before the storage is opened: nothing stored is touched
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage, must_exist=True) if isinstance(storage, str) else storage
     try:
@@ -69,7 +53,7 @@ def proxy_stage_of(storage, study_name: str):
 
     store = open_storage(storage, must_exist=True) if isinstance(storage, str) else storage
     try:
-        return optuna.load_study(study_name=proxy_study_name(study_name), storage=store)
+        return optuna.load_study(study_name=schema.proxy_study_name(study_name), storage=store)
     except KeyError:
         return None
 
@@ -79,10 +63,10 @@ class TrialPoint:
     """One COMPLETE trial with its nas record."""
 
     number: int
-    record: TrialRecord
+    record: schema.TrialRecord
     values: tuple[float, ...]
     feasible: bool
-    found_by: str = FOUND_BY_SAMPLER
+    found_by: str = schema.FOUND_BY_SAMPLER
 
     @property
     def arch_id(self) -> str:
@@ -111,44 +95,52 @@ class StudyTrials:
     """What a study holds, read once: its meta, its recorded complete trials, and state counts."""
 
     name: str
-    meta: StudyMeta
+    meta: schema.StudyMeta
     directions: tuple[str, ...]
     points: dict[int, TrialPoint]
     states: dict[str, int]  # "COMPLETE", "FAIL", "PRUNED", "RUNNING", ... -> count
     unrecorded: int = 0  # COMPLETE trials without a nas record (written by another tool)
     trial_states: dict[int, str] = field(default_factory=dict)  # trial number -> state name
-    exact: dict[str, Any] | None = None  # the exact stage's summary (STUDY_EXACT), when the search had one
-    search: dict[str, Any] | None = None  # the last run's summary (STUDY_SEARCH): trials, warnings, ...
+    exact: dict[str, Any] | None = None  # the exact stage's summary (schema.STUDY_EXACT), when the search had one
+    search: dict[str, Any] | None = None  # the last run's summary (schema.STUDY_SEARCH): trials, warnings, ...
     quality_noise: float = 0.0  # a proxy study's seed noise (`seed_noise`); 0 for a deterministic quality
-    parity: dict[str, Any] | None = None  # target -> parity record, as the search saw it (STUDY_PARITY)
+    parity: dict[str, Any] | None = None  # target -> parity record, as the search saw it (schema.STUDY_PARITY)
     landmarks: list[dict[str, Any]] | None = None  # published models as the search predicted them (STUDY_LANDMARKS)
 
     @property
     def tie(self) -> float:
         """Quality differences below this are ties: a proxy study's seed noise, or the quality law's band for a
         study ranked by predicted loss (0: none)."""
-        if any(p.record.quality_source == QUALITY_LAW for p in self.points.values()):
+        if any(p.record.quality_source == schema.QUALITY_LAW for p in self.points.values()):
             return self.meta.band
         return self.quality_noise
 
 
 def read_study(study) -> StudyTrials:
     """Turn an Optuna study written by `nas search` into `StudyTrials`."""
-    meta = StudyMeta.from_user_attrs(study.user_attrs)
+    meta = schema.StudyMeta.from_user_attrs(study.user_attrs)
     if meta is None:
-        raise NasUserError(f"study {study.study_name!r} was not written by `nas search` (it has no {STUDY_META} user "
+        raise NasUserError(f"study {study.study_name!r} was not written by `nas search` (it has no "
+                           f"{schema.STUDY_META} user "
                            "attribute); nas can only report and export its own studies")
     directions = tuple(d.name.lower() for d in study.directions)
     trials = study.get_trials(deepcopy=False)
-    states: dict[str, int] = {}
-    for trial in trials:
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    states = state_counts(trials)
     points, unrecorded = trial_points(trials)
     complete = [t.user_attrs for t in trials if t.state.name == "COMPLETE"]  # for the seed noise
     attrs = study.user_attrs
     return StudyTrials(study.study_name, meta, directions, points, states, unrecorded,
-                       {t.number: t.state.name for t in trials}, attrs.get(STUDY_EXACT), attrs.get(STUDY_SEARCH),
-                       seed_noise(complete) or 0.0, attrs.get(STUDY_PARITY), attrs.get(STUDY_LANDMARKS))
+                       {t.number: t.state.name for t in trials}, attrs.get(schema.STUDY_EXACT),
+                       attrs.get(schema.STUDY_SEARCH),
+                       seed_noise(complete) or 0.0, attrs.get(schema.STUDY_PARITY), attrs.get(schema.STUDY_LANDMARKS))
+
+
+def state_counts(trials: Iterable[Any]) -> dict[str, int]:
+    """How many trials are in each state ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")."""
+    states: dict[str, int] = {}
+    for trial in trials:
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    return states
 
 
 def trial_points(trials: Iterable[Any]) -> tuple[dict[int, TrialPoint], int]:
@@ -159,13 +151,13 @@ def trial_points(trials: Iterable[Any]) -> tuple[dict[int, TrialPoint], int]:
     for trial in trials:
         if trial.state.name != "COMPLETE":
             continue
-        if not TrialRecord.present_in(trial.user_attrs):
+        if not schema.TrialRecord.present_in(trial.user_attrs):
             unrecorded += 1
             continue
-        record = TrialRecord.from_user_attrs(trial.user_attrs)
+        record = schema.TrialRecord.from_user_attrs(trial.user_attrs)
         values = tuple(float(v) for v in (trial.values or ()))
         points[trial.number] = TrialPoint(trial.number, record, values, record.feasible and _constraints_ok(trial),
-                                          str(trial.user_attrs.get(FOUND_BY, FOUND_BY_SAMPLER)))
+                                          str(trial.user_attrs.get(schema.FOUND_BY, schema.FOUND_BY_SAMPLER)))
     return points, unrecorded
 
 
@@ -176,7 +168,7 @@ def seed_noise(user_attrs: Iterable[dict]) -> float | None:
     shapes' two-seed means: quality differences below it are not told apart from noise."""
     spreads = []
     for attrs in user_attrs:
-        history = attrs.get(PROXY_HISTORY) or []
+        history = attrs.get(schema.PROXY_HISTORY) or []
         each = history[-1].get("val_bpb_each", []) if history else []
         if len(each) >= 2:
             spreads.append(max(each) - min(each))
@@ -189,13 +181,13 @@ def settings_digest(identity: dict[str, Any]) -> str:
 
 
 def landmark_scores(proxy_study) -> dict[str, dict[str, Any]]:
-    """The landmarks' proxy scores stored on a proxy study (STUDY_LANDMARK_PROXY, `nas.proxy.landmarks`) that
+    """The landmarks' proxy scores stored on a proxy study (schema.STUDY_LANDMARK_PROXY, `nas.proxy.landmarks`) that
     are still valid for its settings, by landmark name."""
-    meta = StudyMeta.from_user_attrs(proxy_study.user_attrs)
+    meta = schema.StudyMeta.from_user_attrs(proxy_study.user_attrs)
     if meta is None or not meta.proxy:
         return {}
     digest = settings_digest(meta.proxy)
-    stored = proxy_study.user_attrs.get(STUDY_LANDMARK_PROXY) or {}
+    stored = proxy_study.user_attrs.get(schema.STUDY_LANDMARK_PROXY) or {}
     return {name: row for name, row in stored.items() if row.get("settings") == digest}
 
 
@@ -255,7 +247,7 @@ def compute_picks(trials: StudyTrials, pareto: Sequence[int], target: str | None
 
 def failure_reason(trial, trials: Sequence[Any]) -> str:
     """Why a FAIL trial failed (see the module docstring); `trials` are its study's, to find its retry."""
-    reason = trial.user_attrs.get(FAIL_REASON)
+    reason = trial.user_attrs.get(schema.FAIL_REASON)
     if reason:
         return str(reason)
     retried = [t.number for t in trials if t.system_attrs.get("failed_trial") == trial.number

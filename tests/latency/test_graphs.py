@@ -136,12 +136,7 @@ def _initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _fixture_arch(cfg: dict) -> ArchConfig:
-    return ArchConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
-                      num_layers=cfg["num_hidden_layers"], num_heads=cfg["num_attention_heads"],
-                      num_kv_heads=cfg["num_key_value_heads"], intermediate_size=cfg["intermediate_size"],
-                      tie_embeddings=cfg["tie_word_embeddings"], qkv_bias=cfg["model_type"] == "qwen2",
-                      max_seq_len=cfg["max_position_embeddings"], rms_norm_eps=cfg["rms_norm_eps"],
-                      rope_theta=cfg["rope_theta"])
+    return ArchConfig.from_hf_config(cfg)  # the config.json the builder read
 
 
 RECORD = json.loads(FIXTURE.read_text())

@@ -22,7 +22,7 @@ from nas.latency.profiling import (
     profile_configs,
     read_measurements,
 )
-from tests.helpers import fake_build_graph, fake_graph_feeds, small_arch
+from tests.helpers import fake_build_graph, fake_graph_feeds, small_arch, write_rows
 
 
 def settings(**kw):
@@ -415,10 +415,8 @@ def test_rows_written_before_sessions_existed_still_read_and_count_as_measured(g
 def test_bad_session_medians_are_refused(good_row, tmp_path, medians):
     bad = json.loads(json.dumps(good_row))
     bad["latency_ms"]["session_medians"] = medians
-    path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps(bad) + "\n")
     with pytest.raises(NasUserError, match=r"bad.jsonl:1: field 'latency_ms.session_medians'"):
-        read_measurements(path)
+        read_measurements(write_rows(tmp_path / "bad.jsonl", [bad]))
 
 
 def test_make_row_needs_session_medians_for_several_sessions():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from nas.core.arch import ArchConfig
 from nas.latency.measure import Protocol
 from nas.latency.profiling import ProfileSettings, profile_configs, read_measurements
-from tests.helpers import fake_build_graph, small_arch
+from tests.helpers import fake_build_graph, killed_if_left, small_arch
 
 
 def settings(**kw):
@@ -82,16 +82,13 @@ def test_sigint_stops_profile_with_one_line_and_keeps_the_rows(tmp_path):
                              "--runs", "1", "--sessions", "1", "--threads", "1", "--quiet", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "NAS_HOME": str(tmp_path / "home")})
-    try:
+    with killed_if_left(proc):
         deadline = time.time() + 120
         while time.time() < deadline and not (out.exists() and out.read_text().count("\n") >= 2):
             time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines() == ["nas profile: interrupted"], stderr
     rows = read_measurements(out, require_ok=False)

@@ -185,10 +185,12 @@ def _synthetic(tmp_path, truth, unit="cpu"):
     return [dataclasses.replace(o, observed_ms=float(t)) for o, t in zip(obs, times)]
 
 
+def _params(compute: float, bandwidth: float, per_layer_ms: float, per_run_ms: float) -> dict[str, float]:
+    return dict(zip(published.PARAM_NAMES, (compute, bandwidth, per_layer_ms, per_run_ms)))
+
+
 def test_fit_recovers_known_parameters_and_ignores_an_outlier(tmp_path):
-    truth = {"compute_efficiency": 0.15, "bandwidth_efficiency": 0.5, "per_layer_overhead_ms": 0.3,
-             "per_run_overhead_ms": 0.2}
-    obs = _synthetic(tmp_path, truth)
+    obs = _synthetic(tmp_path, _params(0.15, 0.5, 0.3, 0.2))
     fitted = published.fit_params(obs, "cpu")
     assert fitted["compute_efficiency"] == pytest.approx(0.15, rel=0.05)
     assert fitted["bandwidth_efficiency"] == pytest.approx(0.5, rel=0.05)
@@ -204,9 +206,7 @@ def test_fit_recovers_known_parameters_and_ignores_an_outlier(tmp_path):
 
 
 def test_leave_one_model_out_never_sees_the_held_out_model(tmp_path):
-    truth = {"compute_efficiency": 0.2, "bandwidth_efficiency": 0.6, "per_layer_overhead_ms": 0.1,
-             "per_run_overhead_ms": 0.3}
-    obs = _synthetic(tmp_path, truth)
+    obs = _synthetic(tmp_path, _params(0.2, 0.6, 0.1, 0.3))
     held = [i for i, o in enumerate(obs) if o.row.model == "M2"]
     before, _ = published.leave_one_model_out(obs, "cpu")
     changed = [dataclasses.replace(o, observed_ms=o.observed_ms * (5 if i in held else 1)) for i, o in enumerate(obs)]

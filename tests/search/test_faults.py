@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from nas.cli import main
 from nas.study.schema import ARCH_ID, FAIL_REASON, SHAPE, STUDY_PROXY_PLAN, proxy_study_name
+from tests.helpers import killed_if_left
 
 FAST = ["--target", "pixel8", "--space", "tiny", "--trials", "20", "--seed", "2", "--no-progress",
         "--proxy-shapes", "3", "--proxy-tokens", "4096,8192", "--proxy-threads", "1"]
@@ -62,7 +63,7 @@ def test_a_worker_survives_its_database_going_away(postgres_server):
     name = proxy_study_name("lost")
     worker = subprocess.Popen([sys.executable, "-m", "nas", "search", *argv, "--stage", "proxy", "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with killed_if_left(worker):
         _wait(lambda: _running(url, name), what="the worker to claim a shape")
         assert _terminate_connections(url) >= 1  # the worker's (and its heartbeat thread's) connections
         time.sleep(0.5)
@@ -70,9 +71,6 @@ def test_a_worker_survives_its_database_going_away(postgres_server):
         time.sleep(3.0)
         postgres_server.start()
         out, err = worker.communicate(timeout=300)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
     assert worker.returncode == 0, err
     assert "storage: lost the database" in err and "storage: the database is back after" in err, err
     assert "Traceback" not in err, err

@@ -37,6 +37,19 @@ def quiet_search(**kw) -> LatencyStage:
     return LatencyStage(settings(**kw), log=lambda _: None)
 
 
+def ctrl_c_at(monkeypatch, n: int) -> None:
+    """Ctrl-C arrives during the n-th evaluation of the ask/tell loop."""
+    real, calls = AskTell._objective, []
+
+    def objective(self, trial):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(self, trial)
+
+    monkeypatch.setattr(AskTell, "_objective", objective)
+
+
 def test_trials_carry_records_and_constraints():
     from nas.core.arch import ArchBatch
     from nas.quality.model import load_quality_model
@@ -223,16 +236,7 @@ def test_ctrl_c_keeps_finished_trials(tmp_path, monkeypatch):
 
     url = f"sqlite:///{tmp_path / 'nas.db'}"
     search = quiet_search(storage=url, trials=50, study="s", exact=False)
-    real = AskTell._objective
-    calls = {"n": 0}
-
-    def objective(self, trial):
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise KeyboardInterrupt
-        return real(self, trial)
-
-    monkeypatch.setattr(AskTell, "_objective", objective)
+    ctrl_c_at(monkeypatch, 8)
     result = search.run(progress=False)
     assert result.interrupted and result.pareto
     stored = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
@@ -323,16 +327,7 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, monkeypatch, capsys, argv, patt
 
 def test_cli_interrupt_exits_130(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    real = AskTell._objective
-    calls = {"n": 0}
-
-    def objective(self, trial):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(self, trial)
-
-    monkeypatch.setattr(AskTell, "_objective", objective)
+    ctrl_c_at(monkeypatch, 5)
     code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "30", "--no-report",
                  "--no-progress",
                  "--no-exact"])
