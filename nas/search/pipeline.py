@@ -19,13 +19,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from nas.core.arch import ArchBatch, ArchConfig
+from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
 from nas.proxy.corpus import load_corpus
-from nas.search import advice
 from nas.search.latency_stage import LatencyStage, SearchResult
-from nas.search.output import pareto_row, recommend
+from nas.search.output import pareto_row
 from nas.search.proxy_stage import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, proxy_objectives
+from nas.search.recommendation import law_picks, recommendation
 from nas.search.selection import Candidates, select_shapes
 from nas.search.settings import STAGES, SearchSettings
 from nas.study import schema
@@ -197,7 +197,7 @@ class Search:
         elif self.proxy_options is not None and result is not None:
             result.proxy = self._proxy_summary(storage, None)
         if result is not None:
-            result.recommendation = self.recommendation(result)
+            result.recommendation = recommendation(result, self.latency, self.settings.storage, storage)
         return result
 
     def _settle_name(self, storage, url: str) -> str:
@@ -242,7 +242,7 @@ class Search:
         if law is None:
             chosen = select_shapes(Candidates.of(batch, speeds), self.proxy_options.shapes)
         else:  # the law's picks first, then shapes on and near its front (within its band)
-            rec = self._law_picks(result) or {"picks": {}}
+            rec = law_picks(result, self.latency, self.settings.storage) or {"picks": {}}
             first = [batch.index_of(ArchConfig.from_dict(p["arch"])) for p in rec["picks"].values()]
             chosen = select_shapes(Candidates.of(batch, speeds, quality), self.proxy_options.shapes,
                                    slack=law.band, first=tuple(i for i in first if i is not None))
@@ -256,96 +256,6 @@ class Search:
         front = "the parameter-count front" if law is None else "the predicted-loss front, its picks first"
         self.log(f"proxy stage: {len(picked)} shapes chosen from {len(batch):,} feasible candidates "
                  f"(on and near {front}, spread along {self.latency.problem.speed_objective().label})")
-
-    # ------------------------------------------------------------------------------------------ recommendation
-    def _law_picks(self, result: SearchResult, exclude: frozenset = frozenset()) -> dict[str, Any] | None:
-        """The three picks of the latency stage's front under the law (losses within its band tie)."""
-        target = result.meta.targets[0]
-        rows = [r for r in result.pareto if r["arch_id"] not in exclude]
-        rec = recommend(rows, target, result.study_name, self.settings.storage,
-                        result.meta.latency_errors.get(target), tie=self.latency.problem.quality_model.band,
-                        unit="nats", tie_what="the quality law's band")
-        if rec is not None:
-            by_id = {r["arch_id"]: r for r in rows}
-            for pick in rec["picks"].values():
-                pick["predicted_loss"] = -pick["quality"]
-                pick["arch"] = by_id[pick["arch_id"]]["arch"]
-        return rec
-
-    def recommendation(self, result: SearchResult) -> dict[str, Any] | None:
-        """What nas recommends, and why: with the law, the picks of the predicted-loss front, what the knee
-        trades, the best shape at fixed speeds, how stable the knee is, where published models sit and what the
-        proxy check on the user's text says (and moves, by `advice.proxy_move`); with --quality params, the picks
-        of the proxy front (its seed noise as the tie) or of the parameter-count front."""
-        target = result.meta.targets[0]
-        law = self.latency.problem.quality_model
-        if law is None:
-            proxy = result.proxy
-            final = proxy.pareto if proxy is not None and proxy.pareto else result.pareto
-            study = proxy.study_name if final is not result.pareto else result.study_name
-            noise = proxy.noise if final is not result.pareto else None
-            return recommend(final, target, study, self.settings.storage, result.meta.latency_errors.get(target),
-                             noise)
-        scores = self._proxy_scores(result)
-        failed = frozenset(s.arch_id for s in scores if s.state == "FAIL")
-        rec = self._law_picks(result, failed)
-        if rec is None:
-            return None
-        table = self.latency.shape_table(target)
-        picks = rec["picks"]
-        knee = picks["knee"]
-        rec["trade"] = advice.trade_words(knee, picks["best-quality"], picks["fastest"], law.band)
-        rec["band_nats"] = law.band
-        rec["train_tokens"] = law.train_tokens
-        rec["fixed_speeds"] = advice.fixed_speed_picks(table, law.band)
-        row = table.batch.index_of(ArchConfig.from_dict(knee["arch"]))
-        rec["stability"] = advice.knee_stability(table, law, row) if row is not None else {"fits": 0}
-        rec["landmarks"] = advice.landmark_matches(self.latency.problem.landmark_rows(target), table)
-        rec["skipped_failed"] = sorted(failed)
-        if result.proxy is not None:
-            self._proxy_check(rec, result, scores, law.band)
-        for pick in picks.values():
-            pick.pop("arch", None)
-        return rec
-
-    def _proxy_check(self, rec: dict[str, Any], result: SearchResult, scores: list[advice.ProxyScore],
-                     band: float) -> None:
-        """The law checked on the user's text, and the picks it moves (`advice.proxy_move`)."""
-        noise, picks = result.proxy.noise, rec["picks"]
-        rec["law_check"] = advice.law_check(scores, noise, band)
-        for name in ("knee", "best-quality"):
-            moved, why = advice.proxy_move(picks[name]["arch_id"], scores, noise, band)
-            if moved is not None:
-                picks[name] = {**picks[name], "moved_from": picks[name]["shape"], "shape": moved.shape,
-                               "arch_id": moved.arch_id, "why": why, "predicted_loss": moved.predicted_loss,
-                               "trial": moved.trial, "study": result.proxy.study_name,
-                               "decode_tokens_per_s": moved.decode_tokens_per_s,
-                               "export": picks[name]["export"] and picks[name]["export"].replace(
-                                   f"--study {result.study_name} --trial {picks[name]['trial']}",
-                                   f"--study {result.proxy.study_name} --trial {moved.trial}")}
-
-    def _proxy_scores(self, result: SearchResult) -> list[advice.ProxyScore]:
-        """Every proxy trial that ended, with the law's prediction for its shape (empty without a proxy stage)."""
-        if result.proxy is None:
-            return []
-        import optuna
-
-        target = result.meta.targets[0]
-        study = optuna.load_study(study_name=result.proxy.study_name, storage=self.storage)
-        trials = study.get_trials(deepcopy=False)
-        out = []
-        for t in trials:
-            if t.state.name not in ("COMPLETE", "PRUNED", "FAIL") or not schema.TrialRecord.present_in(t.user_attrs):
-                continue
-            rec = schema.TrialRecord.from_user_attrs(t.user_attrs)
-            loss = float(self.latency.problem.quality_model.predict(ArchBatch.from_configs([rec.arch]))[0])
-            fig = rec.figures.get(target)
-            bpb = None if t.state.name == "FAIL" else rec.loss
-            reason = (failure_reason(t, trials) if t.state.name == "FAIL"
-                      else str(t.user_attrs.get(schema.PRUNE_REASON, "")))
-            out.append(advice.ProxyScore(rec.arch.arch_id, rec.arch.short_tag, t.state.name, bpb, loss,
-                                  None if fig is None else fig.decode_tokens_per_s, t.number, reason))
-        return out
 
     def _wait_for_plan(self, storage) -> SearchResult:
         """--stage proxy: wait until the latency stage has planned the proxy stage, then read its result."""

@@ -179,26 +179,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class ProxyWorker:
-    """One process's share of the proxy stage (see the module docstring)."""
+class TrialQueue:
+    """The proxy study as a queue shared by every worker: claim a WAITING trial atomically, and fail and requeue
+    the trials of workers that are gone."""
 
-    def __init__(self, storage, study_name: str, options: ProxyOptions, speed_directions: Sequence[str],
-                 log: Callable[[str], None] | None = None, progress: bool = True):
-        self.storage, self.study_name, self.options = storage, study_name, options
-        self.speed_directions = list(speed_directions)
-        self.log = log or (lambda line: print(line, file=sys.stderr))
-        self.progress = progress
-        self.corpus: Corpus | None = None
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.bar = None  # the progress bar while run() runs
+    def __init__(self, storage, worker: str):
+        self.storage, self.worker = storage, worker
 
-    def _study(self):
-        import optuna
-
-        return optuna.load_study(study_name=self.study_name, storage=self.storage)
-
-    # ----------------------------------------------------------------------------------------- claiming
-    def _recover_stale(self, study) -> None:
+    def recover_stale(self, study) -> None:
         """Fail and requeue trials whose worker is gone: by heartbeat on RDB storages, else by process id
         (journal and in-memory storages serve processes on this machine only)."""
         import optuna
@@ -243,6 +231,26 @@ class ProxyWorker:
                 return self.storage.get_trial(trial_id), trial_id
         return None
 
+
+class ProxyWorker(TrialQueue):
+    """One process's share of the proxy stage (see the module docstring)."""
+
+    def __init__(self, storage, study_name: str, options: ProxyOptions, speed_directions: Sequence[str],
+                 log: Callable[[str], None] | None = None, progress: bool = True):
+        super().__init__(storage, f"{socket.gethostname()}:{os.getpid()}")
+        self.study_name, self.options = study_name, options
+        self.speed_directions = list(speed_directions)
+        self.log = log or (lambda line: print(line, file=sys.stderr))
+        self.progress = progress
+        self.corpus: Corpus | None = None
+        self.bar = None  # the progress bar while run() runs
+
+    def _study(self):
+        import optuna
+
+        return optuna.load_study(study_name=self.study_name, storage=self.storage)
+
+    # ----------------------------------------------------------------------------------------- claiming
     # ----------------------------------------------------------------------------------------- the loop
     def run(self) -> ProxyOutcome:
         """Claim and train trials until none is WAITING or RUNNING (other workers' included).
@@ -265,7 +273,7 @@ class ProxyWorker:
         current: _Run | None = None
         try:
             while True:
-                self._recover_stale(study)
+                self.recover_stale(study)
                 claimed = self.claim(study) if len(parked) < MAX_PARKED else None
                 decide_first = claimed is None and bool(parked)
                 if claimed is not None:
@@ -282,7 +290,7 @@ class ProxyWorker:
                     continue
                 result = self._advance(study, current, parked, decide_first)
                 if result is not None:
-                    current = self._count(outcome, bar, current, finished=result)
+                    current = _finished(outcome, bar, current, finished=result)
                 else:
                     parked.append(current)
                     current = None
@@ -298,17 +306,6 @@ class ProxyWorker:
         outcome.states = state_counts(study.get_trials(deepcopy=False))
         outcome.seconds = time.perf_counter() - start
         return outcome
-
-    @staticmethod
-    def _count(outcome: ProxyOutcome, bar, run: "_Run", finished: int) -> None:
-        """A run ended: its heartbeat stops, the counts move on, and the bar drops the rungs it will not train."""
-        run.heartbeat.__exit__(None, None, None)
-        outcome.trained += finished
-        outcome.failed += 1 - finished
-        if bar is not None:
-            bar.total -= len(run.rungs) - len(run.history)
-            bar.set_postfix_str(f"{outcome.trained + outcome.failed} shapes done", refresh=True)
-        return None
 
     def _bar(self, study):
         """Counts rung trainings (shapes x rungs, less what halving stops): rungs go breadth first, so counting
@@ -490,6 +487,17 @@ class _Run:
     heartbeat: Any
     trainers: list = field(default_factory=list)
     history: list = field(default_factory=list)
+
+
+def _finished(outcome: ProxyOutcome, bar, run: "_Run", finished: int) -> None:
+    """A run ended: its heartbeat stops, the counts move on, and the bar drops the rungs it will not train."""
+    run.heartbeat.__exit__(None, None, None)
+    outcome.trained += finished
+    outcome.failed += 1 - finished
+    if bar is not None:
+        bar.total -= len(run.rungs) - len(run.history)
+        bar.set_postfix_str(f"{outcome.trained + outcome.failed} shapes done", refresh=True)
+    return None
 
 
 class _GivenAway(Exception):
