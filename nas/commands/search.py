@@ -120,6 +120,13 @@ def _tokens_arg(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_latency_arguments(parser)
+    _add_output_arguments(parser)
+    _add_proxy_arguments(parser.add_argument_group("proxy stage"))
+    add_json_flag(parser)
+
+
+def _add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", action="append", required=True, metavar="NAME",
                         help="device to search for (repeat for several); see `nas targets`")
     parser.add_argument("--space", default=DEFAULT_SPACE,
@@ -160,12 +167,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only shapes this trainer can build (nas export's formats; says how many it removes)")
     parser.add_argument("--no-exact", dest="exact", action="store_false",
                         help="do not enumerate the space for the exact front")
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", dest="report", action="store_false", help="do not write the report")
     parser.add_argument("--report-dir", help="report folder (default runs/reports/<study>)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--show", type=int, default=20, metavar="N",
                         help="Pareto rows printed, spread along the front (default 20; 0: all; --json has all)")
-    proxy = parser.add_argument_group("proxy stage")
+
+
+def _add_proxy_arguments(proxy) -> None:
     proxy.add_argument("--no-proxy", dest="proxy", action="store_false",
                        help="latency stage only: no check of the law on your text (seconds instead of minutes)")
     proxy.add_argument("--proxy-shapes", type=int, default=DEFAULT_PROXY_SHAPES, metavar="N",
@@ -195,7 +207,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     proxy.add_argument("--grace-period", type=int, default=60, metavar="S",
                        help="seconds without a heartbeat after which a worker's shape is retried by another "
                             "(default 60)")
-    add_json_flag(parser)
 
 
 def _proxy_options(args: argparse.Namespace):
@@ -210,29 +221,29 @@ def _proxy_options(args: argparse.Namespace):
                         threads=args.proxy_threads)
 
 
-def run(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace):
+    """The latency stage's settings from the flags (checked as they are built)."""
     from nas.core.errors import NasUserError
     from nas.quality.model import parse_train_tokens
-    from nas.search import Search, SearchSettings, format_table, pick_rows
+    from nas.search import SearchSettings
 
     if args.quality == "params" and args.train_tokens is not None:
         raise NasUserError("--train-tokens sets the budget the loss is predicted at; with --quality params there is "
                            "no predicted loss (drop one of them)")
-    train_tokens = None if args.train_tokens is None else parse_train_tokens(args.train_tokens)
-    objectives = args.objectives.split(",") if args.objectives else None
-    settings = SearchSettings(
+    return SearchSettings(
         targets=tuple(args.target), space=args.space, trials=args.trials, prompt_len=args.prompt_len,
-        context_len=args.context_len, precision=args.precision, objectives=objectives,
+        context_len=args.context_len, precision=args.precision,
+        objectives=args.objectives.split(",") if args.objectives else None,
         multi_target=args.multi_target, max_memory_mb=args.max_memory_mb, min_decode_tps=args.min_decode_tps,
         max_ttft_ms=args.max_ttft_ms, params=args.params, sampler=args.sampler, population=args.population,
         seed=args.seed, storage=args.storage, study=args.study, exact=args.exact, trainer=args.trainer,
-        quality=args.quality, train_tokens=train_tokens,
+        quality=args.quality,
+        train_tokens=None if args.train_tokens is None else parse_train_tokens(args.train_tokens),
     )
-    proxy = _proxy_options(args)
-    if proxy is not None:
-        from nas.proxy.corpus import load_corpus
 
-        load_corpus(proxy.data)  # unreadable or empty --data is refused before anything is searched
+
+def _heartbeat(args: argparse.Namespace):
+    from nas.core.errors import NasUserError
     from nas.study.storage import Heartbeat
 
     if not 1 <= args.heartbeat_interval < args.grace_period:
@@ -240,42 +251,31 @@ def run(args: argparse.Namespace) -> int:
                            f"--grace-period ({args.grace_period})")
     if args.grace_period > MAX_GRACE_S:  # a sleep past this is an OverflowError in the heartbeat thread
         raise NasUserError(f"--grace-period must be at most {MAX_GRACE_S:,} seconds (a week), got {args.grace_period}")
-    search = Search(settings, proxy=proxy, stage=args.stage,
-                    heartbeat=Heartbeat(args.heartbeat_interval, args.grace_period))
+    return Heartbeat(args.heartbeat_interval, args.grace_period)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.search import Search
+
+    settings = _settings(args)
+    proxy = _proxy_options(args)
+    if proxy is not None:
+        from nas.proxy.corpus import load_corpus
+
+        load_corpus(proxy.data)  # unreadable or empty --data is refused before anything is searched
+    search = Search(settings, proxy=proxy, stage=args.stage, heartbeat=_heartbeat(args))
     search.validate()  # refusals that need no storage, before anything is written
     if args.report and args.report_dir:
         from nas.core.paths import check_can_create
 
         check_can_create(args.report_dir, "the report")  # refused before searching, not after; created later
     result = search.run(progress=args.progress)
-
-    report_path, report_note, report_error = None, None, None
-    if args.report:
-        report_path, report_note, report_error = _write_report(result, args.report_dir)
-
-    data = result_to_json(result)
-    data["report"] = str(report_path) if report_path else None
-    bands = result.meta.latency_errors
-    data["recommendation"] = result.recommendation
-    shown = pick_rows(result.pareto, args.show)
-    lines = [summary_text(result), "", format_table(shown, list(result.meta.targets), bands)]
-    if len(shown) < len(result.pareto):
-        lines.append(f"({len(shown)} of {len(result.pareto)} Pareto shapes shown, spread along the front; "
-                     "--show 0 for all, --json or the report for everything)")
-    if result.proxy is not None:
-        lines += ["", proxy_text(result.proxy)]
-        if result.proxy.pareto:
-            lines += ["", format_table(result.proxy.pareto, list(result.meta.targets), bands)]
-    lines.append("")
-    sources = ", ".join(f"{t} {result.meta.precision[t]}: {s}" for t, s in result.meta.latency_sources.items())
-    lines.append(f"quality = {_quality_label(result)}; speeds and memory are predicted ({sources})")
-    lines.append(f"study {result.study_name!r} saved in {result.storage}")
-    if data["recommendation"]:
-        lines += recommendation_text(data["recommendation"], result.storage)
-    if report_path:
-        lines.append(f"report: {report_path}")
-    elif report_note:
-        lines.append(f"report: {report_note}")
+    report_path, report_note, report_error = _write_report(result, args.report_dir) if args.report else (None,) * 3
+    data = {**result_to_json(result), "report": str(report_path) if report_path else None,
+            "recommendation": result.recommendation}
+    lines = result_text(result, args.show)
+    if report_path or report_note:
+        lines.append(f"report: {report_path or report_note}")
     emit(args, data, "\n".join(lines))
     if report_error:  # the search is done and saved; only its report is missing: say so, and exit 1
         import sys
@@ -287,6 +287,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"nas search: error: {report_error}; the study is saved: write the report later with "
               f"`nas report --study {result.study_name}{storage}{out}`", file=sys.stderr)
     return 130 if result.interrupted else 1 if report_error else 0
+
+
+def result_text(result, show: int) -> list[str]:
+    """What a search prints: the summary, the Pareto table (`show` rows), the proxy stage, the recommendation."""
+    from nas.search import format_table, pick_rows
+
+    bands, targets = result.meta.latency_errors, list(result.meta.targets)
+    shown = pick_rows(result.pareto, show)
+    lines = [summary_text(result), "", format_table(shown, targets, bands)]
+    if len(shown) < len(result.pareto):
+        lines.append(f"({len(shown)} of {len(result.pareto)} Pareto shapes shown, spread along the front; "
+                     "--show 0 for all, --json or the report for everything)")
+    if result.proxy is not None:
+        lines += ["", proxy_text(result.proxy)]
+        if result.proxy.pareto:
+            lines += ["", format_table(result.proxy.pareto, targets, bands)]
+    sources = ", ".join(f"{t} {result.meta.precision[t]}: {s}" for t, s in result.meta.latency_sources.items())
+    lines += ["", f"quality = {_quality_label(result)}; speeds and memory are predicted ({sources})",
+              f"study {result.study_name!r} saved in {result.storage}"]
+    if result.recommendation:
+        lines += recommendation_text(result.recommendation, result.storage)
+    return lines
 
 
 def recommendation_text(rec: dict, storage: str) -> list[str]:
@@ -313,6 +335,20 @@ def recommendation_text(rec: dict, storage: str) -> list[str]:
         for f in rec["fixed_speeds"]:
             lines.append(f"    >= {f['at_least_tokens_per_s']:g} tok/s: {f['shape']} ({format_count(f['num_params'])}, "
                          f"loss {f['predicted_loss']:.3f}, {f['decode_tokens_per_s']:.1f} tok/s)")
+    lines += _advice_lines(rec) + _law_check_lines(rec.get("law_check"))
+    if knee["export"] is None or storage in MEMORY_STORAGES:
+        lines.append(f"  export it: not from this study: it was in memory (--storage {storage}) and is gone; search "
+                     "again with a --storage to keep it")
+    else:
+        lines.append(f"  export it: {knee['export']}")
+    return lines
+
+
+def _advice_lines(rec: dict) -> list[str]:
+    """How stable the knee is under refits of the law, and the fastest shape at each published model's loss."""
+    from nas.core.counts import format_count
+
+    lines = []
     stability = rec.get("stability") or {}
     if stability.get("fits"):
         d = stability["depths"]
@@ -329,7 +365,12 @@ def recommendation_text(rec: dict, storage: str) -> list[str]:
                          f"{lm['decode_tokens_per_s']:.1f} tok/s): the fastest shape is {match['shape']} "
                          f"({format_count(match['num_params'])}, {match['decode_tokens_per_s']:.1f} tok/s, "
                          f"{match['speedup']:.2f}x)")
-    check = rec.get("law_check")
+    return lines
+
+
+def _law_check_lines(check: dict | None) -> list[str]:
+    """The proxy check of the law on the user's text: rank agreement, seed noise, each shape, the flags."""
+    lines = []
     if check:
         tau = "-" if check["kendall_tau"] is None else f"{check['kendall_tau']:+.2f}"
         noise = "-" if check["seed_noise_bpb"] is None else f"{check['seed_noise_bpb']:.3f}"
@@ -344,11 +385,6 @@ def recommendation_text(rec: dict, storage: str) -> list[str]:
         lines += [f"    flag: {f}" for f in check["flags"][:8]]
         if len(check["flags"]) > 8:
             lines.append(f"    ... {len(check['flags']) - 8} more (--json)")
-    if knee["export"] is None or storage in MEMORY_STORAGES:
-        lines.append(f"  export it: not from this study: it was in memory (--storage {storage}) and is gone; search "
-                     "again with a --storage to keep it")
-    else:
-        lines.append(f"  export it: {knee['export']}")
     return lines
 
 

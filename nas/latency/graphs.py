@@ -259,33 +259,29 @@ def build_graph(arch: ArchConfig, phase: str = "decode", precision: str = "fp32"
     _check_precision(precision)
     if arch.head_dim % accounting.HEAD_DIM_MULTIPLE:
         raise NasUserError(f"head_dim {arch.head_dim} of {arch.arch_id} is {accounting.HEAD_DIM_RULE}")
-    io = activation_precision(precision)
-    np_dtype, onnx_dtype = _NP_DTYPE[io], _ONNX_DTYPE[io]
+    np_dtype = _NP_DTYPE[activation_precision(precision)]
     g = _Graph()
     w = _Weights(weights, seed, np_dtype)
     proj = _Projection(g, w, precision)
-    h, vocab, layers = arch.hidden_size, arch.vocab_size, arch.num_layers
-    heads, kv, d, f = arch.num_heads, arch.num_kv_heads, arch.head_dim, arch.intermediate_size
-    eps = float(arch.rms_norm_eps)
-
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "sequence_length"]),
-              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, "total_sequence_length"])]
-    outputs = [helper.make_tensor_value_info("logits", onnx_dtype, [1, "sequence_length", vocab])]
-    for i in range(layers):
-        for kind in ("key", "value"):
-            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", onnx_dtype,
-                                                        [1, kv, "past_sequence_length", d]))
-            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", onnx_dtype,
-                                                         [1, kv, "total_sequence_length", d]))
-
     # Attention-mask subgraph: seqlens_k = sum(mask) - 1 and total_sequence_length = mask width, both int32.
     one_vec = g.constant([1])
     seqlens = g.add("Cast", [g.add("Sub", [g.add("ReduceSum", ["attention_mask", one_vec], keepdims=0), one_vec])],
                     to=TensorProto.INT32)
     total = g.add("Cast", [g.add("Gather", [g.add("Shape", ["attention_mask"]), g.constant(1)], axis=0)],
                   to=TensorProto.INT32)
+    x, head_sources = _embedding(g, w, arch, precision)
+    cos, sin = rope_tables(arch)
+    rotary = (g.init("cos_cache", cos.astype(np_dtype)), g.init("sin_cache", sin.astype(np_dtype)))
+    residual, pending = x, None  # pending: the last sublayer's output, not yet added to the residual
+    for i in range(arch.num_layers):
+        residual, pending = _decoder_layer(g, w, proj, arch, i, residual, pending, (seqlens, total), rotary)
+    _lm_head(g, w, proj, arch, precision, residual, pending, head_sources)
+    return _model(g, arch, phase, precision)
 
-    # Token embedding (see the module doc for which precision stores what).
+
+def _embedding(g: _Graph, w: "_Weights", arch: ArchConfig, precision: str) -> tuple[str, list]:
+    """The token embedding (see the module doc for which precision stores what), and the LM head's sources."""
+    h, vocab = arch.hidden_size, arch.vocab_size
     head_sources = [("model.embed_tokens.weight" if arch.tie_embeddings else "lm_head.weight", vocab)]
     if arch.tie_embeddings and precision == "int4":
         q, scales = w.quantized(head_sources, h, 4)
@@ -300,51 +296,54 @@ def build_graph(arch: ArchConfig, phase: str = "decode", precision: str = "fp32"
     else:
         table = g.init("model.embed_tokens.weight", w.table("model.embed_tokens.weight", vocab, h))
         x = g.add("Gather", [table, "input_ids"])
+    return x, head_sources
 
-    cos, sin = rope_tables(arch)
-    cos_cache = g.init("cos_cache", cos.astype(np_dtype))
-    sin_cache = g.init("sin_cache", sin.astype(np_dtype))
 
-    residual, pending = x, None  # pending: the last sublayer's output, not yet added to the residual
-    for i in range(layers):
-        src = f"model.layers.{i}."
-        ln1 = g.init(f"{src}input_layernorm.weight", w.vector([(src + "input_layernorm.weight", h)], 1.0))
-        if pending is None:
-            normed = g.add("SimplifiedLayerNormalization", [residual, ln1], epsilon=eps, axis=-1, stash_type=1)
-        else:
-            normed, _, _, residual = g.add("SkipSimplifiedLayerNormalization", [residual, pending, ln1],
-                                           [f"ln1_{i}", "", "", f"residual_attn_{i}"], domain=MS_DOMAIN,
-                                           epsilon=eps)
-        attn = src + "self_attn."
-        qkv_sources = [(attn + "q_proj.weight", heads * d), (attn + "k_proj.weight", kv * d),
-                       (attn + "v_proj.weight", kv * d)]
-        qkv = proj(normed, f"{src}attn.qkv_proj", qkv_sources, h)
-        if arch.qkv_bias:
-            bias = w.vector([(name.replace(".weight", ".bias"), n) for name, n in qkv_sources], 0.0)
-            qkv = g.add("Add", [qkv, g.init(f"{src}attn.qkv_proj.Add.bias", bias)])
-        ctx = g.add("GroupQueryAttention",
-                    [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total,
-                     cos_cache, sin_cache],
-                    [f"attn_{i}", f"present.{i}.key", f"present.{i}.value"], domain=MS_DOMAIN,
-                    num_heads=heads, kv_num_heads=kv, scale=float(1.0 / np.sqrt(d)), local_window_size=-1,
-                    softcap=0.0, do_rotary=1, rotary_interleaved=0)[0]
-        attn_out = proj(ctx, f"{src}attn.o_proj", [(attn + "o_proj.weight", h)], heads * d)
-        ln2 = g.init(f"{src}post_attention_layernorm.weight",
-                     w.vector([(src + "post_attention_layernorm.weight", h)], 1.0))
-        normed, _, _, residual = g.add("SkipSimplifiedLayerNormalization", [residual, attn_out, ln2],
-                                       [f"ln2_{i}", "", "", f"residual_ffn_{i}"], domain=MS_DOMAIN, epsilon=eps)
-        mlp = src + "mlp."
-        up = proj(normed, f"{src}mlp.up_proj", [(mlp + "up_proj.weight", f)], h)
-        if arch.ffn_kind == "gelu":
-            inner = _activation(g, "gelu", up)
-        else:
-            gate = proj(normed, f"{src}mlp.gate_proj", [(mlp + "gate_proj.weight", f)], h)
-            inner = g.add("Mul", [_activation(g, arch.ffn_kind, gate), up])
-        pending = proj(inner, f"{src}mlp.down_proj", [(mlp + "down_proj.weight", h)], f)
+def _decoder_layer(g: _Graph, w: "_Weights", proj: "_Projection", arch: ArchConfig, i: int, residual: str,
+                   pending: str | None, lengths: tuple[str, str], rotary: tuple[str, str]) -> tuple[str, str]:
+    """Layer i: norm (fused with the previous sublayer's residual add), GroupQueryAttention, norm, FFN; returns
+    the residual and the FFN's output, not yet added to it."""
+    h, heads, kv, d, f = arch.hidden_size, arch.num_heads, arch.num_kv_heads, arch.head_dim, arch.intermediate_size
+    eps, src = float(arch.rms_norm_eps), f"model.layers.{i}."
+    ln1 = g.init(f"{src}input_layernorm.weight", w.vector([(src + "input_layernorm.weight", h)], 1.0))
+    if pending is None:
+        normed = g.add("SimplifiedLayerNormalization", [residual, ln1], epsilon=eps, axis=-1, stash_type=1)
+    else:
+        normed, _, _, residual = g.add("SkipSimplifiedLayerNormalization", [residual, pending, ln1],
+                                       [f"ln1_{i}", "", "", f"residual_attn_{i}"], domain=MS_DOMAIN, epsilon=eps)
+    attn = src + "self_attn."
+    qkv_sources = [(attn + "q_proj.weight", heads * d), (attn + "k_proj.weight", kv * d),
+                   (attn + "v_proj.weight", kv * d)]
+    qkv = proj(normed, f"{src}attn.qkv_proj", qkv_sources, h)
+    if arch.qkv_bias:
+        bias = w.vector([(name.replace(".weight", ".bias"), n) for name, n in qkv_sources], 0.0)
+        qkv = g.add("Add", [qkv, g.init(f"{src}attn.qkv_proj.Add.bias", bias)])
+    ctx = g.add("GroupQueryAttention",
+                [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", *lengths, *rotary],
+                [f"attn_{i}", f"present.{i}.key", f"present.{i}.value"], domain=MS_DOMAIN,
+                num_heads=heads, kv_num_heads=kv, scale=float(1.0 / np.sqrt(d)), local_window_size=-1,
+                softcap=0.0, do_rotary=1, rotary_interleaved=0)[0]
+    attn_out = proj(ctx, f"{src}attn.o_proj", [(attn + "o_proj.weight", h)], heads * d)
+    ln2 = g.init(f"{src}post_attention_layernorm.weight", w.vector([(src + "post_attention_layernorm.weight", h)], 1.0))
+    normed, _, _, residual = g.add("SkipSimplifiedLayerNormalization", [residual, attn_out, ln2],
+                                   [f"ln2_{i}", "", "", f"residual_ffn_{i}"], domain=MS_DOMAIN, epsilon=eps)
+    mlp = src + "mlp."
+    up = proj(normed, f"{src}mlp.up_proj", [(mlp + "up_proj.weight", f)], h)
+    if arch.ffn_kind == "gelu":
+        inner = _activation(g, "gelu", up)
+    else:
+        gate = proj(normed, f"{src}mlp.gate_proj", [(mlp + "gate_proj.weight", f)], h)
+        inner = g.add("Mul", [_activation(g, arch.ffn_kind, gate), up])
+    return residual, proj(inner, f"{src}mlp.down_proj", [(mlp + "down_proj.weight", h)], f)
 
+
+def _lm_head(g: _Graph, w: "_Weights", proj: "_Projection", arch: ArchConfig, precision: str, residual: str,
+             pending: str, head_sources: list) -> None:
+    """The final norm and the LM head (tied at int4: the embedding's quantised table itself) writing `logits`."""
+    h, vocab, layers = arch.hidden_size, arch.vocab_size, arch.num_layers
     final = g.init(f"model.layers.{layers}.final_norm_layernorm.weight", w.vector([("model.norm.weight", h)], 1.0))
     normed = g.add("SkipSimplifiedLayerNormalization", [residual, pending, final], ["final_norm", "", "", ""],
-                   domain=MS_DOMAIN, epsilon=eps)[0]
+                   domain=MS_DOMAIN, epsilon=float(arch.rms_norm_eps))[0]
     if arch.tie_embeddings and precision == "int4":  # the head is the quantised table itself
         g.add("MatMulNBits", [normed, "lm_head.MatMul.weight_Q4", "lm_head.MatMul.weight_scales"], ["logits"],
               domain=MS_DOMAIN, K=h, N=vocab, bits=4, block_size=accounting.INT_BLOCK_SIZE,
@@ -354,6 +353,20 @@ def build_graph(arch: ArchConfig, phase: str = "decode", precision: str = "fp32"
     else:
         proj(normed, "lm_head", head_sources, h, ["logits"])
 
+
+def _model(g: _Graph, arch: ArchConfig, phase: str, precision: str) -> onnx.ModelProto:
+    """The graph's inputs and outputs as GenAI names them (KV cache per layer), and the model with nas's metadata."""
+    onnx_dtype = _ONNX_DTYPE[activation_precision(precision)]
+    kv, d = arch.num_kv_heads, arch.head_dim
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "sequence_length"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, "total_sequence_length"])]
+    outputs = [helper.make_tensor_value_info("logits", onnx_dtype, [1, "sequence_length", arch.vocab_size])]
+    for i in range(arch.num_layers):
+        for kind in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", onnx_dtype,
+                                                        [1, kv, "past_sequence_length", d]))
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", onnx_dtype,
+                                                         [1, kv, "total_sequence_length", d]))
     graph = helper.make_graph(g.nodes, f"{arch.arch_id}_{precision}", inputs, outputs, g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
                               producer_name="nas", ir_version=IR_VERSION)

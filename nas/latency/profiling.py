@@ -341,20 +341,9 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
     # Which graph structure was timed and on which runtime: rows of another graph builder or onnxruntime
     # (-genai) describe other graphs or kernels, so they are measured again rather than reused.
     env.update(row_provenance(env["ort_version"]))
-    genai = env.get(GENAI_VERSION)
-    latest: dict[tuple, dict] = {}
     result = ProfileRows()
     existing, newline_first = _existing_rows(out_path, target_name)
-    for row in existing:
-        reason = stale_reason(row, env["ort_version"], genai)
-        if reason is not None:
-            result.stale += 1
-            result.stale_reasons[reason] = result.stale_reasons.get(reason, 0) + 1
-            continue
-        key = measurement_key(row)
-        if key not in latest or latest[key]["status"] != "ok":
-            latest[key] = row
-
+    latest = _reusable(existing, env, result)
     result._new_failures = []
     wanted: list[tuple] = []
     bar = _progress_bar(len(configs), f"profile {target_name}", progress)
@@ -370,23 +359,7 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
                 result._new_failures.append(row)
 
         for arch in configs:
-            to_measure: dict[str, list[int]] = {}
-            for phase in PHASES:
-                lengths = []
-                for length in settings.lengths(phase):
-                    if not fits_context(arch, phase, length):
-                        result.out_of_range += 1
-                        continue
-                    key = _key_for(arch.arch_id, phase, length, settings)
-                    wanted.append(key)
-                    if latest.get(key, {}).get("status") == "ok":
-                        result.skipped += 1
-                        if not _same_protocol(latest[key].get("protocol"), settings.protocol):
-                            result.other_protocol += 1
-                    else:
-                        lengths.append(length)
-                if lengths:
-                    to_measure[phase] = lengths
+            to_measure = _to_measure(arch, settings, latest, wanted, result)
             if to_measure:
                 _profile_config(arch, to_measure, settings, target_name, env, append)
             bar.update(1)
@@ -396,6 +369,45 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
         bar.close()
     result.extend(latest[key] for key in wanted if key in latest)
     return result
+
+
+def _reusable(existing: list[dict], env: dict, result: ProfileRows) -> dict[tuple, dict]:
+    """The rows of `existing` that may be reused, by measurement key (an ok row wins over a failed one); rows of
+    another graph builder or runtime are counted in `result` as stale, with their reasons."""
+    latest: dict[tuple, dict] = {}
+    for row in existing:
+        reason = stale_reason(row, env["ort_version"], env.get(GENAI_VERSION))
+        if reason is not None:
+            result.stale += 1
+            result.stale_reasons[reason] = result.stale_reasons.get(reason, 0) + 1
+            continue
+        key = measurement_key(row)
+        if key not in latest or latest[key]["status"] != "ok":
+            latest[key] = row
+    return latest
+
+
+def _to_measure(arch, settings: ProfileSettings, latest: dict, wanted: list, result: ProfileRows):
+    """Phase -> the lengths of `arch` still to measure; each key goes to `wanted`, the ones already measured and
+    the ones beyond its max_seq_len are counted in `result`."""
+    to_measure: dict[str, list[int]] = {}
+    for phase in PHASES:
+        lengths = []
+        for length in settings.lengths(phase):
+            if not fits_context(arch, phase, length):
+                result.out_of_range += 1
+                continue
+            key = _key_for(arch.arch_id, phase, length, settings)
+            wanted.append(key)
+            if latest.get(key, {}).get("status") == "ok":
+                result.skipped += 1
+                if not _same_protocol(latest[key].get("protocol"), settings.protocol):
+                    result.other_protocol += 1
+            else:
+                lengths.append(length)
+        if lengths:
+            to_measure[phase] = lengths
+    return to_measure
 
 
 def _same_protocol(recorded, protocol: Protocol) -> bool:
@@ -457,25 +469,8 @@ def _profile_config(arch, wanted, settings, target_name, env, append):
             if build_s is None:
                 build_s = time.perf_counter() - start
                 providers_used = session.get_providers()
-                inputs = session.get_inputs()
-                for phase, length in keys:  # built once, fed to every session
-                    try:
-                        feeds[phase, length] = match_feed_dtypes(inputs, graphs.graph_feeds(
-                            arch, phase, prompt_len=length if phase == "prefill" else None,
-                            context_len=length if phase == "decode" else None, seed=settings.seed,
-                            precision=settings.precision))
-                    except Exception as exc:  # noqa: BLE001
-                        errors[phase, length] = _error_text("run", exc)
-            for key in keys:
-                if key in errors:
-                    continue
-                try:
-                    stats = measure.time_session(session, feeds[key], protocol)
-                except Exception as exc:  # noqa: BLE001
-                    errors[key] = _error_text("run", exc)
-                    feeds.pop(key, None)
-                    continue
-                samples[key].append(stats["samples"])
+                feeds = _feeds(arch, keys, session.get_inputs(), settings, errors)  # built once, for every session
+            _time_keys(session, keys, feeds, protocol, errors, samples)
         del session, source
     feeds.clear()
     for phase, length in keys:
@@ -485,6 +480,33 @@ def _profile_config(arch, wanted, settings, target_name, env, append):
             append(make_row(target=target_name, arch=arch, phase=phase, length=length, settings=settings, env=env,
                             providers_used=providers_used, stats=measure.combine_sessions(samples[phase, length]),
                             build_s=build_s))
+
+
+def _feeds(arch, keys, inputs, settings: ProfileSettings, errors: dict) -> dict[tuple[str, int], Any]:
+    """The inputs of each (phase, length), in the session's dtypes; one that cannot be made goes to `errors`."""
+    feeds: dict[tuple[str, int], Any] = {}
+    for phase, length in keys:
+        try:
+            feeds[phase, length] = match_feed_dtypes(inputs, graphs.graph_feeds(
+                arch, phase, prompt_len=length if phase == "prefill" else None,
+                context_len=length if phase == "decode" else None, seed=settings.seed, precision=settings.precision))
+        except Exception as exc:  # noqa: BLE001 -- a failed candidate is recorded, the run goes on
+            errors[phase, length] = _error_text("run", exc)
+    return feeds
+
+
+def _time_keys(session, keys, feeds: dict, protocol: Protocol, errors: dict, samples: dict) -> None:
+    """One session's round: every (phase, length) not failed yet timed, its samples kept, a failure recorded."""
+    for key in keys:
+        if key in errors:
+            continue
+        try:
+            stats = measure.time_session(session, feeds[key], protocol)
+        except Exception as exc:  # noqa: BLE001 -- a failed candidate is recorded, the run goes on
+            errors[key] = _error_text("run", exc)
+            feeds.pop(key, None)
+            continue
+        samples[key].append(stats["samples"])
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
