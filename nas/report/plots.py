@@ -83,6 +83,22 @@ def plot_fronts(data: ReportData, metric: str, out_dir: Path, prefix: str = "") 
     return _save(fig, out_dir, f"{prefix}pareto_{_METRIC_TITLE[metric]}")
 
 
+def _draw_picks(ax, picks, xy) -> list:
+    """The picks marked on a panel; their legend handles."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for name in PICKS:
+        n = picks.get(name)
+        if n is not None and n in xy:
+            ax.scatter([xy[n][0]], [xy[n][1]], **PICK_STYLE[name])
+            style = PICK_STYLE[name]
+            handles.append(Line2D([], [], linestyle="", marker=style["marker"], markersize=13 if name == "knee" else 9,
+                                  markerfacecolor=style["facecolor"], markeredgecolor=style["edgecolor"],
+                                  markeredgewidth=style["linewidths"], label=f"{PICK_TITLES[name]}: #{n}"))
+    return handles
+
+
 def _draw_front(ax, front: Front2D, data: ReportData) -> None:
     import numpy as np
     from matplotlib.lines import Line2D
@@ -122,14 +138,7 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
             handles.append(Line2D([], [], color=FRONT_COLOR, alpha=0.45, lw=1.0,
                                   label=f"speed error band (+-{rel:.0%})"))
 
-    for name in PICKS:
-        n = data.picks.get(name)
-        if n is not None and n in xy:
-            ax.scatter([xy[n][0]], [xy[n][1]], **PICK_STYLE[name])
-            style = PICK_STYLE[name]
-            handles.append(Line2D([], [], linestyle="", marker=style["marker"], markersize=13 if name == "knee" else 9,
-                                  markerfacecolor=style["facecolor"], markeredgecolor=style["edgecolor"],
-                                  markeredgewidth=style["linewidths"], label=f"{PICK_TITLES[name]}: #{n}"))
+    handles += _draw_picks(ax, data.picks, xy)
     marks = _draw_landmarks(ax, front, data, q)
     if marks:
         handles.append(marks)
