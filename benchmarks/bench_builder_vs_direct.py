@@ -52,6 +52,7 @@ def hf_config(arch: ArchConfig) -> dict:
 
 
 def time_graph(source, feeds, protocol) -> dict[str, float]:
+    """A fresh session, each phase's feeds timed in it (median of the timed runs each)."""
     session = measure.make_session(source, measure.CPU_PROVIDER, None, protocol)
     return {phase: measure.time_session(session, f, protocol)["median"] for phase, f in feeds.items()}
 

@@ -29,7 +29,8 @@ from nas.core.counts import format_count  # noqa: E402
 from nas.core.landmarks import load_landmarks  # noqa: E402
 from nas.latency import graphs, measure  # noqa: E402
 from nas.search.advice import landmark_matches  # noqa: E402
-from nas.search.latency import LatencyStage, SearchSettings  # noqa: E402
+from nas.search.latency_stage import LatencyStage  # noqa: E402
+from nas.search.settings import SearchSettings  # noqa: E402
 
 
 def equal_quality(target: str, names: list[str], train_tokens: str) -> tuple[LatencyStage, list[dict]]:
@@ -37,9 +38,9 @@ def equal_quality(target: str, names: list[str], train_tokens: str) -> tuple[Lat
 
     stage = LatencyStage(SearchSettings(targets=(target,), storage=":memory:",
                                         train_tokens=parse_train_tokens(train_tokens)), log=lambda _: None)
-    stage.exact_front()
+    stage.exact
     table = stage.shape_table(target)
-    marks = [m for m in stage.landmark_rows(target) if m["name"] in names]
+    marks = [m for m in stage.problem.landmark_rows(target) if m["name"] in names]
     return stage, landmark_matches(marks, table)
 
 
@@ -47,7 +48,7 @@ def measure_pairs(pairs: list[tuple[str, ArchConfig]], stage: LatencyStage, roun
                   threads: int) -> dict[str, list[float]]:
     """Decode ms of each shape per round (rounds interleaved over the shapes, a fresh session each)."""
     s = stage.settings
-    precision = stage.precisions[s.targets[0]]
+    precision = stage.problem.precisions[s.targets[0]]
     protocol = measure.Protocol(threads=threads, warmup=1, runs=runs, sessions=1)
     sources = {name: graphs.build_graph(arch, precision=precision).SerializeToString() for name, arch in pairs}
     feeds = {name: graphs.graph_feeds(arch, "decode", context_len=s.context_len, precision=precision)
@@ -61,7 +62,7 @@ def measure_pairs(pairs: list[tuple[str, ArchConfig]], stage: LatencyStage, roun
     return out
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", nargs="+", default=["pixel8", "host-cpu"])
     parser.add_argument("--landmarks", nargs="+", default=["MobileLLM-125M", "MobileLLM-350M"])
@@ -78,8 +79,9 @@ def main() -> int:
             parser.error(f"unknown landmark {name!r}; known: {', '.join(known)}")
     for target in args.targets:
         stage, rows = equal_quality(target, args.landmarks, args.train_tokens)
-        law = stage.quality_model
-        print(f"{target} ({stage.precisions[target]}; latency {stage.models[target].source}); loss after "
+        law = stage.problem.quality_model
+        problem = stage.problem
+        print(f"{target} ({problem.precisions[target]}; latency {problem.models[target].source}); loss after "
               f"{format_count(law.train_tokens)} tokens, band {law.band:.3f} nats")
         for r in rows:
             m = r["fastest_match"]
@@ -87,7 +89,7 @@ def main() -> int:
                   + ("no feasible shape reaches it" if m is None else
                      f"{m['shape']} ({format_count(m['num_params'])}) loss {m['predicted_loss']:.3f} "
                      f"{m['decode_tokens_per_s']:7.1f} tok/s: predicted {m['speedup']:.2f}x"))
-        if not (args.measure and stage.targets[target].measured_here):
+        if not (args.measure and stage.problem.targets[target].measured_here):
             continue
         marks = {name: arch for name, arch, _ in load_landmarks()}
         context = stage.settings.context_len
@@ -101,7 +103,7 @@ def main() -> int:
         start = time.perf_counter()
         with machine_lock(args.lock):
             times = measure_pairs(pairs, stage, args.rounds, args.runs, args.threads)
-        print(f"  measured here ({measure.cpu_model()}, {args.threads} threads, {stage.precisions[target]}, decode "
+        print(f"  measured here ({measure.cpu_model()}, {args.threads} threads, {problem.precisions[target]}, decode "
               f"after {context} cached tokens, {args.rounds} interleaved rounds x {args.runs} runs, "
               f"{time.perf_counter() - start:.0f} s):")
         for r in rows:
@@ -113,7 +115,6 @@ def main() -> int:
                   f"{1000 / a.min():.1f})   match {1000 / np.median(b):7.1f} tok/s (rounds {1000 / b.max():.1f}-"
                   f"{1000 / b.min():.1f})   measured speedup {np.median(ratios):.2f}x (rounds {ratios.min():.2f}-"
                   f"{ratios.max():.2f}) vs predicted {r['fastest_match']['speedup']:.2f}x")
-    return 0
 
 
 if __name__ == "__main__":

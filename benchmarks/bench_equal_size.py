@@ -37,13 +37,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._lock import machine_lock  # noqa: E402
+from benchmarks.bench_builder_vs_direct import time_graph  # noqa: E402
 from nas.core.arch import ArchBatch, ArchConfig  # noqa: E402
 from nas.core.paths import measurements_path  # noqa: E402
 from nas.latency import analytic, graphs, measure  # noqa: E402
-from nas.latency import probes as probing  # noqa: E402
 from nas.latency.predictor import kendall_tau  # noqa: E402
+from nas.latency.probes import host_probes  # noqa: E402
 from nas.latency.registry import MEASURED, load_latency_model  # noqa: E402
-from nas.search.latency import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN  # noqa: E402
+from nas.search.settings import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN  # noqa: E402
 from nas.targets import load_target  # noqa: E402
 
 VOCAB = 32000
@@ -102,8 +103,7 @@ def measure_round(source: bytes, arch: ArchConfig, precision: str, prompt: int, 
     """One round: a fresh session, prefill and decode timed in it (median of the timed runs each)."""
     feeds = {"prefill": graphs.graph_feeds(arch, "prefill", prompt_len=prompt, precision=precision),
              "decode": graphs.graph_feeds(arch, "decode", context_len=context, precision=precision)}
-    session = measure.make_session(source, measure.CPU_PROVIDER, None, protocol)
-    return {phase: measure.time_session(session, f, protocol)["median"] for phase, f in feeds.items()}
+    return time_graph(source, feeds, protocol)
 
 
 def main() -> None:
@@ -197,7 +197,7 @@ def split_half_ceiling(per_round: np.ndarray) -> float:
 
 
 def report(args, rows: dict[int, list[dict]]) -> None:
-    probes = probing.host_probes(args.threads)
+    probes = host_probes(args.threads)
     roofline = analytic.RooflineModel(analytic.params_from_probes(probes), args.precision)
     print(f"host probes: matmul {probes['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, bandwidth "
           f"{probes['mem_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, "

@@ -25,7 +25,7 @@ def _synthetic_predictor(target, batch):
     """A predictor fitted on rows from a known cost model: same code path as a calibrated one."""
     import numpy as np
 
-    from nas.latency import features as F
+    from nas.latency.features import DEFAULT_FEATURES, feature_matrix
     from nas.latency.predictor import fit_predictor
 
     rates = {"prefill": {"one": 1.0, "layers": 0.1, "linear_gflop": 10.0, "score_melems": 0.02,
@@ -36,8 +36,8 @@ def _synthetic_predictor(target, batch):
         arch = batch.config(i)
         one = batch.subset(np.array([i]))
         for phase, length in (("prefill", 128), ("prefill", 512), ("decode", 512), ("decode", 2048)):
-            coef = np.array([rates[phase].get(k, 0.0) for k in F.DEFAULT_FEATURES[phase]])
-            ms = float((F.feature_matrix(one, phase, length, target.default_precision) @ coef)[0])
+            coef = np.array([rates[phase].get(k, 0.0) for k in DEFAULT_FEATURES[phase]])
+            ms = float((feature_matrix(one, phase, length, target.default_precision) @ coef)[0])
             rows.append({"arch": arch.to_dict(), "arch_id": arch.arch_id, "phase": phase, "status": "ok",
                          "prompt_len": length if phase == "prefill" else None,
                          "context_len": length if phase == "decode" else None,
@@ -46,7 +46,7 @@ def _synthetic_predictor(target, batch):
                          precision=target.default_precision, ort_version="synthetic", threads=target.threads)
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="subbillion")
     parser.add_argument("--repeats", type=int, default=5)
@@ -79,7 +79,6 @@ def main() -> int:
               f"{len(batch):,} configs, prefill + decode)")
     slowest = min(rates, key=rates.get)
     print(f"headline: LatencyModel.predict throughput {rates[slowest]:,.0f} configs/s ({slowest}; goal >= 100,000)")
-    return 0
 
 
 if __name__ == "__main__":

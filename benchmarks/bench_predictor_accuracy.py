@@ -31,11 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.latency import calibrate as cal  # noqa: E402
+from nas.latency import calibrate  # noqa: E402
 from nas.latency.measure import Protocol  # noqa: E402
 from nas.latency.predictor import accuracy, spread_floor  # noqa: E402
 from nas.latency.probes import host_probes  # noqa: E402
-from nas.latency.profile import ProfileSettings, profile_configs, read_measurements  # noqa: E402
+from nas.latency.profiling import ProfileSettings, profile_configs, read_measurements  # noqa: E402
 from nas.latency.registry import host_threads  # noqa: E402
 from nas.spaces import load_space  # noqa: E402
 from nas.targets import load_target  # noqa: E402
@@ -67,7 +67,7 @@ def session_spread_pct(rows, phase):
     return float(np.median(devs)) if devs else None, (max(devs) if devs else None)
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (~16 configs, fewer runs)")
     parser.add_argument("--space", default="hostcal")
@@ -99,7 +99,7 @@ def main() -> int:
                                seed=args.seed)
     out = Path(args.out)
     probes = host_probes(threads)
-    est = cal.estimate_seconds(target, configs, precision=precision, prompt_lens=settings.prompt_lens,
+    est = calibrate.estimate_seconds(target, configs, precision=precision, prompt_lens=settings.prompt_lens,
                                context_lens=settings.context_lens, warmup=cfg["warmup"], runs=cfg["runs"],
                                sessions=cfg["sessions"], probes=probes)
     print(f"# {len(configs)} configs from {args.space} on host-cpu ({provider}, {precision}, {threads} threads), "
@@ -112,9 +112,9 @@ def main() -> int:
         print(f"# warning: {profiled.other_protocol} reused rows in {out} were measured with another protocol; "
               "use a new --out to measure all with this one", flush=True)
     rows = [r for r in profiled if r["status"] == "ok"]
-    rows = cal.select_rows(rows, target=target.name, precision=precision, provider=provider, threads=threads,
+    rows = calibrate.select_rows(rows, target=target.name, precision=precision, provider=provider, threads=threads,
                            source=str(out))
-    predictor = cal.calibrate_rows(target, rows, precision=precision, provider=provider,
+    predictor = calibrate.calibrate_rows(target, rows, precision=precision, provider=provider,
                                    holdout=cfg["n_holdout"], seed=args.seed, probes=probes)
     held = predictor.evaluation["holdout_arch_ids"]
 
@@ -128,12 +128,12 @@ def main() -> int:
         repeat_rows += read_measurements(path, target=target.name)
     elapsed = time.perf_counter() - start
 
-    summary = cal.summary(predictor)
+    summary = calibrate.summary(predictor)
     print(f"configs: {summary['n_configs_fit']} fitted, {summary['n_configs_held_out']} held out; "
           f"measuring and fitting took {elapsed / 60:.1f} min")
     for phase, entry in summary["phases"].items():
         for name, m in entry["models"].items():
-            label = cal.MODEL_NAMES.get(name, name)
+            label = calibrate.MODEL_NAMES.get(name, name)
             print(f"{phase} {label}: MAPE {_fmt(m['mape'])}, within ±5% {_fmt(m['within_5'])}, "
                   f"within ±10% {_fmt(m['within_10'])}, Kendall tau {_fmt(m['kendall_tau'], '')} (n={m['n']})")
         spread = spread_floor(repeat_rows, phase)
@@ -157,7 +157,6 @@ def main() -> int:
     print(f"headline: held-out predictor, both phases (n={acc['n']}): within ±10% {_fmt(acc['within_10'])} "
           f"(goal >= 95%), MAPE {_fmt(acc['mape'])} (goal <= 5%), Kendall tau {_fmt(acc['kendall_tau'], '')} "
           f"(goal >= 0.9): {'goals met' if ok else 'goals NOT met'}")
-    return 0
 
 
 if __name__ == "__main__":

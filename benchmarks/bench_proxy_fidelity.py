@@ -36,7 +36,7 @@ from nas.latency.predictor import kendall_tau
 from nas.proxy.corpus import load_corpus
 from nas.proxy.scaling import ProxyRule
 from nas.proxy.train import ProxyTrainer, TrainSettings
-from nas.search.proxy import DEFAULT_RUNG_TOKENS
+from nas.search.settings import DEFAULT_RUNG_TOKENS
 from nas.spaces import load_space
 
 GROUPS = (110e6, 250e6)  # non-embedding parameters of the equal-size groups

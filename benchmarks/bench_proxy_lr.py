@@ -21,7 +21,7 @@ from nas.core.arch import ArchConfig
 from nas.proxy.corpus import load_corpus
 from nas.proxy.scaling import ProxyRule
 from nas.proxy.train import ProxyDiverged, ProxyTrainer, TrainSettings
-from nas.search.proxy import DEFAULT_RUNG_TOKENS
+from nas.search.settings import DEFAULT_RUNG_TOKENS
 
 # (label, candidate, shrink): candidates whose proxies differ in width only, or in depth only (the default rule
 # shrinks a d1024 candidate to width 64).

@@ -29,8 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas.core.accounting import PHASES  # noqa: E402
-from nas.latency import predictor as P  # noqa: E402
 from nas.latency.calibrate import default_holdout  # noqa: E402
+from nas.latency.predictor import LatencyPredictor, accuracy, fit_predictor, length_key, split_arch_ids  # noqa: E402
 
 ESTIMATORS = {
     "median of session medians (nas)": lambda r: r["latency_ms"]["median"],
@@ -60,15 +60,15 @@ def geometric_mean_rows(a: dict, b: dict, keys) -> list[dict]:
     return out
 
 
-def judged(predictor: P.LatencyPredictor, phase: str, against: dict | None) -> dict:
+def judged(predictor: LatencyPredictor, phase: str, against: dict | None) -> dict:
     ev = predictor.evaluation["phases"][phase]
     predicted = np.asarray(ev["predicted_ms"])
     if against is None:
         measured = np.asarray(ev["measured_ms"])
     else:
-        lengths = ev[P.length_key(phase)]
+        lengths = ev[length_key(phase)]
         measured = np.array([against[aid, phase, n]["latency_ms"]["median"] for aid, n in zip(ev["arch_ids"], lengths)])
-    return P.accuracy(predicted, measured)
+    return accuracy(predicted, measured)
 
 
 def main() -> None:
@@ -84,7 +84,7 @@ def main() -> None:
     if len(ids) < 4:
         sys.exit(f"only {len(ids)} configs measured in both files: nothing to compare")
     holdout = default_holdout(len(ids)) if args.holdout is None else args.holdout
-    _, held = P.split_arch_ids(ids, holdout, args.seed)
+    _, held = split_arch_ids(ids, holdout, args.seed)
     print(f"{len(keys)} points ({len(ids)} configs) in both files; {len(held)} configs held out (seed {args.seed})")
     for phase in PHASES:
         ks = [k for k in keys if k[1] == phase]
@@ -97,13 +97,13 @@ def main() -> None:
                   f"{100 * np.mean(d <= 0.1):5.1f}%  run2/run1 median {np.median(y / x):.3f}")
         x = np.array([a[k]["latency_ms"]["median"] for k in ks])
         y = np.array([b[k]["latency_ms"]["median"] for k in ks])
-        acc = P.accuracy(x, y)
+        acc = accuracy(x, y)
         print(f"  run1 as a predictor of run2: MAPE {acc['mape']:.1f}%, within +-10% {acc['within_10']:.1f}%")
     fits = {"run1": list(a.values()), "run2": list(b.values()), "geometric mean": geometric_mean_rows(a, b, keys)}
     judges = {"run1": a, "run2": b}
     print("\nfitted predictor on the held-out configs (MAPE / within +-10%)")
     for fit_name, rows in fits.items():
-        predictor = P.fit_predictor(rows, target="host-cpu", provider="CPUExecutionProvider", precision="fp32",
+        predictor = fit_predictor(rows, target="host-cpu", provider="CPUExecutionProvider", precision="fp32",
                                     ort_version="-", holdout_ids=held)
         against = {"itself": None} if fit_name == "geometric mean" else {
             "the same run": None, "the other run": judges["run2" if fit_name == "run1" else "run1"]}

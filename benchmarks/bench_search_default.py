@@ -30,7 +30,7 @@ def run(cmd, cwd) -> tuple[float, int, str]:
     return seconds, proc.returncode, proc.stdout
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> None:
     cmd = [sys.executable, "-m", "nas", "search", "--target", "pixel8", "--no-progress", *argv]
     with tempfile.TemporaryDirectory() as tmp:
         seconds, _, out = run(cmd, tmp)
@@ -46,7 +46,6 @@ def main(argv: list[str]) -> int:
     print(f"peak RSS: {peak_mb:.0f} MiB (goal <= 4096)")
     print(f"HEADLINE default `nas search --target pixel8`: {seconds:.1f} s wall (goal <= 60 s), "
           f"peak RSS {peak_mb:.0f} MiB")
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ exact front's hypervolume, mean over seeds, per sampler (random sampling is the 
 
 Setting: the sub-billion preset on pixel8 (analytic latency, int4), default objectives (quality = non-embedding
 parameters vs decode tokens/s) and constraints (the target's memory budget), prompt 512 / context 2048.
-The exact front comes from enumerating and predicting the whole space (nas.search.Search.exact_front).
+The exact front comes from enumerating and predicting the whole space (nas.search.exact.exact_front).
 Hypervolume: both objectives minimised and scaled to [0, 1] by the best and worst values over the feasible
 space, reference point 1.1 (nas.objectives.Normaliser). Trials run on an in-memory storage, without the
 exact-front trials nas search adds at the end (this measures the sampler alone).
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 BUDGETS = (100, 300, 1000)
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--samplers", default="nsga2,tpe,random")
@@ -47,22 +47,22 @@ def main(argv=None) -> int:
     import numpy as np
     from optuna.trial import TrialState
 
-    import nas.search
-    from nas.search import Search, SearchSettings
-    from nas.study.objectives import to_minimisation
+    from nas.search import LatencyStage, SearchSettings, sampling
+    from nas.study.pareto import to_minimisation
 
     # Measure the samplers, not nas search's stop rule for samplers that keep proposing rejected shapes
     # (random proposes ~55% invalid or out-of-range shapes in this space).
-    nas.search.MAX_ASKS_PER_TRIAL = 20
-    nas.search.STALL_ASKS = 10**9
+    sampling.MAX_ASKS_PER_TRIAL = 20
+    sampling.STALL_ASKS = 10**9
 
-    base = Search(SearchSettings(targets=(args.target,), space=args.space, storage=":memory:"), log=lambda _: None)
+    base = LatencyStage(SearchSettings(targets=(args.target,), space=args.space, storage=":memory:"),
+                        log=lambda _: None)
     t0 = time.perf_counter()
-    exact = base.exact_front()
+    exact = base.exact
     print(f"exact front: {args.space} on {args.target}: {exact.space_size} configs, {exact.feasible} feasible, "
           f"front {len(exact.arch_ids)} shapes, hypervolume {exact.hypervolume:.4f} "
           f"(enumerate + predict + front {time.perf_counter() - t0:.2f} s)")
-    directions = base.directions
+    directions = base.problem.directions
     results: dict[str, dict[int, list[float]]] = {}
     asked: dict[str, dict[int, list[int]]] = {}
     for sampler in args.samplers.split(","):
@@ -80,9 +80,9 @@ def main(argv=None) -> int:
                     settings = SearchSettings(targets=(args.target,), space=args.space, trials=trials_run,
                                               sampler=sampler, seed=seed, storage=":memory:", exact=False,
                                               study=f"{sampler}-{seed}-{b}")
-                    search = Search(settings, log=lambda _: None)
+                    search = LatencyStage(settings, log=lambda _: None)
                     search.run(progress=False)
-                    trials = sorted(search._working.get_trials(deepcopy=False), key=lambda t: t.number)
+                    trials = sorted(search.loop.working.get_trials(deepcopy=False), key=lambda t: t.number)
                     counted = [i for i, t in enumerate(trials) if t.user_attrs.get("counted")]
                 cut = counted[b - 1] + 1 if len(counted) >= b else len(trials)
                 asked[sampler][b].append(cut)
@@ -90,7 +90,8 @@ def main(argv=None) -> int:
                        and all(v <= 0 for v in t.constraints.values())]
                 hv = exact.normaliser.hypervolume(to_minimisation(np.array(pts), directions)) if pts else 0.0
                 results[sampler][b].append(hv / exact.hypervolume)
-        print(f"  ({sampler}: {args.seeds} seeds x {'+'.join(map(str, budgets))} trials in {time.perf_counter() - t1:.0f} s)",
+        print(f"  ({sampler}: {args.seeds} seeds x {'+'.join(map(str, budgets))} trials in "
+              f"{time.perf_counter() - t1:.0f} s)",
               file=sys.stderr)
     for sampler, by_budget in results.items():
         for b, ratios in by_budget.items():
@@ -107,7 +108,6 @@ def main(argv=None) -> int:
     b = 300 if 300 in budgets else budgets[-1]
     print(f"HEADLINE {head} hypervolume at {b} trials: {np.mean(results[head][b]):.4f} of the exact front "
           f"(goal >= 0.99; {args.seeds} seeds)")
-    return 0
 
 
 if __name__ == "__main__":

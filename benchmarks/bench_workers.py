@@ -1,7 +1,7 @@
 """Throughput of the proxy stage's trial bookkeeping: N worker processes on one storage, training replaced by
 nothing, so what is timed is the queue itself.
 
-Each worker is the real `nas.search.proxy.ProxyWorker` loop (stale-trial check, atomic claim of a WAITING trial,
+Each worker is the real `nas.search.proxy_stage.ProxyWorker` loop (stale-trial check, atomic claim of a WAITING trial,
 a heartbeat thread, the attrs and intermediate value a trained trial writes, `tell`), with `_train_claimed`
 replaced by the same storage writes and no training. A study with --trials WAITING trials is enqueued first; the
 workers start together (after their imports, at a common start time); trials/s = trials / (last trial finished -
@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pwd
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,54 +30,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-# ------------------------------------------------------------------------------------------------ a server
-class Postgres:
-    """A throwaway PostgreSQL server on loopback (as `nobody` when run as root)."""
-
-    def __init__(self):
-        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-        found = shutil.which("pg_ctl")
-        self.bin = Path(found).resolve().parent if found else (bins[-1].parent if bins else None)
-        if self.bin is None:
-            sys.exit("PostgreSQL is not installed (pg_ctl not found)")
-        self.root = Path(tempfile.mkdtemp(prefix="nas-bench-pg-"))
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            os.chown(self.root, pwd.getpwnam("nobody").pw_uid, -1)
-            self.root.chmod(0o755)
-            self.as_user = ["runuser", "-u", "nobody", "--"]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"postgresql://nas@127.0.0.1:{self.port}/nas"
-
-    def pg(self, *argv: str) -> None:
-        subprocess.run(self.as_user + [str(self.bin / argv[0]), *argv[1:]], check=True, capture_output=True,
-                       cwd=self.root, timeout=120)
-
-    def __enter__(self):
-        data = str(self.root / "data")
-        self.pg("initdb", "-D", data, "-U", "nas", "--auth=trust", "--no-sync")
-        # fsync on (the default), unlike the tests' server: a commit costs what it costs on a real server
-        self.pg("pg_ctl", "-D", data, "-l", str(self.root / "log"), "-w", "-o",
-                f"-k {self.root} -h 127.0.0.1 -p {self.port}", "start")
-        self.pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "nas", "nas")
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            self.pg("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
+from tests.postgres import running_postgres  # noqa: E402 -- fsync on: a commit costs what it costs on a server
 
 
 # ------------------------------------------------------------------------------------------------ a worker
 def worker_main(storage_url: str, study: str, start_at: float) -> None:
     import optuna
 
-    from nas.search.proxy import ProxyOptions, ProxyWorker, _HeartbeatThread
-    from nas.study import schema as S
+    from nas.search.proxy_stage import ProxyOptions, ProxyWorker, _HeartbeatThread
+    from nas.study import schema
     from nas.study.storage import Heartbeat, open_storage
 
     class CheapWorker(ProxyWorker):
@@ -92,11 +50,11 @@ def worker_main(storage_url: str, study: str, start_at: float) -> None:
         def _train_claimed(self, study, frozen, trial_id: int) -> int:
             set_attr = lambda key, value: self.storage.set_trial_user_attr(trial_id, key, value)  # noqa: E731
             with _HeartbeatThread(self.storage, trial_id):
-                set_attr(S.PROXY_ARCH, {"hidden_size": 128})
+                set_attr(schema.PROXY_ARCH, {"hidden_size": 128})
                 self.storage.set_trial_intermediate_value(trial_id, 0, 2.0)
-                set_attr(S.PROXY_HISTORY, [{"rung": 0, "val_bpb": 2.0}])
-                set_attr(S.QUALITY, -2.0)
-                set_attr(S.QUALITY_SOURCE, "proxy_bpb")
+                set_attr(schema.PROXY_HISTORY, [{"rung": 0, "val_bpb": 2.0}])
+                set_attr(schema.QUALITY, -2.0)
+                set_attr(schema.QUALITY_SOURCE, "proxy_bpb")
             self._tell(study, frozen, trial_id, values=[2.0, float(frozen.number)])
             return 1
 
@@ -149,7 +107,7 @@ def latency_stage(storage_url: str, study: str, trials: int) -> float:
     return len(optuna.load_study(study_name=study, storage=storage_url).trials) / seconds
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int | None:
     if argv and argv[0] == "--worker":
         worker_main(argv[1], argv[2], float(argv[3]))
         return 0
@@ -163,7 +121,7 @@ def main(argv: list[str]) -> int:
           f"{args.trials} trials per run, {args.repeats} repeats, medians")
     results: dict[str, list[float]] = {}
     latency: dict[str, list[float]] = {}
-    with Postgres() as pg, tempfile.TemporaryDirectory() as tmp:
+    with running_postgres(fsync=True) as pg, tempfile.TemporaryDirectory() as tmp:
         backends = {"sqlite": lambda i, w: f"sqlite:///{tmp}/q{i}-{w}.db",
                     "postgresql": lambda i, w: pg.url,
                     "journal": lambda i, w: f"{tmp}/q{i}-{w}.log"}
@@ -188,7 +146,6 @@ def main(argv: list[str]) -> int:
     pg3, sq1 = statistics.median(results["postgresql x3"]), statistics.median(results["sqlite x1"])
     print(f"HEADLINE proxy-queue bookkeeping: 3 workers on PostgreSQL {pg3:.1f} trials/s vs 1 worker on SQLite "
           f"{sq1:.1f} trials/s (x{pg3 / sq1:.2f}); load average at end {os.getloadavg()[0]:.1f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -88,7 +88,9 @@ def describe(onnx_path: Path) -> dict:
         if n.op_type in ("GroupQueryAttention", "MatMulNBits", "GatherBlockQuantized") and n.op_type not in attrs:
             attrs[n.op_type] = {a.name: helper.get_attribute_value(a) for a in n.attribute}
             attrs[n.op_type] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs[n.op_type].items()}
-    io = lambda vs: [{"name": v.name, "dtype": int(v.type.tensor_type.elem_type), "shape": _shape(v)} for v in vs]
+    def io(vs):
+        return [{"name": v.name, "dtype": int(v.type.tensor_type.elem_type), "shape": _shape(v)} for v in vs]
+
     return {"ops": dict(sorted(hist.items())), "initializer_bytes": dict(sorted(init_bytes.items())),
             "initializer_bytes_total": sum(init_bytes.values()), "n_initializers": len(g.initializer),
             "inputs": io(g.input), "outputs": io(g.output), "attributes": attrs,
@@ -108,12 +110,7 @@ def compare_outputs(hf_dir: Path, onnx_path: Path, cfg: dict, precision: str) ->
     from nas.core.arch import ArchConfig
     from nas.latency import graphs
 
-    arch = ArchConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
-                      num_layers=cfg["num_hidden_layers"], num_heads=cfg["num_attention_heads"],
-                      num_kv_heads=cfg["num_key_value_heads"], intermediate_size=cfg["intermediate_size"],
-                      tie_embeddings=cfg["tie_word_embeddings"], qkv_bias=cfg["model_type"] == "qwen2",
-                      max_seq_len=cfg["max_position_embeddings"], rms_norm_eps=cfg["rms_norm_eps"],
-                      rope_theta=cfg["rope_theta"])
+    arch = ArchConfig.from_hf_config(cfg)
     model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32)
     weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     weights.setdefault("lm_head.weight", weights["model.embed_tokens.weight"])

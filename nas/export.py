@@ -37,6 +37,7 @@ from typing import Any
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
 from nas.core.paths import ensure_folder, write_atomic
+from nas.core.trainers import unsupported
 from nas.study.pareto import PICKS
 from nas.study.read import PICK_TITLES, compute_picks, study_pareto_set
 
@@ -56,9 +57,9 @@ class Exported:
 # ----------------------------------------------------------------------------------------------- LitGPT
 def litgpt_config(arch: ArchConfig, name: str | None = None) -> dict[str, Any]:
     """LitGPT `Config` fields for `arch`, in LitGPT's names; refuses what LitGPT cannot build."""
-    if arch.ffn_kind not in _LITGPT_MLP:
-        raise NasUserError(f"LitGPT cannot express ffn_kind {arch.ffn_kind!r} (it has no gated-ReLU MLP class); "
-                           f"exportable kinds: {', '.join(_LITGPT_MLP)}")
+    problems = unsupported(arch, "litgpt")
+    if problems:
+        raise NasUserError(f"LitGPT cannot express {', '.join(problems)}; exportable kinds: {', '.join(_LITGPT_MLP)}")
     name = name or f"nas-{arch.arch_id}"
     if "gemma" in name.lower() or "olmo" in name.lower():
         raise NasUserError(f"LitGPT model name {name!r} must not contain 'Gemma' or 'OLMo' (LitGPT changes the "
@@ -89,10 +90,8 @@ def litgpt_config(arch: ArchConfig, name: str | None = None) -> dict[str, Any]:
 
 
 def _yaml_scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (bool, int)):
+        return json.dumps(value)  # true / false and plain digits, the same in JSON and YAML
     if isinstance(value, float):
         # YAML 1.1 loaders (PyYAML, which LitGPT uses) read "1e-05" as a string: give the mantissa a dot.
         mantissa, e, exponent = repr(value).partition("e")
@@ -130,27 +129,8 @@ def _litgpt_text(arch: ArchConfig, name: str | None) -> tuple[str, tuple[str, ..
 
 
 # ----------------------------------------------------------------------------------------------- nanoGPT
-def nanogpt_unsupported(arch: ArchConfig) -> list[str]:
-    """What nanoGPT's model cannot express about `arch` (empty: it can)."""
-    problems = []
-    if arch.attention_type != "mha":
-        problems.append(f"{arch.attention_type.upper()} (num_kv_heads={arch.num_kv_heads} of {arch.num_heads} heads)")
-    if arch.ffn_kind != "gelu":
-        problems.append(f"{ {'swiglu': 'SwiGLU', 'reglu': 'ReGLU', 'geglu': 'GeGLU'}[arch.ffn_kind]} FFN")
-    elif arch.intermediate_size != 4 * arch.hidden_size:
-        problems.append(f"FFN width {arch.intermediate_size} (nanoGPT uses 4 * n_embd = {4 * arch.hidden_size})")
-    if arch.head_dim * arch.num_heads != arch.hidden_size:
-        problems.append(f"head_dim {arch.head_dim} (nanoGPT uses n_embd / n_head = "
-                        f"{arch.hidden_size // arch.num_heads})")
-    if not arch.tie_embeddings:
-        problems.append("an untied LM head")
-    if arch.qkv_bias:
-        problems.append("qkv-only bias")
-    return problems
-
-
 def nanogpt_config(arch: ArchConfig) -> dict[str, Any]:
-    problems = nanogpt_unsupported(arch)
+    problems = unsupported(arch, "nanogpt")
     if problems:
         instead = {"gelu": "litgpt", "reglu": "hf"}.get(arch.ffn_kind, "hf or litgpt")
         raise NasUserError(f"nanoGPT cannot express {', '.join(problems)}; export with --format {instead} instead")

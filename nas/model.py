@@ -30,11 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.core.accounting import INIT_STD
 from nas.core.arch import ArchConfig
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (key, value), each [batch, kv_heads, T, head_dim]
-
-INIT_STD = 0.02  # transformers' initializer_range default for Llama/Qwen2
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,9 @@ from typing import Any
 
 from nas.core import accounting
 from nas.core.arch import FIELD_MAX, ArchBatch, ArchConfig
+from nas.core.counts import format_count
 from nas.core.errors import NasUserError
-from nas.core.limits import MAX_COUNT, MAX_WIDTH, is_finite_number, is_int, shown
+from nas.core.limits import MAX_COUNT, MAX_WIDTH, check_int, is_finite_number, is_int, shown
 from nas.core.paths import shipped
 from nas.core.userfiles import TomlFile, read_toml
 
@@ -123,7 +124,13 @@ class SearchSpace:
     def __init__(self, data: dict[str, Any], path: Path, text: str = ""):
         self.path = Path(path)
         self._toml = TomlFile(self.path, data, text)
-        self._parse(data)
+        parts = _parse_space(self._toml, data)
+        self.name: str = parts["name"]
+        self.description: str = parts["description"]
+        self.dimensions: dict[str, Dimension] = parts["dimensions"]
+        self.fixed: dict[str, Any] = parts["fixed"]
+        self.ffn_multiple: int = parts["ffn_multiple"]
+        self.params_range: tuple[int | None, int | None] = parts["params_range"]
         canonical = {
             "dimensions": [[d.name, list(d.choices)] for d in self.dimensions.values()],
             "fixed": self.fixed,
@@ -142,259 +149,9 @@ class SearchSpace:
     def _fail(self, key: str, message: str) -> NasUserError:
         return self._toml.fail(key, message)
 
-    def _parse(self, data: dict[str, Any]) -> None:
-        self._toml.keys(data, "", sorted(_TOP_KEYS), ("name", "description", "dimensions"))
-        for key in ("name", "description"):
-            if not isinstance(data[key], str) or not data[key].strip():
-                raise self._fail(key, f"must be a non-empty string, got {data[key]!r}")
-        self.name: str = data["name"]
-        self.description: str = data["description"]
-
-        dims = data["dimensions"]
-        self._toml.keys(dims, "dimensions", DIMENSION_NAMES)
-        self.dimensions: dict[str, Dimension] = {name: self._parse_dimension(name, spec) for name, spec in dims.items()}
-        grid = math.prod(len(d) for d in self.dimensions.values())
-        if grid > MAX_COUNT:
-            raise self._fail("dimensions", f"the dimensions make {grid:.3g} combinations; nas takes at most "
-                                           f"{MAX_COUNT:.3g} (2**53): use fewer choices or larger steps")
-
-        fixed = data.get("fixed", {})
-        self._toml.keys(fixed, "fixed", FIXED_NAMES)
-        self.fixed: dict[str, Any] = {}
-        for name, value in fixed.items():
-            if name in self.dimensions:
-                raise self._fail(f"fixed.{name}", "is also a dimension; keep it in one place")
-            self.fixed[name] = self._check_value(name, value, f"fixed.{name}")
-
-        given = set(self.dimensions) | set(self.fixed)
-        for required in ("hidden_size", "num_layers"):
-            if required not in given:
-                raise self._fail("dimensions", f"{required} must be a dimension or fixed")
-        if not given & {"num_heads", "head_dim"}:
-            raise self._fail("dimensions", "give num_heads or head_dim (or both) as a dimension or fixed")
-        if "intermediate_size" in given and "ffn_ratio" in given:
-            raise self._fail("dimensions", "give intermediate_size or ffn_ratio, not both")
-        if not given & {"intermediate_size", "ffn_ratio"}:
-            raise self._fail("dimensions", "give intermediate_size or ffn_ratio as a dimension or fixed")
-
-        multiple = data.get("ffn_multiple", 64)
-        if not is_int(multiple) or not 1 <= multiple <= MAX_WIDTH:
-            raise self._fail("ffn_multiple", f"must be an integer from 1 to {MAX_WIDTH:,} (an FFN size is at most "
-                                             f"that), got {shown(multiple)}")
-        if "ffn_multiple" in data and "ffn_ratio" not in self.dimensions:
-            raise self._fail("ffn_multiple", "only applies with an ffn_ratio dimension")
-        self.ffn_multiple: int = multiple
-
-        constraints = data.get("constraints", {})
-        self._toml.keys(constraints, "constraints", sorted(_CONSTRAINT_KEYS))
-        bounds = []
-        for key in ("params_min", "params_max"):
-            value = constraints.get(key)
-            if value is not None and (not is_int(value) or value < 0):
-                raise self._fail(f"constraints.{key}", f"must be a non-negative integer, got {shown(value)}")
-            bounds.append(value)
-        if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
-            raise self._fail("constraints.params_min",
-                             f"params_min={bounds[0]:,} exceeds params_max={bounds[1]:,}: no config can meet both")
-        self.params_range: tuple[int | None, int | None] = (bounds[0], bounds[1])
-
-    def _parse_dimension(self, name: str, spec: Any) -> Dimension:
-        key = f"dimensions.{name}"
-        if isinstance(spec, dict):
-            if name not in _INT_DIMS:
-                raise self._fail(key, "a {min, max, step} range is only for integer dimensions "
-                                      f"({', '.join(_INT_DIMS)}); give a list of choices")
-            self._toml.keys(spec, key, ["min", "max", "step"], ("min", "max"))
-            low, high, step = spec["min"], spec["max"], spec.get("step", 1)
-            for part, value in (("min", low), ("max", high), ("step", step)):
-                if not is_int(value) or not 1 <= value <= FIELD_MAX[name]:
-                    raise self._fail(f"{key}.{part}", f"must be an integer from 1 to {FIELD_MAX[name]:,}, got "
-                                                      f"{shown(value)}")
-            if low > high:
-                raise self._fail(key, f"empty range: min={low} > max={high}")
-            return Dimension(name, tuple(range(low, high + 1, step)), low, high, step)
-        if not isinstance(spec, list):
-            raise self._fail(key, "must be a list of choices or a {min, max, step} table")
-        if not spec:
-            raise self._fail(key, "empty list of choices")
-        choices = tuple(self._check_value(name, value, key) for value in spec)
-        if len(set(choices)) != len(choices):
-            raise self._fail(key, f"lists a choice twice: {list(spec)}")
-        return Dimension(name, choices)
-
-    def _check_value(self, name: str, value: Any, key: str) -> Any:
-        if name in _INT_DIMS or name == "max_seq_len":
-            if not is_int(value) or value <= 0:
-                raise self._fail(key, f"{shown(value)} is not a positive integer")
-            if value > FIELD_MAX[name]:
-                raise self._fail(key, f"{shown(value)} is above {FIELD_MAX[name]:,}, the largest {name} nas takes")
-            if name == "head_dim" and value % 2:
-                raise self._fail(key, f"head_dim {value} is odd; rotary embeddings need an even head_dim")
-            return value
-        if name in _BOOL_DIMS:
-            if not isinstance(value, bool):
-                raise self._fail(key, f"{value!r} is not true or false")
-            return value
-        if name == "ffn_kind":
-            if not isinstance(value, str) or value not in FFN_KINDS:
-                raise self._fail(key, f"{shown(value)} is not an ffn_kind; allowed: {', '.join(FFN_KINDS)}")
-            return value
-        if name == "attention":
-            m = _ATTENTION_RE.match(value) if isinstance(value, str) else None
-            number = int(m.group(2) or m.group(3) or 0) if m and len(value) < 64 else None
-            if not m or number is None or number > MAX_WIDTH or (m.group(2) and number < 2) or (
-                    m.group(3) and number < 1):
-                raise self._fail(key, f"{shown(value)} is not an attention type; allowed: \"mha\", \"mqa\", "
-                                      f"\"gqa:G\" (2 <= G <= {MAX_WIDTH:,} query heads per kv head), \"kv:N\" (1 <= N "
-                                      f"<= {MAX_WIDTH:,} kv heads)")
-            return value
-        if name in ("ffn_ratio", "rope_theta", "rms_norm_eps"):
-            if not is_finite_number(value) or not value > 0:
-                raise self._fail(key, f"{shown(value)} is not a positive finite number")
-            if name == "ffn_ratio" and value > MAX_WIDTH:
-                raise self._fail(key, f"{value!r} is above {MAX_WIDTH:,}: no FFN is that many times the width")
-            return float(value)
-        raise AssertionError(name)
-
     # ------------------------------------------------------------------ vectorised derivation
     def _value(self, name: str) -> Any:
         return self.fixed.get(name, _ARCH_DEFAULTS.get(name))
-
-    def _columns(self, np, index: dict[str, Any], n: int):
-        """Derive ArchBatch columns for rows given by per-dimension choice indices.
-
-        Returns (columns, ffn_kind_codes, problems) where problems is a list of (mask, field, message):
-        rows where mask is true make no valid ArchConfig.
-        """
-        def values(name, dtype):
-            if name in self.dimensions:
-                return np.asarray(self.dimensions[name].choices, dtype=dtype)[index[name]]
-            return np.full(n, self._value(name), dtype=dtype)
-
-        hidden = values("hidden_size", np.int64)
-        layers = values("num_layers", np.int64)
-        vocab = values("vocab_size", np.int64)
-        given = set(self.dimensions) | set(self.fixed)
-        problems = []
-        if "num_heads" in given and "head_dim" in given:
-            heads, head_dim = values("num_heads", np.int64), values("head_dim", np.int64)
-        elif "num_heads" in given:
-            heads = values("num_heads", np.int64)
-            problems.append((hidden % heads != 0, "hidden_size", "is not divisible by num_heads"))
-            head_dim = hidden // heads
-        else:
-            head_dim = values("head_dim", np.int64)
-            problems.append((hidden % head_dim != 0, "hidden_size", "is not divisible by head_dim"))
-            heads = hidden // head_dim
-        problems.append((head_dim % 2 != 0, "head_dim", "is odd (rotary embeddings need an even head_dim)"))
-        problems.append((head_dim % accounting.HEAD_DIM_MULTIPLE != 0, "head_dim",
-                         f"is {accounting.HEAD_DIM_RULE}"))
-        problems.append((head_dim <= 0, "head_dim", "is zero"))
-        problems.append((heads <= 0, "num_heads", "is zero (head_dim wider than hidden_size)"))
-        problems.append((heads * head_dim > MAX_WIDTH, "head_dim", f"makes num_heads * head_dim above {MAX_WIDTH:,}"))
-        safe_heads = np.maximum(heads, 1)
-
-        if "attention" in self.dimensions:
-            codes = np.array([_attention_code(c) for c in self.dimensions["attention"].choices], dtype=np.int64)
-            kind, arg = codes[index["attention"], 0], codes[index["attention"], 1]
-        else:
-            kind, arg = np.full(n, _ATTN_MHA, dtype=np.int64), np.zeros(n, dtype=np.int64)
-        safe_arg = np.maximum(arg, 1)
-        kv = np.where(kind == _ATTN_MHA, safe_heads,
-                      np.where(kind == _ATTN_MQA, 1, np.where(kind == _ATTN_GQA, safe_heads // safe_arg, arg)))
-        problems.append((((kind == _ATTN_GQA) | (kind == _ATTN_KV)) & (safe_heads % safe_arg != 0), "attention",
-                         "group size or kv-head count does not divide num_heads"))
-        problems.append(((kv < 1) | (kv > safe_heads), "attention", "needs more kv heads than query heads"))
-
-        if "ffn_ratio" in self.dimensions:
-            ratio = np.asarray(self.dimensions["ffn_ratio"].choices, dtype=np.float64)[index["ffn_ratio"]]
-            intermediate = _round_to_multiple(np, ratio * hidden, self.ffn_multiple)
-        else:
-            intermediate = values("intermediate_size", np.int64)
-        problems.append((intermediate > MAX_WIDTH, "intermediate_size", f"is above {MAX_WIDTH:,}"))
-
-        kinds = list(FFN_KINDS)
-        if "ffn_kind" in self.dimensions:
-            kind_codes = np.array([kinds.index(k) for k in self.dimensions["ffn_kind"].choices])[index["ffn_kind"]]
-        else:
-            kind_codes = np.full(n, kinds.index(self._value("ffn_kind")), dtype=np.int64)
-        matrices = np.array([accounting.FFN_MATRICES[k] for k in kinds], dtype=np.int64)[kind_codes]
-
-        columns = {
-            "vocab_size": vocab, "hidden_size": hidden, "num_layers": layers, "num_heads": heads,
-            "num_kv_heads": kv, "head_dim": head_dim, "intermediate_size": intermediate, "ffn_matrices": matrices,
-            "tie_embeddings": values("tie_embeddings", np.int64), "qkv_bias": values("qkv_bias", np.int64),
-        }
-        return columns, kind_codes, problems
-
-    def _valid_chunks(self):
-        """(columns, ffn kind codes, dimension indices) of the valid configs in the params range, one grid chunk
-        at a time (a chunk holds _CHUNK raw grid points), in grid order, before deduplication. Raises when the
-        whole grid holds no valid config, or none in the params range."""
-        import numpy as np
-
-        names = list(self.dimensions)
-        shape = tuple(len(self.dimensions[k]) for k in names) or (1,)
-        total = math.prod(shape)  # within MAX_COUNT (checked at load): numpy indexes it in int64
-        low, high = self.params_range
-        smallest = largest = None
-        kept_any = False
-        for start in range(0, total, _CHUNK):
-            flat = np.arange(start, min(total, start + _CHUNK), dtype=np.int64)
-            unravelled = np.unravel_index(flat, shape)
-            index = {k: unravelled[i] for i, k in enumerate(names)}
-            cols, kind_codes, problems = self._columns(np, index, len(flat))
-            valid = np.ones(len(flat), dtype=bool)
-            for mask, _field, _message in problems:
-                valid &= ~mask
-            params = accounting.total_params(
-                cols["vocab_size"], cols["hidden_size"], cols["num_layers"], cols["num_heads"], cols["num_kv_heads"],
-                cols["head_dim"], cols["intermediate_size"], cols["ffn_matrices"], cols["tie_embeddings"],
-                cols["qkv_bias"])
-            if valid.any():
-                lo_, hi_ = int(params[valid].min()), int(params[valid].max())
-                smallest = lo_ if smallest is None else min(smallest, lo_)
-                largest = hi_ if largest is None else max(largest, hi_)
-            if low is not None:
-                valid &= params >= low
-            if high is not None:
-                valid &= params <= high
-            if not valid.any():
-                continue
-            kept_any = True
-            dim_index = (np.stack([unravelled[i][valid] for i in range(len(names))], axis=1) if names
-                         else np.zeros((int(valid.sum()), 0), dtype=np.int64))
-            yield {k: v[valid] for k, v in cols.items()}, kind_codes[valid], dim_index
-        if not kept_any:
-            if smallest is None:
-                raise self._fail("dimensions", "no combination of the dimensions makes a valid ArchConfig")
-            raise self._fail("constraints", f"params range {self._range_text()} admits no config of the space "
-                                            f"(valid configs have {smallest:,} to {largest:,} parameters)")
-
-    @staticmethod
-    def _row_matrix(cols, kind_codes):
-        import numpy as np
-
-        return np.stack([cols[k] for k in ArchBatch.COLUMNS] + [kind_codes], axis=1)
-
-    def _enumerate(self):
-        import numpy as np
-
-        chunks = list(self._valid_chunks())
-        cols = {k: np.concatenate([c[0][k] for c in chunks]) for k in ArchBatch.COLUMNS}
-        kind_codes = np.concatenate([c[1] for c in chunks])
-        dim_index = np.concatenate([c[2] for c in chunks])
-        # Deduplicate identical configs (e.g. "gqa:4" with 4 heads == "mqa"), keeping the first in grid order.
-        _, first = np.unique(self._row_matrix(cols, kind_codes), axis=0, return_index=True)
-        first.sort()
-        cols = {k: v[first] for k, v in cols.items()}
-        n = len(first)
-        extra = {}
-        for name in _EXTRA_FIELDS:
-            value = self._value(name)
-            extra[name] = np.full(n, value, dtype=np.int64 if isinstance(value, int) else np.float64)
-        batch = ArchBatch(cols, np.asarray(FFN_KINDS)[kind_codes[first]], extra)
-        return batch, dim_index[first]
 
     def _exceeds(self, limit: int) -> bool:
         """Whether the space has more than `limit` distinct configs, decided chunk by chunk without keeping the
@@ -406,9 +163,9 @@ class SearchSpace:
         raw = 0
         weights = np.random.default_rng(0x6E6173).integers(1, 2**63, size=len(ArchBatch.COLUMNS) + 1,
                                                             dtype=np.uint64) | np.uint64(1)
-        for cols, kind_codes, _ in self._valid_chunks():
+        for cols, kind_codes, _ in _valid_chunks(self):
             raw += len(kind_codes)
-            rows = self._row_matrix(cols, kind_codes).astype(np.uint64)
+            rows = _row_matrix(cols, kind_codes).astype(np.uint64)
             with np.errstate(over="ignore"):
                 hashes = (rows * weights).sum(axis=1, dtype=np.uint64)
                 hashes ^= hashes >> np.uint64(29)
@@ -420,9 +177,13 @@ class SearchSpace:
             return False
         return len(self.enumerate()) > limit  # close to the limit: count exactly
 
-    def _range_text(self) -> str:
+    def range_text(self, compact: bool = False) -> str:
+        """The parameter range: '[450,000,000, 550,000,000]', or compact '450M-550M' ('-' for an open end)."""
+        def show(n: int | None) -> str:
+            return "-" if n is None else format_count(n, 3) if compact else f"{n:,}"
+
         low, high = self.params_range
-        return f"[{'-' if low is None else format(low, ',')}, {'-' if high is None else format(high, ',')}]"
+        return f"{show(low)}-{show(high)}" if compact else f"[{show(low)}, {show(high)}]"
 
     # ------------------------------------------------------------------ public API
     def enumerate(self) -> ArchBatch:
@@ -430,7 +191,7 @@ class SearchSpace:
         if self._batch is None:
             cached = _ENUM_CACHE.get(self.fingerprint)
             if cached is None:
-                cached = self._enumerate()
+                cached = _enumerate(self)
                 _ENUM_CACHE[self.fingerprint] = cached
             self._batch, self._dim_index = cached
         return self._batch
@@ -472,7 +233,7 @@ class SearchSpace:
                          ", ".join(map(str, dim.choices)))
                 raise NasUserError(f"space {self.name!r}: {name}={value!r} is not a choice; allowed: {shown}") from None
             index[name] = np.array([position])
-        cols, kind_codes, problems = self._columns(np, index, 1)
+        cols, kind_codes, problems = _columns(self, np, index, 1)
         for mask, field, message in problems:
             if mask[0]:
                 shown = ", ".join(f"{k}={values[k]!r}" for k in self.dimensions)
@@ -531,7 +292,7 @@ class SearchSpace:
         low, high = self.params_range
         params = arch.num_params
         if (low is not None and params < low) or (high is not None and params > high):
-            reasons.append(f"{params:,} parameters is outside the space's range {self._range_text()}")
+            reasons.append(f"{params:,} parameters is outside the space's range {self.range_text()}")
         return reasons
 
     def sample(self, n: int, seed: int) -> list[ArchConfig]:
@@ -542,8 +303,7 @@ class SearchSpace:
         """
         import numpy as np
 
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise NasUserError(f"sample size must be a non-negative integer, got {n!r}")
+        check_int(n, "sample size", 0, MAX_COUNT)
         batch = self.enumerate()
         rng = np.random.default_rng(seed)
         total = len(batch)
@@ -589,6 +349,263 @@ class SearchSpace:
 
 
 _ENUM_CACHE: dict[str, Any] = {}
+
+
+# ---------------------------------------------------------------------- vectorised derivation
+def _columns(space: SearchSpace, np, index: dict[str, Any], n: int):
+    """Derive ArchBatch columns for rows given by per-dimension choice indices.
+
+    Returns (columns, ffn_kind_codes, problems) where problems is a list of (mask, field, message):
+    rows where mask is true make no valid ArchConfig.
+    """
+    def values(name, dtype):
+        if name in space.dimensions:
+            return np.asarray(space.dimensions[name].choices, dtype=dtype)[index[name]]
+        return np.full(n, space._value(name), dtype=dtype)
+
+    hidden = values("hidden_size", np.int64)
+    layers = values("num_layers", np.int64)
+    vocab = values("vocab_size", np.int64)
+    given = set(space.dimensions) | set(space.fixed)
+    problems = []
+    if "num_heads" in given and "head_dim" in given:
+        heads, head_dim = values("num_heads", np.int64), values("head_dim", np.int64)
+    elif "num_heads" in given:
+        heads = values("num_heads", np.int64)
+        problems.append((hidden % heads != 0, "hidden_size", "is not divisible by num_heads"))
+        head_dim = hidden // heads
+    else:
+        head_dim = values("head_dim", np.int64)
+        problems.append((hidden % head_dim != 0, "hidden_size", "is not divisible by head_dim"))
+        heads = hidden // head_dim
+    problems.append((head_dim % 2 != 0, "head_dim", "is odd (rotary embeddings need an even head_dim)"))
+    problems.append((head_dim % accounting.HEAD_DIM_MULTIPLE != 0, "head_dim",
+                     f"is {accounting.HEAD_DIM_RULE}"))
+    problems.append((head_dim <= 0, "head_dim", "is zero"))
+    problems.append((heads <= 0, "num_heads", "is zero (head_dim wider than hidden_size)"))
+    problems.append((heads * head_dim > MAX_WIDTH, "head_dim", f"makes num_heads * head_dim above {MAX_WIDTH:,}"))
+    kv = _kv_heads(space, np, index, n, np.maximum(heads, 1), problems)
+
+    if "ffn_ratio" in space.dimensions:
+        ratio = np.asarray(space.dimensions["ffn_ratio"].choices, dtype=np.float64)[index["ffn_ratio"]]
+        intermediate = _round_to_multiple(np, ratio * hidden, space.ffn_multiple)
+    else:
+        intermediate = values("intermediate_size", np.int64)
+    problems.append((intermediate > MAX_WIDTH, "intermediate_size", f"is above {MAX_WIDTH:,}"))
+
+    kinds = list(FFN_KINDS)
+    if "ffn_kind" in space.dimensions:
+        kind_codes = np.array([kinds.index(k) for k in space.dimensions["ffn_kind"].choices])[index["ffn_kind"]]
+    else:
+        kind_codes = np.full(n, kinds.index(space._value("ffn_kind")), dtype=np.int64)
+    matrices = np.array([accounting.FFN_MATRICES[k] for k in kinds], dtype=np.int64)[kind_codes]
+
+    columns = {
+        "vocab_size": vocab, "hidden_size": hidden, "num_layers": layers, "num_heads": heads,
+        "num_kv_heads": kv, "head_dim": head_dim, "intermediate_size": intermediate, "ffn_matrices": matrices,
+        "tie_embeddings": values("tie_embeddings", np.int64), "qkv_bias": values("qkv_bias", np.int64),
+    }
+    return columns, kind_codes, problems
+
+def _kv_heads(space: SearchSpace, np, index: dict[str, Any], n: int, heads, problems: list):
+    """kv heads of each row from its attention label (mha, mqa, gqa:G, kv:N); rows it cannot build go to
+    `problems`."""
+    if "attention" in space.dimensions:
+        codes = np.array([_attention_code(c) for c in space.dimensions["attention"].choices], dtype=np.int64)
+        kind, arg = codes[index["attention"], 0], codes[index["attention"], 1]
+    else:
+        kind, arg = np.full(n, _ATTN_MHA, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    safe_arg = np.maximum(arg, 1)
+    kv = np.where(kind == _ATTN_MHA, heads,
+                  np.where(kind == _ATTN_MQA, 1, np.where(kind == _ATTN_GQA, heads // safe_arg, arg)))
+    problems.append((((kind == _ATTN_GQA) | (kind == _ATTN_KV)) & (heads % safe_arg != 0), "attention",
+                     "group size or kv-head count does not divide num_heads"))
+    problems.append(((kv < 1) | (kv > heads), "attention", "needs more kv heads than query heads"))
+    return kv
+
+
+def _valid_chunks(space: SearchSpace):
+    """(columns, ffn kind codes, dimension indices) of the valid configs in the params range, one grid chunk
+    at a time (a chunk holds _CHUNK raw grid points), in grid order, before deduplication. Raises when the
+    whole grid holds no valid config, or none in the params range."""
+    import numpy as np
+
+    names = list(space.dimensions)
+    shape = tuple(len(space.dimensions[k]) for k in names) or (1,)
+    total = math.prod(shape)  # within MAX_COUNT (checked at load): numpy indexes it in int64
+    low, high = space.params_range
+    smallest = largest = None
+    kept_any = False
+    for start in range(0, total, _CHUNK):
+        flat = np.arange(start, min(total, start + _CHUNK), dtype=np.int64)
+        unravelled = np.unravel_index(flat, shape)
+        index = {k: unravelled[i] for i, k in enumerate(names)}
+        cols, kind_codes, problems = _columns(space, np, index, len(flat))
+        valid = np.ones(len(flat), dtype=bool)
+        for mask, _field, _message in problems:
+            valid &= ~mask
+        params = accounting.total_params(
+            cols["vocab_size"], cols["hidden_size"], cols["num_layers"], cols["num_heads"], cols["num_kv_heads"],
+            cols["head_dim"], cols["intermediate_size"], cols["ffn_matrices"], cols["tie_embeddings"],
+            cols["qkv_bias"])
+        if valid.any():
+            lo_, hi_ = int(params[valid].min()), int(params[valid].max())
+            smallest = lo_ if smallest is None else min(smallest, lo_)
+            largest = hi_ if largest is None else max(largest, hi_)
+        if low is not None:
+            valid &= params >= low
+        if high is not None:
+            valid &= params <= high
+        if not valid.any():
+            continue
+        kept_any = True
+        dim_index = (np.stack([unravelled[i][valid] for i in range(len(names))], axis=1) if names
+                     else np.zeros((int(valid.sum()), 0), dtype=np.int64))
+        yield {k: v[valid] for k, v in cols.items()}, kind_codes[valid], dim_index
+    if not kept_any:
+        if smallest is None:
+            raise space._fail("dimensions", "no combination of the dimensions makes a valid ArchConfig")
+        raise space._fail("constraints", f"params range {space.range_text()} admits no config of the space "
+                                        f"(valid configs have {smallest:,} to {largest:,} parameters)")
+
+def _row_matrix(cols, kind_codes):
+    import numpy as np
+
+    return np.stack([cols[k] for k in ArchBatch.COLUMNS] + [kind_codes], axis=1)
+
+def _enumerate(space: SearchSpace):
+    import numpy as np
+
+    chunks = list(_valid_chunks(space))
+    cols = {k: np.concatenate([c[0][k] for c in chunks]) for k in ArchBatch.COLUMNS}
+    kind_codes = np.concatenate([c[1] for c in chunks])
+    dim_index = np.concatenate([c[2] for c in chunks])
+    # Deduplicate identical configs (e.g. "gqa:4" with 4 heads == "mqa"), keeping the first in grid order.
+    _, first = np.unique(_row_matrix(cols, kind_codes), axis=0, return_index=True)
+    first.sort()
+    cols = {k: v[first] for k, v in cols.items()}
+    n = len(first)
+    extra = {}
+    for name in _EXTRA_FIELDS:
+        value = space._value(name)
+        extra[name] = np.full(n, value, dtype=np.int64 if isinstance(value, int) else np.float64)
+    batch = ArchBatch(cols, np.asarray(FFN_KINDS)[kind_codes[first]], extra)
+    return batch, dim_index[first]
+
+
+# ---------------------------------------------------------------------- parsing a space file
+def _parse_space(toml: TomlFile, data: dict[str, Any]) -> dict[str, Any]:
+    """A space file's parts, checked: name, description, dimensions, fixed values, ffn_multiple, params_range."""
+    toml.keys(data, "", sorted(_TOP_KEYS), ("name", "description", "dimensions"))
+    for key in ("name", "description"):
+        if not isinstance(data[key], str) or not data[key].strip():
+            raise toml.fail(key, f"must be a non-empty string, got {data[key]!r}")
+
+    dims = data["dimensions"]
+    toml.keys(dims, "dimensions", DIMENSION_NAMES)
+    dimensions: dict[str, Dimension] = {name: _parse_dimension(toml, name, spec) for name, spec in dims.items()}
+    grid = math.prod(len(d) for d in dimensions.values())
+    if grid > MAX_COUNT:
+        raise toml.fail("dimensions", f"the dimensions make {grid:.3g} combinations; nas takes at most "
+                                       f"{MAX_COUNT:.3g} (2**53): use fewer choices or larger steps")
+
+    fixed = data.get("fixed", {})
+    toml.keys(fixed, "fixed", FIXED_NAMES)
+    fixed_values: dict[str, Any] = {}
+    for name, value in fixed.items():
+        if name in dimensions:
+            raise toml.fail(f"fixed.{name}", "is also a dimension; keep it in one place")
+        fixed_values[name] = _check_value(toml, name, value, f"fixed.{name}")
+
+    given = set(dimensions) | set(fixed_values)
+    for required in ("hidden_size", "num_layers"):
+        if required not in given:
+            raise toml.fail("dimensions", f"{required} must be a dimension or fixed")
+    if not given & {"num_heads", "head_dim"}:
+        raise toml.fail("dimensions", "give num_heads or head_dim (or both) as a dimension or fixed")
+    if "intermediate_size" in given and "ffn_ratio" in given:
+        raise toml.fail("dimensions", "give intermediate_size or ffn_ratio, not both")
+    if not given & {"intermediate_size", "ffn_ratio"}:
+        raise toml.fail("dimensions", "give intermediate_size or ffn_ratio as a dimension or fixed")
+
+    multiple = data.get("ffn_multiple", 64)
+    if not is_int(multiple) or not 1 <= multiple <= MAX_WIDTH:
+        raise toml.fail("ffn_multiple", f"must be an integer from 1 to {MAX_WIDTH:,} (an FFN size is at most "
+                                         f"that), got {shown(multiple)}")
+    if "ffn_multiple" in data and "ffn_ratio" not in dimensions:
+        raise toml.fail("ffn_multiple", "only applies with an ffn_ratio dimension")
+
+    constraints = data.get("constraints", {})
+    toml.keys(constraints, "constraints", sorted(_CONSTRAINT_KEYS))
+    bounds = []
+    for key in ("params_min", "params_max"):
+        value = constraints.get(key)
+        if value is not None and (not is_int(value) or value < 0):
+            raise toml.fail(f"constraints.{key}", f"must be a non-negative integer, got {shown(value)}")
+        bounds.append(value)
+    if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+        raise toml.fail("constraints.params_min",
+                         f"params_min={bounds[0]:,} exceeds params_max={bounds[1]:,}: no config can meet both")
+    return {"name": data["name"], "description": data["description"], "dimensions": dimensions,
+            "fixed": fixed_values, "ffn_multiple": multiple, "params_range": (bounds[0], bounds[1])}
+
+def _parse_dimension(toml: TomlFile, name: str, spec: Any) -> Dimension:
+    key = f"dimensions.{name}"
+    if isinstance(spec, dict):
+        if name not in _INT_DIMS:
+            raise toml.fail(key, "a {min, max, step} range is only for integer dimensions "
+                                  f"({', '.join(_INT_DIMS)}); give a list of choices")
+        toml.keys(spec, key, ["min", "max", "step"], ("min", "max"))
+        low, high, step = spec["min"], spec["max"], spec.get("step", 1)
+        for part, value in (("min", low), ("max", high), ("step", step)):
+            if not is_int(value) or not 1 <= value <= FIELD_MAX[name]:
+                raise toml.fail(f"{key}.{part}", f"must be an integer from 1 to {FIELD_MAX[name]:,}, got "
+                                                  f"{shown(value)}")
+        if low > high:
+            raise toml.fail(key, f"empty range: min={low} > max={high}")
+        return Dimension(name, tuple(range(low, high + 1, step)), low, high, step)
+    if not isinstance(spec, list):
+        raise toml.fail(key, "must be a list of choices or a {min, max, step} table")
+    if not spec:
+        raise toml.fail(key, "empty list of choices")
+    choices = tuple(_check_value(toml, name, value, key) for value in spec)
+    if len(set(choices)) != len(choices):
+        raise toml.fail(key, f"lists a choice twice: {list(spec)}")
+    return Dimension(name, choices)
+
+def _check_value(toml: TomlFile, name: str, value: Any, key: str) -> Any:
+    if name in _INT_DIMS or name == "max_seq_len":
+        if not is_int(value) or value <= 0:
+            raise toml.fail(key, f"{shown(value)} is not a positive integer")
+        if value > FIELD_MAX[name]:
+            raise toml.fail(key, f"{shown(value)} is above {FIELD_MAX[name]:,}, the largest {name} nas takes")
+        if name == "head_dim" and value % 2:
+            raise toml.fail(key, f"head_dim {value} is odd; rotary embeddings need an even head_dim")
+        return value
+    if name in _BOOL_DIMS:
+        if not isinstance(value, bool):
+            raise toml.fail(key, f"{value!r} is not true or false")
+        return value
+    if name == "ffn_kind":
+        if not isinstance(value, str) or value not in FFN_KINDS:
+            raise toml.fail(key, f"{shown(value)} is not an ffn_kind; allowed: {', '.join(FFN_KINDS)}")
+        return value
+    if name == "attention":
+        m = _ATTENTION_RE.match(value) if isinstance(value, str) else None
+        number = int(m.group(2) or m.group(3) or 0) if m and len(value) < 64 else None
+        if not m or number is None or number > MAX_WIDTH or (m.group(2) and number < 2) or (
+                m.group(3) and number < 1):
+            raise toml.fail(key, f"{shown(value)} is not an attention type; allowed: \"mha\", \"mqa\", "
+                                  f"\"gqa:G\" (2 <= G <= {MAX_WIDTH:,} query heads per kv head), \"kv:N\" (1 <= N "
+                                  f"<= {MAX_WIDTH:,} kv heads)")
+        return value
+    if name in ("ffn_ratio", "rope_theta", "rms_norm_eps"):
+        if not is_finite_number(value) or not value > 0:
+            raise toml.fail(key, f"{shown(value)} is not a positive finite number")
+        if name == "ffn_ratio" and value > MAX_WIDTH:
+            raise toml.fail(key, f"{value!r} is above {MAX_WIDTH:,}: no FFN is that many times the width")
+        return float(value)
+    raise AssertionError(name)
 
 
 def _space_files() -> dict[str, Path]:

@@ -153,78 +153,85 @@ def _parse(path: Path) -> Target:
     missing = sorted(_REQUIRED_TOP - set(data))
     if missing:
         raise c.fail("", f"missing key(s) {', '.join(missing)}")
-
     name = c.string(data["name"], "name")
     if name != path.stem:
         raise c.fail("name", f"{name!r} must equal the file name {path.stem!r}")
-    display_name = c.string(data["display_name"], "display_name")
-    description = c.string(data["description"], "description")
     measured_here = data["measured_here"]
     if not isinstance(measured_here, bool):
         raise c.fail("measured_here", f"must be true or false, got {measured_here!r}")
-
-    eps = data["execution_providers"]
-    if not isinstance(eps, list) or not eps:
-        raise c.fail("execution_providers", "must be a non-empty list of ORT execution provider names")
-    for ep in eps:
-        if ep not in EXECUTION_PROVIDERS:
-            raise c.fail("execution_providers",
-                         f"{ep!r} is not an ONNX Runtime execution provider; known: {', '.join(EXECUTION_PROVIDERS)}")
-    if len(set(eps)) != len(eps):
-        raise c.fail("execution_providers", "lists a provider twice")
-
-    precisions = data["precisions"]
-    if not isinstance(precisions, list) or not precisions:
-        raise c.fail("precisions", f"must be a non-empty list drawn from {', '.join(PRECISIONS)}")
-    for p in precisions:
-        if p not in PRECISIONS:
-            raise c.fail("precisions", f"{p!r} is not a precision; allowed: {', '.join(PRECISIONS)}")
-    if len(set(precisions)) != len(precisions):
-        raise c.fail("precisions", "lists a precision twice")
+    precisions = _listed(c, data["precisions"], "precisions", PRECISIONS, "a precision")
     default_precision = data["default_precision"]
     if default_precision not in precisions:
         raise c.fail("default_precision", f"{default_precision!r} must be one of precisions: {', '.join(precisions)}")
-
-    threads = data["threads"]
-    if threads == "auto":
-        threads = os.cpu_count() or 1
-    elif not is_int(threads) or not 1 <= threads <= MAX_THREADS:
-        raise c.fail("threads", f"must be an integer from 1 to {MAX_THREADS:,} or \"auto\", got {shown(threads)}")
-
     specs: dict[str, Spec] = {}
-    memory = data["memory"]
+    ram_bytes, budget_bytes, bandwidth = _memory(c, data["memory"], measured_here, specs)
+    peak_flops, compute_unit = _compute(c, data["compute"], precisions, measured_here, specs)
+    _extra(c, data.get("extra", {}), specs)
+    return Target(
+        name=name, display_name=c.string(data["display_name"], "display_name"),
+        description=c.string(data["description"], "description"), measured_here=measured_here,
+        execution_providers=_listed(c, data["execution_providers"], "execution_providers", EXECUTION_PROVIDERS,
+                                    "an ONNX Runtime execution provider"),
+        default_precision=default_precision, precisions=precisions, threads=_threads(c, data["threads"]),
+        ram_bytes=ram_bytes, memory_budget_bytes=budget_bytes, mem_bandwidth_bytes_per_s=bandwidth,
+        peak_flops=peak_flops, compute_unit=compute_unit, specs=specs, path=path,
+    )
+
+
+def _listed(c, values, key: str, known, what: str) -> tuple[str, ...]:
+    """A non-empty list of distinct names, each one of `known`."""
+    if not isinstance(values, list) or not values:
+        raise c.fail(key, f"must be a non-empty list drawn from {', '.join(known)}")
+    for value in values:
+        if value not in known:
+            raise c.fail(key, f"{value!r} is not {what}; known: {', '.join(known)}")
+    if len(set(values)) != len(values):
+        raise c.fail(key, f"lists {what.split(' ', 1)[1]} twice")
+    return tuple(values)
+
+
+def _threads(c, threads) -> int:
+    if threads == "auto":
+        return os.cpu_count() or 1
+    if not is_int(threads) or not 1 <= threads <= MAX_THREADS:
+        raise c.fail("threads", f"must be an integer from 1 to {MAX_THREADS:,} or \"auto\", got {shown(threads)}")
+    return threads
+
+
+# [memory] sizes a measured_here target may read from this machine ("auto"): what each means.
+_AUTO_MEMORY = {"ram": ("ram", "read from this machine", "measured here: os.sysconf(SC_PHYS_PAGES) * "
+                        "os.sysconf(SC_PAGE_SIZE)"),
+                "budget": ("memory_budget", "half of this machine's RAM",
+                           "half of this machine's RAM, leaving the rest to the OS and other work")}
+
+
+def _memory(c, memory, measured_here: bool, specs: dict[str, Spec]) -> tuple[int | None, int | None, float | None]:
+    """RAM and model budget in bytes, and bandwidth in bytes/s (None: probed), their specs added to `specs`."""
     c.keys(memory, "memory", _MEMORY_KEYS, {"ram", "budget"} if measured_here else _MEMORY_KEYS)
-    ram_bytes: int | None
-    if memory["ram"] == "auto":
-        if not measured_here:
-            raise c.fail("memory.ram", "\"auto\" (read from this machine) is only for measured_here targets")
-        ram_bytes = _host_ram_bytes()
-        if ram_bytes:
-            specs["ram"] = Spec(round(ram_bytes / 2**30, 2), "GiB", "measured here: os.sysconf(SC_PHYS_PAGES) "
-                                "* os.sysconf(SC_PAGE_SIZE)")
-    else:
-        spec, value = _spec(c, memory["ram"], "memory.ram", _BYTE_UNITS)
-        specs["ram"], ram_bytes = spec, int(value)
-    budget_bytes: int | None
-    if memory["budget"] == "auto":
-        if not measured_here:
-            raise c.fail("memory.budget", "\"auto\" (half of this machine's RAM) is only for measured_here targets")
-        budget_bytes = ram_bytes // 2 if ram_bytes else None
-        if budget_bytes:
-            specs["memory_budget"] = Spec(round(budget_bytes / 2**30, 2), "GiB",
-                                          "half of this machine's RAM, leaving the rest to the OS and other work")
-    else:
-        spec, value = _spec(c, memory["budget"], "memory.budget", _BYTE_UNITS)
-        specs["memory_budget"], budget_bytes = spec, int(value)
-        if ram_bytes and budget_bytes > ram_bytes:
-            raise c.fail("memory.budget", f"{spec.value} {spec.unit} exceeds the RAM")
+    sizes: dict[str, int | None] = {}
+    for key, (spec_name, auto_what, auto_source) in _AUTO_MEMORY.items():
+        if memory[key] == "auto":
+            if not measured_here:
+                raise c.fail(f"memory.{key}", f"\"auto\" ({auto_what}) is only for measured_here targets")
+            ram = sizes.get("ram")
+            sizes[key] = _host_ram_bytes() if key == "ram" else (ram // 2 if ram else None)
+            if sizes[key]:
+                specs[spec_name] = Spec(round(sizes[key] / 2**30, 2), "GiB", auto_source)
+        else:
+            spec, value = _spec(c, memory[key], f"memory.{key}", _BYTE_UNITS)
+            specs[spec_name], sizes[key] = spec, int(value)
+            if key == "budget" and sizes["ram"] and sizes[key] > sizes["ram"]:
+                raise c.fail("memory.budget", f"{spec.value} {spec.unit} exceeds the RAM")
     bandwidth: float | None = None
     if "bandwidth" in memory:
         if measured_here:
             raise c.fail("memory.bandwidth", "a measured_here target's bandwidth is probed, not written down")
         specs["memory_bandwidth"], bandwidth = _spec(c, memory["bandwidth"], "memory.bandwidth", _BANDWIDTH_UNITS)
+    return sizes["ram"], sizes["budget"], bandwidth
 
-    compute = data["compute"]
+
+def _compute(c, compute, precisions, measured_here: bool, specs: dict[str, Spec]):
+    """Per precision: peak FLOP/s (spec sheet; none for a measured_here target) and the unit that runs it."""
     c.keys(compute, "compute", set(PRECISIONS), set(precisions))
     extra_precisions = sorted(set(compute) - set(precisions))
     if extra_precisions:
@@ -243,22 +250,17 @@ def _parse(path: Path) -> Target:
             if measured_here:
                 raise c.fail(f"{key}.peak", "a measured_here target's peak is probed, not written down")
             specs[f"peak_{precision}"], peak_flops[precision] = _spec(c, entry["peak"], f"{key}.peak", _FLOP_UNITS)
+    return peak_flops, compute_unit
 
-    extra = data.get("extra", {})
+
+def _extra(c, extra, specs: dict[str, Spec]) -> None:
+    """[extra] specs (documentation: clock, cores, power), each with its unit and source."""
     c.keys(extra, "extra", set(extra) if isinstance(extra, dict) else set(), set())
     all_units = {**_BYTE_UNITS, **_BANDWIDTH_UNITS, **_FLOP_UNITS, "GHz": 1e9, "MHz": 1e6, "cores": 1, "W": 1}
     for key, entry in extra.items():
         if key in specs:
             raise c.fail(f"extra.{key}", "clashes with a spec name derived from [memory]/[compute]")
         specs[key], _ = _spec(c, entry, f"extra.{key}", all_units)
-
-    return Target(
-        name=name, display_name=display_name, description=description, measured_here=measured_here,
-        execution_providers=tuple(eps), default_precision=default_precision, precisions=tuple(precisions),
-        threads=threads, ram_bytes=ram_bytes, memory_budget_bytes=budget_bytes,
-        mem_bandwidth_bytes_per_s=bandwidth, peak_flops=peak_flops, compute_unit=compute_unit, specs=specs,
-        path=path,
-    )
 
 
 def _target_files() -> dict[str, Path]:

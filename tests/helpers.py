@@ -9,9 +9,9 @@ import types
 import numpy as np
 
 from nas.core.arch import ArchBatch, ArchConfig
-from nas.latency import features as F
+from nas.latency.features import DEFAULT_FEATURES, PHASES, feature_matrix
 from nas.latency.measure import Protocol, summarize
-from nas.latency.profile import ProfileSettings, make_row
+from nas.latency.profiling import ProfileSettings, make_row
 from nas.latency.provenance import GRAPH_BUILDER_VERSION
 from nas.spaces import load_space
 from nas.study.schema import Objective, StudyMeta, TargetFigures, TrialRecord
@@ -164,10 +164,10 @@ def device_rows(target="pixel8", n=24, env=DEVICE_ENV, precision="int4", seed=0,
     rows = []
     for arch in configs:
         batch = ArchBatch.from_configs([arch])
-        for phase in F.PHASES:
-            coef = np.array([DEVICE_RATES[phase].get(k, 0.0) for k in F.DEFAULT_FEATURES[phase]])
+        for phase in PHASES:
+            coef = np.array([DEVICE_RATES[phase].get(k, 0.0) for k in DEFAULT_FEATURES[phase]])
             for length in settings.lengths(phase):
-                ms = float((F.feature_matrix(batch, phase, length, precision) @ coef)[0])
+                ms = float((feature_matrix(batch, phase, length, precision) @ coef)[0])
                 samples = list(ms * (1 + 0.01 * rng.standard_normal(3)))
                 stats = {**summarize(samples), "samples": samples}
                 rows.append(make_row(target=target, arch=arch, phase=phase, length=length, settings=settings,
@@ -180,7 +180,34 @@ def write_rows(path, rows):
     return str(path)
 
 
+def calibrated_pixel8(tmp_path, capsys):
+    """`nas calibrate --target pixel8` on `device_rows()`: (the measurements file, the predictor it saved)."""
+    from nas.cli import main
+    from nas.core.paths import predictor_path
+
+    good = write_rows(tmp_path / "good.jsonl", device_rows())
+    assert main(["calibrate", "--target", "pixel8", "--measurements", good]) == 0
+    capsys.readouterr()
+    return good, predictor_path("pixel8", "CPUExecutionProvider", "int4")
+
+
 # ----------------------------------------------------------------------------------------------- maths
+def killed_if_left(proc):
+    """A context for a test's work with a child process: a child still running when it ends (a failed assert,
+    a time-out) is killed, never left behind."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def context():
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+    return context()
+
+
 def brute_pareto_mask(points):
     """Non-dominated rows of minimised `points`, the O(n^2) way (the oracle for nas.study.pareto)."""
     n = len(points)

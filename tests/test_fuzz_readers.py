@@ -62,12 +62,17 @@ def refused_or_ok(fn, *args, **kwargs):
         return None
 
 
+def _file(tmp_path_factory, name: str, data: bytes):
+    """A new file `name` holding `data`, in a folder of its own."""
+    path = tmp_path_factory.mktemp("fuzz") / name
+    path.write_bytes(data)
+    return path
+
+
 def _toml_value(value) -> str:
     """`value` as TOML (inf and nan as TOML writes them; tables inline)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (bool, int)):
+        return json.dumps(value)  # true / false and plain digits, as TOML writes them
     if isinstance(value, float):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
     if isinstance(value, str):
@@ -107,9 +112,7 @@ def test_space_files(tmp_path_factory, line, value):
 def test_space_files_of_any_text(tmp_path_factory, text):
     from nas.spaces import _load_file
 
-    path = tmp_path_factory.mktemp("space") / "fuzz.toml"
-    path.write_text(text)
-    refused_or_ok(_load_file, path)
+    refused_or_ok(_load_file, _file(tmp_path_factory, "fuzz.toml", text.encode("utf-8", "surrogatepass")))
 
 
 # ----------------------------------------------------------------------------------------------- target files
@@ -193,7 +196,7 @@ def test_measurement_rows(tmp_path_factory, key, value):
     """A measurement row (as the on-device runner writes it) with one field replaced: read and fitted on
     as `nas calibrate --measurements` does, or refused in one line."""
     from nas.latency.predictor import phase_data
-    from nas.latency.profile import read_measurements
+    from nas.latency.profiling import read_measurements
 
     row = json.loads(json.dumps(ROW))
     parent, _, leaf = key.rpartition(".")
@@ -208,11 +211,9 @@ def test_measurement_rows(tmp_path_factory, key, value):
 
 @given(data=st.binary(max_size=300))
 def test_measurement_files_of_any_bytes(tmp_path_factory, data):
-    from nas.latency.profile import read_measurements
+    from nas.latency.profiling import read_measurements
 
-    path = tmp_path_factory.mktemp("rows") / "rows.jsonl"
-    path.write_bytes(data)
-    refused_or_ok(read_measurements, path)
+    refused_or_ok(read_measurements, _file(tmp_path_factory, "rows.jsonl", data))
 
 
 # ----------------------------------------------------------------------------------------------- flags

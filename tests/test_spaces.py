@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import re
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -49,14 +48,13 @@ def test_sizes():
     assert load_space("hostcal").size() >= 300
 
 
-def test_subbillion_enumerates_in_seconds():
+def test_subbillion_enumerates_every_config():
+    """How long it takes is benchmarks/bench_startup.py's."""
     from nas.spaces import _ENUM_CACHE
 
     space = load_space("subbillion")
     _ENUM_CACHE.pop(space.fingerprint, None)
-    start = time.perf_counter()
-    space.enumerate()
-    assert time.perf_counter() - start < 10  # ~0.5 s here; loose for a shared machine
+    assert len(space.enumerate()) == space.size()
 
 
 def test_enumeration_matches_building_every_combination():
@@ -147,11 +145,9 @@ def test_sample_is_deterministic_distinct_and_spread():
     assert len(everything) == space.size() == len({x.arch_id for x in everything})
 
 
-def test_sample_large_space_quickly():
+def test_sample_large_space():
     space = load_space("subbillion")
-    start = time.perf_counter()
     picks = space.sample(100, seed=1)
-    assert time.perf_counter() - start < 10
     assert len({p.arch_id for p in picks}) == 100
     assert len({p.hidden_size for p in picks}) > 15 and len({p.num_layers for p in picks}) > 20
 
@@ -218,8 +214,11 @@ def test_bad_values(tmp_path):
     assert "twice" in _error(tmp_path, lambda s: s.replace("[2, 4, 6]", "[2, 2, 6]"))
     message = _error(tmp_path, lambda s: s.replace("ffn_ratio = [2.0, 3.0, 4.0]", "ffn_ratio = { min = 2, max = 4 }"))
     assert "dimensions.ffn_ratio" in message and "integer" in message
-    assert "also a dimension" in _error(tmp_path, lambda s: s.replace("vocab_size = 512", "vocab_size = 512\nnum_layers = 4"))
-    assert "num_kv_heads" in _error(tmp_path, lambda s: s.replace("vocab_size = 512", "vocab_size = 512\nnum_kv_heads = 1"))
+    def added(line):
+        return lambda s: s.replace("vocab_size = 512", f"vocab_size = 512\n{line}")
+
+    assert "also a dimension" in _error(tmp_path, added("num_layers = 4"))
+    assert "num_kv_heads" in _error(tmp_path, added("num_kv_heads = 1"))
     assert "hidden_size" in _error(tmp_path, lambda s: re.sub(r"(?m)^hidden_size = .*$", "", s))
 
 
@@ -280,7 +279,7 @@ def test_default_lengths_fit_every_preset_and_are_measured_by_default():
     """Decode at context C is C cached tokens plus the new one (C + 1 positions): the presets' max_seq_len holds
     the search's default lengths, and the measuring commands' default lengths include them."""
     from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS
-    from nas.latency.profile import fits_context
+    from nas.latency.profiling import fits_context
     from nas.search import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN
 
     assert DEFAULT_PROMPT_LEN in DEFAULT_PROMPT_LENS and DEFAULT_CONTEXT_LEN in DEFAULT_CONTEXT_LENS

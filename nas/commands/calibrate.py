@@ -38,9 +38,8 @@ Examples:
 
 
 # Defaults of `nas calibrate --target host-cpu`: the measuring commands' protocol and lengths
-# (nas.latency.measure.Protocol, nas.latency.profile), on 48 configs (a third held out, the rest fitted), meant to
-# finish within ~15 minutes on a 2-core machine (not yet shown with the search's own lengths: see README
-# status); `--dry-run` prints the estimate for any plan.
+# (nas.latency.measure.Protocol, nas.latency.profiling) at the search's own lengths, on 48 configs (a third held
+# out, the rest fitted); `--dry-run` prints the time estimate of any plan (README "host-cpu" gives one machine's).
 MIN_FIT_CONFIGS = 2  # architectures a predictor needs to be fitted on at all
 
 HOST_DEFAULTS = {
@@ -103,10 +102,10 @@ def _log(args, message: str) -> None:
 
 def _measure_here(args, target, precision: str, provider: str, threads: int) -> tuple[list[dict], dict[str, Any]]:
     from nas.core.paths import measurements_path
-    from nas.latency import calibrate as cal
+    from nas.latency import calibrate
     from nas.latency.measure import Protocol
     from nas.latency.probes import host_probes
-    from nas.latency.profile import ProfileSettings, profile_configs
+    from nas.latency.profiling import ProfileSettings, profile_configs
     from nas.spaces import load_space
 
     if args.n_configs < 2:
@@ -125,7 +124,7 @@ def _measure_here(args, target, precision: str, provider: str, threads: int) -> 
                                protocol=Protocol(threads=threads, warmup=args.warmup, runs=args.runs,
                                                  sessions=args.sessions), seed=args.seed)
     probes = host_probes(threads, quick=True)
-    estimate = cal.estimate_seconds(target, configs, precision=precision, prompt_lens=settings.prompt_lens,
+    estimate = calibrate.estimate_seconds(target, configs, precision=precision, prompt_lens=settings.prompt_lens,
                                     context_lens=settings.context_lens, warmup=args.warmup, runs=args.runs,
                                     sessions=args.sessions, probes=probes)
     out_path = measurements_path(target.name)
@@ -156,8 +155,8 @@ def _measure_here(args, target, precision: str, provider: str, threads: int) -> 
 
 def run(args: argparse.Namespace) -> int:
     from nas.core.paths import predictor_path
-    from nas.latency import calibrate as cal
-    from nas.latency.profile import read_measurements
+    from nas.latency import calibrate
+    from nas.latency.profiling import read_measurements
     from nas.latency.registry import host_threads, latency_source, resolve_deployment
 
     target, precision, provider = resolve_deployment(args.target, args.precision, args.provider)
@@ -170,10 +169,9 @@ def run(args: argparse.Namespace) -> int:
 
     ort_version = cpu = None
     if target.measured_here:
-        from nas.latency.measure import cpu_model
-        from nas.latency.measure import ort_version as installed_ort
+        from nas.latency import measure
 
-        ort_version, cpu = installed_ort(), cpu_model()
+        ort_version, cpu = measure.ort_version(), measure.cpu_model()
     plan: dict[str, Any] = {}
     if args.measurements:
         rows = []
@@ -191,16 +189,16 @@ def run(args: argparse.Namespace) -> int:
                            f"on the device (`nas bundle --target {target.name} --out DIR`) and pass the "
                            "measurements it writes with --measurements")
 
-    rows = cal.select_rows(rows, target=target.name, precision=precision, provider=provider, threads=threads,
+    rows = calibrate.select_rows(rows, target=target.name, precision=precision, provider=provider, threads=threads,
                            ort_version=ort_version, cpu_model=cpu, source=source)
-    predictor = cal.calibrate_rows(target, rows, precision=precision, provider=provider, holdout=args.holdout,
+    predictor = calibrate.calibrate_rows(target, rows, precision=precision, provider=provider, holdout=args.holdout,
                                    seed=args.seed)
-    summary = cal.summary(predictor)
+    summary = calibrate.summary(predictor)
     summary["measurement_source"] = source
     summary["skipped_rows"] = rows.skipped
     if plan:
         summary["plan"] = plan
-    text = cal.format_summary(summary)
+    text = calibrate.format_summary(summary)
     if rows.skipped:
         text = rows.skipped_text() + "\n" + text
     if threads == host_threads(target):

@@ -39,25 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
 
 
-def _proxy_trials(storage: str, study: str):
-    import optuna
-
-    from nas.study.read import read_study
-    from nas.study.schema import proxy_study_name
-    from nas.study.storage import open_storage
-
-    try:
-        return read_study(optuna.load_study(study_name=proxy_study_name(study),
-                                            storage=open_storage(storage, must_exist=True)))
-    except KeyError:
-        return None
-
-
 def run(args: argparse.Namespace) -> int:
+    from nas.core.counts import format_count
     from nas.core.errors import NasUserError
     from nas.core.paths import default_storage
     from nas.export import choose_trial, export_arch
-    from nas.study.read import load_study, read_study
+    from nas.study.read import load_study, proxy_stage_of, read_study
 
     if args.trial is None and args.arch_id is None and args.pick is None:
         raise NasUserError("say which shape to export: --trial N, --arch-id ID, or "
@@ -66,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     trials = read_study(load_study(storage, args.study))
     ranked_by_law = (trials.meta.quality or {}).get("source") == "predicted_loss"
     if args.pick is not None and not ranked_by_law:  # ranked by parameter count: the proxy front recommends
-        proxy = _proxy_trials(storage, args.study)
+        proxy = proxy_stage_of(storage, args.study)
+        proxy = None if proxy is None else read_study(proxy)
         if proxy is not None and proxy.points:
             trials = proxy
     point, how = choose_trial(trials, trial=args.trial, arch_id=args.arch_id, pick=args.pick)
@@ -81,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             "shape": point.shape, "num_params": point.record.arch.num_params, "format": args.fmt,
             "path": str(result.path), "feasible": point.feasible, "notes": notes,
             "arch": point.record.arch.to_dict()}
-    text = [f"exported {how}: {point.shape} ({point.record.arch.num_params / 1e6:.1f} M parameters, "
+    text = [f"exported {how}: {point.shape} ({format_count(point.record.arch.num_params)} parameters, "
             f"arch id {point.arch_id})"]
     text += [f"note: {note}" for note in notes]
     text.append(f"wrote {result.path}")

@@ -27,10 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
 
 
-def _params(n: int) -> str:
-    return f"{n / 1e9:.3f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
-
-
 def _mib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
@@ -40,6 +36,7 @@ def _gflops(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nas.core.counts import format_count
     from nas.core.limits import MAX_TOKENS, check_int
 
     for flag, value in (("--prompt-len", args.prompt_len), ("--context-len", args.context_len)):
@@ -59,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         f"  attention:    {attn}",
         f"  vocab:        {arch.vocab_size:,}, embeddings {'tied' if arch.tie_embeddings else 'untied'}"
         f"{', qkv bias' if arch.qkv_bias else ''}, max_seq_len {arch.max_seq_len}",
-        f"  parameters:   {_params(acc['num_params'])} ({acc['num_params']:,}); "
-        f"non-embedding {_params(acc['num_non_embedding_params'])} ({acc['num_non_embedding_params']:,})",
+        f"  parameters:   {format_count(acc['num_params'])} ({acc['num_params']:,}); "
+        f"non-embedding {format_count(acc['num_non_embedding_params'])} ({acc['num_non_embedding_params']:,})",
         f"  prefill:      {_gflops(acc['prefill_flops'])} for a {args.prompt_len}-token prompt",
         f"  decode:       {_gflops(acc['decode_flops'])} per token with {args.context_len} tokens cached",
         f"  KV cache:     {_mib(acc['kv_cache_bytes']['fp16'])} in fp16 graphs, {_mib(acc['kv_cache_bytes']['fp32'])} "

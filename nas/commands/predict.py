@@ -105,7 +105,8 @@ def _text(arch, prompt_len: int, context_len: int, results: list[dict[str, Any]]
             budget = f"  ({verdict} the {_mib(r['memory_budget_bytes'])} budget)"
         lines.append(f"  memory   {_mib(mem['total'])}{budget}")
         lines.append(f"           = weights {_mib(mem['weights'])} ({r['precision']}) + KV cache "
-                     f"{_mib(mem['kv_cache'])} ({activation_precision(r['precision'])}, {context_len} tokens) + working {_mib(mem['working'])}")
+                     f"{_mib(mem['kv_cache'])} ({activation_precision(r['precision'])}, {context_len} tokens) + "
+                     f"working {_mib(mem['working'])}")
         if r["note"]:
             lines.append(f"  note: {r['note']}")
         for warning in r["warnings"]:

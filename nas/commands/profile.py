@@ -117,9 +117,8 @@ def sample_configs(args: argparse.Namespace) -> tuple[str, list]:
 
 
 def make_protocol(args: argparse.Namespace, target):
-    from nas.latency.measure import Protocol
-
     from nas.core.limits import MAX_THREADS
+    from nas.latency.measure import Protocol
 
     threads = args.threads if args.threads is not None else target.threads
     for flag, value, low in (("--threads", threads, 1), ("--warmup", args.warmup, 0), ("--runs", args.runs, 1),
@@ -150,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nas.core.paths import measurements_path
     from nas.latency.measure import check_provider
-    from nas.latency.profile import ProfileSettings, profile_configs
+    from nas.latency.profiling import ProfileSettings, profile_configs
     from nas.latency.registry import resolve_deployment
     from nas.targets import load_target
 

@@ -81,8 +81,8 @@ def show_text(fit: dict) -> str:
     lines = [f"quality law: {law.form.name}, fitted to published training runs",
              f"  reference: {fit['reference_group']} (predicted losses are nats/token on its data and tokenizer, "
              f"vocabulary {fit['reference_vocab']:,})",
-             f"  shared: " + ", ".join(f"{k} {v:.4g}" for k, v in law.params.items()),
-             f"  reference group: " + ", ".join(f"{k} {v:.4g}" for k, v in ref.items()),
+             "  shared: " + ", ".join(f"{k} {v:.4g}" for k, v in law.params.items()),
+             "  reference group: " + ", ".join(f"{k} {v:.4g}" for k, v in ref.items()),
              f"  band: {fit['band_nats']:.3f} nats (90% of held-out errors of predicted loss differences between "
              "neighbouring shapes); differences inside it are ties",
              f"  chosen by: {fit['chosen_by']}", "", "published runs fitted (finished runs only):"]

@@ -50,17 +50,21 @@ def run(args: argparse.Namespace) -> int:
 
     from nas.core.paths import default_report_dir, default_storage
     from nas.quality.model import parse_train_tokens
-    from nas.report import build_report, landmark_scores
+    from nas.report import build_report, prepare_dir
+    from nas.study.read import landmark_scores, proxy_stage_of
     from nas.study.schema import check_study_name
 
     train_tokens = None if args.train_tokens is None else parse_train_tokens(args.train_tokens)
     check_study_name(args.study, proxy_ok=True)  # before it names a folder: the report stays in runs/reports
     out = Path(args.out) if args.out else default_report_dir(args.study)
     storage = args.storage or default_storage()
-    index = build_report(storage, args.study, out, landmark_quality=args.landmark_quality, data_path=args.data,
-                         progress=args.progress and not args.json, train_tokens=train_tokens)
+    if args.landmark_quality:
+        prepare_dir(out)  # an unwritable folder is refused before minutes of training
+        _train_landmarks(storage, args.study, args.data, args.progress and not args.json)
+    index = build_report(storage, args.study, out, train_tokens=train_tokens)
     files = sorted(str(p) for p in index.parent.iterdir() if p.is_file() and not p.name.startswith("."))
-    scores = landmark_scores(storage, args.study)
+    proxy = proxy_stage_of(storage, args.study)
+    scores = {} if proxy is None else landmark_scores(proxy)
     lines = [f"report written: {index}"]
     if scores:
         lines.append("published models' proxies (trained as the study's shapes were; held-out bits per byte): "
@@ -69,3 +73,19 @@ def run(args: argparse.Namespace) -> int:
     emit(args, {"study": args.study, "index": str(index), "files": files, "landmark_proxy": scores},
          "\n".join(lines))
     return 0
+
+
+def _train_landmarks(storage: str, study_name: str, data: str | None, progress: bool) -> None:
+    """--landmark-quality: the published models trained as proxies under the study's proxy settings, stored on
+    its proxy stage (`nas.proxy.landmarks`), at the lengths the search placed them at."""
+    from nas.core.errors import NasUserError
+    from nas.core.landmarks import landmark_configs
+    from nas.proxy.landmarks import train_landmarks
+    from nas.study.read import load_study, proxy_stage_of, read_study
+
+    meta = read_study(load_study(storage, study_name)).meta
+    proxy = proxy_stage_of(storage, study_name)
+    if proxy is None:
+        raise NasUserError(f"--landmark-quality: study {study_name!r} has no proxy stage (it was searched with "
+                           "--no-proxy), so there is no proxy quality to place the landmarks at")
+    train_landmarks(proxy, landmark_configs(meta.prompt_len, meta.context_len), data, progress=progress)

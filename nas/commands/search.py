@@ -6,6 +6,21 @@ import argparse
 
 from nas.commands._common import add_json_flag, emit
 from nas.core.accounting import PRECISIONS
+from nas.core.trainers import TRAINERS
+from nas.search.settings import (
+    DEFAULT_CONTEXT_LEN,
+    DEFAULT_ETA,
+    DEFAULT_FINAL_SEEDS,
+    DEFAULT_PROMPT_LEN,
+    DEFAULT_PROXY_SHAPES,
+    DEFAULT_RUNG_TOKENS,
+    DEFAULT_SEED,
+    DEFAULT_SPACE,
+    DEFAULT_TRIALS,
+    SAMPLERS,
+    STAGES,
+)
+from nas.study.schema import MULTI_TARGET_MODES, QUALITY_CHOICES
 
 HELP = "search a space for shapes that trade model quality against on-device speed"
 DESCRIPTION = """\
@@ -82,18 +97,6 @@ interrupted; 1 the search finished and is saved but its report could not be writ
 folder: one line on stderr; `nas report` writes it later).
 """
 
-SAMPLER_CHOICES = ("nsga2", "tpe", "gp", "random")
-# The same defaults as nas.search.SearchSettings (a test keeps them equal); repeated here so that building
-# the parser (for `nas --help`) imports no numpy or optuna.
-DEFAULT_SPACE = "subbillion"
-DEFAULT_TRIALS = 200
-DEFAULT_PROMPT_LEN = 512
-DEFAULT_CONTEXT_LEN = 2048
-DEFAULT_SEED = 0
-DEFAULT_PROXY_SHAPES = 12
-DEFAULT_PROXY_TOKENS = (40_960, 122_880)
-DEFAULT_ETA = 3.0
-DEFAULT_FINAL_SEEDS = 2
 MAX_GRACE_S = 7 * 24 * 3600
 
 
@@ -117,6 +120,13 @@ def _tokens_arg(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_latency_arguments(parser)
+    _add_output_arguments(parser)
+    _add_proxy_arguments(parser.add_argument_group("proxy stage"))
+    add_json_flag(parser)
+
+
+def _add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", action="append", required=True, metavar="NAME",
                         help="device to search for (repeat for several); see `nas targets`")
     parser.add_argument("--space", default=DEFAULT_SPACE,
@@ -131,8 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="deployment precision on every target (default: each target's own)")
     parser.add_argument("--objectives", metavar="LIST",
-                        help="comma-separated: quality, decode_tps, prefill_tps, ttft, memory (default quality,decode_tps)")
-    parser.add_argument("--multi-target", choices=("each", "worst"),
+                        help="comma-separated: quality, decode_tps, prefill_tps, ttft, memory "
+                             "(default quality,decode_tps)")
+    parser.add_argument("--multi-target", choices=MULTI_TARGET_MODES,
                         help="speed objectives per target or worst case over targets (see above)")
     parser.add_argument("--max-memory-mb", type=float, metavar="MB",
                         help="memory limit on every target in MiB (default: each target's memory budget)")
@@ -142,35 +153,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-tokens", metavar="D",
                         help="pretraining tokens the loss is predicted at, e.g. 1T, 300B or 2e11 (default 1T, "
                              "MobileLLM's budget)")
-    parser.add_argument("--quality", choices=("law", "params"), default="law",
+    parser.add_argument("--quality", choices=QUALITY_CHOICES, default="law",
                         help="what the latency stage ranks quality by: the predicted loss (law, default) or the "
                              "non-embedding parameter count (params, for comparison)")
     parser.add_argument("--sampler", default="nsga2", metavar="NAME",
-                        help=f"Optuna sampler: {', '.join(SAMPLER_CHOICES)} (default nsga2)")
+                        help=f"Optuna sampler: {', '.join(SAMPLERS)} (default nsga2)")
     parser.add_argument("--population", type=int, help="NSGA-II population (default: trials/15, 10 to 50)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"sampler seed (default {DEFAULT_SEED})")
     parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///runs/nas.db), a journal file "
                                           "ending in .log, or :memory:")
     parser.add_argument("--study", help="study name (default <targets>-<space>); the same name resumes")
-    parser.add_argument("--trainer", choices=("hf", "litgpt", "nanogpt"),
+    parser.add_argument("--trainer", choices=TRAINERS,
                         help="only shapes this trainer can build (nas export's formats; says how many it removes)")
     parser.add_argument("--no-exact", dest="exact", action="store_false",
                         help="do not enumerate the space for the exact front")
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", dest="report", action="store_false", help="do not write the report")
     parser.add_argument("--report-dir", help="report folder (default runs/reports/<study>)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--show", type=int, default=20, metavar="N",
                         help="Pareto rows printed, spread along the front (default 20; 0: all; --json has all)")
-    proxy = parser.add_argument_group("proxy stage")
+
+
+def _add_proxy_arguments(proxy) -> None:
     proxy.add_argument("--no-proxy", dest="proxy", action="store_false",
                        help="latency stage only: no check of the law on your text (seconds instead of minutes)")
     proxy.add_argument("--proxy-shapes", type=int, default=DEFAULT_PROXY_SHAPES, metavar="N",
                        help=f"shapes to train (default {DEFAULT_PROXY_SHAPES})")
-    proxy.add_argument("--proxy-tokens", type=_tokens_arg, default=DEFAULT_PROXY_TOKENS, metavar="B0,B1,...",
+    proxy.add_argument("--proxy-tokens", type=_tokens_arg, default=DEFAULT_RUNG_TOKENS, metavar="B0,B1,...",
                        help="token budget of each rung (default "
-                            f"{','.join(str(t) for t in DEFAULT_PROXY_TOKENS)})")
+                            f"{','.join(str(t) for t in DEFAULT_RUNG_TOKENS)})")
     proxy.add_argument("--eta", type=float, default=DEFAULT_ETA,
-                       help=f"successive halving keeps about 1/eta of the dominated shapes per rung (default {DEFAULT_ETA:g})")
+                       help="successive halving keeps about 1/eta of the dominated shapes per rung "
+                            f"(default {DEFAULT_ETA:g})")
     proxy.add_argument("--proxy-repeats", type=int, default=1, metavar="N",
                        help="seeds per shape; the shape's score is their mean (default 1)")
     proxy.add_argument("--final-seeds", type=int, default=DEFAULT_FINAL_SEEDS, metavar="N",
@@ -183,14 +200,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     proxy.add_argument("--proxy-threads", type=int, metavar="N", help="torch threads (default: every core)")
     proxy.add_argument("--proxy-time-limit", type=float, metavar="S",
                        help="seconds one shape may train, all rungs together; past it the shape fails (default: none)")
-    proxy.add_argument("--stage", default="all", choices=("all", "latency", "proxy"),
+    proxy.add_argument("--stage", default="all", choices=STAGES,
                        help="all (default), latency only, or proxy only (join as a worker)")
     proxy.add_argument("--heartbeat-interval", type=int, default=10, metavar="S",
                        help="seconds between a worker's heartbeats on an RDB storage (default 10)")
     proxy.add_argument("--grace-period", type=int, default=60, metavar="S",
                        help="seconds without a heartbeat after which a worker's shape is retried by another "
                             "(default 60)")
-    add_json_flag(parser)
 
 
 def _proxy_options(args: argparse.Namespace):
@@ -205,30 +221,29 @@ def _proxy_options(args: argparse.Namespace):
                         threads=args.proxy_threads)
 
 
-def run(args: argparse.Namespace) -> int:
-    from nas.search import Search, SearchSettings, format_table, pick_rows
-
+def _settings(args: argparse.Namespace):
+    """The latency stage's settings from the flags (checked as they are built)."""
     from nas.core.errors import NasUserError
-    from nas.quality.model import DEFAULT_TRAIN_TOKENS, parse_train_tokens
+    from nas.quality.model import parse_train_tokens
+    from nas.search import SearchSettings
 
     if args.quality == "params" and args.train_tokens is not None:
         raise NasUserError("--train-tokens sets the budget the loss is predicted at; with --quality params there is "
                            "no predicted loss (drop one of them)")
-    train_tokens = DEFAULT_TRAIN_TOKENS if args.train_tokens is None else parse_train_tokens(args.train_tokens)
-    objectives = args.objectives.split(",") if args.objectives else None
-    settings = SearchSettings(
+    return SearchSettings(
         targets=tuple(args.target), space=args.space, trials=args.trials, prompt_len=args.prompt_len,
-        context_len=args.context_len, precision=args.precision, objectives=objectives,
+        context_len=args.context_len, precision=args.precision,
+        objectives=args.objectives.split(",") if args.objectives else None,
         multi_target=args.multi_target, max_memory_mb=args.max_memory_mb, min_decode_tps=args.min_decode_tps,
         max_ttft_ms=args.max_ttft_ms, params=args.params, sampler=args.sampler, population=args.population,
         seed=args.seed, storage=args.storage, study=args.study, exact=args.exact, trainer=args.trainer,
-        quality=args.quality, train_tokens=train_tokens,
+        quality=args.quality,
+        train_tokens=None if args.train_tokens is None else parse_train_tokens(args.train_tokens),
     )
-    proxy = _proxy_options(args)
-    if proxy is not None:
-        from nas.proxy.corpus import load_corpus
 
-        load_corpus(proxy.data)  # unreadable or empty --data is refused before anything is searched
+
+def _heartbeat(args: argparse.Namespace):
+    from nas.core.errors import NasUserError
     from nas.study.storage import Heartbeat
 
     if not 1 <= args.heartbeat_interval < args.grace_period:
@@ -236,42 +251,31 @@ def run(args: argparse.Namespace) -> int:
                            f"--grace-period ({args.grace_period})")
     if args.grace_period > MAX_GRACE_S:  # a sleep past this is an OverflowError in the heartbeat thread
         raise NasUserError(f"--grace-period must be at most {MAX_GRACE_S:,} seconds (a week), got {args.grace_period}")
-    search = Search(settings, proxy=proxy, stage=args.stage,
-                    heartbeat=Heartbeat(args.heartbeat_interval, args.grace_period))
+    return Heartbeat(args.heartbeat_interval, args.grace_period)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.search import Search
+
+    settings = _settings(args)
+    proxy = _proxy_options(args)
+    if proxy is not None:
+        from nas.proxy.corpus import load_corpus
+
+        load_corpus(proxy.data)  # unreadable or empty --data is refused before anything is searched
+    search = Search(settings, proxy=proxy, stage=args.stage, heartbeat=_heartbeat(args))
     search.validate()  # refusals that need no storage, before anything is written
     if args.report and args.report_dir:
         from nas.core.paths import check_can_create
 
         check_can_create(args.report_dir, "the report")  # refused before searching, not after; created later
     result = search.run(progress=args.progress)
-
-    report_path, report_note, report_error = None, None, None
-    if args.report:
-        report_path, report_note, report_error = _write_report(result, args.report_dir)
-
-    data = result_to_json(result)
-    data["report"] = str(report_path) if report_path else None
-    bands = result.meta.latency_errors
-    data["recommendation"] = result.recommendation
-    shown = pick_rows(result.pareto, args.show)
-    lines = [summary_text(result), "", format_table(shown, list(result.meta.targets), bands)]
-    if len(shown) < len(result.pareto):
-        lines.append(f"({len(shown)} of {len(result.pareto)} Pareto shapes shown, spread along the front; "
-                     "--show 0 for all, --json or the report for everything)")
-    if result.proxy is not None:
-        lines += ["", proxy_text(result.proxy)]
-        if result.proxy.pareto:
-            lines += ["", format_table(result.proxy.pareto, list(result.meta.targets), bands)]
-    lines.append("")
-    lines.append(f"quality = {_quality_label(result)}; speeds and memory are predicted "
-                 f"({', '.join(f'{t} {p}: {s}' for (t, s), p in zip(result.meta.latency_sources.items(), result.meta.precision.values()))})")
-    lines.append(f"study {result.study_name!r} saved in {result.storage}")
-    if data["recommendation"]:
-        lines += recommendation_text(data["recommendation"], result.storage)
-    if report_path:
-        lines.append(f"report: {report_path}")
-    elif report_note:
-        lines.append(f"report: {report_note}")
+    report_path, report_note, report_error = _write_report(result, args.report_dir) if args.report else (None,) * 3
+    data = {**result_to_json(result), "report": str(report_path) if report_path else None,
+            "recommendation": result.recommendation}
+    lines = result_text(result, args.show)
+    if report_path or report_note:
+        lines.append(f"report: {report_path or report_note}")
     emit(args, data, "\n".join(lines))
     if report_error:  # the search is done and saved; only its report is missing: say so, and exit 1
         import sys
@@ -283,6 +287,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"nas search: error: {report_error}; the study is saved: write the report later with "
               f"`nas report --study {result.study_name}{storage}{out}`", file=sys.stderr)
     return 130 if result.interrupted else 1 if report_error else 0
+
+
+def result_text(result, show: int) -> list[str]:
+    """What a search prints: the summary, the Pareto table (`show` rows), the proxy stage, the recommendation."""
+    from nas.search import format_table, pick_rows
+
+    bands, targets = result.meta.latency_errors, list(result.meta.targets)
+    shown = pick_rows(result.pareto, show)
+    lines = [summary_text(result), "", format_table(shown, targets, bands)]
+    if len(shown) < len(result.pareto):
+        lines.append(f"({len(shown)} of {len(result.pareto)} Pareto shapes shown, spread along the front; "
+                     "--show 0 for all, --json or the report for everything)")
+    if result.proxy is not None:
+        lines += ["", proxy_text(result.proxy)]
+        if result.proxy.pareto:
+            lines += ["", format_table(result.proxy.pareto, targets, bands)]
+    sources = ", ".join(f"{t} {result.meta.precision[t]}: {s}" for t, s in result.meta.latency_sources.items())
+    lines += ["", f"quality = {_quality_label(result)}; speeds and memory are predicted ({sources})",
+              f"study {result.study_name!r} saved in {result.storage}"]
+    if result.recommendation:
+        lines += recommendation_text(result.recommendation, result.storage)
+    return lines
 
 
 def recommendation_text(rec: dict, storage: str) -> list[str]:
@@ -309,6 +335,20 @@ def recommendation_text(rec: dict, storage: str) -> list[str]:
         for f in rec["fixed_speeds"]:
             lines.append(f"    >= {f['at_least_tokens_per_s']:g} tok/s: {f['shape']} ({format_count(f['num_params'])}, "
                          f"loss {f['predicted_loss']:.3f}, {f['decode_tokens_per_s']:.1f} tok/s)")
+    lines += _advice_lines(rec) + _law_check_lines(rec.get("law_check"))
+    if knee["export"] is None or storage in MEMORY_STORAGES:
+        lines.append(f"  export it: not from this study: it was in memory (--storage {storage}) and is gone; search "
+                     "again with a --storage to keep it")
+    else:
+        lines.append(f"  export it: {knee['export']}")
+    return lines
+
+
+def _advice_lines(rec: dict) -> list[str]:
+    """How stable the knee is under refits of the law, and the fastest shape at each published model's loss."""
+    from nas.core.counts import format_count
+
+    lines = []
     stability = rec.get("stability") or {}
     if stability.get("fits"):
         d = stability["depths"]
@@ -325,7 +365,12 @@ def recommendation_text(rec: dict, storage: str) -> list[str]:
                          f"{lm['decode_tokens_per_s']:.1f} tok/s): the fastest shape is {match['shape']} "
                          f"({format_count(match['num_params'])}, {match['decode_tokens_per_s']:.1f} tok/s, "
                          f"{match['speedup']:.2f}x)")
-    check = rec.get("law_check")
+    return lines
+
+
+def _law_check_lines(check: dict | None) -> list[str]:
+    """The proxy check of the law on the user's text: rank agreement, seed noise, each shape, the flags."""
+    lines = []
     if check:
         tau = "-" if check["kendall_tau"] is None else f"{check['kendall_tau']:+.2f}"
         noise = "-" if check["seed_noise_bpb"] is None else f"{check['seed_noise_bpb']:.3f}"
@@ -342,14 +387,9 @@ def recommendation_text(rec: dict, storage: str) -> list[str]:
             lines.append(f"    ... {len(check['flags']) - 8} more (--json)")
         if check["flags"]:
             lines.append("    (a proxy trained on a few hundred thousand tokens measures how fast a scaled-down shape "
-                         "learns, which favours small, shallow shapes; the law predicts the loss after "
-                         f"{format_count(rec['train_tokens'])} tokens. Flags say where the two disagree on your text; "
-                         "they move no pick: README, Quality law)")
-    if knee["export"] is None or storage in MEMORY_STORAGES:
-        lines.append(f"  export it: not from this study: it was in memory (--storage {storage}) and is gone; search "
-                     "again with a --storage to keep it")
-    else:
-        lines.append(f"  export it: {knee['export']}")
+                         "learns, which favours small, shallow shapes; the law predicts the loss after the "
+                         "pretraining budget. Flags say where the two disagree on your text; they move no pick: "
+                         "README, Quality law)")
     return lines
 
 
@@ -420,7 +460,8 @@ def proxy_text(summary) -> str:
                 if outcome and not outcome.done else "")
              + (f"; this worker trained {outcome.trained} in {outcome.seconds:.0f} s" if outcome else "")]
     for row in summary.pruned:
-        lines.append(f"  stopped at rung {row['rung']}: {row['shape']} ({row['val_bpb']:.3f} bits/byte): {row['reason']}")
+        lines.append(f"  stopped at rung {row['rung']}: {row['shape']} ({row['val_bpb']:.3f} bits/byte): "
+                     f"{row['reason']}")
     for row in summary.failed:
         lines.append(f"  failed: {row['shape']} (trial {row['trial']}): {row['reason']}")
     if summary.noise is not None:

@@ -21,20 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    if n >= 1e9:
-        return f"{n / 1e9:.3g}B"
-    if n >= 1e6:
-        return f"{n / 1e6:.3g}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.3g}K"
-    return str(n)
+    from nas.core.counts import format_count
 
-
-def _range(space) -> str:
-    low, high = space.params_range
-    return f"{_count(low)}-{_count(high)}"
+    return "-" if n is None else format_count(n, 3)
 
 
 def _arch_summary(arch) -> dict:
@@ -57,7 +46,7 @@ def _list(args) -> int:
         data.append({"name": s.name, "description": s.description, "size": size, "params_min": low,
                      "params_max": high, "dimensions": list(s.dimensions), "fingerprint": s.fingerprint,
                      "path": str(s.path)})
-        rows.append([s.name, _size_text(size, ENUMERATION_LIMIT), _range(s), s.description])
+        rows.append([s.name, _size_text(size, ENUMERATION_LIMIT), s.range_text(compact=True), s.description])
     widths = [max(len(r[i]) for r in rows + [["NAME", "CONFIGS", "PARAMS", ""]]) for i in range(3)]
     lines = [f"{'NAME':<{widths[0]}}  {'CONFIGS':>{widths[1]}}  {'PARAMS':<{widths[2]}}  DESCRIPTION"]
     lines += [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
@@ -86,7 +75,8 @@ def _show(args, name: str) -> int:
     lines.append("  fixed:")
     lines += [f"    {k:<16} {str(v).lower() if isinstance(v, bool) else v}" for k, v in s.fixed.items()] or ["    -"]
     low, high = s.params_range
-    lines.append(f"  constraints: params {'-' if low is None else f'{low:,}'} .. {'-' if high is None else f'{high:,}'}")
+    lines.append(f"  constraints: params {'-' if low is None else f'{low:,}'} .. "
+                 f"{'-' if high is None else f'{high:,}'}")
     if size is None:
         lines.append("  (too large to enumerate: nas search samples it and skips the exact front)")
     for label, key in (("smallest", "smallest"), ("largest", "largest")):

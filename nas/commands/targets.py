@@ -12,17 +12,35 @@ DESCRIPTION = """List the deployment targets (one TOML file per device in target
   nas targets                     name, device, execution providers, precision, memory, latency source
   nas targets show pixel8         every spec number with its unit and source, and the published-measurement fit
   nas targets show pixel8 --json
+  nas targets fit                 refit the devices' rooflines to latency_models/published.toml; writes the fit
+  nas targets fit --data F --out G --dry-run
 
 A described device whose analytic model was fitted to published measurements (latency_models/published.toml,
-fitted by `python benchmarks/fit_published.py`) says "analytic, fitted to N published measurements (runtimes)"
-with its leave-one-model-out error; the others say "analytic, uncalibrated". Your own calibration wins over both.
+fitted by `nas targets fit`) says "analytic, fitted to N published measurements (runtimes)" with its
+leave-one-model-out error; the others say "analytic, uncalibrated". Your own calibration wins over both.
+
+`nas targets fit` prints, per device and compute unit: rows, architectures and runtimes behind the fit; the fitted
+parameters beside the spec-sheet defaults; leave-one-model-out (LOO) median absolute error of decode and prefill
+tokens/s beside the same figure for the spec-sheet defaults; per-runtime fits where a runtime alone has enough
+rows; and every row whose fitted or LOO prediction is off by more than 30%. A malformed data file is refused with
+file:line and the field (exit 2); the fit file is written only after every fit succeeded, atomically, so a
+failure leaves the previous one in place.
 """
 
 _HOST_HINT = "measured here after `nas calibrate --target host-cpu`"
 
 
+UNEXPLAINED_PCT = 30.0  # `nas targets fit` lists every row a fit misses by more than this
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("words", nargs="*", metavar="show NAME", help="`show NAME` to print one target in full")
+    parser.add_argument("words", nargs="*", metavar="show NAME | fit",
+                        help="`show NAME` to print one target in full; `fit` to refit the published measurements")
+    parser.add_argument("--data", metavar="TOML", help="fit: the measurement file (default: the shipped "
+                                                       "latency_models/published.toml)")
+    parser.add_argument("--out", metavar="PATH", help="fit: the fit file to write (default: the shipped "
+                                                      "latency_models/published_fit.json)")
+    parser.add_argument("--dry-run", action="store_true", help="fit: print the fit, write nothing")
     add_json_flag(parser)
 
 
@@ -157,8 +175,7 @@ def _show(args, name: str) -> int:
     fits = _fits(t)
     data["published_fit"] = fits
     if fits:
-        lines.append("  published measurements (latency_models/published.toml, fitted by "
-                     "benchmarks/fit_published.py):")
+        lines.append("  published measurements (latency_models/published.toml, fitted by `nas targets fit`):")
         lines += _fit_lines(t, fits)
     elif not t.measured_here:
         lines.append("  published measurements: none in latency_models/published.toml")
@@ -166,5 +183,69 @@ def _show(args, name: str) -> int:
     return 0
 
 
+def _fit(args) -> int:
+    from pathlib import Path
+
+    from nas.core.errors import NasUserError
+    from nas.latency import published
+
+    if args.out and not args.dry_run and Path(args.out).is_dir():  # refused before fitting, not after
+        raise NasUserError(f"cannot write the published-measurement fit to {args.out}: it is a folder, not a file")
+    result = published.fit_published(published.load_published(args.data))
+    lines = fit_report(result)
+    if not args.dry_run:
+        lines.append(f"wrote {published.write_fit(result, args.out)}")
+    emit(args, result, "\n".join(lines))
+    return 0
+
+
+def fit_report(result: dict) -> list[str]:
+    """`nas targets fit`'s text (see DESCRIPTION)."""
+    from nas.latency.published import HUBER_K, MIN_MODELS, MIN_ROWS, SIGMA
+
+    lines = [f"published measurements: {result['data_file']} (sha256 {result['data_sha256'][:12]})",
+             (f"fit: Huber on log time (sigma {SIGMA}, k {HUBER_K}), log-normal prior at the spec-sheet defaults; "
+              f"a group is fitted with >= {MIN_ROWS} rows of >= {MIN_MODELS} architectures"), ""]
+    for target, units in result["targets"].items():
+        for unit, e in units.items():
+            lines.append(f"{target} ({unit}): {e.get('n_rows', 0)} rows, {len(e.get('models', []))} architectures, "
+                         f"runtimes: {', '.join(e.get('runtimes', [])) or '-'}")
+            lines += _fit_summary(e) + _unexplained(e) + [""]
+    return lines
+
+
+def _fit_summary(e: dict) -> list[str]:
+    from nas.latency.published import PARAM_NAMES, loo_text
+
+    if not e.get("fitted"):
+        return ([f"  not fitted ({e.get('reason')}); stays 'analytic, uncalibrated'"]
+                + ([f"  spec-sheet defaults vs these rows: {loo_text(e, 'baseline')}"] if e.get("baseline") else []))
+    lines = [f"  label: {e['label']}", "  parameter               fitted      spec sheet"]
+    lines += [f"  {k:<22s} {e['params'][k]:>9.4g}   {e['spec_params'][k]:>9.4g}" for k in PARAM_NAMES]
+    lines += [f"  LOO (leave one architecture out): {loo_text(e)}",
+              f"  spec-sheet defaults, same rows:   {loo_text(e, 'baseline')}"]
+    for runtime, sub in e.get("per_runtime", {}).items():
+        params = ", ".join(f"{short} {sub['params'][k]:.3g}" for k, short in zip(
+            PARAM_NAMES, ("compute eff", "bandwidth eff", "ms/layer", "ms/run")))
+        lines.append(f"  runtime {runtime}: {sub['n_rows']} rows; {params}; LOO {loo_text(sub)}")
+    return lines
+
+
+def _unexplained(e: dict) -> list[str]:
+    """Rows whose fitted or left-out prediction misses the published figure by more than UNEXPLAINED_PCT."""
+    def pct(value, reference) -> str:
+        return "-" if value is None else f"{(value / reference - 1) * 100:+.0f}%"
+
+    return [f"  off by >{UNEXPLAINED_PCT:.0f}%: line {r['line']} {r['model']} {r['quant']} {r['runtime']} "
+            f"{r['phase']}{' (proxy)' if r['proxy'] else ''}: published {r['published_tok_s']:.4g} tok/s, "
+            f"fitted {pct(r['fitted_tok_s'], r['published_tok_s'])}, LOO {pct(r['loo_tok_s'], r['published_tok_s'])}, "
+            f"spec {pct(r['spec_tok_s'], r['published_tok_s'])}"
+            for r in e.get("rows", []) + e.get("proxy_rows", [])
+            if any(v is not None and abs(v / r["published_tok_s"] - 1) * 100 > UNEXPLAINED_PCT
+                   for v in (r["fitted_tok_s"], r["loo_tok_s"]))]
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.words == ["fit"]:
+        return _fit(args)
     return list_or_show(args, "targets", "pixel8", _list, _show)

@@ -40,6 +40,9 @@ INT_BLOCK_SIZE = INT4_BLOCK_SIZE
 SCALE_BYTES = 4  # fp32 scales, one per block
 VECTOR_BYTES = 4  # norm weights and biases: fp32 when the matrices are quantised
 BITS = {"int8": 8, "int4": 4}
+# Weights are initialised N(0, INIT_STD^2) (transformers' initializer_range default for Llama/Qwen2): the reference
+# model (nas.model) and the deployed graphs' stand-in weights (nas.latency.graphs) alike.
+INIT_STD = 0.02
 
 
 def activation_precision(precision):

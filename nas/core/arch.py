@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from nas.core import accounting
 from nas.core.errors import ArchConfigError, NasUserError
-from nas.core.limits import MAX_LAYERS, MAX_TOKENS, MAX_VOCAB, MAX_WIDTH, is_finite_number, shown
+from nas.core.limits import MAX_LAYERS, MAX_TOKENS, MAX_VOCAB, MAX_WIDTH, is_finite_number, is_int, shown
 
 FFN_KINDS = tuple(accounting.FFN_MATRICES)
 
@@ -56,7 +56,7 @@ class ArchConfig:
             object.__setattr__(self, "num_kv_heads", self.num_heads)
         for name in _INT_FIELDS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 raise ArchConfigError(name, f"must be an integer, got {shown(value)}")
             if value <= 0:
                 raise ArchConfigError(name, f"must be positive, got {value}")
@@ -70,7 +70,7 @@ class ArchConfig:
                     "set head_dim explicitly or choose a multiple",
                 )
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
-        if isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim <= 0:
+        if not is_int(self.head_dim) or self.head_dim <= 0:
             raise ArchConfigError("head_dim", f"must be a positive integer, got {shown(self.head_dim)}")
         if self.num_heads * self.head_dim > MAX_WIDTH:
             raise ArchConfigError("head_dim", f"num_heads * head_dim = {self.num_heads:,} * {self.head_dim:,} must be "
@@ -258,7 +258,8 @@ class ArchConfig:
             if hf.get(key) is not None and not isinstance(hf[key], bool):
                 raise NasUserError(f"HF config {key!r} must be true or false, got {shown(hf[key])}")
         if hf.get("mlp_bias") or (model_type == "llama" and hf.get("attention_bias")):
-            raise NasUserError("HF config has attention_bias/mlp_bias on o_proj or MLP, which ArchConfig cannot express")
+            raise NasUserError("HF config has attention_bias/mlp_bias on o_proj or MLP, which ArchConfig cannot "
+                               "express")
         act = hf.get("hidden_act", "silu")
         if not isinstance(act, str) or act not in _FFN_OF_HF_ACT:
             raise NasUserError(f"HF hidden_act {shown(act)} is not supported; supported: {', '.join(_FFN_OF_HF_ACT)}")
@@ -295,7 +296,7 @@ def _hf_int(hf: Mapping[str, Any], key: str, default: int | None = None) -> int:
         if default is None:
             raise NasUserError(f"HF config has no {key!r}; a Llama/Qwen2 config.json needs it")
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise NasUserError(f"HF config {key!r} must be a positive integer, got {shown(value)}")
     return value
 
@@ -367,7 +368,8 @@ class ArchBatch:
             fields[name] = values[i].item()
         return ArchConfig(**fields)
 
-    def _shape_args(self) -> dict[str, Any]:
+    def shape_args(self) -> dict[str, Any]:
+        """The columns as nas.core.accounting's keyword arguments (the shape, without tying and biases)."""
         c = self.columns
         return dict(vocab=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_layers"], heads=c["num_heads"],
                     kv_heads=c["num_kv_heads"], head_dim=c["head_dim"], intermediate=c["intermediate_size"],
@@ -376,21 +378,21 @@ class ArchBatch:
     @property
     def num_params(self):
         c = self.columns
-        return accounting.total_params(**self._shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
+        return accounting.total_params(**self.shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
 
     @property
     def num_non_embedding_params(self):
         c = self.columns
-        return accounting.non_embedding_params(**self._shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
+        return accounting.non_embedding_params(**self.shape_args(), tied=c["tie_embeddings"], qkv_bias=c["qkv_bias"])
 
     # Figures at a length (FLOPs, KV-cache and working-memory bytes) are computed in float64: they grow with the
     # length's square, so int64 columns would wrap around silently past about a million tokens on a large shape.
     # float64 is exact below 2**53 and cannot wrap. Counts without a length stay exact int64 (nas.core.limits).
     def prefill_flops(self, prompt_len):
-        return accounting.prefill_flops(**self._shape_args(), prompt_len=_tokens(prompt_len))
+        return accounting.prefill_flops(**self.shape_args(), prompt_len=_tokens(prompt_len))
 
     def decode_flops(self, context_len):
-        return accounting.decode_flops(**self._shape_args(), context_len=_tokens(context_len))
+        return accounting.decode_flops(**self.shape_args(), context_len=_tokens(context_len))
 
     def prefill_attention_flops(self, prompt_len):
         """The attention part of `prefill_flops`: QK^T and AV over the prompt's causal triangle."""
@@ -405,7 +407,7 @@ class ArchBatch:
 
     def weight_bytes(self, precision: str):
         c = self.columns
-        return accounting.weight_bytes(precision, **self._shape_args(), tied=c["tie_embeddings"],
+        return accounting.weight_bytes(precision, **self.shape_args(), tied=c["tie_embeddings"],
                                        qkv_bias=c["qkv_bias"])
 
     def kv_cache_bytes(self, context_len, bytes_per_element: int = 2):
@@ -415,7 +417,7 @@ class ArchBatch:
 
     def memory_bytes(self, precision: str, prompt_len, context_len):
         c = self.columns
-        return accounting.memory_bytes(precision, **self._shape_args(), tied=c["tie_embeddings"],
+        return accounting.memory_bytes(precision, **self.shape_args(), tied=c["tie_embeddings"],
                                        qkv_bias=c["qkv_bias"], prompt_len=_tokens(prompt_len),
                                        context_len=_tokens(context_len))
 

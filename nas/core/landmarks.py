@@ -25,3 +25,11 @@ def load_landmarks(path: Path | None = None) -> list[tuple[str, ArchConfig, str]
             raise t.fail("", str(exc)) from None
         out.append((t.string("name"), arch, t.string("source")))
     return out
+
+
+def landmark_configs(prompt_len: int, context_len: int) -> list[tuple[str, ArchConfig, str]]:
+    """The landmarks with max_seq_len raised to hold a study's lengths (a prompt of `prompt_len`, a decode step
+    after `context_len` cached tokens), so they are predicted where the study's shapes are: the search, the
+    report and landmark proxy training all place these same configs (the same arch ids)."""
+    return [(name, arch.replace(max_seq_len=max(arch.max_seq_len, context_len + 1, prompt_len)), source)
+            for name, arch, source in load_landmarks()]

@@ -23,7 +23,8 @@ from pathlib import Path
 from nas.core.errors import NasUserError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the `nas` package folder
-SHIPPED_FOLDERS = ("targets", "search_spaces", "latency_models", "quality_models", "reports", "corpora")
+SHIPPED_FOLDERS = ("targets", "search_spaces", "latency_models", "quality_models", "reports", "corpora",
+                   "device_runners")
 
 
 def shipped(folder: str) -> Path:

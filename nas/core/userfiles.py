@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nas.core.errors import NasUserError
-from nas.core.limits import INT64_MAX, shown
+from nas.core.limits import INT64_MAX, is_finite_number, is_int, shown
 
 # The largest user file (TOML, JSON, a measurements JSONL) nas reads whole: hundreds of times the largest real
 # one (a calibration's measurements are a few MB), far below what would exhaust a laptop's memory.
@@ -72,11 +72,13 @@ def _read_at_most(path: Path, size: int) -> bytes:
     return b"".join(pieces)
 
 
-def _read_text(path: Path, what: str) -> str:
+def read_user_text(path: str | Path, what: str, hint: str = "") -> str:
+    """A user file's text: `read_user_bytes`, decoded as UTF-8; anything else is one line (`hint` says what the
+    file should be)."""
     try:
         return read_user_bytes(path, what).decode("utf-8")
     except UnicodeDecodeError:
-        raise NasUserError(f"cannot read {what} {path}: not UTF-8 text") from None
+        raise NasUserError(f"cannot read {what} {path}: not UTF-8 text{hint}") from None
 
 
 def _no_constant(name: str):
@@ -264,6 +266,13 @@ class TomlTable:
             raise self.fail(key, f"must be a non-empty string, got {value!r}")
         return value
 
+    def one_of(self, key: str, allowed, what: str = "is not one of") -> str:
+        """A string among `allowed`; else `'value' {what} {allowed, comma-separated}`."""
+        value = self.string(key)
+        if value not in allowed:
+            raise self.fail(key, f"{value!r} {what} {', '.join(allowed)}")
+        return value
+
     def boolean(self, key: str, default: Any = _MISSING) -> bool:
         value = self._get(key, default)
         if not isinstance(value, bool):
@@ -275,7 +284,7 @@ class TomlTable:
         value = self._get(key, default)
         if value is None and default is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        if not is_int(value) or not low <= value <= high:
             raise self.fail(key, f"must be an integer from {low:,} to {high:,}, got {value!r}")
         return value
 
@@ -284,8 +293,7 @@ class TomlTable:
         value = self._get(key, default)
         if value is None and default is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not low <= value <= high:
+        if not is_finite_number(value) or not low <= value <= high:
             raise self.fail(key, f"must be a number from {low:g} to {high:g}, got {value!r}")
         return float(value)
 
@@ -294,7 +302,7 @@ def read_toml(path: str | Path, what: str) -> TomlFile:
     """Parse a TOML file; an unreadable or malformed one, or one holding inf, nan or an integer beyond int64
     (TOML's own limit, which tomllib does not enforce), is one line naming the file, line and key."""
     path = Path(path)
-    text = _read_text(path, what)
+    text = read_user_text(path, what)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -352,7 +360,7 @@ def read_csv(path: str | Path, what: str, columns: Iterable[str]) -> tuple[str, 
     """(the file's text, its rows) of a CSV file with exactly `columns` as its header; lines starting with "#"
     are comments. A missing or extra column, or a row with another number of fields, is one line naming it."""
     path = Path(path)
-    text = _read_text(path, what)
+    text = read_user_text(path, what)
     columns = list(columns)
     lines = [(number, line) for number, line in enumerate(text.splitlines(), 1)
              if line.strip() and not line.lstrip().startswith("#")]
@@ -375,4 +383,4 @@ def read_csv(path: str | Path, what: str, columns: Iterable[str]) -> tuple[str, 
 def read_json_file(path: str | Path, what: str = "JSON file") -> Any:
     """Load JSON, turning every failure into one line with the file, line and column (see `parse_json`)."""
     path = Path(path)
-    return parse_json(_read_text(path, what), str(path))
+    return parse_json(read_user_text(path, what), str(path))

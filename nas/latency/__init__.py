@@ -13,7 +13,7 @@ Names are imported lazily, so importing one submodule (e.g. by the on-device run
 
 from __future__ import annotations
 
-import importlib
+from nas.core.lazy import lazy_exports
 
 _EXPORTS = {
     # registry
@@ -34,16 +34,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nas.latency' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"nas.latency.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,7 +16,8 @@ through ArchBatch, the same numbers memory accounting and the fitted features us
 
 Efficiency factors and overheads are documented defaults per compute unit (below); callers may override any
 of them (compute_efficiency, bandwidth_efficiency, per_layer_overhead_ms, per_run_overhead_ms). Every figure
-from here is labelled "analytic, uncalibrated": nothing measured on the device stands behind it.
+from a bare roofline is labelled "analytic, uncalibrated" (`nas.latency.registry.ANALYTIC`): nothing measured on
+the device stands behind it; one whose factors were fitted to published measurements says so (`published`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ import numpy as np
 
 from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
-from nas.latency import features as F
-
-ANALYTIC_LABEL = "analytic, uncalibrated"
+from nas.latency.features import PHASES, kv_bytes_per_element, streamed_weight_bytes
 
 # Defaults per compute unit. Reasons:
 # - compute_efficiency: share of the spec-sheet peak FLOP/s an LLM's matmuls reach. CPU GEMM libraries
@@ -74,9 +73,9 @@ class RooflineParams:
     # attention counts as compute at the matmul rate and its cache as bytes, like every other term. Set,
     # attention is a roofline of its own, max(attention FLOPs / its rate, cache bytes / bandwidth), added to the
     # projections' one: a CPU runs it per query head as small products plus a softmax, far below its GEMM rate
-    # (on a 2-core x86 host ~20-35 GFLOP/s in decode and ~70-120 in prefill, against 300-430 for MatMul), so an MQA
-    # cache 16x smaller than MHA's does not make attention 16x cheaper (measured: 0.31 ms vs 0.49 ms a layer at
-    # 16 heads, context 2048), and deep or many-headed shapes pay more for their prompts than their FLOPs say.
+    # (host probes measure both; README "host-cpu" gives one machine's figures), so an MQA cache much smaller than
+    # MHA's does not make attention as much cheaper, and deep or many-headed shapes pay more for their prompts
+    # than their FLOPs say.
     attention_flops_per_s: float | None = None  # decode
     prefill_attention_flops_per_s: float | None = None
 
@@ -101,8 +100,6 @@ class RooflineParams:
 class RooflineModel:
     """Predicts prefill and decode ms for a batch from `RooflineParams` (vectorised)."""
 
-    label = ANALYTIC_LABEL
-
     def __init__(self, params: RooflineParams, precision: str):
         self.params = params
         self.precision = precision
@@ -111,8 +108,8 @@ class RooflineModel:
         """FLOPs, bytes, and the compute, memory and overhead times (ms) of one phase."""
         p = self.params
         lengths = np.asarray(length, dtype=np.int64)
-        kv_elem = F.kv_bytes_per_element(self.precision)
-        weights = F.streamed_weight_bytes(batch, self.precision)  # an untied input embedding is only gathered
+        kv_elem = kv_bytes_per_element(self.precision)
+        weights = streamed_weight_bytes(batch, self.precision)  # an untied input embedding is only gathered
         kv = np.asarray(batch.kv_cache_bytes(lengths, kv_elem), dtype=np.float64)
         if phase == "prefill":
             flops = np.asarray(batch.prefill_flops(lengths), dtype=np.float64)
@@ -122,7 +119,7 @@ class RooflineModel:
             # All weights and the cache read once per token (in place: no copy of the cache).
             moved = weights + kv
         else:
-            raise ValueError(f"phase {phase!r} is not one of {', '.join(F.PHASES)}")
+            raise ValueError(f"phase {phase!r} is not one of {', '.join(PHASES)}")
         bandwidth = p.bandwidth_bytes_per_s * p.bandwidth_efficiency
         attention_ms = np.zeros_like(flops)
         rate = p.attention_flops_per_s if phase == "decode" else p.prefill_attention_flops_per_s

@@ -5,7 +5,7 @@ Layout of a bundle folder:
 
     manifest.json      what to measure: target, providers, protocol, precision, and per graph its file,
                        ArchConfig, arch_id, phase, inputs (symbolic shapes) and one feeds spec per length
-    nas_runner.py      a copy of nas/latency/nas_runner.py (Python 3 + onnxruntime + numpy only)
+    nas_runner.py      a copy of device_runners/nas_runner.py (Python 3 + onnxruntime + numpy only)
     README.txt         the steps, for whoever holds the device
     adb_runner.py      the same measurements on an Android phone over adb, with ONNX Runtime GenAI's own
                        model_benchmark binary (no Python needed on the phone)
@@ -31,17 +31,18 @@ from typing import Any
 
 from nas.core.accounting import PHASES
 from nas.core.errors import NasUserError
-from nas.core.paths import ensure_folder
+from nas.core.paths import ensure_folder, shipped
 from nas.core.version import __version__
 from nas.latency import graphs
 from nas.latency.genai_folder import MODEL_FILE, write_genai_files
 from nas.latency.measure import Protocol
 from nas.latency.onnxio import save_graph
-from nas.latency.profile import fits_context
+from nas.latency.profiling import fits_context
 from nas.latency.provenance import GRAPH_BUILDER_VERSION
 
-RUNNER_SOURCE = Path(__file__).resolve().parent / "nas_runner.py"
-ADB_RUNNER_SOURCE = Path(__file__).resolve().parent / "adb_runner.py"
+# The standalone runners are data, not modules of the package: they run where nas is not installed.
+RUNNER_SOURCE = shipped("device_runners") / "nas_runner.py"
+ADB_RUNNER_SOURCE = shipped("device_runners") / "adb_runner.py"
 MANIFEST_NAME = "manifest.json"
 # The runner version a manifest needs. 2: the protocol's "sessions" (a version-1 runner would ignore it and
 # write single-session rows labelled with a multi-session protocol, so it must refuse these manifests).

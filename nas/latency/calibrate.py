@@ -17,13 +17,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+import nas.latency.probes  # by module: tests swap its host_probes for quick ones
 from nas.core.arch import ArchBatch
 from nas.core.errors import NasUserError
 from nas.latency import analytic
-from nas.latency import features as F
-from nas.latency import probes as probing
-from nas.latency import provenance as prov
+from nas.latency.features import PHASES
 from nas.latency.predictor import LatencyPredictor, fit_predictor, json_safe, split_arch_ids
+from nas.latency.provenance import genai_version, stale_reason
 from nas.latency.registry import host_threads
 
 MIN_HOLDOUT = 30  # held-out architectures: enough for a MAPE and a rank correlation to mean something
@@ -69,9 +69,9 @@ def select_rows(rows: Sequence[Mapping[str, Any]], *, target: str, precision: st
     # of another onnxruntime (-genai). A file with nothing left is one line; otherwise the skipped rows are counted.
     skipped: dict[str, int] = {}
     kept = []
-    genai = prov.genai_version() if ort_version is not None else ...
+    genai = genai_version() if ort_version is not None else ...
     for r in chosen:
-        reason = prov.stale_reason(r, ort_version, genai)
+        reason = stale_reason(r, ort_version, genai)
         if reason is None:
             kept.append(r)
         else:
@@ -89,7 +89,7 @@ def select_rows(rows: Sequence[Mapping[str, Any]], *, target: str, precision: st
         cpus = sorted({str((r.get("env") or {}).get("cpu_model")) for r in chosen} - {cpu_model})
         if cpus:
             raise NasUserError(f"{source}: measured on CPU {cpus[0]!r}, not this machine's {cpu_model!r}")
-    for phase in F.PHASES:
+    for phase in PHASES:
         if not any(r.get("phase") == phase for r in chosen):
             raise NasUserError(f"{source}: no {phase} measurements; both phases are needed")
     return SelectedRows(chosen, skipped)
@@ -116,7 +116,7 @@ def analytic_baseline(target, precision: str, probes: Mapping[str, Any] | None =
     target has no spec numbers for this precision. Host probes run at `threads` (default: the target's)."""
     if target.measured_here:
         if probes is None:
-            probes = probing.host_probes(threads or host_threads(target))
+            probes = nas.latency.probes.host_probes(threads or host_threads(target))
         params, name = analytic.params_from_probes(probes), "analytic (host probes)"
     else:
         try:
@@ -231,7 +231,7 @@ def estimate_seconds(target, configs, *, precision: str, prompt_lens, context_le
     if not configs:
         return {"measure_s": 0.0, "build_s": 0.0, "session_s": 0.0, "total_s": 0.0, "measurements": 0}
     if probes is None:
-        probes = probing.host_probes(host_threads(target), quick=True)
+        probes = nas.latency.probes.host_probes(host_threads(target), quick=True)
     model = analytic.RooflineModel(analytic.params_from_probes(probes), precision)
     batch = ArchBatch.from_configs(list(configs))
     measure_ms = 0.0

@@ -45,43 +45,40 @@ def _f(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _shape(batch: ArchBatch) -> dict[str, np.ndarray]:
-    c = batch.columns
-    return dict(vocab=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_layers"], heads=c["num_heads"],
-                kv_heads=c["num_kv_heads"], head_dim=c["head_dim"], intermediate=c["intermediate_size"],
-                n_matrices=c["ffn_matrices"])
-
-
 # ----- prefill: a prompt of P tokens, logits for the last position -----
 
 def _prefill_linear_gflop(batch, P, precision):
-    s = _shape(batch)
+    s = batch.shape_args()
     per_token = accounting.linear_flops_per_token(s["hidden"], s["layers"], s["heads"], s["kv_heads"],
                                                   s["head_dim"], s["intermediate"], s["n_matrices"])
     return _f(per_token) * P / 1e9
 
 
-def _prefill_attention_gflop(batch, P, precision):
-    s = _shape(batch)
-    return _f(accounting.prefill_attention_flops(s["layers"], s["heads"], s["head_dim"], P)) / 1e9
+def _attention_gflop(flops):
+    """The attention FLOPs (QK^T and AV) of a phase at its length, in 1e9 FLOP: `flops` is accounting's."""
+    def feature(batch, length, precision):
+        s = batch.shape_args()
+        return _f(flops(s["layers"], s["heads"], s["head_dim"], length)) / 1e9
+
+    return feature
 
 
 def _prefill_score_melems(batch, P, precision):
     # Unfused attention materialises and softmaxes a full P x P score matrix per head (the causal mask is
     # applied to it, not skipped), so softmax/mask work grows with P^2 * heads, apart from head_dim.
-    s = _shape(batch)
+    s = batch.shape_args()
     return _f(s["layers"]) * s["heads"] * _f(P) * P / 1e6
 
 
 def _prefill_act_melems(batch, P, precision):
     # Element-wise work per token and layer: norms, residual adds, RoPE, the activation and gate product.
-    s = _shape(batch)
+    s = batch.shape_args()
     width = s["hidden"] + (s["heads"] + 2 * s["kv_heads"]) * s["head_dim"] + (s["n_matrices"] - 1) * s["intermediate"]
     return _f(s["layers"]) * width * P / 1e6
 
 
 def _lm_head_gflop(batch, length, precision):
-    s = _shape(batch)
+    s = batch.shape_args()
     return _f(accounting.lm_head_flops(s["vocab"], s["hidden"])) / 1e9
 
 
@@ -94,13 +91,13 @@ def streamed_weight_bytes(batch: ArchBatch, precision: str) -> np.ndarray:
     """Bytes of weights one forward pass reads: all of them, except that a separate input embedding table is
     only gathered (a few rows), never streamed (`accounting.streamed_weight_bytes`; the same for tied and
     untied models)."""
-    s = _shape(batch)
+    s = batch.shape_args()
     return _f(accounting.streamed_weight_bytes(precision, **s, qkv_bias=batch.columns["qkv_bias"]))
 
 
 def lm_head_bytes(batch: ArchBatch, precision: str) -> np.ndarray:
     """Bytes of the [vocab x hidden] LM head at `precision` (`accounting.lm_head_bytes`)."""
-    s = _shape(batch)
+    s = batch.shape_args()
     return _f(accounting.lm_head_bytes(precision, s["vocab"], s["hidden"]))
 
 
@@ -132,17 +129,12 @@ def _decode_linear_gflop(batch, C, precision):
     return _prefill_linear_gflop(batch, 1, precision)
 
 
-def _decode_attention_gflop(batch, C, precision):
-    s = _shape(batch)
-    return _f(accounting.decode_attention_flops(s["layers"], s["heads"], s["head_dim"], C)) / 1e9
-
-
 def _kv_mb(batch, C, precision):
     return _f(batch.kv_cache_bytes(C, kv_bytes_per_element(precision))) / 1e6
 
 
 def _decode_score_kelems(batch, C, precision):
-    s = _shape(batch)
+    s = batch.shape_args()
     return _f(s["layers"]) * s["heads"] * (_f(C) + 1) / 1e3
 
 
@@ -154,7 +146,7 @@ FEATURES: dict[str, dict[str, tuple[str, FeatureFn]]] = {
         "one": ("run", _one),  # fixed cost of one session run: input binding, thread-pool wake-up
         "layers": ("layer", _layers),  # per-layer kernel dispatch (~20 ops each)
         "linear_gflop": ("1e9 FLOP", _prefill_linear_gflop),  # projections and FFN, P tokens
-        "attention_gflop": ("1e9 FLOP", _prefill_attention_gflop),  # QK^T and AV (causal)
+        "attention_gflop": ("1e9 FLOP", _attention_gflop(accounting.prefill_attention_flops)),  # QK^T and AV (causal)
         "score_melems": ("1e6 elements", _prefill_score_melems),  # score matrix: mask + softmax
         "act_melems": ("1e6 elements", _prefill_act_melems),  # element-wise ops on activations
         "lm_head_gflop": ("1e9 FLOP", _prefill_lm_head_gflop),  # vocab projection of every position
@@ -169,7 +161,7 @@ FEATURES: dict[str, dict[str, tuple[str, FeatureFn]]] = {
         "lm_head_mb": ("1e6 bytes", _lm_head_mb),  # ... and the LM head's (one wide GEMV)
         "linear_gflop": ("1e9 FLOP", _decode_linear_gflop),
         "kv_mb": ("1e6 bytes", _kv_mb),  # the K/V cache, read once by attention (in place, no copy)
-        "attention_gflop": ("1e9 FLOP", _decode_attention_gflop),
+        "attention_gflop": ("1e9 FLOP", _attention_gflop(accounting.decode_attention_flops)),
         "score_kelems": ("1e3 elements", _decode_score_kelems),
         "lm_head_gflop": ("1e9 FLOP", _lm_head_gflop),
     },

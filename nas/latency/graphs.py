@@ -73,11 +73,8 @@ MS_DOMAIN = "com.microsoft"
 # graphs are then measured again and predictors fitted on them refused.
 BUILDER_VERSION = GRAPH_BUILDER_VERSION
 GENAI_BUILDER_REFERENCE = "onnxruntime-genai 0.18.0 model builder, -e cpu"
-INT_BLOCK_SIZE = accounting.INT4_BLOCK_SIZE  # 32, for int8 and int4 alike
 ACCURACY_LEVEL = 4
-BITS = {"int8": 8, "int4": 4}
 _POOL_SIZE = 1 << 20
-_INIT_STD = 0.02  # nas.model.INIT_STD, repeated so this module does not import torch
 
 _NP_DTYPE = {"fp32": np.float32, "fp16": np.float16}
 _ONNX_DTYPE = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}
@@ -111,13 +108,13 @@ def quantize_blocks(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """A weight [in=K, out=N] as MatMulNBits stores it: blocks [N, ceil(K/32), 32*bits/8] uint8 and fp32 scales
     [N, ceil(K/32)]. Symmetric round to nearest as ORT's quantizer (MLAS) does it for GenAI's builder: the value
     of largest magnitude in a block maps to the lowest level (scale = that value / -8, or / -128 for 8 bits; the
-    scale may be negative), zero point 8 / 128 implied; K padded to whole blocks (stored bytes 0); 4-bit values two a byte,
-    the first in the low nibble."""
+    scale may be negative), zero point 8 / 128 implied; K padded to whole blocks (stored bytes 0); 4-bit values
+    two a byte, the first in the low nibble."""
     k, n = w.shape
-    blocks = -(-k // INT_BLOCK_SIZE)
-    rows = np.zeros((n, blocks * INT_BLOCK_SIZE), dtype=np.float32)
+    blocks = -(-k // accounting.INT_BLOCK_SIZE)
+    rows = np.zeros((n, blocks * accounting.INT_BLOCK_SIZE), dtype=np.float32)
     rows[:, :k] = w.T
-    rows = rows.reshape(n, blocks, INT_BLOCK_SIZE)
+    rows = rows.reshape(n, blocks, accounting.INT_BLOCK_SIZE)
     zero = 8 if bits == 4 else 128
     peak = np.take_along_axis(rows, np.abs(rows).argmax(axis=-1)[..., None], axis=-1)[..., 0]
     scales = peak / -zero
@@ -145,7 +142,7 @@ class _Weights:
         self.dtype = dtype
         if weights is None:
             self.rng = np.random.default_rng(seed)
-            self.pool = (self.rng.standard_normal(_POOL_SIZE, dtype=np.float32) * _INIT_STD).astype(dtype)
+            self.pool = (self.rng.standard_normal(_POOL_SIZE, dtype=np.float32) * accounting.INIT_STD).astype(dtype)
             self.byte_pool = self.rng.integers(0, 256, _POOL_SIZE, dtype=np.uint8)
 
     def _tile(self, pool: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -179,10 +176,10 @@ class _Weights:
     def quantized(self, names: list[tuple[str, int]], in_dim: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
         if self.given is None:  # random blocks, scales of the size RTN gives N(0, 0.02) weights
             out = sum(n for _, n in names)
-            blocks = -(-in_dim // INT_BLOCK_SIZE)
-            q = self._tile(self.byte_pool, (out, blocks, INT_BLOCK_SIZE * bits // 8))
+            blocks = -(-in_dim // accounting.INT_BLOCK_SIZE)
+            q = self._tile(self.byte_pool, (out, blocks, accounting.INT_BLOCK_SIZE * bits // 8))
             top = 7 if bits == 4 else 127
-            return q, np.full((out, blocks), 2.5 * _INIT_STD / top, dtype=np.float32)
+            return q, np.full((out, blocks), 2.5 * accounting.INIT_STD / top, dtype=np.float32)
         return quantize_blocks(self.matrix(names, in_dim, np.float32), bits)
 
     def table(self, name: str, rows: int, cols: int, dtype=None) -> np.ndarray:
@@ -227,7 +224,7 @@ class _Projection:
 
     def __init__(self, g: _Graph, w: _Weights, precision: str):
         self.g, self.w, self.precision = g, w, precision
-        self.bits = BITS.get(precision)
+        self.bits = accounting.BITS.get(precision)
 
     def __call__(self, x: str, name: str, sources: list[tuple[str, int]], in_dim: int, output=1) -> str:
         out_dim = sum(n for _, n in sources)
@@ -238,7 +235,7 @@ class _Projection:
         qname = self.g.init(f"{name}.MatMul.weight_Q{self.bits}", q)
         sname = self.g.init(f"{name}.MatMul.weight_scales", scales)
         return self.g.add("MatMulNBits", [x, qname, sname], output, domain=MS_DOMAIN, K=in_dim, N=out_dim,
-                          bits=self.bits, block_size=INT_BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
+                          bits=self.bits, block_size=accounting.INT_BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
 
 
 def _activation(g: _Graph, kind: str, x: str) -> str:
@@ -262,33 +259,29 @@ def build_graph(arch: ArchConfig, phase: str = "decode", precision: str = "fp32"
     _check_precision(precision)
     if arch.head_dim % accounting.HEAD_DIM_MULTIPLE:
         raise NasUserError(f"head_dim {arch.head_dim} of {arch.arch_id} is {accounting.HEAD_DIM_RULE}")
-    io = activation_precision(precision)
-    np_dtype, onnx_dtype = _NP_DTYPE[io], _ONNX_DTYPE[io]
+    np_dtype = _NP_DTYPE[activation_precision(precision)]
     g = _Graph()
     w = _Weights(weights, seed, np_dtype)
     proj = _Projection(g, w, precision)
-    h, vocab, layers = arch.hidden_size, arch.vocab_size, arch.num_layers
-    heads, kv, d, f = arch.num_heads, arch.num_kv_heads, arch.head_dim, arch.intermediate_size
-    eps = float(arch.rms_norm_eps)
-
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "sequence_length"]),
-              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, "total_sequence_length"])]
-    outputs = [helper.make_tensor_value_info("logits", onnx_dtype, [1, "sequence_length", vocab])]
-    for i in range(layers):
-        for kind in ("key", "value"):
-            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", onnx_dtype,
-                                                        [1, kv, "past_sequence_length", d]))
-            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", onnx_dtype,
-                                                         [1, kv, "total_sequence_length", d]))
-
     # Attention-mask subgraph: seqlens_k = sum(mask) - 1 and total_sequence_length = mask width, both int32.
     one_vec = g.constant([1])
     seqlens = g.add("Cast", [g.add("Sub", [g.add("ReduceSum", ["attention_mask", one_vec], keepdims=0), one_vec])],
                     to=TensorProto.INT32)
     total = g.add("Cast", [g.add("Gather", [g.add("Shape", ["attention_mask"]), g.constant(1)], axis=0)],
                   to=TensorProto.INT32)
+    x, head_sources = _embedding(g, w, arch, precision)
+    cos, sin = rope_tables(arch)
+    rotary = (g.init("cos_cache", cos.astype(np_dtype)), g.init("sin_cache", sin.astype(np_dtype)))
+    residual, pending = x, None  # pending: the last sublayer's output, not yet added to the residual
+    for i in range(arch.num_layers):
+        residual, pending = _decoder_layer(g, w, proj, arch, i, residual, pending, (seqlens, total), rotary)
+    _lm_head(g, w, proj, arch, precision, residual, pending, head_sources)
+    return _model(g, arch, phase, precision)
 
-    # Token embedding (see the module doc for which precision stores what).
+
+def _embedding(g: _Graph, w: "_Weights", arch: ArchConfig, precision: str) -> tuple[str, list]:
+    """The token embedding (see the module doc for which precision stores what), and the LM head's sources."""
+    h, vocab = arch.hidden_size, arch.vocab_size
     head_sources = [("model.embed_tokens.weight" if arch.tie_embeddings else "lm_head.weight", vocab)]
     if arch.tie_embeddings and precision == "int4":
         q, scales = w.quantized(head_sources, h, 4)
@@ -296,66 +289,84 @@ def build_graph(arch: ArchConfig, phase: str = "decode", precision: str = "fp32"
         sname = g.init("lm_head.MatMul.weight_scales", scales)
         table = g.add("Reshape", [qname, g.constant([vocab, q.shape[1] * q.shape[2]])])
         x = g.add("GatherBlockQuantized", [table, "input_ids", sname], domain=MS_DOMAIN, bits=4,
-                  block_size=INT_BLOCK_SIZE, gather_axis=0, quantize_axis=1)
+                  block_size=accounting.INT_BLOCK_SIZE, gather_axis=0, quantize_axis=1)
     elif arch.tie_embeddings and precision in ("fp32", "fp16"):
         head = g.init("lm_head.MatMul.weight", w.matrix(head_sources, h))
         x = g.add("Gather", [g.add("Transpose", [head], perm=[1, 0]), "input_ids"])
     else:
         table = g.init("model.embed_tokens.weight", w.table("model.embed_tokens.weight", vocab, h))
         x = g.add("Gather", [table, "input_ids"])
+    return x, head_sources
 
-    cos, sin = rope_tables(arch)
-    cos_cache = g.init("cos_cache", cos.astype(np_dtype))
-    sin_cache = g.init("sin_cache", sin.astype(np_dtype))
 
-    residual, pending = x, None  # pending: the last sublayer's output, not yet added to the residual
-    for i in range(layers):
-        src = f"model.layers.{i}."
-        ln1 = g.init(f"{src}input_layernorm.weight", w.vector([(src + "input_layernorm.weight", h)], 1.0))
-        if pending is None:
-            normed = g.add("SimplifiedLayerNormalization", [residual, ln1], epsilon=eps, axis=-1, stash_type=1)
-        else:
-            normed, _, _, residual = g.add("SkipSimplifiedLayerNormalization", [residual, pending, ln1],
-                                           [f"ln1_{i}", "", "", f"residual_attn_{i}"], domain=MS_DOMAIN,
-                                           epsilon=eps)
-        attn = src + "self_attn."
-        qkv_sources = [(attn + "q_proj.weight", heads * d), (attn + "k_proj.weight", kv * d),
-                       (attn + "v_proj.weight", kv * d)]
-        qkv = proj(normed, f"{src}attn.qkv_proj", qkv_sources, h)
-        if arch.qkv_bias:
-            bias = w.vector([(name.replace(".weight", ".bias"), n) for name, n in qkv_sources], 0.0)
-            qkv = g.add("Add", [qkv, g.init(f"{src}attn.qkv_proj.Add.bias", bias)])
-        ctx = g.add("GroupQueryAttention",
-                    [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total,
-                     cos_cache, sin_cache],
-                    [f"attn_{i}", f"present.{i}.key", f"present.{i}.value"], domain=MS_DOMAIN,
-                    num_heads=heads, kv_num_heads=kv, scale=float(1.0 / np.sqrt(d)), local_window_size=-1,
-                    softcap=0.0, do_rotary=1, rotary_interleaved=0)[0]
-        attn_out = proj(ctx, f"{src}attn.o_proj", [(attn + "o_proj.weight", h)], heads * d)
-        ln2 = g.init(f"{src}post_attention_layernorm.weight",
-                     w.vector([(src + "post_attention_layernorm.weight", h)], 1.0))
-        normed, _, _, residual = g.add("SkipSimplifiedLayerNormalization", [residual, attn_out, ln2],
-                                       [f"ln2_{i}", "", "", f"residual_ffn_{i}"], domain=MS_DOMAIN, epsilon=eps)
-        mlp = src + "mlp."
-        up = proj(normed, f"{src}mlp.up_proj", [(mlp + "up_proj.weight", f)], h)
-        if arch.ffn_kind == "gelu":
-            inner = _activation(g, "gelu", up)
-        else:
-            gate = proj(normed, f"{src}mlp.gate_proj", [(mlp + "gate_proj.weight", f)], h)
-            inner = g.add("Mul", [_activation(g, arch.ffn_kind, gate), up])
-        pending = proj(inner, f"{src}mlp.down_proj", [(mlp + "down_proj.weight", h)], f)
+def _decoder_layer(g: _Graph, w: "_Weights", proj: "_Projection", arch: ArchConfig, i: int, residual: str,
+                   pending: str | None, lengths: tuple[str, str], rotary: tuple[str, str]) -> tuple[str, str]:
+    """Layer i: norm (fused with the previous sublayer's residual add), GroupQueryAttention, norm, FFN; returns
+    the residual and the FFN's output, not yet added to it."""
+    h, heads, kv, d, f = arch.hidden_size, arch.num_heads, arch.num_kv_heads, arch.head_dim, arch.intermediate_size
+    eps, src = float(arch.rms_norm_eps), f"model.layers.{i}."
+    ln1 = g.init(f"{src}input_layernorm.weight", w.vector([(src + "input_layernorm.weight", h)], 1.0))
+    if pending is None:
+        normed = g.add("SimplifiedLayerNormalization", [residual, ln1], epsilon=eps, axis=-1, stash_type=1)
+    else:
+        normed, _, _, residual = g.add("SkipSimplifiedLayerNormalization", [residual, pending, ln1],
+                                       [f"ln1_{i}", "", "", f"residual_attn_{i}"], domain=MS_DOMAIN, epsilon=eps)
+    attn = src + "self_attn."
+    qkv_sources = [(attn + "q_proj.weight", heads * d), (attn + "k_proj.weight", kv * d),
+                   (attn + "v_proj.weight", kv * d)]
+    qkv = proj(normed, f"{src}attn.qkv_proj", qkv_sources, h)
+    if arch.qkv_bias:
+        bias = w.vector([(name.replace(".weight", ".bias"), n) for name, n in qkv_sources], 0.0)
+        qkv = g.add("Add", [qkv, g.init(f"{src}attn.qkv_proj.Add.bias", bias)])
+    ctx = g.add("GroupQueryAttention",
+                [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", *lengths, *rotary],
+                [f"attn_{i}", f"present.{i}.key", f"present.{i}.value"], domain=MS_DOMAIN,
+                num_heads=heads, kv_num_heads=kv, scale=float(1.0 / np.sqrt(d)), local_window_size=-1,
+                softcap=0.0, do_rotary=1, rotary_interleaved=0)[0]
+    attn_out = proj(ctx, f"{src}attn.o_proj", [(attn + "o_proj.weight", h)], heads * d)
+    ln2 = g.init(f"{src}post_attention_layernorm.weight", w.vector([(src + "post_attention_layernorm.weight", h)], 1.0))
+    normed, _, _, residual = g.add("SkipSimplifiedLayerNormalization", [residual, attn_out, ln2],
+                                   [f"ln2_{i}", "", "", f"residual_ffn_{i}"], domain=MS_DOMAIN, epsilon=eps)
+    mlp = src + "mlp."
+    up = proj(normed, f"{src}mlp.up_proj", [(mlp + "up_proj.weight", f)], h)
+    if arch.ffn_kind == "gelu":
+        inner = _activation(g, "gelu", up)
+    else:
+        gate = proj(normed, f"{src}mlp.gate_proj", [(mlp + "gate_proj.weight", f)], h)
+        inner = g.add("Mul", [_activation(g, arch.ffn_kind, gate), up])
+    return residual, proj(inner, f"{src}mlp.down_proj", [(mlp + "down_proj.weight", h)], f)
 
+
+def _lm_head(g: _Graph, w: "_Weights", proj: "_Projection", arch: ArchConfig, precision: str, residual: str,
+             pending: str, head_sources: list) -> None:
+    """The final norm and the LM head (tied at int4: the embedding's quantised table itself) writing `logits`."""
+    h, vocab, layers = arch.hidden_size, arch.vocab_size, arch.num_layers
     final = g.init(f"model.layers.{layers}.final_norm_layernorm.weight", w.vector([("model.norm.weight", h)], 1.0))
     normed = g.add("SkipSimplifiedLayerNormalization", [residual, pending, final], ["final_norm", "", "", ""],
-                   domain=MS_DOMAIN, epsilon=eps)[0]
+                   domain=MS_DOMAIN, epsilon=float(arch.rms_norm_eps))[0]
     if arch.tie_embeddings and precision == "int4":  # the head is the quantised table itself
         g.add("MatMulNBits", [normed, "lm_head.MatMul.weight_Q4", "lm_head.MatMul.weight_scales"], ["logits"],
-              domain=MS_DOMAIN, K=h, N=vocab, bits=4, block_size=INT_BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
+              domain=MS_DOMAIN, K=h, N=vocab, bits=4, block_size=accounting.INT_BLOCK_SIZE,
+              accuracy_level=ACCURACY_LEVEL)
     elif arch.tie_embeddings and precision in ("fp32", "fp16"):
         g.add("MatMul", [normed, "lm_head.MatMul.weight"], ["logits"])
     else:
         proj(normed, "lm_head", head_sources, h, ["logits"])
 
+
+def _model(g: _Graph, arch: ArchConfig, phase: str, precision: str) -> onnx.ModelProto:
+    """The graph's inputs and outputs as GenAI names them (KV cache per layer), and the model with nas's metadata."""
+    onnx_dtype = _ONNX_DTYPE[activation_precision(precision)]
+    kv, d = arch.num_kv_heads, arch.head_dim
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "sequence_length"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, "total_sequence_length"])]
+    outputs = [helper.make_tensor_value_info("logits", onnx_dtype, [1, "sequence_length", arch.vocab_size])]
+    for i in range(arch.num_layers):
+        for kind in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", onnx_dtype,
+                                                        [1, kv, "past_sequence_length", d]))
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", onnx_dtype,
+                                                         [1, kv, "total_sequence_length", d]))
     graph = helper.make_graph(g.nodes, f"{arch.arch_id}_{precision}", inputs, outputs, g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
                               producer_name="nas", ir_version=IR_VERSION)

@@ -24,7 +24,7 @@ does so implicitly for the CPU provider anyway, so listing it makes the fallback
 changing it. A measurement therefore records `session.get_providers()` (what the session actually holds),
 not only what was asked for.
 
-The standalone on-device runner (nas/latency/nas_runner.py) repeats `summarize` and the timing
+The standalone on-device runner (device_runners/nas_runner.py) repeats `summarize` and the timing
 loop because it must run without this package; tests check that both produce rows of the same schema.
 """
 
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from nas.core.errors import NasUserError
-from nas.core.limits import MAX_COUNT, MAX_THREADS, shown
+from nas.core.limits import MAX_COUNT, MAX_THREADS, check_int, check_number
 from nas.core.version import __version__
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -89,9 +89,7 @@ class Protocol:
         for name, low, high in (("threads", 1, MAX_THREADS), ("warmup", 0, MAX_COUNT), ("runs", 1, MAX_COUNT),
                                 ("sessions", 1, MAX_COUNT), ("inter_op_threads", 1, MAX_THREADS),
                                 ("max_runs", 1, MAX_COUNT)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise NasUserError(f"protocol {name} must be an integer from {low} to {high:,}, got {shown(value)}")
+            check_int(getattr(self, name), f"protocol {name}", low, high)
         if self.max_runs < self.runs:
             raise NasUserError(f"protocol max_runs ({self.max_runs}) must be >= runs ({self.runs})")
         if self.graph_optimization_level not in GRAPH_OPTIMIZATION_LEVELS:
@@ -99,9 +97,7 @@ class Protocol:
                                f"{', '.join(GRAPH_OPTIMIZATION_LEVELS)}")
         if self.execution_mode not in EXECUTION_MODES:
             raise NasUserError(f"execution_mode {self.execution_mode!r} is not one of {', '.join(EXECUTION_MODES)}")
-        if (isinstance(self.min_run_seconds, bool) or not isinstance(self.min_run_seconds, (int, float))
-                or not math.isfinite(self.min_run_seconds) or self.min_run_seconds < 0):
-            raise NasUserError(f"protocol min_run_seconds must be a number >= 0, got {self.min_run_seconds!r}")
+        check_number(self.min_run_seconds, "protocol min_run_seconds", 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,8 +8,9 @@ whenever a strictly positive feature (layers, weight bytes) has a non-zero rate,
 
 The saved JSON carries everything needed to trust or refuse it: target, execution provider, precision,
 threads, ONNX Runtime (and onnxruntime-genai) version, the graph-builder version of the measurements and the
-feature-formula version (`nas.latency.provenance`; another of either is refused on load), package version, the feature list with units, coefficients, training ranges, and the
-held-out evaluation (metrics and the raw predicted/measured arrays for a parity plot).
+feature-formula version (`nas.latency.provenance`; another of either is refused on load), package version, the
+feature list with units, coefficients, training ranges, and the held-out evaluation (metrics and the raw
+predicted/measured arrays for a parity plot).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -30,8 +32,8 @@ from nas.core.limits import MAX_TOKENS, is_finite_number, is_int, shown
 from nas.core.paths import ensure_folder, write_atomic
 from nas.core.userfiles import parse_json, read_user_bytes
 from nas.core.version import __version__
-from nas.latency import features as F
-from nas.latency import provenance as prov
+from nas.latency.features import DEFAULT_FEATURES, FEATURES, PHASES, feature_matrix, feature_units, phase_flops
+from nas.latency.provenance import FEATURE_VERSION, GENAI_VERSION, GRAPH_BUILDER, GRAPH_BUILDER_VERSION
 
 FORMAT = "nas-latency-predictor"
 SCHEMA = 1
@@ -43,11 +45,16 @@ METRIC_UNITS = {"mape": "%", "within_5": "% of held-out points", "within_10": "%
 # accuracy
 # ----------------------------------------------------------------------------------------------------------
 
+def _pair(a, b, names: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two equally long float64 vectors (`names`: how an error calls them)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"{names} differ in length: {a.size} vs {b.size}")
+    return a, b
+
+
 def _check_pair(predicted, measured) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(predicted, dtype=np.float64).ravel()
-    m = np.asarray(measured, dtype=np.float64).ravel()
-    if p.shape != m.shape:
-        raise ValueError(f"predicted and measured differ in length: {p.size} vs {m.size}")
+    p, m = _pair(predicted, measured, "predicted and measured")
     if m.size and (not np.all(np.isfinite(m)) or m.min() <= 0):
         raise ValueError("measured latencies must be positive and finite")
     return p, m
@@ -70,31 +77,17 @@ def within(predicted, measured, tolerance: float) -> float:
 
 
 def kendall_tau(x, y) -> float:
-    """Kendall's tau-b (tie-corrected) rank correlation; O(n^2) in row blocks. NaN when undefined."""
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y differ in length: {x.size} vs {y.size}")
-    n = x.size
-    if n < 2:
+    """Kendall's tau-b (tie-corrected) rank correlation, `scipy.stats.kendalltau`'s: the one definition nas
+    reports everywhere (predictor accuracy, report parity plots, benchmarks). NaN when undefined (fewer than two
+    points, or one side constant)."""
+    from scipy.stats import kendalltau
+
+    x, y = _pair(x, y, "x and y")
+    if x.size < 2:
         return float("nan")
-    s = 0.0
-    ties_x = 0
-    ties_y = 0
-    block = max(1, 2_000_000 // n)
-    for start in range(0, n, block):
-        sx = np.sign(x[start:start + block, None] - x[None, :])
-        sy = np.sign(y[start:start + block, None] - y[None, :])
-        s += float(np.sum(sx * sy))
-        ties_x += int(np.sum(sx == 0))
-        ties_y += int(np.sum(sy == 0))
-    # Every unordered pair was seen twice (i,j and j,i); the diagonal counts as n ties in each.
-    pairs = n * (n - 1) / 2
-    s /= 2
-    ties_x = (ties_x - n) / 2
-    ties_y = (ties_y - n) / 2
-    denom = math.sqrt((pairs - ties_x) * (pairs - ties_y))
-    return float(s / denom) if denom > 0 else float("nan")
+    with warnings.catch_warnings():  # a constant side: scipy warns and returns NaN, which is the answer
+        warnings.simplefilter("ignore")
+        return float(kendalltau(x, y).statistic)
 
 
 def accuracy(predicted, measured, lengths=None) -> dict[str, float]:
@@ -122,53 +115,22 @@ def accuracy(predicted, measured, lengths=None) -> dict[str, float]:
 # fitting
 # ----------------------------------------------------------------------------------------------------------
 
-def nnls(A: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarray:
-    """Non-negative least squares, min ||A x - b|| subject to x >= 0 (Lawson & Hanson 1974, active set)."""
-    A = np.asarray(A, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    m, n = A.shape
-    x = np.zeros(n)
-    passive = np.zeros(n, dtype=bool)
-    tol = 10 * np.finfo(np.float64).eps * max(m, n) * max(1.0, float(np.abs(A).sum(axis=0).max(initial=0.0)))
-    max_iter = max_iter or 3 * n + 10
-    w = A.T @ (b - A @ x)
-    for _ in range(max_iter):
-        if passive.all() or w[~passive].max(initial=-np.inf) <= tol:
-            break
-        j = int(np.argmax(np.where(passive, -np.inf, w)))
-        passive[j] = True
-        while True:
-            s = np.zeros(n)
-            s[passive] = np.linalg.lstsq(A[:, passive], b, rcond=None)[0]
-            if s[passive].min() > 0:
-                break
-            # Step back toward the last feasible point until one passive variable hits zero.
-            neg = passive & (s <= 0)
-            alpha = np.min(x[neg] / (x[neg] - s[neg]))
-            x = x + alpha * (s - x)
-            passive &= x > tol
-            x[~passive] = 0.0
-            if not passive.any():
-                s = np.zeros(n)
-                break
-        x = s
-        w = A.T @ (b - A @ x)
-    return x
-
-
 def fit_relative_nnls(X: np.ndarray, y: np.ndarray, robust: bool = True, iterations: int = 8) -> np.ndarray:
-    """Non-negative coefficients minimising sum(w * ((X c - y) / y)^2), solved on unit-norm columns.
+    """Non-negative coefficients minimising sum(w * ((X c - y) / y)^2), solved on unit-norm columns
+    (`scipy.optimize.nnls`).
 
     With `robust`, the weights w come from Huber's function of the relative residuals (iteratively
     reweighted): a measurement that another process slowed down by 30% pulls the fit far less than under
     plain least squares, while clean data gets w = 1 everywhere and the same answer.
     """
+    from scipy.optimize import nnls
+
     A = X / y[:, None]
     norms = np.linalg.norm(A, axis=0)
     norms[norms == 0] = 1.0
     A = A / norms
     ones = np.ones_like(y)
-    coef = nnls(A, ones)
+    coef = nnls(A, ones)[0]
     if robust:
         for _ in range(iterations):
             r = A @ coef - ones
@@ -177,7 +139,7 @@ def fit_relative_nnls(X: np.ndarray, y: np.ndarray, robust: bool = True, iterati
                 break
             k = 1.345 * scale  # Huber's constant: 95% efficiency on Gaussian noise
             w = np.sqrt(np.minimum(1.0, k / np.maximum(np.abs(r), 1e-300)))
-            new = nnls(A * w[:, None], w)
+            new = nnls(A * w[:, None], w)[0]
             if np.allclose(new, coef, rtol=1e-6, atol=1e-12):
                 coef = new
                 break
@@ -253,10 +215,10 @@ class PhaseModel:
 
     @property
     def units(self) -> dict[str, str]:
-        return F.feature_units(self.phase, self.features)
+        return feature_units(self.phase, self.features)
 
     def predict(self, batch: ArchBatch, length, precision: str) -> np.ndarray:
-        X = F.feature_matrix(batch, self.phase, length, precision, self.features)
+        X = feature_matrix(batch, self.phase, length, precision, self.features)
         return X @ self.coef
 
     def to_dict(self) -> dict[str, Any]:
@@ -273,7 +235,7 @@ CANDIDATE_FEATURES = {
         ("one", "layers", "linear_gflop", "streamed_weight_mb"),
         ("one", "layers", "linear_gflop", "streamed_weight_mb", "score_melems"),
         ("one", "layers", "linear_gflop", "streamed_weight_mb", "score_melems", "act_melems"),
-        F.DEFAULT_FEATURES["prefill"],
+        DEFAULT_FEATURES["prefill"],
     ),
     "decode": (
         ("one", "layers", "streamed_weight_mb"),
@@ -296,7 +258,7 @@ def _group_folds(arch_ids: Sequence[str], folds: int, seed: int = 0) -> np.ndarr
 
 def cross_validated_mape(data: PhaseData, precision: str, names: Sequence[str], folds: int = CV_FOLDS) -> float:
     """MAPE (%) of the feature set `names` predicting configs left out of its fit, `folds` groups of configs."""
-    X = F.feature_matrix(data.batch, data.phase, data.lengths, precision, names)
+    X = feature_matrix(data.batch, data.phase, data.lengths, precision, names)
     fold = _group_folds(data.arch_ids, folds)
     errors = np.empty(len(data))
     for k in range(folds):
@@ -363,7 +325,7 @@ def fit_phase(data: PhaseData, precision: str, names: Sequence[str] | None = Non
         raise NasUserError(f"{data.phase}: {len(data)} measurements cannot fit {smallest} coefficients; "
                            f"measure at least {smallest} (more configs or lengths)")
     if names is not None:
-        X = F.feature_matrix(data.batch, data.phase, data.lengths, precision, names)
+        X = feature_matrix(data.batch, data.phase, data.lengths, precision, names)
         _, dropped = independent_columns(X, tuple(names), data.measured_ms if len(data) else None)
         if dropped and len(data):
             name, why = next(iter(dropped.items()))
@@ -375,7 +337,7 @@ def fit_phase(data: PhaseData, precision: str, names: Sequence[str] | None = Non
         candidates = []
         for cand in CANDIDATE_FEATURES[data.phase]:
             if len(data):
-                X = F.feature_matrix(data.batch, data.phase, data.lengths, precision, cand)
+                X = feature_matrix(data.batch, data.phase, data.lengths, precision, cand)
                 kept, dropped = independent_columns(X, cand, data.measured_ms)
                 for name, why in dropped.items():
                     dropped_all.setdefault(name, why)
@@ -395,7 +357,7 @@ def fit_phase(data: PhaseData, precision: str, names: Sequence[str] | None = Non
         selection = {"method": "too few configs to cross-validate: the fewest terms", "cv_mape": {}}
     if dropped_all:
         selection["dropped_columns"] = dropped_all
-    X = F.feature_matrix(data.batch, data.phase, data.lengths, precision, chosen)
+    X = feature_matrix(data.batch, data.phase, data.lengths, precision, chosen)
     coef = fit_relative_nnls(X, data.measured_ms)
     # Every feature is strictly positive for a valid config, so one positive rate keeps predictions > 0.
     if not np.any(coef > 0):
@@ -414,7 +376,7 @@ def fit_baseline(data: PhaseData, kind: str) -> dict[str, Any]:
 
 def _baseline_x(batch: ArchBatch, phase: str, lengths, kind: str) -> np.ndarray:
     if kind == "flops_only":
-        return F.phase_flops(batch, phase, lengths) / 1e9
+        return phase_flops(batch, phase, lengths) / 1e9
     if kind == "params_only":
         return np.asarray(batch.num_params, dtype=np.float64) / 1e6
     raise ValueError(f"unknown baseline {kind!r}")
@@ -459,6 +421,14 @@ class LatencyPredictor:
     def predict(self, batch: ArchBatch, prompt_len: int, context_len: int) -> dict[str, np.ndarray]:
         return {"prefill_ms": self.predict_phase(batch, "prefill", prompt_len),
                 "decode_ms": self.predict_phase(batch, "decode", context_len)}
+
+    def parity(self, source: str) -> dict[str, Any]:
+        """Its held-out evaluation as a parity record (`parity_record`), `source` naming the file."""
+        phases = [parity_phase(phase, ev["predicted_ms"], ev["measured_ms"], ev.get("predictor") or {})
+                  for phase, ev in (self.evaluation.get("phases") or {}).items() if ev.get("predicted_ms")]
+        if not phases:
+            return {"none": f"predictor {source} has no held-out evaluation (no configs were held out)"}
+        return {"source": source, "phases": phases}
 
     # ----- serialisation -----
     def to_dict(self) -> dict[str, Any]:
@@ -509,24 +479,24 @@ class LatencyPredictor:
         _check_training_ranges(data["training"], source)
         phases = {}
         for name, spec in data["phases"].items():
-            if name not in F.PHASES:
-                raise NasUserError(f"{source}: unknown phase {name!r}; known: {', '.join(F.PHASES)}")
+            if name not in PHASES:
+                raise NasUserError(f"{source}: unknown phase {name!r}; known: {', '.join(PHASES)}")
             try:
                 names = tuple(spec["features"])
                 coef = np.asarray(spec["coef_ms_per_unit"], dtype=np.float64)
             except (KeyError, TypeError, ValueError) as exc:
                 raise NasUserError(f"{source}: {name} model is malformed ({exc})") from None
-            unknown = [n for n in names if n not in F.FEATURES[name]]
+            unknown = [n for n in names if n not in FEATURES[name]]
             if unknown:
                 raise NasUserError(f"{source}: {name} uses unknown feature(s) {', '.join(unknown)}; "
-                                   f"this nas knows {', '.join(F.FEATURES[name])}")
+                                   f"this nas knows {', '.join(FEATURES[name])}")
             if coef.shape != (len(names),) or not np.all(np.isfinite(coef)) or coef.min(initial=0) < 0 \
                     or not np.any(coef > 0):
                 raise NasUserError(f"{source}: {name} coefficients must be {len(names)} finite non-negative "
                                    "numbers, not all zero")
             phases[name] = PhaseModel(name, names, coef)
-        if set(phases) != set(F.PHASES):
-            raise NasUserError(f"{source}: predictor must have phases {', '.join(F.PHASES)}; has "
+        if set(phases) != set(PHASES):
+            raise NasUserError(f"{source}: predictor must have phases {', '.join(PHASES)}; has "
                                f"{', '.join(phases) or 'none'}")
         return cls(target=data["target"], provider=data["provider"], precision=data["precision"],
                    ort_version=data["ort_version"], phases=phases, nas_version=data["nas_version"],
@@ -546,8 +516,8 @@ class LatencyPredictor:
               threads: int | None = None) -> None:
         """Refuse use where the predictor does not apply, naming the mismatch. A predictor fitted on other graphs
         (graph-builder version) or with other feature formulas is always refused: its rates describe neither."""
-        for what, want, have in (("graph builder", prov.GRAPH_BUILDER_VERSION, self.graph_builder),
-                                 ("feature formulas", prov.FEATURE_VERSION, self.feature_version)):
+        for what, want, have in (("graph builder", GRAPH_BUILDER_VERSION, self.graph_builder),
+                                 ("feature formulas", FEATURE_VERSION, self.feature_version)):
             if have != want:
                 raise NasUserError(f"{source}: predictor was fitted on {what} version {have or 'unrecorded'}, this "
                                    f"nas uses {want}; re-run `nas calibrate --target {self.target}` (for a "
@@ -578,7 +548,7 @@ def load_predictor(path: str | Path, **expect: Any) -> LatencyPredictor:
 def _check_training_ranges(training: Mapping[str, Any], source: str) -> None:
     """The measured ranges a predictor file records (what its extrapolation warnings compare against): per
     phase, a list of lengths (integers) and a [low, high] parameter range, when present."""
-    for phase in F.PHASES:
+    for phase in PHASES:
         info = training.get(phase)
         if info is None:
             continue
@@ -594,6 +564,20 @@ def _check_training_ranges(training: Mapping[str, Any], source: str) -> None:
         if span is not None and (not isinstance(span, list) or len(span) != 2
                                  or not all(is_finite_number(v) for v in span)):
             raise NasUserError(f"{source}: training.{phase}.num_params must be [low, high], got {shown(span)}")
+
+
+def parity_phase(phase: str, predicted_ms: Sequence[float], measured_ms: Sequence[float],
+                 metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One phase of a parity record: held-out predictions beside their measurements (ms) and their accuracy
+    (`accuracy`: MAPE and shares within +-5% / +-10% in percent, Kendall's tau-b), computed when not given.
+
+    A parity record is what a study keeps of its latency model's accuracy for the report's parity plots:
+    {"source": where the data comes from, "phases": [parity_phase, ...]}, or {"none": why there is none}."""
+    metrics = metrics or accuracy(predicted_ms, measured_ms)
+    return json_safe({"phase": phase, "predicted_ms": [float(v) for v in predicted_ms],
+                      "measured_ms": [float(v) for v in measured_ms], "mape_pct": metrics.get("mape"),
+                      "within_5_pct": metrics.get("within_5"), "within_10_pct": metrics.get("within_10"),
+                      "kendall_tau": metrics.get("kendall_tau")})
 
 
 def json_safe(obj: Any) -> Any:
@@ -675,7 +659,7 @@ def fit_predictor(rows: Sequence[Mapping[str, Any]], *, target: str, provider: s
     phases: dict[str, PhaseModel] = {}
     evaluation: dict[str, Any] = {"holdout_arch_ids": sorted(held), "metric_units": METRIC_UNITS, "phases": {}}
     training: dict[str, Any] = {}
-    for phase in F.PHASES:
+    for phase in PHASES:
         data = phase_data(rows, phase)
         if not len(data):
             raise NasUserError(f"no successful {phase} measurements to fit")
@@ -709,15 +693,15 @@ def fit_predictor(rows: Sequence[Mapping[str, Any]], *, target: str, provider: s
         evaluation["phases"][phase] = ev
     first = next(iter(rows), {})
     env = first.get("env") or {}
-    training["num_rows"] = sum(training[p]["n_points"] for p in F.PHASES)
+    training["num_rows"] = sum(training[p]["n_points"] for p in PHASES)
     training["n_configs"] = len({_row_arch_id(r) for r in rows} - held)
     return LatencyPredictor(
         target=target, provider=provider, precision=precision, ort_version=ort_version, phases=phases,
         nas_version=__version__, threads=threads, cpu_model=cpu_model or env.get("cpu_model"), protocol=protocol,
         training=training, evaluation=evaluation,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        graph_builder=env.get(prov.GRAPH_BUILDER), feature_version=prov.FEATURE_VERSION,
-        ort_genai_version=env.get(prov.GENAI_VERSION),
+        graph_builder=env.get(GRAPH_BUILDER), feature_version=FEATURE_VERSION,
+        ort_genai_version=env.get(GENAI_VERSION),
     )
 
 

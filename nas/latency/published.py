@@ -13,18 +13,18 @@ the spec-sheet peak and memory time at the spec-sheet bandwidth; then, per devic
     phase_ms = max(compute_ms / compute_efficiency, memory_ms * bytes_ratio / bandwidth_efficiency)
                + num_layers * per_layer_overhead_ms + per_run_overhead_ms
 
-by robust least squares on log(time) (Huber loss, scale SIGMA) with a weak log-normal prior towards the spec-sheet
-defaults (PRIOR_WIDTH), numpy only, so a parameter no row informs (compute efficiency with decode-only rows)
-stays at its default. `bytes_ratio` is the published format's bits per weight over nas's for the same precision
-(QUANT_FORMATS). Settings are fixed constants, chosen before any leave-one-out figure was looked at and not
-tuned on them.
+by robust least squares on log(time) (Huber loss, scale SIGMA; `scipy.optimize.least_squares`) with a weak
+log-normal prior towards the spec-sheet defaults (PRIOR_WIDTH), so a parameter no row informs (compute efficiency
+with decode-only rows) stays at its default. `bytes_ratio` is the published format's bits per weight over nas's
+for the same precision (QUANT_FORMATS). Settings are fixed constants, chosen before any leave-one-out figure was
+looked at and not tuned on them.
 
 Leave-one-model-out: for each architecture, fit on the device's other architectures and predict its rows; the
 median absolute % error of tokens/s is reported per phase, beside the same figure for the spec-sheet defaults.
 A device/unit with at least MIN_ROWS rows of at least MIN_MODELS architectures is "fitted"; its parameters then
 replace the defaults in the analytic model (`nas.latency.registry`), labelled
 "analytic, fitted to N published measurements (runtimes)". Proxy rows (a relative of the device) are predicted
-and shown, never fitted. Nothing is fitted on import: `python benchmarks/fit_published.py` writes
+and shown, never fitted. Nothing is fitted on import: `nas targets fit` writes
 `latency_models/published_fit.json`, and a failed fit leaves an existing file untouched.
 """
 
@@ -42,16 +42,18 @@ import numpy as np
 
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import ArchConfigError, NasUserError
-from nas.core.paths import shipped
-from nas.core.paths import write_atomic
+from nas.core.limits import MAX_THREADS, MAX_TOKENS, is_finite_number
+from nas.core.paths import shipped, write_atomic
 from nas.core.userfiles import TomlFile, TomlTable, parse_json, read_toml, read_user_bytes
 from nas.latency import analytic
+from nas.latency.predictor import parity_phase
 from nas.latency.uncertainty import BAND_QUANTILE, relative_band
 from nas.targets import COMPUTE_UNITS, known_target_names, load_target
 
 DATA_FILE = "published.toml"
 FIT_FILE = "published_fit.json"
 FIT_FORMAT = "nas-published-fit/1"
+FIT_COMMAND = "nas targets fit"  # what writes the fit file, named in every message about it
 
 # Published quantisation formats -> (nas precision, bits per weight of the format / nas's for that precision,
 # what the format is). nas int4 = 4.5 bits (4-bit, one fp16 scale per 32), int8 ~ 8 bits (one fp16 scale per row).
@@ -88,10 +90,6 @@ _ROW_REQUIRED = ("device", "hardware", "runtime", "runtime_version", "compute_un
 _ROW_KEYS = set(_ROW_REQUIRED) | {"proxy", "threads", "prompt_len", "context_len", "lengths_assumed",
                                   "prefill_tok_s", "decode_tok_s", "notes"}
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
-
-
-def data_path() -> Path:
-    return shipped("latency_models") / DATA_FILE
 
 
 def fit_path() -> Path:
@@ -153,21 +151,14 @@ class PublishedData:
 
 
 def _positive_int(b: TomlTable, key: str) -> int | None:
-    value = b.data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise b.fail(key, f"must be a positive integer, got {value!r}")
-    return value
+    return b.integer(key, 1, MAX_TOKENS if key.endswith("_len") else MAX_THREADS, default=None)
 
 
 def _rate(b: TomlTable, key: str) -> float | None:
     value = b.data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if value is not None and not (is_finite_number(value) and value > 0):
         raise b.fail(key, f"must be a positive number of tokens per second, got {value!r}")
-    return float(value)
+    return None if value is None else float(value)
 
 
 def _blocks(c: TomlFile, kind: str) -> list[TomlTable]:
@@ -192,18 +183,10 @@ def _parse_model(b: TomlTable) -> PublishedModel:
 
 
 def _parse_row(b: TomlTable, models: dict[str, PublishedModel], devices: list[str]) -> Measurement:
-    device = b.string("device")
-    if device not in devices:
-        raise b.fail("device", f"{device!r} is not a described target; known: {', '.join(devices)}")
-    model = b.string("model")
-    if model not in models:
-        raise b.fail("model", f"{model!r} has no [[model]] table; defined: {', '.join(sorted(models))}")
-    quant = b.string("quant")
-    if quant not in QUANT_FORMATS:
-        raise b.fail("quant", f"{quant!r} is not a format nas knows; known: {', '.join(QUANT_FORMATS)}")
-    unit = b.string("compute_unit")
-    if unit not in COMPUTE_UNITS:
-        raise b.fail("compute_unit", f"{unit!r} is not one of {', '.join(COMPUTE_UNITS)}")
+    device = b.one_of("device", devices, "is not a described target; known:")
+    model = b.one_of("model", sorted(models), "has no [[model]] table; defined:")
+    quant = b.one_of("quant", QUANT_FORMATS, "is not a format nas knows; known:")
+    unit = b.one_of("compute_unit", COMPUTE_UNITS)
     prefill, decode = _rate(b, "prefill_tok_s"), _rate(b, "decode_tok_s")
     if prefill is None and decode is None:
         raise b.fail("", "gives neither prefill_tok_s nor decode_tok_s")
@@ -233,7 +216,7 @@ def _identity(row: Measurement) -> tuple:
 
 def load_published(path: str | Path | None = None) -> PublishedData:
     """The measurement file, checked; any problem is one `path:line: key: message` NasUserError."""
-    path = Path(path) if path is not None else data_path()
+    path = Path(path) if path is not None else shipped("latency_models") / DATA_FILE
     c = read_toml(path, "published-measurements file")
     c.keys(c.data, "", {"model", "measurement"}, {"model", "measurement"})
     devices = [name for name in known_target_names() if not load_target(name).measured_here]
@@ -322,8 +305,13 @@ def spec_params(unit: str) -> dict[str, float]:
     return dict(analytic.DEFAULTS[unit])
 
 
-def fit_params(obs: list[Observation], unit: str, iterations: int = 200) -> dict[str, float]:
-    """Robust (Huber) least squares on log time with a log-normal prior at the spec-sheet defaults."""
+def fit_params(obs: list[Observation], unit: str) -> dict[str, float]:
+    """Robust (Huber) least squares on log time with a log-normal prior at the spec-sheet defaults, by
+    `scipy.optimize.least_squares`: residuals of log time in units of SIGMA under Huber's loss (threshold
+    HUBER_K), the prior's residuals (log parameter minus log default, in units of PRIOR_WIDTH) under plain
+    squares. Central-difference Jacobian: the max() makes the model piecewise smooth."""
+    from scipy.optimize import least_squares
+
     if not obs:
         raise NasUserError("nothing to fit: no published measurements in this group")
     prior = np.log([spec_params(unit)[k] for k in PARAM_NAMES])
@@ -334,42 +322,31 @@ def fit_params(obs: list[Observation], unit: str, iterations: int = 200) -> dict
     def residuals(theta):
         ce, be, a, r = np.exp(theta)
         pred = np.maximum(compute / ce, memory / be) + layers * a + r
-        return np.log(pred) - log_obs
+        return np.concatenate([(np.log(pred) - log_obs) / SIGMA, (theta - prior) / width])
 
-    def objective(theta, res):
-        u = np.abs(res) / SIGMA
-        huber = np.where(u <= HUBER_K, 0.5 * u**2, HUBER_K * u - 0.5 * HUBER_K**2)
-        return float(huber.sum() + 0.5 * (((theta - prior) / width) ** 2).sum())
-
-    theta = prior.copy()
-    res = residuals(theta)
-    value, damping = objective(theta, res), 1e-3
-    for _ in range(iterations):
-        u = np.abs(res) / SIGMA
-        weights = np.where(u <= HUBER_K, 1.0, HUBER_K / np.maximum(u, 1e-12))
-        jac = np.empty((len(res), len(theta)))
-        for j in range(len(theta)):  # central differences: the max() makes the model piecewise smooth
-            step = np.zeros_like(theta)
-            step[j] = 1e-6
-            jac[:, j] = (residuals(theta + step) - residuals(theta - step)) / 2e-6
-        hessian = (jac.T * weights) @ jac / SIGMA**2 + np.diag(1.0 / width**2)
-        gradient = (jac.T * weights) @ res / SIGMA**2 + (theta - prior) / width**2
-        improved = False
-        for _ in range(30):
-            trial = theta - np.linalg.solve(hessian + damping * np.diag(np.diag(hessian)), gradient)
-            trial_res = residuals(trial)
-            trial_value = objective(trial, trial_res)
-            if np.all(np.isfinite(trial_res)) and trial_value < value:
-                improved = value - trial_value > 1e-10
-                theta, res, value, damping = trial, trial_res, trial_value, max(damping / 3, 1e-9)
-                break
-            damping *= 4
-        if not improved:
-            break
-    fitted = dict(zip(PARAM_NAMES, (float(v) for v in np.exp(theta))))
-    if not all(math.isfinite(v) and v > 0 for v in fitted.values()):
+    with np.errstate(all="ignore"):  # a trial step may overflow; the solver rejects it
+        fit = least_squares(residuals, prior, jac="3-point", loss=_huber_then_squares(len(obs)), method="trf",
+                            ftol=1e-12, xtol=1e-12, gtol=1e-12)
+    fitted = dict(zip(PARAM_NAMES, (float(v) for v in np.exp(fit.x))))
+    if not fit.success or not all(math.isfinite(v) and v > 0 for v in fitted.values()):
         raise NasUserError(f"the fit of {len(obs)} published measurements did not converge: {fitted}")
     return fitted
+
+
+def _huber_then_squares(n: int):
+    """least_squares' loss (rho(z), rho'(z), rho''(z) of z = residual**2): Huber's with threshold HUBER_K on
+    the first n residuals (the observations), plain squares on the rest (the prior)."""
+    def loss(z: np.ndarray) -> np.ndarray:
+        rho = np.stack([z, np.ones_like(z), np.zeros_like(z)])
+        big = np.zeros(z.shape, dtype=bool)
+        big[:n] = z[:n] > HUBER_K**2
+        root = np.sqrt(z[big])
+        rho[0, big] = 2 * HUBER_K * root - HUBER_K**2
+        rho[1, big] = HUBER_K / root
+        rho[2, big] = -0.5 * HUBER_K / (z[big] * root)
+        return rho
+
+    return loss
 
 
 def _abs_pct(pred_ms: np.ndarray, obs: list[Observation]) -> np.ndarray:
@@ -469,7 +446,7 @@ def fit_published(data: PublishedData) -> dict[str, Any]:
         targets.setdefault(device, {})[unit] = entry
     return {
         "format": FIT_FORMAT,
-        "generated_by": "python benchmarks/fit_published.py",
+        "generated_by": FIT_COMMAND,
         "data_file": f"latency_models/{DATA_FILE}",
         "data_sha256": data.sha256,
         "settings": {"sigma": SIGMA, "huber_k": HUBER_K, "prior_width": PRIOR_WIDTH, "min_rows": MIN_ROWS,
@@ -497,9 +474,10 @@ def load_fit(path: str | Path | None = None) -> dict[str, Any] | None:
         result = parse_json(read_user_bytes(path, "published-measurement fit"), str(path))
     except NasUserError as exc:
         raise NasUserError(f"{path}: cannot read the published-measurement fit ({exc}); regenerate it with "
-                           "`python benchmarks/fit_published.py`") from None
-    if not isinstance(result, dict) or result.get("format") != FIT_FORMAT or not isinstance(result.get("targets"), dict):
-        raise NasUserError(f"{path}: not a {FIT_FORMAT} file; regenerate it with `python benchmarks/fit_published.py`")
+                           "`nas targets fit`") from None
+    if (not isinstance(result, dict) or result.get("format") != FIT_FORMAT
+            or not isinstance(result.get("targets"), dict)):
+        raise NasUserError(f"{path}: not a {FIT_FORMAT} file; regenerate it with `nas targets fit`")
     return result
 
 
@@ -518,7 +496,7 @@ def fitted_group(target_name: str, unit: str, path: str | Path | None = None) ->
     if not isinstance(params, dict) or set(params) != set(PARAM_NAMES) or not all(
             isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in params.values()):
         raise NasUserError(f"{fit_path() if path is None else path}: the fit for {target_name} ({unit}) has "
-                           f"malformed parameters {params!r}; regenerate it with `python benchmarks/fit_published.py`")
+                           f"malformed parameters {params!r}; regenerate it with `nas targets fit`")
     return entry
 
 
@@ -539,6 +517,20 @@ def error_band(entry: dict[str, Any]) -> dict[str, Any]:
                      "by a fit that left its architecture out" if any(counts) else
                      "fitted to published measurements, but none tests a left-out architecture")
     return band
+
+
+def parity(entry: dict[str, Any], source: str) -> dict[str, Any]:
+    """A fitted group's parity record (`nas.latency.predictor.parity_phase`): each published row's time
+    against the prediction of the fit that left its architecture out, per phase."""
+    phases = []
+    for phase in ("decode", "prefill"):
+        rows = [r for r in entry.get("rows", []) if r.get("phase") == phase and r.get("loo_tok_s")]
+        if rows:  # times are tokens / rate
+            phases.append(parity_phase(phase, [r.get("tokens", 1) * 1000.0 / r["loo_tok_s"] for r in rows],
+                                       [r.get("tokens", 1) * 1000.0 / r["published_tok_s"] for r in rows]))
+    if not phases:
+        return {"none": "the published-measurement fit has no left-out predictions"}
+    return {"source": source, "phases": phases}
 
 
 def loo_text(entry: dict[str, Any], key: str = "loo") -> str:

@@ -25,13 +25,14 @@ import numpy as np
 
 from nas.core import accounting
 from nas.core.arch import ArchBatch, ArchConfig
+from nas.core.counts import format_count
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_TOKENS, check_int
 from nas.core.paths import find_predictor
-from nas.latency import analytic, published
-from nas.latency import probes as probing
-from nas.latency import provenance as prov
+from nas.latency import analytic, probes, published
 from nas.latency.measure import cpu_model, ort_version
 from nas.latency.predictor import check_latencies, load_predictor
+from nas.latency.provenance import FEATURE_VERSION, GRAPH_BUILDER_VERSION, genai_version
 from nas.latency.uncertainty import band_from_evaluation, unknown_band
 from nas.targets import load_target
 
@@ -97,8 +98,7 @@ class LatencyModel:
     def predict(self, batch, prompt_len: int, context_len: int) -> dict[str, np.ndarray]:
         """{"prefill_ms": [n], "decode_ms": [n]} float64, positive and finite (raises otherwise)."""
         for name, value in (("prompt_len", prompt_len), ("context_len", context_len)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise NasUserError(f"{name} must be a positive integer, got {value!r}")
+            check_int(int(value) if isinstance(value, np.integer) else value, name, 1, MAX_TOKENS)
         out = self._predict(batch, int(prompt_len), int(context_len))
         return {key: check_latencies(np.asarray(out[key], dtype=np.float64), f"{self.target} {key}")
                 for key in ("prefill_ms", "decode_ms")}
@@ -107,6 +107,12 @@ class LatencyModel:
         """How far predictions can be off: {"prefill": rel | None, "decode": rel | None, "basis": words}
         (`nas.latency.uncertainty`); None where nothing measures it."""
         return unknown_band()
+
+    def parity(self) -> dict[str, Any]:
+        """Held-out predictions beside their measurements, for a report's parity plot: a parity record
+        (`nas.latency.predictor.parity_phase`), or {"none": why there is none}. A study keeps it."""
+        return {"none": f"{self.target} latency is {self.source}: there are no measurements to compare "
+                        "predictions with"}
 
     def describe(self) -> dict[str, Any]:
         return {"target": self.target, "precision": self.precision, "provider": self.provider,
@@ -149,7 +155,8 @@ class LatencyModel:
                              "the same formulas, but such a model cannot run these lengths")
             odd = int(np.sum(np.asarray(batch.columns["head_dim"]) % accounting.HEAD_DIM_MULTIPLE != 0))
             if odd:
-                notes.append(f"{_count(odd, len(batch))} a head_dim {accounting.HEAD_DIM_RULE}: predicted with the same "
+                notes.append(f"{_count(odd, len(batch))} a head_dim {accounting.HEAD_DIM_RULE}: predicted with the "
+                             "same "
                              "formulas, but the deployed graph cannot be built")
         return notes + self._extrapolation(batch, prompt_len, context_len)
 
@@ -179,6 +186,9 @@ class FittedLatencyModel(LatencyModel):
     def error_band(self) -> dict[str, Any]:
         return band_from_evaluation(self.predictor.evaluation)
 
+    def parity(self) -> dict[str, Any]:
+        return self.predictor.parity(self.details["predictor_path"])
+
     def _fingerprint_parts(self):
         p = self.predictor
         return {"predictor_sha256": p.digest or hashlib.sha256(json.dumps(p.to_dict(), sort_keys=True).encode())
@@ -204,8 +214,8 @@ class FittedLatencyModel(LatencyModel):
             n = np.asarray(batch.num_params, dtype=np.float64)
             outside = int(np.sum((n < params[0]) | (n > params[1])))
             if outside:
-                notes.append(f"{_count(outside, len(batch))} {n.min() / 1e6:,.0f}M-{n.max() / 1e6:,.0f}M "
-                             f"parameters, outside the {params[0] / 1e6:,.0f}M-{params[1] / 1e6:,.0f}M "
+                notes.append(f"{_count(outside, len(batch))} {format_count(n.min(), 3)}-{format_count(n.max(), 3)} "
+                             f"parameters, outside the {format_count(params[0], 3)}-{format_count(params[1], 3)} "
                              f"{self.target}'s predictor was measured on: extrapolated")
         return notes
 
@@ -213,22 +223,27 @@ class FittedLatencyModel(LatencyModel):
 class AnalyticLatencyModel(LatencyModel):
     """The roofline, from the target's spec sheet or this host's probes."""
 
-    def __init__(self, target, precision, provider, roofline, note="", source=ANALYTIC, details=None, band=None):
+    def __init__(self, target, precision, provider, roofline, note="", source=ANALYTIC, details=None, band=None,
+                 parity=None):
         super().__init__(target, precision, provider, source, note,
                          {"roofline": roofline.params.to_dict(), **(details or {})})
         self.roofline = roofline
         self.band = band  # a fit to published measurements knows its left-out error; a bare roofline does not
+        self._parity = parity  # and its left-out predictions (a parity record)
 
     def error_band(self) -> dict[str, Any]:
         return dict(self.band) if self.band else unknown_band()
+
+    def parity(self) -> dict[str, Any]:
+        return self._parity or super().parity()
 
     def _predict(self, batch, prompt_len, context_len):
         return self.roofline.predict(batch, prompt_len, context_len)
 
     def _fingerprint_parts(self):
         # The roofline follows the graphs' structure and the accounting's byte counts.
-        return {"roofline": self.roofline.params.to_dict(), "graph_builder": prov.GRAPH_BUILDER_VERSION,
-                "feature_version": prov.FEATURE_VERSION}
+        return {"roofline": self.roofline.params.to_dict(), "graph_builder": GRAPH_BUILDER_VERSION,
+                "feature_version": FEATURE_VERSION}
 
     def provenance(self) -> str:
         return f"{self.source} ({self.roofline.params.inputs})"
@@ -266,20 +281,20 @@ def load_latency_model(target, precision: str | None = None, provider: str | Non
             expect["ort_version"] = ort_version()
             expect["cpu_model"] = cpu_model()
         predictor = load_predictor(path, **expect)
-        if target.measured_here and predictor.ort_genai_version != prov.genai_version():
+        if target.measured_here and predictor.ort_genai_version != genai_version():
             raise NasUserError(f"{path}: predictor was measured with onnxruntime-genai "
                                f"{predictor.ort_genai_version or 'absent'}, here it is "
-                               f"{prov.genai_version() or 'absent'} (re-run `nas calibrate`)")
+                               f"{genai_version() or 'absent'} (re-run `nas calibrate`)")
         return FittedLatencyModel(target.name, precision, provider, MEASURED if target.measured_here else CALIBRATED,
                                   predictor, path)
 
     if target.measured_here:
-        probes = probing.host_probes(host_threads(target))
+        measured = probes.host_probes(host_threads(target))
         note = (f"no fitted predictor for {target.name} ({provider}, {precision}): roofline from this host's "
                 f"probes; run `nas calibrate --target {target.name}` to measure")
         if precision != "fp32":
             note += "; the probes measure fp32 matmuls, used for every precision"
-        roofline = analytic.RooflineModel(analytic.params_from_probes(probes), precision)
+        roofline = analytic.RooflineModel(analytic.params_from_probes(measured), precision)
     else:
         fit = published_fit(target, precision)
         if fit:
@@ -292,7 +307,7 @@ def load_latency_model(target, precision: str | None = None, provider: str | Non
             details = {"published_fit": {k: fit[k] for k in ("n_rows", "models", "runtimes", "params", "loo",
                                                              "baseline", "spec_params")}}
             return AnalyticLatencyModel(target.name, precision, provider, roofline, note, fit["label"], details,
-                                        published.error_band(fit))
+                                        published.error_band(fit), published.parity(fit, str(published.fit_path())))
         note = (f"from {target.name}'s spec sheet, no measurements behind it; import device measurements with "
                 f"`nas calibrate --target {target.name} --measurements FILE`")
         roofline = analytic.RooflineModel(analytic.params_from_specs(target, precision), precision)

@@ -81,8 +81,8 @@ def decide(loss: float, speed: float, peer_losses: Sequence[float], peer_speeds:
     losses = [float(loss), *map(float, peer_losses)]
     speeds = [float(speed), *map(float, peer_speeds)]
     n = len(losses)
-    dominated_by = sum(1 for l, s in zip(losses[1:], speeds[1:])
-                       if l <= losses[0] and s >= speeds[0] and (l < losses[0] or s > speeds[0]))
+    dominated_by = sum(1 for loss, s in zip(losses[1:], speeds[1:])
+                       if loss <= losses[0] and s >= speeds[0] and (loss < losses[0] or s > speeds[0]))
     rank = nsga_order(losses, speeds).index(0)
     quota = math.ceil(n / eta)
     if dominated_by == 0:

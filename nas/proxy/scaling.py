@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
+from nas.core.limits import MAX_WIDTH, check_int
 from nas.model import HIDDEN_MATRICES, INIT_STD, Scales
 from nas.proxy.corpus import VOCAB_SIZE
 
@@ -63,9 +64,7 @@ class ProxyRule:
         if self.parametrisation not in PARAMETRISATIONS:
             raise NasUserError(f"parametrisation {self.parametrisation!r} is not one of {', '.join(PARAMETRISATIONS)}")
         for name in ("shrink", "head_dim", "min_heads", "multiple", "base_width", "base_depth", "base_head_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise NasUserError(f"proxy {name} must be a positive integer, got {value!r}")
+            check_int(getattr(self, name), f"proxy {name}", 1, MAX_WIDTH)
         if self.head_dim % 2:
             raise NasUserError(f"proxy head_dim must be even (rotary embeddings), got {self.head_dim}")
 

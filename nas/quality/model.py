@@ -21,10 +21,9 @@ import numpy as np
 
 from nas.core.counts import format_count, parse_count
 from nas.core.errors import NasUserError
-from nas.core.paths import shipped
-from nas.core.paths import write_atomic
+from nas.core.paths import shipped, write_atomic
 from nas.quality.law import Features, FittedLaw, candidate_forms, fit_law, group_name
-from nas.quality.runs import RunTable, load_runs
+from nas.quality.runs import RunTable
 from nas.quality.validate import bootstrap_fits, evaluate
 
 FIT_FILE = "quality_fit.json"

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from nas.quality.law import FittedLaw, Features, Form, fit_groups, fit_law, run_groups, shape_weights
+from nas.quality.law import Features, FittedLaw, Form, fit_groups, fit_law, run_groups, shape_weights
 from nas.quality.runs import RunTable
 
 TOKENS_RATIO = 1.1

@@ -13,14 +13,10 @@ from pathlib import Path
 from nas.core.errors import NasUserError
 from nas.core.paths import default_storage
 from nas.report import html, plots, tables
-from nas.report.data import (SPEED_METRICS, Parity, at_train_tokens, compute_report, proxy_runs,
-                             study_quality_model)
-from nas.report.landmark_quality import stored_scores, train_landmarks
-from nas.study.read import load_study, read_study
-from nas.study.schema import proxy_study_name
-from nas.study.storage import open_storage
+from nas.report.data import SPEED_METRICS, Parity, at_train_tokens, compute_report, proxy_runs, study_quality_model
+from nas.study.read import landmark_scores, load_study, proxy_stage_of, read_study
 
-__all__ = ["build_report", "landmark_scores", "prepare_dir", "render_report"]
+__all__ = ["build_report", "prepare_dir", "render_report"]
 
 
 def prepare_dir(out_dir: Path) -> Path:
@@ -61,29 +57,10 @@ def _render(data, out_dir: Path, storage: str | None) -> Path:
                                                        proxy_images))
 
 
-def landmark_scores(storage: str, study_name: str) -> dict[str, dict]:
-    """The landmarks' proxy scores stored on the study's proxy stage and valid for its settings ({} if none)."""
-    proxy = _proxy_study(storage, study_name)
-    return {} if proxy is None else stored_scores(proxy)
-
-
-def _proxy_study(storage, study_name: str):
-    """The study's proxy stage (`<study>:proxy`), or None when it had none."""
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=proxy_study_name(study_name),
-                                 storage=open_storage(storage, must_exist=True) if isinstance(storage, str) else storage)
-    except KeyError:
-        return None
-
-
-def build_report(storage: str, study_name: str, out_dir: Path, landmark_quality: bool = False,
-                 data_path: str | None = None, progress: bool = False, train_tokens: int | None = None) -> Path:
+def build_report(storage: str, study_name: str, out_dir: Path, train_tokens: int | None = None) -> Path:
     """Load `study_name` from `storage`, write the report folder `out_dir`, return its index.html path.
-    `landmark_quality`: first train the landmarks' proxies under the proxy study's settings
-    (`nas.report.landmark_quality`; `data_path` is the text it was trained on, when not the shipped corpus), so
-    they sit on the proxy fronts at their proxy quality; scores trained before are drawn either way.
+    Published models trained as proxies (`nas.proxy.landmarks`, `nas report --landmark-quality`) are drawn
+    on the proxy fronts at their stored scores.
 
     `train_tokens`: report the predicted losses at this pretraining budget instead of the study's.
 
@@ -91,32 +68,19 @@ def build_report(storage: str, study_name: str, out_dir: Path, landmark_quality:
     complete trials, --train-tokens on a study ranked by parameter count, or an unwritable folder.
     """
     trials = read_study(load_study(storage, study_name))
-    notes = []
+    quality_model = None
     if train_tokens is not None:
         quality_model = study_quality_model(trials.meta, train_tokens)  # another law would mix both: refused
         if quality_model is None:
             raise NasUserError(f"--train-tokens: study {study_name!r} was searched with --quality params; it has no "
                                "predicted loss to report at another budget")
         trials = at_train_tokens(trials, quality_model)
-    else:
-        try:
-            quality_model = study_quality_model(trials.meta)
-        except NasUserError as exc:  # the law was refitted since: the study's own losses stand, say so
-            quality_model = None
-            notes.append(f"Published models are drawn without a predicted loss: {exc}.")
     data = compute_report(trials, quality_model=quality_model)
-    data.notes += notes
-    proxy = _proxy_study(storage, study_name)
-    if proxy is None and landmark_quality:
-        raise NasUserError(f"--landmark-quality: study {study_name!r} has no proxy stage (it was searched with "
-                           "--no-proxy), so there is no proxy quality to place the landmarks at")
+    proxy = proxy_stage_of(storage, study_name)
     if proxy is not None:
         data.runs = proxy_runs(proxy)
         proxy_trials = read_study(proxy)
-        if landmark_quality:
-            train_landmarks(proxy, [(lm.name, lm.arch, lm.source) for lm in data.landmarks], data_path,
-                            progress=progress)
-        scores = stored_scores(proxy)
+        scores = landmark_scores(proxy)
         if proxy_trials.points:
             data.proxy = compute_report(proxy_trials, with_parity=False, with_landmarks=False)
             data.proxy.landmarks = [replace(lm, proxy_bpb=scores.get(lm.name, {}).get("val_bpb"))

@@ -1,8 +1,10 @@
 """Compute a report's data from a finished study: records, fronts, picks, hypervolume history, table rows.
 
-Nothing here draws. Every structure is small, named and tested directly (STYLE.md "Compute, then draw");
+Nothing here draws. Every structure is small, named and tested directly (compute, then draw);
 `nas.report.plots` and `nas.report.html` only render what this module returns. The study itself is read
-through `nas.study.read` (trials, Pareto set, picks), with the definitions given there.
+through `nas.study.read` (trials, Pareto set, picks), with the definitions given there; what the search recorded
+beside the trials (each target's parity data, the published models' predicted figures) is read as recorded,
+never re-derived from files that may have changed since.
 
 - A *2-D front* (what the plots show) is the Pareto idea on two axes only: quality (up) against decode or
   prefill tokens/s on one target (right), both maximised.
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -26,19 +27,11 @@ import numpy as np
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.counts import format_count
 from nas.core.errors import NasUserError
-from nas.core.landmarks import load_landmarks
-from nas.core.paths import find_predictor, shipped
-from nas.core.userfiles import parse_json, read_toml, read_user_bytes
-from nas.latency.published import fit_path, fitted_group
-from nas.latency.registry import load_latency_model
 from nas.latency.uncertainty import band_for
 from nas.quality.model import load_quality_model
-from nas.study import schema as S
+from nas.study import schema
 from nas.study.pareto import PICKS, Normaliser, pareto_mask, pareto_mask_max, to_minimisation
 from nas.study.read import StudyTrials, compute_picks, failure_reason, study_pareto_set
-from nas.study.objectives import predict_figures
-from nas.study.schema import FOUND_BY_EXACT, TargetFigures
-from nas.targets import load_target
 
 SPEED_METRICS = ("decode_tokens_per_s", "prefill_tokens_per_s")
 MAX_LABELS = 9  # front points labelled per panel; more than this stops being readable at phone width
@@ -120,7 +113,7 @@ class SearchProgress:
 def search_progress(trials: StudyTrials) -> SearchProgress:
     feasible = sorted((p for p in trials.points.values() if p.feasible and len(p.values) == len(trials.directions)),
                       key=lambda p: p.number)
-    sampled = [p for p in feasible if p.found_by != FOUND_BY_EXACT]
+    sampled = [p for p in feasible if p.found_by != schema.FOUND_BY_EXACT]
     added = len(feasible) - len(sampled)
     exact = trials.exact or {}
     norm = exact.get("normalisation")
@@ -164,16 +157,16 @@ class Landmark:
 
     name: str
     arch: ArchConfig
-    figures: dict[str, TargetFigures]
+    figures: dict[str, schema.TargetFigures]
     source: str
     proxy_bpb: float | None = None  # its proxy's held-out bits per byte under a proxy study's settings, if trained
     predicted_loss: float | None = None  # the quality law's prediction at the study's training tokens
 
     def quality(self, source: str) -> float | None:
         """Its value on a front of quality `source` (higher is better), None where it has none."""
-        if source == S.QUALITY_LAW:
+        if source == schema.QUALITY_LAW:
             return None if self.predicted_loss is None else -self.predicted_loss
-        if source == S.QUALITY_PROXY:
+        if source == schema.QUALITY_PROXY:
             return None if self.proxy_bpb is None else -self.proxy_bpb
         return float(self.arch.num_non_embedding_params)
 
@@ -186,7 +179,7 @@ def study_quality_model(meta, train_tokens: int | None = None):
     """The quality model a study's losses were predicted with (at `train_tokens` instead of the study's, when
     given), or None for a study ranked by parameter count. A law refitted since the search is one line."""
     q = meta.quality or {}
-    if q.get("source") != S.QUALITY_LAW:
+    if q.get("source") != schema.QUALITY_LAW:
         return None
     model = load_quality_model(train_tokens or int(q["train_tokens"]))
     if model.fingerprint != q.get("fingerprint"):
@@ -195,34 +188,27 @@ def study_quality_model(meta, train_tokens: int | None = None):
     return model
 
 
-def landmark_figures(meta, quality_model=None) -> list[Landmark]:
-    """The landmarks with the figures the study's own latency models predict for them (what `nas predict`
-    prints for the same shape, target, precision and lengths), and their predicted loss under `quality_model`."""
-    models = {t: load_latency_model(t, meta.precision.get(t)) for t in meta.targets}
-    for t, model in models.items():  # drawn beside the study's points, they must come from the same model
-        was = (meta.latency_models or {}).get(t)
-        if was and was.get("fingerprint") != model.fingerprint():
-            raise NasUserError(f"{t}'s latency model is now {model.fingerprint()} ({model.provenance()}), the study "
-                               f"was searched with {was.get('fingerprint')} ({was.get('provenance')})")
-    marks = load_landmarks()
-    configs = [arch.replace(max_seq_len=max(arch.max_seq_len, meta.context_len + 1, meta.prompt_len))
-               for _, arch, _ in marks]
-    figs = predict_figures(ArchBatch.from_configs(configs), models, {t: m.precision for t, m in models.items()},
-                           meta.prompt_len, meta.context_len, quality_model)
+def recorded_landmarks(trials: StudyTrials, quality_model=None) -> list[Landmark] | str:
+    """The landmarks as the search predicted them (STUDY_LANDMARKS), their loss predicted again by
+    `quality_model` when given (a report at another budget); or why there are none."""
+    if trials.landmarks is None:
+        return (f"study {trials.name!r} recorded none (it was searched before nas recorded them; search again to "
+                "record them)")
     out = []
-    for i, ((name, _, source), arch) in enumerate(zip(marks, configs)):
-        figures = {t: TargetFigures(prefill_ms=float(figs.prefill_ms[t][i]), decode_ms=float(figs.decode_ms[t][i]),
-                                    memory_mb=float(figs.memory_mb[t][i]), latency_source=models[t].source,
-                                    prompt_len=meta.prompt_len) for t in models}
-        loss = None if figs.predicted_loss is None else float(figs.predicted_loss[i])
-        out.append(Landmark(name, arch, figures, source, predicted_loss=loss))
+    for m in trials.landmarks:
+        figures = {t: schema.TargetFigures.from_dict(f) for t, f in m["figures"].items()}
+        out.append(Landmark(m["name"], ArchConfig.from_dict(m["arch"]), figures, m["source"],
+                            predicted_loss=m.get("predicted_loss")))
+    if quality_model is not None and out:
+        losses = quality_model.predict(ArchBatch.from_configs([lm.arch for lm in out]))
+        out = [replace(lm, predicted_loss=float(loss)) for lm, loss in zip(out, losses)]
     return out
 
 
 def at_train_tokens(trials: StudyTrials, quality_model) -> StudyTrials:
     """The study's points with their loss predicted at `quality_model`'s training tokens (a study searched at
     another budget, reported at this one): quality and the quality objective's value replaced."""
-    position = next(j for j, o in enumerate(trials.meta.objectives) if o.metric == S.QUALITY_LAW)
+    position = next(j for j, o in enumerate(trials.meta.objectives) if o.metric == schema.QUALITY_LAW)
     points = dict(trials.points)
     if points:
         numbers = list(points)
@@ -243,124 +229,19 @@ class Parity:
     phases: tuple[ParityPhase, ...]
 
 
-def _find_phase_dicts(node: Any, parent: str = "", depth: int = 0) -> list[tuple[str, Mapping[str, Any]]]:
-    """Every dict holding both `predicted_ms` and `measured_ms` lists, with the key it sits under."""
-    if depth > 6:
-        return []
-    found = []
-    if isinstance(node, Mapping):
-        if isinstance(node.get("predicted_ms"), list) and isinstance(node.get("measured_ms"), list):
-            found.append((str(node.get("phase") or parent or "latency"), node))
-        else:
-            for key, value in node.items():
-                found += _find_phase_dicts(value, str(key), depth + 1)
-    return found
-
-
-def _find_key(node: Any, key: str, depth: int = 0) -> Any:
-    if depth > 6 or not isinstance(node, Mapping):
-        return None
-    if key in node:
-        return node[key]
-    for value in node.values():
-        hit = _find_key(value, key, depth + 1)
-        if hit is not None:
-            return hit
-    return None
-
-
-def _num(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def parity_from_predictor(target: str, path: Path) -> Parity | str:
-    """A predictor file's held-out evaluation as `Parity`, or the reason there is none (a string).
-
-    Read leniently: each phase's dict holds `predicted_ms` and `measured_ms` lists, and its accuracy figures
-    (mape, within_5, within_10, kendall_tau) either beside them or in a `predictor` sub-dict. Shares are in
-    percent when the file's `metric_units` say so (as `nas calibrate` writes), else guessed (<= 1: fractions).
-    """
-    try:
-        data = parse_json(read_user_bytes(path, "predictor"), str(path))
-    except NasUserError as exc:
-        return f"predictor file {path} could not be read ({exc})"
-    units = _find_key(data, "metric_units")
-    declared = None
-    if isinstance(units, Mapping) and isinstance(units.get("mape"), str):
-        declared = "%" in units["mape"]
-    phases = []
-    for phase, d in _find_phase_dicts(data):
-        pred = [_num(v) for v in d["predicted_ms"]]
-        meas = [_num(v) for v in d["measured_ms"]]
-        pairs = [(p, m) for p, m in zip(pred, meas) if p is not None and m is not None]
-        if not pairs:
-            continue
-        metrics = d.get("predictor") if isinstance(d.get("predictor"), Mapping) else d
-        mape, w5, w10 = (_num(metrics.get(k)) for k in ("mape", "within_5", "within_10"))
-        percent = declared
-        if percent is None:
-            shares = [v for v in (w5, w10) if v is not None]
-            percent = any(v > 1.0 for v in shares) if shares else (mape is not None and mape >= 1.0)
-        k = 1.0 if percent else 100.0
-        phases.append(ParityPhase(phase, tuple(p for p, _ in pairs), tuple(m for _, m in pairs),
-                                  *(None if v is None else v * k for v in (mape, w5, w10)),
-                                  _num(metrics.get("kendall_tau"))))
-    if not phases:
-        return f"predictor file {path} has no held-out evaluation (predicted_ms / measured_ms)"
-    return Parity(target, str(path), tuple(phases))
-
-
-def _kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 3:
-        return None
-    i, j = np.triu_indices(len(x), k=1)
-    s = np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])  # Kendall's tau-a over all pairs
-    return None if not np.count_nonzero(s) else float(s.sum() / len(s))
-
-
-def parity_from_published(target: str, precision: str | None) -> Parity | str:
-    """For a target fitted to published measurements: each published row against the prediction of the fit
-    that left its architecture out (latency_models/published_fit.json), or why there is none."""
-    try:
-        spec = load_target(target)
-        entry = fitted_group(target, spec.compute_unit.get(precision or spec.default_precision, "cpu"))
-    except NasUserError as exc:
-        return f"the published-measurement fit of {target} could not be read: {exc}"
-    if not entry:
-        return f"{target} has no published-measurement fit"
-    phases = []
-    for phase in ("decode", "prefill"):
-        rows = [r for r in entry.get("rows", []) if r.get("phase") == phase and r.get("loo_tok_s")]
-        if not rows:
-            continue
-        measured = tuple(r.get("tokens", 1) * 1000.0 / r["published_tok_s"] for r in rows)
-        predicted = tuple(r.get("tokens", 1) * 1000.0 / r["loo_tok_s"] for r in rows)
-        errors = np.abs(np.array(predicted) / np.array(measured) - 1.0) * 100.0
-        phases.append(ParityPhase(phase, predicted, measured, float(errors.mean()),
-                                  float((errors <= 5).mean() * 100), float((errors <= 10).mean() * 100),
-                                  _kendall_tau(measured, predicted)))
-    if not phases:
-        return f"the published-measurement fit of {target} has no left-out predictions"
-    return Parity(target, str(fit_path()), tuple(phases))
-
-
-def find_parity(target: str, precision: str | None) -> Parity | str:
-    """Look up the target's predictor (first execution provider, deployment precision) and read its evaluation."""
-    try:
-        spec = load_target(target)
-    except NasUserError as exc:  # a target file since removed or broken: no parity plot, said why
-        return f"target {target!r} could not be loaded to find its predictor: {exc}"
-    provider = spec.execution_providers[0]
-    precision = precision or spec.default_precision
-    path = find_predictor(target, provider, precision)
-    if path is None:
-        return f"no fitted predictor for {target} ({provider}, {precision}); run `nas calibrate --target {target}`"
-    return parity_from_predictor(target, path)
+def recorded_parity(trials: StudyTrials, target: str) -> Parity | str:
+    """The parity data the search recorded for `target` (STUDY_PARITY: its latency model's held-out
+    predictions beside their measurements), or why there is none."""
+    record = (trials.parity or {}).get(target)
+    if record is None:
+        return (f"study {trials.name!r} recorded no parity data for {target} (it was searched before nas recorded "
+                "them; search again to record them)")
+    if "none" in record:
+        return str(record["none"])
+    phases = tuple(ParityPhase(p["phase"], tuple(p["predicted_ms"]), tuple(p["measured_ms"]), p.get("mape_pct"),
+                               p.get("within_5_pct"), p.get("within_10_pct"), p.get("kendall_tau"))
+                   for p in record["phases"])
+    return Parity(target, str(record["source"]), phases)
 
 
 # ----------------------------------------------------------------------------------------------- table
@@ -378,13 +259,13 @@ def quality_axis(trials: StudyTrials) -> tuple[str, float]:
     """Axis label and the factor to multiply quality by for display."""
     sources = {p.record.quality_source for p in trials.points.values()}
     source = sources.pop() if len(sources) == 1 else "mixed"
-    if source == S.QUALITY_LAW:
+    if source == schema.QUALITY_LAW:
         tokens = (trials.meta.quality or {}).get("train_tokens")
         return (f"predicted loss after {format_count(tokens) if tokens else '?'} tokens (nats/token, lower is "
                 "better)", -1.0)
-    if source == S.QUALITY_PARAMS:
+    if source == schema.QUALITY_PARAMS:
         return "quality: non-embedding parameters (M)", 1e-6
-    if source == S.QUALITY_PROXY:  # stored as minus the loss so that higher is better; shown as the loss itself
+    if source == schema.QUALITY_PROXY:  # stored as minus the loss so that higher is better; shown as the loss itself
         return "proxy: held-out bits per byte (lower is better)", -1.0
     return f"quality: {source.replace('_', ' ')} (higher is better)", 1.0
 
@@ -433,7 +314,7 @@ def table_rows(trials: StudyTrials, pareto: Sequence[int], picks: Mapping[str, i
             "quality": p.quality * qscale, "arch_id": p.arch_id,
         }
         for t in trials.meta.targets:
-            fig: TargetFigures | None = p.record.figures.get(t)
+            fig: schema.TargetFigures | None = p.record.figures.get(t)
             for key in ("memory_mb", "ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s"):
                 row[f"{t}.{key}"] = None if fig is None else float(getattr(fig, key))
         rows.append(row)
@@ -463,13 +344,13 @@ def proxy_runs(study) -> list[ProxyRun]:
     trials = study.get_trials(deepcopy=False)
     for t in trials:
         a = t.user_attrs
-        history = a.get(S.PROXY_HISTORY) or []
+        history = a.get(schema.PROXY_HISTORY) or []
         curve = tuple((int(x), float(y)) for h in history for x, y in h.get("curve", []))
-        speed = a.get(S.PROXY_SPEED)
-        reason = a.get(S.PRUNE_REASON) or (failure_reason(t, trials) if t.state.name == "FAIL" else "")
-        runs.append(ProxyRun(t.number, str(a.get(S.SHAPE, "?")), str(a.get(S.ARCH_ID, "?")), t.state.name,
+        speed = a.get(schema.PROXY_SPEED)
+        reason = a.get(schema.PRUNE_REASON) or (failure_reason(t, trials) if t.state.name == "FAIL" else "")
+        runs.append(ProxyRun(t.number, str(a.get(schema.SHAPE, "?")), str(a.get(schema.ARCH_ID, "?")), t.state.name,
                              tuple((int(h["tokens"]), float(h["val_bpb"])) for h in history), curve,
-                             a.get(S.PRUNED_AT_RUNG), str(reason), float(speed[0]) if speed else None))
+                             a.get(schema.PRUNED_AT_RUNG), str(reason), float(speed[0]) if speed else None))
     return runs
 
 
@@ -511,15 +392,7 @@ def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks
     picks = compute_picks(trials, pareto)
     fronts = {m: [front_2d(trials, t, m, picks) for t in trials.meta.targets] for m in SPEED_METRICS}
     progress = search_progress(trials)
-    parity: dict[str, Parity | str] = {}
-    for t in trials.meta.targets:
-        source = trials.meta.latency_sources.get(t) or _source_of(trials, t)
-        if source.startswith("analytic, fitted to") and with_parity:
-            parity[t] = parity_from_published(t, trials.meta.precision.get(t))
-        elif source.startswith("analytic"):
-            parity[t] = f"{t} latency is {source}: there are no measurements to compare predictions with"
-        elif with_parity:
-            parity[t] = find_parity(t, trials.meta.precision.get(t))
+    parity = {t: recorded_parity(trials, t) for t in trials.meta.targets} if with_parity else {}
     label, scale = quality_axis(trials)
     notes = []
     if not pareto:
@@ -532,7 +405,7 @@ def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks
                      "trained to the last rung). The picks count smaller quality differences as ties and, of tied "
                      "shapes, pick the faster.")
     quality = trials.meta.quality or {}
-    if quality.get("source") == S.QUALITY_LAW:
+    if quality.get("source") == schema.QUALITY_LAW:
         notes.append(f"Quality: {quality.get('description', 'predicted loss')}. Predicted losses within "
                      f"{trials.meta.band:.3f} nats of each other are ties, won by the faster shape; kv heads, FFN "
                      "kind and ratio, head_dim, tying and the vocabulary earn nothing beyond the parameters they add "
@@ -540,11 +413,12 @@ def compute_report(trials: StudyTrials, with_parity: bool = True, with_landmarks
     for warning in (trials.search or {}).get("warnings") or ():
         what = "Quality" if warning.startswith("predicted loss:") else "Latency"
         notes.append(f"{what} extrapolated, {warning}.")
-    landmarks = []
+    landmarks: list[Landmark] = []
     if with_landmarks:
-        try:
-            landmarks = landmark_figures(trials.meta, quality_model)
-        except NasUserError as exc:  # a target's latency model is gone or broken since the search: say so
-            notes.append(f"Published models are not drawn: {exc}")
+        recorded = recorded_landmarks(trials, quality_model)
+        if isinstance(recorded, str):
+            notes.append(f"Published models are not drawn: {recorded}.")
+        else:
+            landmarks = recorded
     return ReportData(trials, pareto, picks, fronts, progress, parity, table_columns(trials),
                       table_rows(trials, pareto, picks), label, scale, notes, landmarks)

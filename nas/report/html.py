@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 from typing import Sequence
 
+from nas.core.counts import format_count
 from nas.core.paths import shipped
 from nas.latency.uncertainty import band_for, legend, show
 from nas.report import tables
@@ -66,7 +67,7 @@ def _cards(data: ReportData, storage: str | None) -> str:
         items = [
             ("trial", f"#{n}" + (f" (also {', '.join(PICK_TITLES[a] for a in also)})" if also else "")),
             ("arch id", f"<code>{html.escape(p.arch_id)}</code>"),
-            ("parameters", f"{p.record.arch.num_params / 1e6:.1f} M ({p.record.arch.attention_type.upper()}, "
+            ("parameters", f"{format_count(p.record.arch.num_params)} ({p.record.arch.attention_type.upper()}, "
                            f"{html.escape(p.record.arch.ffn_kind)})"),
             ("quality", html.escape(f"{_fmt(row.get('quality'), '.4g')} — {data.quality_label.split(': ', 1)[-1]}")),
             (f"decode on {html.escape(t)}", "—" if fig is None else html.escape(
@@ -152,6 +153,33 @@ def _landmark_note(proxy: ReportData) -> str:
             f"seeds and text), held-out bits per byte: {items}.</p>")
 
 
+def _how_to_read(data: ReportData) -> str:
+    """The report's reading notes, then this study's own notes."""
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
+    return f"""<details><summary>How to read this</summary>
+<ul class="note">
+<li>Up and right is better: more quality, more tokens per second. Faint grey dots are dominated shapes,
+faint red crosses break a constraint.</li>
+<li>The <b>Pareto set</b> is the feasible shapes no other feasible shape beats on every study objective.
+Each panel's front line is the same idea on that panel's two axes only.</li>
+<li><b>Picks</b> (on {html.escape(data.first_target)}): <i>fastest</i> has the highest decode tokens/s,
+<i>best quality</i> the highest quality, and the <i>knee</i> is the point of their quality-vs-decode front
+(both axes scaled to 0–1) farthest from the line joining its two ends: the best trade. Qualities closer than
+the study's tie (the quality law's band, or a proxy front's seed noise) are ties, won by the faster shape: best
+quality is the fastest shape within the tie of the best, the knee the fastest within the tie of that point.</li>
+<li>Predicted loss is the loss a shape is predicted to reach after the study's training tokens, on the quality
+law's reference data and tokenizer (<code>nas quality</code>); the shaded band around the front is the law's
+band. Published models sit at their own predicted loss and speed.</li>
+<li>Search progress: the hypervolume of the feasible shapes the sampler found, over the study's objectives, as a
+share of the exact front's (the same figure `nas search` prints); the star marks where the exact front's
+remaining members were added.</li>
+<li>Latency "analytic, uncalibrated" is a roofline estimate from the device's spec sheet, not a measurement;
+"analytic, fitted to N published measurements" is the same roofline with its efficiencies and overheads fitted to
+figures others published for that device (its parity plot shows how far to trust it).</li>
+{notes}
+</ul></details>"""
+
+
 def render_index(data: ReportData, pareto_images: Sequence[Path], hv_image: Path,
                  parity_images: dict[str, list[Path]], files: Sequence[Path], storage: str | None = None,
                  proxy_images: Sequence[Path] = ()) -> str:
@@ -168,7 +196,6 @@ def render_index(data: ReportData, pareto_images: Sequence[Path], hv_image: Path
         pareto_images,
         ["Quality vs decode speed per target: front highlighted, picks marked",
          "Quality vs prefill speed per target"]))
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
     pick_source = ", from the proxy-trained front" if data.proxy else ""
     file_links = " · ".join(f'<a href="{html.escape(f.name)}">{html.escape(f.name)}</a>' for f in files)
     return f"""<!DOCTYPE html>
@@ -200,26 +227,7 @@ Objectives: {html.escape(objectives)} · prompt {meta.prompt_len} tokens, contex
 <details><summary>Latency predictor accuracy</summary>
 {_parity_section(data, parity_images)}</details>
 
-<details><summary>How to read this</summary>
-<ul class="note">
-<li>Up and right is better: more quality, more tokens per second. Faint grey dots are dominated shapes,
-faint red crosses break a constraint.</li>
-<li>The <b>Pareto set</b> is the feasible shapes no other feasible shape beats on every study objective.
-Each panel's front line is the same idea on that panel's two axes only.</li>
-<li><b>Picks</b> (on {html.escape(data.first_target)}): <i>fastest</i> has the highest decode tokens/s,
-<i>best quality</i> the highest quality, and the <i>knee</i> is the point of their quality-vs-decode front
-(both axes scaled to 0–1) farthest from the line joining its two ends: the best trade. Qualities closer than
-the study's tie (the quality law's band, or a proxy front's seed noise) are ties, won by the faster shape: best
-quality is the fastest shape within the tie of the best, the knee the fastest within the tie of that point.</li>
-<li>Predicted loss is the loss a shape is predicted to reach after the study's training tokens, on the quality
-law's reference data and tokenizer (<code>nas quality</code>); the shaded band around the front is the law's
-band. Published models sit at their own predicted loss and speed.</li>
-<li>Search progress: the hypervolume of the feasible shapes the sampler found, over the study's objectives, as a share of the exact front's (the same figure `nas search` prints); the star marks where the exact front's remaining members were added.</li>
-<li>Latency "analytic, uncalibrated" is a roofline estimate from the device's spec sheet, not a measurement;
-"analytic, fitted to N published measurements" is the same roofline with its efficiencies and overheads fitted to
-figures others published for that device (its parity plot shows how far to trust it).</li>
-{notes}
-</ul></details>
+{_how_to_read(data)}
 <p class="note">Files: {file_links}</p>
 </body></html>
 """

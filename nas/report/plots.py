@@ -14,8 +14,8 @@ from typing import Sequence
 from nas.latency.uncertainty import band_for
 from nas.report.data import Front2D, Parity, ProxyRun, ReportData, SearchProgress
 from nas.study.pareto import PICKS
-from nas.study import schema as S
 from nas.study.read import PICK_TITLES
+from nas.study.schema import QUALITY_LAW, QUALITY_PROXY
 
 DPI = 130
 PANEL_SIZE = (7.6, 5.6)  # inches per target panel
@@ -73,7 +73,7 @@ def plot_fronts(data: ReportData, metric: str, out_dir: Path, prefix: str = "") 
     for ax, front in zip(axes, fronts):
         _draw_front(ax, front, data)
     # Two short lines: one long line is clipped on a single-panel figure (seen with a 25-character study name).
-    what = {S.QUALITY_PROXY: "Proxy quality", S.QUALITY_LAW: "Predicted loss"}.get(data.quality_source, "Quality")
+    what = {QUALITY_PROXY: "Proxy quality", QUALITY_LAW: "Predicted loss"}.get(data.quality_source, "Quality")
     fig.suptitle(f"{what} vs {_METRIC_TITLE[metric]} speed\nstudy {data.trials.name}: "
                  f"{len(data.pareto)} shapes on the Pareto set", fontsize=12, fontweight="bold")
     fig.canvas.draw()  # fixes limits and layout, so labels can be placed in display space
@@ -81,6 +81,22 @@ def plot_fronts(data: ReportData, metric: str, out_dir: Path, prefix: str = "") 
     for ax, front in zip(axes, fronts):
         _place_labels(ax, front, data)
     return _save(fig, out_dir, f"{prefix}pareto_{_METRIC_TITLE[metric]}")
+
+
+def _draw_picks(ax, picks, xy) -> list:
+    """The picks marked on a panel; their legend handles."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for name in PICKS:
+        n = picks.get(name)
+        if n is not None and n in xy:
+            ax.scatter([xy[n][0]], [xy[n][1]], **PICK_STYLE[name])
+            style = PICK_STYLE[name]
+            handles.append(Line2D([], [], linestyle="", marker=style["marker"], markersize=13 if name == "knee" else 9,
+                                  markerfacecolor=style["facecolor"], markeredgecolor=style["edgecolor"],
+                                  markeredgewidth=style["linewidths"], label=f"{PICK_TITLES[name]}: #{n}"))
+    return handles
 
 
 def _draw_front(ax, front: Front2D, data: ReportData) -> None:
@@ -110,7 +126,7 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
         ax.plot(fx, fy, "-o", color=FRONT_COLOR, lw=2.0, ms=5.5, zorder=4)
         handles.append(Line2D([], [], color=FRONT_COLOR, marker="o", lw=2.0,
                               label=f"Pareto front on this panel ({len(set(zip(fx, fy)))} points)"))
-        band = meta.band if data.quality_source == S.QUALITY_LAW else 0.0
+        band = meta.band if data.quality_source == QUALITY_LAW else 0.0
         if band > 0:  # the quality law's band: losses inside it are ties
             order = np.argsort(fx)
             xs, ys = np.asarray(fx)[order], np.asarray(fy)[order]
@@ -122,14 +138,7 @@ def _draw_front(ax, front: Front2D, data: ReportData) -> None:
             handles.append(Line2D([], [], color=FRONT_COLOR, alpha=0.45, lw=1.0,
                                   label=f"speed error band (+-{rel:.0%})"))
 
-    for name in PICKS:
-        n = data.picks.get(name)
-        if n is not None and n in xy:
-            ax.scatter([xy[n][0]], [xy[n][1]], **PICK_STYLE[name])
-            style = PICK_STYLE[name]
-            handles.append(Line2D([], [], linestyle="", marker=style["marker"], markersize=13 if name == "knee" else 9,
-                                  markerfacecolor=style["facecolor"], markeredgecolor=style["edgecolor"],
-                                  markeredgewidth=style["linewidths"], label=f"{PICK_TITLES[name]}: #{n}"))
+    handles += _draw_picks(ax, data.picks, xy)
     marks = _draw_landmarks(ax, front, data, q)
     if marks:
         handles.append(marks)
@@ -181,13 +190,14 @@ def _draw_landmarks(ax, front: Front2D, data: ReportData, q: float):
         if y is not None:
             placed = True
             ax.scatter([x], [y], marker="D", s=42, facecolor="white", edgecolor="black", linewidths=1.2, zorder=6)
-            ax.annotate(name, (x, y), xytext=(5, -10), textcoords="offset points", fontsize=7.5, color="#222", zorder=4.5,
+            ax.annotate(name, (x, y), xytext=(5, -10), textcoords="offset points", fontsize=7.5, color="#222",
+                        zorder=4.5,
                         bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8))
         else:
             ax.axvline(x, color="#555555", lw=0.9, ls="--", alpha=0.7, zorder=1)
             ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -4),
                         textcoords="offset points", rotation=90, va="top", fontsize=7, color="#444")
-    if source == S.QUALITY_LAW:
+    if source == QUALITY_LAW:
         return Line2D([], [], linestyle="", marker="D", markerfacecolor="white", markeredgecolor="black",
                       label="published models (predicted)")
     if q > 0:

@@ -7,12 +7,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nas.core.arch import ArchConfig
+from nas.core.counts import format_count
 from nas.latency.uncertainty import band_for, legend, show, show_plain
-from nas.study import schema as S
+from nas.study import schema
 from nas.study.pareto import ALL_TIED, PICK_REASONS, TIE_NOTE, all_tied, picks
-from nas.study.read import preference
-from nas.study.schema import FOUND_BY_EXACT, FOUND_BY_SAMPLER
 from nas.study.storage import MEMORY_STORAGES
 
 
@@ -21,19 +19,19 @@ def pareto_row(trial, objectives) -> dict[str, Any]:
     a = trial.user_attrs
     return {
         "trial": trial.number,
-        "arch_id": a[S.ARCH_ID],
-        "shape": a[S.SHAPE],
-        "attention": a[S.ATTENTION_TYPE],
-        "num_params": a[S.NUM_PARAMS],
-        "num_non_embedding_params": a[S.NUM_NON_EMBEDDING_PARAMS],
-        "quality": a[S.QUALITY],
-        "quality_source": a[S.QUALITY_SOURCE],
-        "found_by": a.get(S.FOUND_BY, FOUND_BY_SAMPLER),
+        "arch_id": a[schema.ARCH_ID],
+        "shape": a[schema.SHAPE],
+        "attention": a[schema.ATTENTION_TYPE],
+        "num_params": a[schema.NUM_PARAMS],
+        "num_non_embedding_params": a[schema.NUM_NON_EMBEDDING_PARAMS],
+        "quality": a[schema.QUALITY],
+        "quality_source": a[schema.QUALITY_SOURCE],
+        "found_by": a.get(schema.FOUND_BY, schema.FOUND_BY_SAMPLER),
         "targets": {t: {k: p[k] for k in ("prefill_ms", "ttft_ms", "prefill_tokens_per_s", "decode_ms",
                                           "decode_tokens_per_s", "memory_mb", "latency_source")}
-                    for t, p in a[S.PREDICTIONS].items()},
+                    for t, p in a[schema.PREDICTIONS].items()},
         "objectives": {o.label: v for o, v in zip(objectives, trial.values)},
-        "arch": a[S.ARCH],
+        "arch": a[schema.ARCH],
     }
 
 
@@ -56,14 +54,14 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str],
     for t in targets:
         suffix = f"@{t}" if len(targets) > 1 else ""
         head += [f"mem MB{suffix}", f"prefill t/s{suffix}", f"decode t/s{suffix}", f"TTFT ms{suffix}"]
-    proxy = bool(rows) and all(r["quality_source"] == S.QUALITY_PROXY for r in rows)
-    law = bool(rows) and all(r["quality_source"] == S.QUALITY_LAW for r in rows)
+    proxy = bool(rows) and all(r["quality_source"] == schema.QUALITY_PROXY for r in rows)
+    law = bool(rows) and all(r["quality_source"] == schema.QUALITY_LAW for r in rows)
     head += ["bits/byte" if proxy else "loss" if law else "quality", "arch id", "found by"]
     body = []
     for r in rows:
         line = [str(r["trial"]), r["shape"], r["attention"], r["arch"]["ffn_kind"],
-                "yes" if r["arch"]["tie_embeddings"] else "no", _millions(r["num_params"]),
-                _millions(r["num_non_embedding_params"])]
+                "yes" if r["arch"]["tie_embeddings"] else "no", format_count(r["num_params"]),
+                format_count(r["num_non_embedding_params"])]
         for t in targets:
             f, band = r["targets"][t], bands.get(t)
             line += [f"{f['memory_mb']:.0f}",
@@ -71,7 +69,7 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str],
                      show_plain(f["decode_tokens_per_s"], band_for("decode_tokens_per_s", band), 1),
                      show_plain(f["ttft_ms"], band_for("ttft_ms", band))]
         quality = f"{-r['quality']:.3f}" if proxy or law else f"{r['quality']:.4g}"
-        found = "proxy" if proxy else "exact" if r["found_by"] == FOUND_BY_EXACT else "search"
+        found = "proxy" if proxy else "exact" if r["found_by"] == schema.FOUND_BY_EXACT else "search"
         line += [quality, r["arch_id"], found]
         body.append(line)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
@@ -82,24 +80,6 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str],
 
     notes = [f"speeds{f' @{t}' if len(targets) > 1 else ''}: {legend(bands[t])}" for t in targets if t in bands]
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body] + notes)
-
-
-def _millions(n: float) -> str:
-    return f"{n / 1e6:.1f}M"
-
-
-def group_twins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per group of twins (identical objective values: e.g. the same shape with SwiGLU or gated ReLU,
-    or tied and untied), the member a user would choose (`nas.study.read.preference`) standing for the
-    group; its `twins` lists the others' arch ids. Order kept."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(round(v, 12) for v in row["objectives"].values()), []).append(row)
-    keep = {}
-    for members in groups.values():
-        members.sort(key=lambda r: (preference(ArchConfig.from_dict(r["arch"])), r["trial"]))
-        keep[id(members[0])] = [m["arch_id"] for m in members[1:]]
-    return [{**row, "twins": keep[id(row)]} for row in rows if id(row) in keep]
 
 
 def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str | None,

@@ -15,27 +15,24 @@ import socket
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
-from nas.core.arch import ArchBatch, ArchConfig
+from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
 from nas.proxy.corpus import load_corpus
-from nas.search.latency import LatencyStage, SearchResult, SearchSettings
-from nas.search.advice import (ProxyScore, fixed_speed_picks, knee_stability, landmark_matches, law_check,
-                               proxy_move, trade_words)
-from nas.search.output import group_twins, pareto_row, recommend
-from nas.search.proxy import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, open_proxy_study, proxy_objectives
+from nas.search.latency_stage import LatencyStage, SearchResult
+from nas.search.output import pareto_row
+from nas.search.proxy_stage import ProxyOptions, ProxyOutcome, ProxyWorker, enqueue, proxy_objectives
+from nas.search.recommendation import law_picks, recommendation
 from nas.search.selection import Candidates, select_shapes
-from nas.study import schema as S
-from nas.study.pareto import pareto_mask, to_minimisation
-from nas.study.read import failure_reason, seed_noise
-from nas.study.schema import StudyMeta, TrialRecord, proxy_study_name
+from nas.search.settings import STAGES, SearchSettings
+from nas.study import schema
+from nas.study.read import failure_reason, pareto_set, read_study, seed_noise
+from nas.study.resume import PROXY, load_or_none, open_study, settle_name
 from nas.study.storage import Heartbeat, open_storage
 
-STAGES = ("all", "latency", "proxy")
 LOCK_SUFFIX = ":lock"
 LOCK_BEAT_S = 5.0
 LOCK_STALE_S = 60.0  # a lock whose holder has not refreshed it for this long is taken over
@@ -152,15 +149,13 @@ class Search:
         self.proxy_options, self.stage = proxy, stage
         self.heartbeat = heartbeat or Heartbeat()
         self.settings = settings
+        self.study_name = self.latency.problem.study_name  # settled when run() opens the storage
+        self.storage = None  # the storage run() opened
 
-    @property
-    def study_name(self) -> str:
-        return self.latency.study_name
-
-    def proxy_meta(self) -> StudyMeta:
-        meta = self.latency.meta
+    def proxy_meta(self) -> schema.StudyMeta:
+        meta = self.latency.problem.meta
         corpus = load_corpus(self.proxy_options.data)
-        return StudyMeta(**{**meta.__dict__, "objectives": proxy_objectives(meta.objectives),
+        return schema.StudyMeta(**{**meta.__dict__, "objectives": proxy_objectives(meta.objectives),
                             "proxy": self.proxy_options.identity(corpus)})
 
     def run(self, progress: bool = True) -> SearchResult:
@@ -177,188 +172,101 @@ class Search:
         """Every refusal that needs no storage (the exact stage's impossible constraints; the settings, names,
         --data and --device were checked when this was built): call before anything is written."""
         if self.stage in ("all", "latency"):
-            self.latency.plan()
+            self.latency.exact
 
     def _run(self, progress: bool) -> SearchResult:
         self.validate()  # before the storage is opened: opening creates a new database
-        storage = self._storage = open_storage(self.latency.storage_url,
-                                               heartbeat=self.heartbeat if self.proxy_options else None)
-        self.latency.storage = storage
-        default_name = not self.latency.named_by_user
-        if self.stage in ("all", "latency"):
-            self.latency.prepare()  # refusals (impossible constraints, other settings) before any write
+        url = self.latency.problem.storage_url
+        storage = self.storage = open_storage(url, heartbeat=self.heartbeat if self.proxy_options else None)
+        self.study_name = self._settle_name(storage, url)  # refusals (other settings) before any write
         if self.proxy_options is not None:
-            if default_name:
-                self._name_for_proxy_settings(storage)
-            open_proxy_study(storage, proxy_study_name(self.study_name), self.proxy_meta(), create=False)
-        shared = not _in_memory(storage)
+            open_study(storage, url, schema.proxy_study_name(self.study_name), self.proxy_meta(), kind=PROXY,
+                       create=False)
         result = None
         if self.stage in ("all", "latency"):
-            if shared:
-                with StageLock(storage, self.study_name, self.log):
-                    result = self._latency_and_plan(storage, progress)
-            else:
+            with StageLock(storage, self.study_name, self.log) if not _in_memory(storage) else nullcontext():
                 result = self._latency_and_plan(storage, progress)
         if self.proxy_options is not None and self.stage in ("all", "proxy") and not (result and result.interrupted):
             if result is None:
-                result = self._wait_for_plan(storage, progress)
-            outcome = ProxyWorker(storage, proxy_study_name(self.study_name), self.proxy_options,
-                                  [o.direction for o in proxy_objectives(self.latency.objectives)][1:],
+                result = self._wait_for_plan(storage)
+            outcome = ProxyWorker(storage, schema.proxy_study_name(self.study_name), self.proxy_options,
+                                  [o.direction for o in proxy_objectives(self.latency.problem.objectives)][1:],
                                   log=self.log, progress=progress).run()
             result.interrupted = result.interrupted or outcome.interrupted
             result.proxy = self._proxy_summary(storage, outcome)
         elif self.proxy_options is not None and result is not None:
             result.proxy = self._proxy_summary(storage, None)
         if result is not None:
-            result.recommendation = self.recommendation(result)
+            result.recommendation = recommendation(result, self.latency, self.settings.storage, storage)
         return result
 
-    def _name_for_proxy_settings(self, storage) -> None:
-        """A default study name whose proxy stage was trained with other proxy settings (another --data, rung
-        budgets, seeds, ...) gives these settings a study of their own, `<name>-<digest>` (the same every time, so
-        running them again resumes it), as the latency stage does for its own settings, instead of an error."""
-        import optuna
-
-        try:
-            study = optuna.load_study(study_name=proxy_study_name(self.study_name), storage=storage)
-        except KeyError:
-            return
-        old, mine = StudyMeta.from_user_attrs(study.user_attrs), self.proxy_meta()
-        if old is None or old.identity() == mine.identity():
-            return
-        base = self.study_name
-        self.latency.study_name = f"{base.split(':')[0]}-{mine.digest()}"
-        self.latency.named_by_user = True
-        shown = "; ".join(mine.differences(old)[:3])
-        self.log(f"note: study {base!r} has a proxy stage trained with other settings ({shown}); this one is study "
-                 f"{self.study_name!r}")
+    def _settle_name(self, storage, url: str) -> str:
+        """The study name this run uses (`nas.study.resume.settle_name`); a default name whose proxy stage was
+        trained with other proxy settings (another --data, rung budgets, seeds, ...) gives these settings a
+        study of their own, `<name>-<digest>` (the same every time, so running them again resumes it), as the
+        latency stage does for its own settings, instead of an error."""
+        problem, by_user = self.latency.problem, self.settings.named_by_user
+        name = problem.study_name
         if self.stage in ("all", "latency"):
-            self.latency.check_existing_study()
+            name = settle_name(storage, url, name, by_user, problem.meta, self.log)
+        if self.proxy_options is None or by_user:
+            return name
+        proxy = load_or_none(storage, url, schema.proxy_study_name(name))
+        old = None if proxy is None else schema.StudyMeta.from_user_attrs(proxy.user_attrs)
+        mine = self.proxy_meta()
+        if old is None or old.identity() == mine.identity():
+            return name
+        renamed = f"{name}-{mine.digest()}"
+        self.log(f"note: study {name!r} has a proxy stage trained with other settings "
+                 f"({'; '.join(mine.differences(old)[:3])}); this one is study {renamed!r}")
+        if self.stage in ("all", "latency"):
+            renamed = settle_name(storage, url, renamed, True, problem.meta, self.log)
+        return renamed
 
     def _latency_and_plan(self, storage, progress: bool) -> SearchResult:
-        result = self.latency.run(progress=progress)
+        result = self.latency.run(progress=progress, storage=storage, study_name=self.study_name)
         if result.interrupted or self.proxy_options is None:
             return result
-        study = self.latency.study
-        study.set_user_attr(S.STUDY_LATENCY_DONE, True)
-        proxy_study = open_proxy_study(storage, proxy_study_name(self.study_name), self.proxy_meta(), create=True)
-        if S.STUDY_PROXY_PLAN not in proxy_study.user_attrs:
-            batch, speeds, quality, record_of = self.latency.candidates()
-            law = self.latency.quality_model
-            pick_ids: frozenset[str] = frozenset()
-            if law is None:
-                chosen = select_shapes(Candidates.of(batch, speeds), self.proxy_options.shapes)
-            else:  # the law's picks first, then shapes on and near its front (within its band)
-                rec = self._law_picks(result) or {"picks": {}}
-                first = [batch.index_of(ArchConfig.from_dict(p["arch"])) for p in rec["picks"].values()]
-                chosen = select_shapes(Candidates.of(batch, speeds, quality), self.proxy_options.shapes,
-                                       slack=law.band, first=tuple(i for i in first if i is not None))
-                pick_ids = frozenset(p["arch_id"] for p in rec["picks"].values())
-            picked = [record_of(i) for i in chosen]
-            added = enqueue(proxy_study, [r for r, _ in picked], [v for _, v in picked],
-                            self.proxy_options.rung_tokens, picks=pick_ids)
-            proxy_study.set_user_attr(S.STUDY_PROXY_PLAN, {
-                "arch_ids": [r.arch.arch_id for r, _ in picked], "candidates": int(len(batch)),
-                "enqueued": added, "time": time.time()})
-            front = "the parameter-count front" if law is None else "the predicted-loss front, its picks first"
-            self.log(f"proxy stage: {len(picked)} shapes chosen from {len(batch):,} feasible candidates "
-                     f"(on and near {front}, spread along {self.latency.speed_objective().label})")
+        self.latency.loop.study.set_user_attr(schema.STUDY_LATENCY_DONE, True)
+        proxy_study = open_study(storage, self.latency.problem.storage_url, schema.proxy_study_name(self.study_name),
+                                 self.proxy_meta(), kind=PROXY)
+        if schema.STUDY_PROXY_PLAN not in proxy_study.user_attrs:
+            self._plan(proxy_study, result)
         return result
 
-    # ------------------------------------------------------------------------------------------ recommendation
-    def _law_picks(self, result: SearchResult, exclude: frozenset = frozenset()) -> dict[str, Any] | None:
-        """The three picks of the latency stage's front under the law (losses within its band tie)."""
-        target = result.meta.targets[0]
-        rows = [r for r in result.pareto if r["arch_id"] not in exclude]
-        rec = recommend(rows, target, self.study_name, self.settings.storage,
-                        result.meta.latency_errors.get(target), tie=self.latency.quality_model.band, unit="nats",
-                        tie_what="the quality law's band")
-        if rec is not None:
-            by_id = {r["arch_id"]: r for r in rows}
-            for pick in rec["picks"].values():
-                pick["predicted_loss"] = -pick["quality"]
-                pick["arch"] = by_id[pick["arch_id"]]["arch"]
-        return rec
-
-    def recommendation(self, result: SearchResult) -> dict[str, Any] | None:
-        """What nas recommends, and why: with the law, the picks of the predicted-loss front, what the knee
-        trades, the best shape at fixed speeds, how stable the knee is, where published models sit and what the
-        proxy check on the user's text says (and moves, by `advice.proxy_move`); with --quality params, the picks
-        of the proxy front (its seed noise as the tie) or of the parameter-count front."""
-        target = result.meta.targets[0]
-        law = self.latency.quality_model
+    def _plan(self, proxy_study, result: SearchResult) -> None:
+        """Choose the shapes to train and queue them on the proxy study, once."""
+        batch, speeds, quality, record_of = self.latency.candidates()
+        law = self.latency.problem.quality_model
+        pick_ids: frozenset[str] = frozenset()
         if law is None:
-            proxy = result.proxy
-            final = proxy.pareto if proxy is not None and proxy.pareto else result.pareto
-            study = proxy.study_name if final is not result.pareto else result.study_name
-            noise = proxy.noise if final is not result.pareto else None
-            return recommend(final, target, study, self.settings.storage, result.meta.latency_errors.get(target),
-                             noise)
-        scores = self._proxy_scores(result)
-        failed = frozenset(s.arch_id for s in scores if s.state == "FAIL")
-        rec = self._law_picks(result, failed)
-        if rec is None:
-            return None
-        table = self.latency.shape_table(target)
-        picks = rec["picks"]
-        knee = picks["knee"]
-        rec["trade"] = trade_words(knee, picks["best-quality"], picks["fastest"], law.band)
-        rec["band_nats"] = law.band
-        rec["train_tokens"] = law.train_tokens
-        rec["fixed_speeds"] = fixed_speed_picks(table, law.band)
-        row = table.batch.index_of(ArchConfig.from_dict(knee["arch"]))
-        rec["stability"] = knee_stability(table, law, row) if row is not None else {"fits": 0}
-        rec["landmarks"] = landmark_matches(self.latency.landmark_rows(target), table)
-        rec["skipped_failed"] = sorted(failed)
-        if result.proxy is not None:
-            noise = result.proxy.noise
-            rec["law_check"] = law_check(scores, noise, law.band)
-            for name in ("knee", "best-quality"):
-                moved, why = proxy_move(picks[name]["arch_id"], scores, noise, law.band)
-                if moved is not None:
-                    picks[name] = {**picks[name], "moved_from": picks[name]["shape"], "shape": moved.shape,
-                                   "arch_id": moved.arch_id, "why": why, "predicted_loss": moved.predicted_loss,
-                                   "trial": moved.trial, "study": result.proxy.study_name,
-                                   "decode_tokens_per_s": moved.decode_tokens_per_s,
-                                   "export": picks[name]["export"] and picks[name]["export"].replace(
-                                       f"--study {self.study_name} --trial {picks[name]['trial']}",
-                                       f"--study {result.proxy.study_name} --trial {moved.trial}")}
-        for pick in picks.values():
-            pick.pop("arch", None)
-        return rec
+            chosen = select_shapes(Candidates.of(batch, speeds), self.proxy_options.shapes)
+        else:  # the law's picks first, then shapes on and near its front (within its band)
+            rec = law_picks(result, self.latency, self.settings.storage) or {"picks": {}}
+            first = [batch.index_of(ArchConfig.from_dict(p["arch"])) for p in rec["picks"].values()]
+            chosen = select_shapes(Candidates.of(batch, speeds, quality), self.proxy_options.shapes,
+                                   slack=law.band, first=tuple(i for i in first if i is not None))
+            pick_ids = frozenset(p["arch_id"] for p in rec["picks"].values())
+        picked = [record_of(i) for i in chosen]
+        added = enqueue(proxy_study, [r for r, _ in picked], [v for _, v in picked],
+                        self.proxy_options.rung_tokens, picks=pick_ids)
+        proxy_study.set_user_attr(schema.STUDY_PROXY_PLAN, {
+            "arch_ids": [r.arch.arch_id for r, _ in picked], "candidates": int(len(batch)),
+            "enqueued": added, "time": time.time()})
+        front = "the parameter-count front" if law is None else "the predicted-loss front, its picks first"
+        self.log(f"proxy stage: {len(picked)} shapes chosen from {len(batch):,} feasible candidates "
+                 f"(on and near {front}, spread along {self.latency.problem.speed_objective().label})")
 
-    def _proxy_scores(self, result: SearchResult) -> list[ProxyScore]:
-        """Every proxy trial that ended, with the law's prediction for its shape (empty without a proxy stage)."""
-        if result.proxy is None:
-            return []
-        import optuna
-
-        target = result.meta.targets[0]
-        study = optuna.load_study(study_name=result.proxy.study_name, storage=self._storage)
-        trials = study.get_trials(deepcopy=False)
-        out = []
-        for t in trials:
-            if t.state.name not in ("COMPLETE", "PRUNED", "FAIL") or not TrialRecord.present_in(t.user_attrs):
-                continue
-            rec = TrialRecord.from_user_attrs(t.user_attrs)
-            loss = float(self.latency.quality_model.predict(ArchBatch.from_configs([rec.arch]))[0])
-            fig = rec.figures.get(target)
-            bpb = None if t.state.name == "FAIL" else rec.loss
-            reason = failure_reason(t, trials) if t.state.name == "FAIL" else str(t.user_attrs.get(S.PRUNE_REASON, ""))
-            out.append(ProxyScore(rec.arch.arch_id, rec.arch.short_tag, t.state.name, bpb, loss,
-                                  None if fig is None else fig.decode_tokens_per_s, t.number, reason))
-        return out
-
-    def _wait_for_plan(self, storage, progress: bool) -> SearchResult:
+    def _wait_for_plan(self, storage) -> SearchResult:
         """--stage proxy: wait until the latency stage has planned the proxy stage, then read its result."""
         import optuna
 
         said = 0.0
-        name = proxy_study_name(self.study_name)
+        name = schema.proxy_study_name(self.study_name)
         while True:
             try:
                 study = optuna.load_study(study_name=name, storage=storage)
-                if S.STUDY_PROXY_PLAN in study.user_attrs:
+                if schema.STUDY_PROXY_PLAN in study.user_attrs:
                     break
             except KeyError:
                 pass
@@ -367,34 +275,35 @@ class Search:
                          f"(run `nas search ... --stage latency` if no process is running it)")
                 said = time.time()
             time.sleep(2.0)
-        return self.latency.run(progress=False)  # the budget is spent: reads the stored study, evaluates nothing
+        # The budget is spent: reads the stored study, evaluates nothing.
+        return self.latency.run(progress=False, storage=storage, study_name=self.study_name)
 
     def _proxy_summary(self, storage, outcome: ProxyOutcome | None) -> ProxySummary:
         import optuna
         from optuna.trial import TrialState
 
-        name = proxy_study_name(self.study_name)
+        name = schema.proxy_study_name(self.study_name)
         study = optuna.load_study(study_name=name, storage=storage)
-        meta = StudyMeta.from_user_attrs(study.user_attrs)
-        plan = study.user_attrs.get(S.STUDY_PROXY_PLAN, {})
+        read = read_study(study)
+        plan = study.user_attrs.get(schema.STUDY_PROXY_PLAN, {})
         trials = study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-        rows = []
-        if complete:
-            mask = pareto_mask(to_minimisation(np.array([t.values for t in complete]),
-                                               [o.direction for o in meta.objectives]))
-            rows = [pareto_row(t, meta.objectives) for t, m in zip(complete, mask) if m]
-            rows.sort(key=lambda r: (-r["quality"], r["trial"]))
-            rows = group_twins(rows)
-        pruned = [{"trial": t.number, "shape": t.user_attrs.get(S.SHAPE), "arch_id": t.user_attrs.get(S.ARCH_ID),
-                   "rung": t.user_attrs.get(S.PRUNED_AT_RUNG), "reason": t.user_attrs.get(S.PRUNE_REASON),
-                   "val_bpb": -float(t.user_attrs.get(S.QUALITY, float("nan")))}
+        by_number = {t.number: t for t in trials}
+        front = pareto_set(read.points.values(), read.directions)
+        rows = [{**pareto_row(by_number[n], read.meta.objectives),
+                 "twins": [read.points[m].arch_id for m in group[1:]]} for n, group in front.items()]
+        rows.sort(key=lambda r: (-r["quality"], r["trial"]))
+        pruned = [{"trial": t.number, "shape": t.user_attrs.get(schema.SHAPE),
+                   "arch_id": t.user_attrs.get(schema.ARCH_ID),
+                   "rung": t.user_attrs.get(schema.PRUNED_AT_RUNG), "reason": t.user_attrs.get(schema.PRUNE_REASON),
+                   "val_bpb": -float(t.user_attrs.get(schema.QUALITY, float("nan")))}
                   for t in trials if t.state == TrialState.PRUNED]
-        failed = [{"trial": t.number, "shape": t.user_attrs.get(S.SHAPE), "arch_id": t.user_attrs.get(S.ARCH_ID),
+        failed = [{"trial": t.number, "shape": t.user_attrs.get(schema.SHAPE),
+                   "arch_id": t.user_attrs.get(schema.ARCH_ID),
                    "reason": failure_reason(t, trials)}
                   for t in trials if t.state == TrialState.FAIL]
         return ProxySummary(name, len(plan.get("arch_ids", [])), int(plan.get("candidates", 0)), outcome, rows,
-                            pruned, failed, meta.objectives, seed_noise(t.user_attrs for t in complete))
+                            pruned, failed, read.meta.objectives,
+                            seed_noise(t.user_attrs for t in trials if t.state == TrialState.COMPLETE))
 
 
 def _in_memory(storage) -> bool:

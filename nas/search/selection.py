@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nas.search.settings import DEFAULT_PROXY_SHAPES
 from nas.study.pareto import pareto_mask
 
-DEFAULT_SHAPES = 12
 PER_BIN = 3
 PARAMS_SLACK = -float(np.log(0.85))  # in log parameters: 85% of the parameters of the largest shape as fast
 
@@ -93,7 +93,7 @@ def _farthest(points: np.ndarray, chosen: list[int], pool: np.ndarray, k: int) -
     return picks
 
 
-def select_shapes(c: Candidates, n: int = DEFAULT_SHAPES, per_bin: int = PER_BIN, slack: float = PARAMS_SLACK,
+def select_shapes(c: Candidates, n: int = DEFAULT_PROXY_SHAPES, per_bin: int = PER_BIN, slack: float = PARAMS_SLACK,
                   first: tuple[int, ...] = ()) -> list[int]:
     """Row indices of up to `n` shapes to train (see the module docstring), fastest first."""
     if n <= 0 or len(c) == 0:

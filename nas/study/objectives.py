@@ -18,7 +18,14 @@ import numpy as np
 from nas.core import counts
 from nas.core.counts import format_count
 from nas.core.errors import NasUserError
-from nas.study.schema import QUALITY_LAW, QUALITY_PARAMS, Objective
+from nas.study.schema import (
+    DEFAULT_OBJECTIVES,
+    MULTI_TARGET_MODES,
+    QUALITY_CHOICES,
+    QUALITY_LAW,
+    QUALITY_PARAMS,
+    Objective,
+)
 
 # CLI name -> (metric in TrialRecord/TargetFigures vocabulary, direction, measured per target?); "quality" is the
 # predicted loss (QUALITY_LAW, minimised) unless the search ranks by parameter count (QUALITY_OBJECTIVE).
@@ -29,11 +36,8 @@ OBJECTIVES: dict[str, tuple[str, str, bool]] = {
     "ttft": ("ttft_ms", "minimize", True),
     "memory": ("memory_mb", "minimize", True),
 }
-DEFAULT_OBJECTIVES = ("quality", "decode_tps")
-MULTI_TARGET_MODES = ("each", "worst")
-QUALITY_CHOICES = ("law", "params")  # --quality: the predicted loss, or the non-embedding parameter count
 QUALITY_OBJECTIVE = {"law": (QUALITY_LAW, "minimize"), "params": ("quality", "maximize")}
-QUALITY_SOURCE = {"law": QUALITY_LAW, "params": QUALITY_PARAMS}  # TrialRecord.quality_source of each choice
+QUALITY_SOURCE_OF = {"law": QUALITY_LAW, "params": QUALITY_PARAMS}  # TrialRecord.quality_source of each choice
 WORST = "worst"
 MIB = 2**20
 

@@ -66,6 +66,11 @@ QUALITY_METRICS = ("quality", QUALITY_LAW, QUALITY_PROXY)
 # Sources whose quality is stored as minus a loss (shown as the loss itself)
 LOSS_SOURCES = (QUALITY_LAW, QUALITY_PROXY)
 
+# The choices a study's objectives are made of (nas.study.objectives.parse_objectives; the CLI's choices):
+DEFAULT_OBJECTIVES = ("quality", "decode_tps")
+MULTI_TARGET_MODES = ("each", "worst")  # several targets: speed objectives per target, or the worst case
+QUALITY_CHOICES = ("law", "params")  # --quality: the predicted loss (QUALITY_LAW), or QUALITY_PARAMS
+
 FOUND_BY_SAMPLER = "sampler"  # proposed by the Optuna sampler
 FOUND_BY_EXACT = "exact_front"  # a member of the exact front the sampler missed, added after the search
 
@@ -134,6 +139,8 @@ STUDY_SEARCH = "nas_search"
 STUDY_LATENCY_DONE = "nas_latency_done"
 STUDY_PROXY_PLAN = "nas_proxy_plan"
 STUDY_LANDMARK_PROXY = "nas_landmark_proxy"
+STUDY_PARITY = "nas_latency_parity"
+STUDY_LANDMARKS = "nas_landmarks"
 
 STUDY_ATTRS: dict[str, str] = {
     STUDY_SCHEMA: "version of this schema the study was created with (SCHEMA_VERSION)",
@@ -152,6 +159,13 @@ STUDY_ATTRS: dict[str, str] = {
     STUDY_LANDMARK_PROXY: "on the proxy study: published models (report landmarks) trained as proxies under the "
                           "study's own rule, settings, corpus and last-rung budget (`nas report --landmark-quality`): "
                           "name -> arch id, held-out bits per byte (mean of the final seeds), each seed's, seconds",
+    STUDY_PARITY: "target -> its latency model's held-out predictions beside their measurements and their accuracy "
+                  "(LatencyModel.parity: {source, phases: [{phase, predicted_ms, measured_ms, mape_pct, "
+                  "within_5_pct, within_10_pct, kendall_tau}]}), or {none: why there are none}: the report's "
+                  "parity plots, as the search saw them",
+    STUDY_LANDMARKS: "published models (reports/landmarks.toml) as the search predicted them at its lengths: a list "
+                     "of {name, source, arch, figures: target -> TargetFigures.to_dict(), predicted_loss}; the "
+                     "report places them on its fronts",
 }
 
 

@@ -23,8 +23,15 @@ from pathlib import Path
 
 import optuna
 from optuna.exceptions import StorageInternalError
-from sqlalchemy.exc import (DBAPIError, IntegrityError, InterfaceError, OperationalError, PendingRollbackError,
-                            ProgrammingError, SQLAlchemyError)
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    PendingRollbackError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
 from nas.core.errors import NasUserError, one_line
 
@@ -390,9 +397,8 @@ def _check_journal(path: Path) -> None:
 
 
 def _sqlite_wal(engine) -> None:
-    """Write-ahead log with synchronous=NORMAL: one trial's commit no longer waits for an fsync (~20 ms
-    here). A killed process loses no committed trial (the WAL is in the file system); only a power cut
-    may lose the last few commits."""
+    """Write-ahead log with synchronous=NORMAL: one trial's commit no longer waits for an fsync. A killed process
+    loses no committed trial (the WAL is in the file system); only a power cut may lose the last few commits."""
     from sqlalchemy import event
 
     def pragmas(dbapi_connection, _record):

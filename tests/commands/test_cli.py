@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -101,7 +100,7 @@ def test_inspect_flags(capsys):
     code, out, _ = _run(capsys, "inspect", "--hidden-size", "576", "--layers", "30", "--heads", "9",
                         "--kv-heads", "3", "--ffn", "1536", "--max-seq-len", "2048")
     assert code == 0
-    assert "124.64M" in out and "GQA" in out and "240d40d719a17308" in out
+    assert "124.6M" in out and "GQA" in out and "240d40d719a17308" in out
     assert "GFLOPs" in out and "MiB" in out and "int4" in out
 
 
@@ -139,19 +138,14 @@ def test_inspect_errors(capsys, tmp_path):
 
 
 def test_help_is_light():
-    start = time.perf_counter()
+    """`nas --help` imports nothing heavy (its time is benchmarks/bench_startup.py's)."""
     result = subprocess.run([sys.executable, "-m", "nas", "--help"], capture_output=True, text=True, timeout=60)
-    elapsed = time.perf_counter() - start
     assert result.returncode == 0 and "targets" in result.stdout and "inspect" in result.stdout
-    assert elapsed < 15  # well under a second normally; loose for a shared machine
-    probe = ("import json, sys, nas.cli; nas.cli.build_parser(); "
-             "print(json.dumps(sorted(m for m in ('torch', 'onnxruntime', 'optuna', 'transformers', 'matplotlib') "
-             "if m in sys.modules)))")
+    probe = ("import json, sys, nas.cli; nas.cli.build_parser(); print(json.dumps(sorted(m for m in "
+             "('torch', 'numpy', 'onnxruntime', 'optuna', 'transformers', 'matplotlib') if m in sys.modules)))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    heavy = json.loads(result.stdout)
-    assert "torch" not in heavy and "onnxruntime" not in heavy and "optuna" not in heavy
-    assert "transformers" not in heavy
+    assert json.loads(result.stdout) == []  # the search's defaults come from nas.search.settings, numpy-free
 
 
 @pytest.mark.parametrize("command", ["targets", "spaces", "inspect"])

@@ -93,11 +93,9 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, match):
 
 
 def test_measured_prediction_outside_its_range_says_so(capsys, tmp_path):
-    from tests.helpers import device_rows, write_rows
+    from tests.helpers import calibrated_pixel8
 
-    path = write_rows(tmp_path / "p8.jsonl", device_rows())
-    assert main(["calibrate", "--target", "pixel8", "--measurements", path]) == 0
-    capsys.readouterr()
+    calibrated_pixel8(tmp_path, capsys)
     assert main(["predict", "--target", "pixel8", *ARCH, "--json"]) == 0
     r = json.loads(capsys.readouterr().out)["targets"]["pixel8"]
     assert r["latency_source"] == "calibrated"

@@ -38,7 +38,8 @@ def _shapes(n: int = 60, seed: int = 20240611) -> list[ArchConfig]:
                 hidden = rng.choice([32, 48, 64, 80])
         arch = ArchConfig(
             hidden_size=hidden, num_layers=rng.randint(1, 3), num_heads=heads, num_kv_heads=kv,
-            head_dim=head_dim, intermediate_size=rng.choice([16, 40, 64, 96, 100]), vocab_size=rng.choice([50, 97, 128]),
+            head_dim=head_dim, intermediate_size=rng.choice([16, 40, 64, 96, 100]),
+            vocab_size=rng.choice([50, 97, 128]),
             ffn_kind=("swiglu", "reglu", "geglu")[(i // 3) % 3], tie_embeddings=i % 2 == 0, qkv_bias=i % 5 == 1,
             max_seq_len=rng.choice([128, 256]), rope_theta=rng.choice([10000.0, 500000.0]),
         )
@@ -111,7 +112,7 @@ def test_arch_id_is_stable_and_distinct():
     # Hard-coded on purpose: a change here means every stored study's ids change (the canonical JSON moved).
     assert fixed.arch_id == "240d40d719a17308"
     assert ArchConfig(hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=1536,
-                      head_dim=64, rope_theta=10000, max_seq_len=2048).arch_id == fixed.arch_id  # derived/int-vs-float don't matter
+                      head_dim=64, rope_theta=10000, max_seq_len=2048).arch_id == fixed.arch_id  # derived, int-vs-float
     assert len({a.arch_id for a in SHAPES}) == len(SHAPES)
     assert fixed.replace(num_layers=31).arch_id != fixed.arch_id
     assert fixed.replace(tie_embeddings=False).arch_id != fixed.arch_id

@@ -129,7 +129,7 @@ def test_registry_refuses_bad_precision_provider_and_lengths(fake_probes):
     with pytest.raises(NasUserError, match="no execution provider"):
         registry.load_latency_model("pixel8", provider="CUDAExecutionProvider")
     model = registry.load_latency_model("pixel8")
-    with pytest.raises(NasUserError, match="prompt_len must be a positive integer"):
+    with pytest.raises(NasUserError, match="prompt_len must be an integer from 1 to"):
         model.predict(ArchBatch.from_configs([_arch()]), 0, 10)
 
 
@@ -160,7 +160,8 @@ def test_probed_overheads_feed_the_host_roofline_and_overrides_win():
     assert params.compute_efficiency == params.bandwidth_efficiency == analytic.PROBE_EFFICIENCY
     assert analytic.params_from_probes(probed, {"per_layer_overhead_ms": 0.5}).per_layer_overhead_ms == 0.5
     # schema-1 probes (no dispatch probe): the CPU defaults
-    assert analytic.params_from_probes(FAKE_PROBES).per_layer_overhead_ms == analytic.DEFAULTS["cpu"]["per_layer_overhead_ms"]
+    default = analytic.DEFAULTS["cpu"]["per_layer_overhead_ms"]
+    assert analytic.params_from_probes(FAKE_PROBES).per_layer_overhead_ms == default
 
 
 def test_measured_attention_rates_make_attention_a_roofline_of_its_own():

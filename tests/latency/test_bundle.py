@@ -15,7 +15,7 @@ import pytest
 from nas.cli import main
 from nas.latency.bundle import RUNNER_SOURCE, feed_spec, write_bundle
 from nas.latency.measure import Protocol
-from nas.latency.profile import ProfileSettings, profile_configs, read_measurements
+from nas.latency.profiling import ProfileSettings, profile_configs, read_measurements
 from nas.targets import load_target
 from tests.helpers import small_arch
 
@@ -97,7 +97,7 @@ def test_runner_combines_sessions_like_the_protocol():
     assert stats == pytest.approx(expected) and stats["median"] == 11.0
 
 
-def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):  
+def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):
     """nas bundle (real graphs) -> nas_runner.py in a subprocess -> read_measurements: same rows as profile."""
     bundle = tmp_path / "pixel8_bundle"
     assert main(["bundle", "--target", "pixel8", "--out", str(bundle), "--n-configs", "2", "--prompt-lens", "4,8",
@@ -148,7 +148,7 @@ def test_round_trip_cli_bundle_runner_read(fake_space, tmp_path, capsys):
     assert len((bundle / "measurements.jsonl").read_text().splitlines()) == 6
 
 
-def test_runner_sessions_flag_and_a_manifest_from_before_sessions(tmp_path):  
+def test_runner_sessions_flag_and_a_manifest_from_before_sessions(tmp_path):
     bundle = tmp_path / "b"
     write_bundle(load_target("rpi5"), [small_arch()], bundle, precision="fp32", prompt_lens=(4, 8),
                  context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=2, sessions=2), progress=False)
@@ -182,10 +182,11 @@ def test_runner_sessions_flag_and_a_manifest_from_before_sessions(tmp_path):
     assert done.returncode == 2 and "needs runner version 4" in done.stderr
 
 
-def test_runner_records_a_broken_graph_and_goes_on(tmp_path):  
+def test_runner_records_a_broken_graph_and_goes_on(tmp_path):
     bundle = tmp_path / "b"
     write_bundle(load_target("rpi5"), [small_arch(), small_arch(hidden=64)], bundle, precision="fp32",
-                 prompt_lens=(4,), context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=1, sessions=1), progress=False)
+                 prompt_lens=(4,), context_lens=(8,), protocol=Protocol(threads=1, warmup=0, runs=1, sessions=1),
+                 progress=False)
     manifest = json.loads((bundle / "manifest.json").read_text())
     broken = manifest["graphs"][0]
     (bundle / broken["file"]).write_bytes(b"not an onnx file")
@@ -198,7 +199,7 @@ def test_runner_records_a_broken_graph_and_goes_on(tmp_path):
     assert all(r["error"].startswith("session: ") for r in failed)
 
 
-def test_runner_unknown_provider(tmp_path):  
+def test_runner_unknown_provider(tmp_path):
     bundle = tmp_path / "b"
     write_bundle(load_target("rpi5"), [small_arch()], bundle, precision="fp32", prompt_lens=(4,), context_lens=(),
                  protocol=Protocol(threads=1, sessions=1), progress=False)
@@ -207,7 +208,7 @@ def test_runner_unknown_provider(tmp_path):
     assert "'QNNExecutionProvider' is not available" in done.stderr and "CPUExecutionProvider" in done.stderr
 
 
-def test_cli_bundle_errors(fake_space, tmp_path, capsys):  
+def test_cli_bundle_errors(fake_space, tmp_path, capsys):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "file").write_text("x")

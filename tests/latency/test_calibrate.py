@@ -17,7 +17,7 @@ from nas.latency.provenance import FEATURE_VERSION, GRAPH_BUILDER_VERSION
 from nas.latency.registry import CALIBRATED, MEASURED, latency_source, load_latency_model
 from nas.spaces import load_space
 from nas.targets import load_target
-from tests.helpers import DEVICE_ENV, device_rows, write_rows
+from tests.helpers import DEVICE_ENV, calibrated_pixel8, device_rows, write_rows
 
 
 @pytest.fixture(autouse=True)
@@ -72,9 +72,10 @@ def test_dry_run_prints_plan_and_estimate(capsys):
     code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "4", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0 and "estimated" in out and "dry run" in out
-    from nas.commands.calibrate import HOST_DEFAULTS as D
+    from nas.commands.calibrate import HOST_DEFAULTS
 
-    assert f"{D['sessions']} session(s) x (warmup {D['warmup']} + {D['runs']} runs)" in out
+    assert (f"{HOST_DEFAULTS['sessions']} session(s) x (warmup {HOST_DEFAULTS['warmup']} + {HOST_DEFAULTS['runs']} "
+            "runs)") in out
     assert "creating further sessions" in out
     assert not predictor_path("host-cpu", "CPUExecutionProvider", "fp32").exists()
     code = main(["calibrate", "--target", "host-cpu", "--space", "tiny", "--n-configs", "4", "--dry-run",
@@ -125,10 +126,7 @@ def _assert_refused(capsys, argv, match, predictor=None, before=None):
 
 
 def test_bad_device_measurements_leave_existing_predictor_alone(tmp_path, capsys):
-    good = write_rows(tmp_path / "good.jsonl", device_rows())
-    assert main(["calibrate", "--target", "pixel8", "--measurements", good]) == 0
-    capsys.readouterr()
-    saved = predictor_path("pixel8", "CPUExecutionProvider", "int4")
+    good, saved = calibrated_pixel8(tmp_path, capsys)
     before = saved.read_text()
 
     other_target = write_rows(tmp_path / "host.jsonl", device_rows(target="host-cpu"))
@@ -160,10 +158,7 @@ def test_host_measurements_from_another_ort_version_are_refused(tmp_path, capsys
 
 
 def test_predictor_failing_its_metadata_check_is_refused_on_use(tmp_path, capsys):
-    good = write_rows(tmp_path / "good.jsonl", device_rows())
-    assert main(["calibrate", "--target", "pixel8", "--measurements", good]) == 0
-    capsys.readouterr()
-    saved = predictor_path("pixel8", "CPUExecutionProvider", "int4")
+    good, saved = calibrated_pixel8(tmp_path, capsys)
     data = json.loads(saved.read_text())
     data["precision"] = "fp32"  # copied under the wrong name
     saved.write_text(json.dumps(data))
@@ -222,16 +217,14 @@ def test_rows_of_another_graph_builder_are_skipped_and_a_file_of_only_them_is_on
 @pytest.mark.parametrize("field, value, words", [("graph_builder", "0", "graph builder version 0"),
                                                  ("feature_version", None, "feature formulas version unrecorded")])
 def test_predictor_of_other_graphs_or_features_is_refused_on_use(tmp_path, capsys, field, value, words):
-    good = write_rows(tmp_path / "good.jsonl", device_rows())
-    assert main(["calibrate", "--target", "pixel8", "--measurements", good]) == 0
-    capsys.readouterr()
-    saved = predictor_path("pixel8", "CPUExecutionProvider", "int4")
+    good, saved = calibrated_pixel8(tmp_path, capsys)
     data = json.loads(saved.read_text())
     data[field] = value
     saved.write_text(json.dumps(data))
     _assert_refused(capsys, ["predict", "--target", "pixel8", "--hidden-size", "64", "--layers", "2", "--heads", "2",
                              "--ffn", "128"], words)
-    assert "re-run `nas calibrate --target pixel8`" in str(pytest.raises(NasUserError, load_latency_model, "pixel8").value)
+    refused = pytest.raises(NasUserError, load_latency_model, "pixel8")
+    assert "re-run `nas calibrate --target pixel8`" in str(refused.value)
 
 
 def test_calibrate_says_which_feature_columns_it_left_out(tmp_path, capsys):

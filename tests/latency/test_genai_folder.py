@@ -17,7 +17,7 @@ import pytest
 
 from nas.latency.bundle import ADB_RUNNER_SOURCE, RUNNER_SOURCE, write_bundle
 from nas.latency.measure import Protocol
-from nas.latency.profile import read_measurements
+from nas.latency.profiling import read_measurements
 from nas.targets import load_target
 from tests.helpers import small_arch
 
@@ -74,7 +74,8 @@ def test_parse_benchmark_reads_model_benchmarks_format():
             "E2E generation (entire generation loop):\n\tavg (ms):       9.1\n")
     stats = adb.parse_benchmark(text)
     assert stats["Prompt processing (time to first token)"] == 2345.5 and stats["Token generation"] == 812.25
-    assert adb.fill_command("/x/model.weights", 10, 0x3C) == "head -c 10 /dev/zero | tr '\\000' '\\074' > /x/model.weights"
+    assert (adb.fill_command("/x/model.weights", 10, 0x3C)
+            == "head -c 10 /dev/zero | tr '\\000' '\\074' > /x/model.weights")
 
 
 # A stand-in phone: `adb shell CMD` runs CMD with bash here, `adb push A B` copies; and a stand-in for GenAI's

@@ -136,12 +136,7 @@ def _initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _fixture_arch(cfg: dict) -> ArchConfig:
-    return ArchConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
-                      num_layers=cfg["num_hidden_layers"], num_heads=cfg["num_attention_heads"],
-                      num_kv_heads=cfg["num_key_value_heads"], intermediate_size=cfg["intermediate_size"],
-                      tie_embeddings=cfg["tie_word_embeddings"], qkv_bias=cfg["model_type"] == "qwen2",
-                      max_seq_len=cfg["max_position_embeddings"], rms_norm_eps=cfg["rms_norm_eps"],
-                      rope_theta=cfg["rope_theta"])
+    return ArchConfig.from_hf_config(cfg)  # the config.json the builder read
 
 
 RECORD = json.loads(FIXTURE.read_text())
@@ -212,16 +207,16 @@ def test_int_graph_computes_the_model_with_its_quantised_weights(precision, name
     with torch.no_grad():
         for i in range(arch.num_layers):
             src, attn = f"model.layers.{i}.", f"model.layers.{i}.self_attn."
-            qkv = deq[f"{src}attn.qkv_proj.MatMul.weight_Q{graphs.BITS[precision]}"].T
+            qkv = deq[f"{src}attn.qkv_proj.MatMul.weight_Q{accounting.BITS[precision]}"].T
             for part, rows in (("q", qkv[:q_rows]), ("k", qkv[q_rows:q_rows + kv_rows]),
                                ("v", qkv[q_rows + kv_rows:])):
                 model.get_parameter(f"{attn}{part}_proj.weight").copy_(torch.from_numpy(rows.copy()))
             for proj, key in (("self_attn.o_proj", "attn.o_proj"), ("mlp.up_proj", "mlp.up_proj"),
                               ("mlp.down_proj", "mlp.down_proj"), ("mlp.gate_proj", "mlp.gate_proj")):
-                key = f"{src}{key}.MatMul.weight_Q{graphs.BITS[precision]}"
+                key = f"{src}{key}.MatMul.weight_Q{accounting.BITS[precision]}"
                 if key in deq:
                     model.get_parameter(f"{src}{proj}.weight").copy_(torch.from_numpy(deq[key].T.copy()))
-        head = torch.from_numpy(deq[f"lm_head.MatMul.weight_Q{graphs.BITS[precision]}"].T.copy())
+        head = torch.from_numpy(deq[f"lm_head.MatMul.weight_Q{accounting.BITS[precision]}"].T.copy())
         model.get_parameter("lm_head.weight").copy_(head)
         if arch.tie_embeddings is False or precision == "int8":  # an fp32 table in the graph
             model.get_parameter("model.embed_tokens.weight").copy_(torch.from_numpy(weights[
@@ -342,4 +337,5 @@ def test_blocks_are_quantised_as_onnxruntimes_quantizer_does(bits):
     q, scales = graphs.quantize_blocks(w, bits)
     np.testing.assert_array_equal(q, inits[node.input[1]].reshape(q.shape))
     np.testing.assert_allclose(scales, inits[node.input[2]].reshape(scales.shape), rtol=1e-6)
-    np.testing.assert_allclose(dequantize_blocks(q, scales, bits, 80), w, atol=np.abs(w).max() / (4 if bits == 4 else 64))
+    np.testing.assert_allclose(dequantize_blocks(q, scales, bits, 80), w,
+                               atol=np.abs(w).max() / (4 if bits == 4 else 64))

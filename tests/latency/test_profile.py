@@ -14,7 +14,7 @@ import pytest
 from nas.cli import main
 from nas.core.errors import NasUserError
 from nas.latency.measure import Protocol
-from nas.latency.profile import (
+from nas.latency.profiling import (
     KEY_FIELDS,
     ROW_FIELDS,
     ProfileSettings,
@@ -22,7 +22,7 @@ from nas.latency.profile import (
     profile_configs,
     read_measurements,
 )
-from tests.helpers import fake_build_graph, fake_graph_feeds, small_arch
+from tests.helpers import fake_build_graph, fake_graph_feeds, small_arch, write_rows
 
 
 def settings(**kw):
@@ -415,15 +415,13 @@ def test_rows_written_before_sessions_existed_still_read_and_count_as_measured(g
 def test_bad_session_medians_are_refused(good_row, tmp_path, medians):
     bad = json.loads(json.dumps(good_row))
     bad["latency_ms"]["session_medians"] = medians
-    path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps(bad) + "\n")
     with pytest.raises(NasUserError, match=r"bad.jsonl:1: field 'latency_ms.session_medians'"):
-        read_measurements(path)
+        read_measurements(write_rows(tmp_path / "bad.jsonl", [bad]))
 
 
 def test_make_row_needs_session_medians_for_several_sessions():
     from nas.latency.measure import summarize
-    from nas.latency.profile import make_row
+    from nas.latency.profiling import make_row
 
     stats = {**summarize([1.0, 2.0]), "samples": [1.0, 2.0]}
     kw = dict(target="t", arch=small_arch(), phase="prefill", length=4, env={}, providers_used=[], stats=stats)

@@ -86,21 +86,14 @@ def test_shipped_file_is_complete_and_traceable():
     assert sum(len(models) >= 3 for models in per_device.values()) >= 4  # several shapes per device
 
 
-def test_shipped_fit_is_current_and_matches_a_refit():
-    """Fails when published.toml or the analytic model changed without `python benchmarks/fit_published.py`."""
+def test_shipped_fit_is_what_a_refit_writes():
+    """The shipped published_fit.json is exactly what `nas targets fit` writes today: fails when published.toml,
+    the analytic model or the fit changed without a refit."""
     data = published.load_published()
     shipped = published.load_fit()
-    assert shipped is not None and shipped["data_sha256"] == data.sha256, "rerun benchmarks/fit_published.py"
-    fresh = published.fit_published(data)
-    for target, units in fresh["targets"].items():
-        for unit, entry in units.items():
-            old = shipped["targets"][target][unit]
-            assert old["fitted"] == entry["fitted"], (target, unit)
-            if entry["fitted"]:
-                for k, v in entry["params"].items():
-                    assert old["params"][k] == pytest.approx(v, rel=1e-3), ("rerun benchmarks/fit_published.py",
-                                                                            target, k)
-                assert old["loo"] == entry["loo"]
+    assert shipped is not None and shipped["data_sha256"] == data.sha256, "rerun `nas targets fit`"
+    fresh = json.loads(json.dumps(published.fit_published(data)))  # as written: tuples become lists
+    assert fresh == shipped, "rerun `nas targets fit`"
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -162,7 +155,7 @@ def test_malformed_toml_and_fitted_file_are_one_line_errors(tmp_path):
         published.load_published(write(tmp_path, MODEL + "[[measurement]\n"))
     bad = tmp_path / "fit.json"
     bad.write_text("{not json")
-    with pytest.raises(NasUserError, match="fit_published.py"):
+    with pytest.raises(NasUserError, match="regenerate it with `nas targets fit`"):
         published.load_fit(bad)
     bad.write_text(json.dumps({"format": "other"}))
     with pytest.raises(NasUserError, match="not a nas-published-fit/1 file"):
@@ -174,10 +167,11 @@ def test_failed_fit_exits_2_and_leaves_the_fitted_file(tmp_path):
     out = tmp_path / "fit.json"
     out.write_text("previous fit\n")
     bad = write(tmp_path, MODEL + row(decode=-1.0))
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--data", str(bad), "--out", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and f"{bad}:" in proc.stderr and "decode_tok_s" in proc.stderr
-    assert "Traceback" not in proc.stderr and out.read_text() == "previous fit\n"
+    for argv in ([sys.executable, "-m", "nas", "targets", "fit"], [sys.executable, str(SCRIPT)]):
+        proc = subprocess.run(argv + ["--data", str(bad), "--out", str(out)], capture_output=True, text=True,
+                              cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and f"{bad}:" in proc.stderr and "decode_tok_s" in proc.stderr
+        assert "Traceback" not in proc.stderr and out.read_text() == "previous fit\n"
 
 
 # ------------------------------------------------------------------------------------------------- the fit
@@ -191,10 +185,12 @@ def _synthetic(tmp_path, truth, unit="cpu"):
     return [dataclasses.replace(o, observed_ms=float(t)) for o, t in zip(obs, times)]
 
 
+def _params(compute: float, bandwidth: float, per_layer_ms: float, per_run_ms: float) -> dict[str, float]:
+    return dict(zip(published.PARAM_NAMES, (compute, bandwidth, per_layer_ms, per_run_ms)))
+
+
 def test_fit_recovers_known_parameters_and_ignores_an_outlier(tmp_path):
-    truth = {"compute_efficiency": 0.15, "bandwidth_efficiency": 0.5, "per_layer_overhead_ms": 0.3,
-             "per_run_overhead_ms": 0.2}
-    obs = _synthetic(tmp_path, truth)
+    obs = _synthetic(tmp_path, _params(0.15, 0.5, 0.3, 0.2))
     fitted = published.fit_params(obs, "cpu")
     assert fitted["compute_efficiency"] == pytest.approx(0.15, rel=0.05)
     assert fitted["bandwidth_efficiency"] == pytest.approx(0.5, rel=0.05)
@@ -210,9 +206,7 @@ def test_fit_recovers_known_parameters_and_ignores_an_outlier(tmp_path):
 
 
 def test_leave_one_model_out_never_sees_the_held_out_model(tmp_path):
-    truth = {"compute_efficiency": 0.2, "bandwidth_efficiency": 0.6, "per_layer_overhead_ms": 0.1,
-             "per_run_overhead_ms": 0.3}
-    obs = _synthetic(tmp_path, truth)
+    obs = _synthetic(tmp_path, _params(0.2, 0.6, 0.1, 0.3))
     held = [i for i, o in enumerate(obs) if o.row.model == "M2"]
     before, _ = published.leave_one_model_out(obs, "cpu")
     changed = [dataclasses.replace(o, observed_ms=o.observed_ms * (5 if i in held else 1)) for i, o in enumerate(obs)]
@@ -286,20 +280,25 @@ def test_targets_commands_show_label_parameters_rows_and_loo(capsys):
     assert "not fitted (needs >= 4 rows" in capsys.readouterr().out
 
 
-def test_report_parity_for_a_fitted_target_uses_left_out_predictions(tmp_path):
-    from nas.report.data import Parity, parity_from_published
+def test_parity_of_a_fitted_target_uses_left_out_predictions(tmp_path):
+    """What a study records for its report's parity plot (LatencyModel.parity) of a target fitted to published
+    measurements: each row against the fit that left its architecture out."""
+    from nas.report.data import Parity, ParityPhase
     from nas.report.plots import plot_parity
 
-    parity = parity_from_published("sd8gen3", None)
-    assert isinstance(parity, Parity) and Path(parity.path).name == "published_fit.json"
+    record = registry.load_latency_model("sd8gen3").parity()
+    assert Path(record["source"]).name == "published_fit.json"
     entry = published.fitted_group("sd8gen3", "cpu")
-    decode = next(p for p in parity.phases if p.phase == "decode")
+    decode = next(p for p in record["phases"] if p["phase"] == "decode")
     rows = [r for r in entry["rows"] if r["phase"] == "decode"]
-    assert decode.measured_ms == pytest.approx([1000 / r["published_tok_s"] for r in rows])
-    assert decode.predicted_ms == pytest.approx([1000 / r["loo_tok_s"] for r in rows])
-    assert {p.phase for p in parity.phases} == {"decode", "prefill"}
+    assert decode["measured_ms"] == pytest.approx([1000 / r["published_tok_s"] for r in rows])
+    assert decode["predicted_ms"] == pytest.approx([1000 / r["loo_tok_s"] for r in rows])
+    assert {p["phase"] for p in record["phases"]} == {"decode", "prefill"}
+    parity = Parity("sd8gen3", record["source"], tuple(ParityPhase(
+        p["phase"], tuple(p["predicted_ms"]), tuple(p["measured_ms"]), p["mape_pct"], p["within_5_pct"],
+        p["within_10_pct"], p["kendall_tau"]) for p in record["phases"]))
     assert all(path.stat().st_size > 1000 for path in plot_parity(parity, tmp_path))
-    assert "no published-measurement fit" in parity_from_published("macbook-m3", None)
+    assert "no measurements to compare" in registry.load_latency_model("macbook-m3").parity()["none"]
 
 
 def test_fitted_target_error_band_comes_from_left_out_predictions():

@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from nas.latency.uncertainty import (BAND_QUANTILE, band_for, band_from_evaluation, legend, relative_band, show,
-                                     show_plain, unknown_band)
+from nas.latency.uncertainty import (
+    BAND_QUANTILE,
+    band_for,
+    band_from_evaluation,
+    legend,
+    relative_band,
+    show,
+    show_plain,
+    unknown_band,
+)
 from nas.search.output import format_table
 
 

@@ -53,7 +53,8 @@ def test_user_text_folder_and_jsonl(tmp_path):
     (lambda d: (d / "empty").mkdir() or d / "empty", "empty folder"),
     (lambda d: (d / "blank.txt").write_text("   \n") and d / "blank.txt", "holds no text"),
     (lambda d: (d / "small.txt").write_text("to be or not to be\n") and d / "small.txt", "needs at least"),
-    (lambda d: (d / "bad.jsonl").write_text('{"text": "x"}\n{oops\n') and d / "bad.jsonl", "bad.jsonl:2: malformed JSON"),
+    (lambda d: (d / "bad.jsonl").write_text('{"text": "x"}\n{oops\n') and d / "bad.jsonl",
+     "bad.jsonl:2: malformed JSON"),
     (lambda d: (d / "notext.jsonl").write_text('{"body": "x"}\n') and d / "notext.jsonl", "string field \"text\""),
     (lambda d: (d / "broken.xz").write_bytes(b"not xz") and d / "broken.xz", "cannot decompress"),
 ])

@@ -13,10 +13,8 @@ import pytest
 from nas.cli import main
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
-from nas.quality import law as law_module
 from nas.quality.law import Features, FittedLaw, Form, fit_law
-from nas.quality.model import (REFERENCE_STUDY, fit_quality, load_fit, load_quality_model, parse_train_tokens,
-                               write_fit)
+from nas.quality.model import REFERENCE_STUDY, load_fit, load_quality_model, parse_train_tokens, write_fit
 from nas.quality.runs import load_runs, runs_path, studies_path
 from nas.quality.validate import evaluate, held_out_predictions, pairs
 
@@ -125,7 +123,8 @@ def test_bad_files_are_refused_with_file_line_and_field(tmp_path, name, toml, cs
         load_runs(tmp_path / "runs.toml", tmp_path / "runs.csv")
     message = str(err.value)
     text = (tmp_path / bad_file).read_text().splitlines()
-    line = next(i + 1 for i, t in enumerate(text) if needle in t and (bad_file == "runs.toml" or i > 0 or "header" in name))
+    line = next(i + 1 for i, t in enumerate(text)
+                if needle in t and (bad_file == "runs.toml" or i > 0 or "header" in name))
     assert f"{bad_file}:{line}:" in message and words in message and "\n" not in message
     if key:
         assert f": {key}:" in message
@@ -160,7 +159,7 @@ def test_leave_one_study_out_never_sees_the_held_out_study(tmp_path, monkeypatch
     studies, runs_file = synthetic(tmp_path, TRUTH)
     runs = load_runs(studies, runs_file)
     seen = []
-    real = law_module.fit_law
+    real = fit_law
 
     def spy(table, form, weights=None):
         seen.append(set(table.study.tolist()))

@@ -1,32 +1,70 @@
-"""Reports: computed data tested directly (fronts, picks, hypervolume, table), pictures smoke-tested."""
+"""Reports of studies written by the real search: computed data tested directly (fronts, picks, hypervolume,
+table, parity, landmarks), pictures smoke-tested.
+
+The study: `nas calibrate` fits pixel8 on measurements in the on-device runner's format and saves the predictor;
+the latency stage then searches pixel8 (calibrated: its parity data is the predictor's held-out evaluation) and
+iphone15pro (analytic, uncalibrated: nothing to compare), under a memory limit some shapes break.
+"""
 
 from __future__ import annotations
 
 import json
-import random
 import re
+import shutil
 
+import numpy as np
 import pytest
 
-from tests.helpers import make_study
+from nas.cli import main
+from tests.helpers import device_rows, write_rows
 
-# Plausible device figures for fake studies: effective memory bandwidth (GB/s) and matmul rate (GFLOP/s).
-
-
-
-
+TARGETS = ("pixel8", "iphone15pro")
+LENGTHS = {"prompt_len": 64, "context_len": 128}  # within what the calibration measured (tiny's max_seq_len 256)
 
 
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """(storage URL, the search's result, its StudyTrials, the saved predictor file's content)."""
+    from nas.core.paths import predictor_path
+    from nas.search import LatencyStage, SearchSettings
+    from nas.search.problem import SearchProblem
+    from nas.study.read import load_study, read_study
+
+    tmp = tmp_path_factory.mktemp("report")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NAS_HOME", str(tmp / "home"))
+        assert main(["calibrate", "--target", "pixel8", "--measurements",
+                     write_rows(tmp / "pixel8.jsonl", device_rows())]) == 0
+        saved = json.loads(predictor_path("pixel8", "CPUExecutionProvider", "int4").read_text())
+        base = dict(targets=TARGETS, space="tiny", quality="params", **LENGTHS)
+        probe = SearchProblem(SearchSettings(**base))  # what the limit cuts: a fifth of the space
+        memory = probe.figures(probe.space.enumerate()).memory_mb["pixel8"]
+        storage = f"sqlite:///{tmp / 'nas.db'}"
+        settings = SearchSettings(**base, trials=60, storage=storage, study="demo", seed=2,
+                                  max_memory_mb=float(np.quantile(memory, 0.8)))
+        result = LatencyStage(settings, log=lambda _: None).run(progress=False)
+        trials = read_study(load_study(storage, "demo"))
+    return storage, result, trials, saved
 
 
 @pytest.fixture
-def study_trials():
-    from nas.study.read import read_study
-
-    return read_study(make_study(None, "s", n_trials=80, targets=("pixel8", "host-cpu")))
+def study_trials(searched):
+    return searched[2]
 
 
 # ----------------------------------------------------------------------------------------------- compute
+def test_the_report_and_the_search_print_one_pareto_set(searched):
+    """One Pareto-set and twin rule (nas.study.read.pareto_set): the rows the search printed are the report's."""
+    from nas.study.read import study_pareto_set
+
+    _, result, trials, _ = searched
+    pareto = study_pareto_set(trials)
+    assert sorted(r["trial"] for r in result.pareto) == list(pareto)
+    twins = {r["arch_id"]: r["twins"] for r in result.pareto}
+    assert any(twins.values())  # tiny has twins (the same shape tied or untied ...): listed, not repeated
+    assert all(trials.points[n].arch_id in twins for n in pareto)
+
+
 def test_study_pareto_set_is_feasible_non_dominated_and_unique(study_trials):
     from nas.study.pareto import pareto_mask_max
     from nas.study.read import study_pareto_set
@@ -83,15 +121,17 @@ def test_picks_are_on_the_pareto_set(study_trials):
     assert min(speed.values()) <= speed[picks["knee"]] <= max(speed.values())
 
 
-def test_search_progress_is_monotone_over_the_samplers_trials(study_trials):
+def test_search_progress_is_the_searchs_own_figure(searched):
     from nas.report.data import search_progress
+    from nas.study.schema import FOUND_BY_EXACT
 
-    h = search_progress(study_trials)
-    assert len(h.numbers) == sum(p.feasible for p in study_trials.points.values())
-    assert list(h.numbers) == sorted(h.numbers)
+    _, result, trials, _ = searched
+    h = search_progress(trials)
+    sampled = [p for p in trials.points.values() if p.feasible and p.found_by != FOUND_BY_EXACT]
+    assert len(h.numbers) == len(sampled) and list(h.numbers) == sorted(h.numbers)
     assert all(b >= a - 1e-12 for a, b in zip(h.values, h.values[1:]))
-    assert 0 < h.values[-1] <= 1.1 ** 3
-    assert h.exact_added == 0 and h.final_with_exact is None
+    assert h.values[-1] == pytest.approx(result.hypervolume_ratio)
+    assert h.exact_added == result.exact_added > 0 and h.final_with_exact == pytest.approx(1.0)
 
 
 def test_table_rows(study_trials):
@@ -105,7 +145,7 @@ def test_table_rows(study_trials):
     assert [r["quality"] for r in rows] == sorted((r["quality"] for r in rows), reverse=True)
     keys = {c.key for c in table_columns(study_trials)}
     for key in ("shape", "attention", "params_m", "quality", "arch_id", "trial", "pixel8.memory_mb",
-                "pixel8.ttft_ms", "pixel8.prefill_tokens_per_s", "host-cpu.decode_tokens_per_s"):
+                "pixel8.ttft_ms", "pixel8.prefill_tokens_per_s", "iphone15pro.decode_tokens_per_s"):
         assert key in keys
     r = next(r for r in rows if r["trial"] == picks["knee"])
     p = study_trials.points[picks["knee"]]
@@ -130,30 +170,33 @@ def test_markdown_and_csv_tables(study_trials):
     assert parsed[0][2] == "shape" and len(parsed) == len(data.rows) + 1
 
 
-def test_parity_from_predictor_is_lenient(tmp_path):
-    from nas.report.data import Parity, parity_from_predictor
+def test_parity_is_what_calibrate_saved(searched):
+    """calibrate -> save -> search -> report: the parity plot's points are the predictor's held-out evaluation,
+    as `nas calibrate` wrote it; an analytic target has none, and says why."""
+    from nas.report.data import Parity, recorded_parity
 
-    good = tmp_path / "p.json"
-    good.write_text(json.dumps({"metadata": {"target": "host-cpu"}, "evaluation": {
-        "prefill": {"mape": 0.05, "within_5": 0.6, "within_10": 0.9, "kendall_tau": 0.9,
-                    "predicted_ms": [1.0, 2.0, 3.0], "measured_ms": [1.1, 1.9, 3.2]},
-        "decode": {"predicted_ms": [0.5, 0.7], "measured_ms": [0.55, None]}}}))
-    parity = parity_from_predictor("host-cpu", good)
-    assert isinstance(parity, Parity)
+    _, _, trials, saved = searched
+    parity = recorded_parity(trials, "pixel8")
+    assert isinstance(parity, Parity) and parity.path.endswith("pixel8__CPUExecutionProvider__int4.json")
     assert [p.phase for p in parity.phases] == ["prefill", "decode"]
-    assert parity.phases[0].within_10_pct == pytest.approx(90.0)  # fractions read as fractions
-    assert parity.phases[1].measured_ms == (0.55,) and parity.phases[1].mape_pct is None
-    # The layout `nas calibrate` writes: percent units declared, metrics under "predictor".
-    calibrated = tmp_path / "c.json"
-    calibrated.write_text(json.dumps({"evaluation": {"metric_units": {"mape": "%"}, "phases": {"decode": {
-        "predictor": {"mape": 0.8, "within_5": 0.5, "within_10": 99.0, "kendall_tau": 0.9},
-        "predicted_ms": [1.0], "measured_ms": [1.0]}}}}))
-    phase = parity_from_predictor("host-cpu", calibrated).phases[0]
-    assert (phase.phase, phase.mape_pct, phase.within_5_pct, phase.kendall_tau) == ("decode", 0.8, 0.5, 0.9)
-    bare = tmp_path / "bare.json"
-    bare.write_text(json.dumps({"metadata": {}}))
-    assert "no held-out evaluation" in parity_from_predictor("host-cpu", bare)
-    assert "could not be read" in parity_from_predictor("host-cpu", tmp_path / "missing.json")
+    for phase in parity.phases:
+        ev = saved["evaluation"]["phases"][phase.phase]
+        assert list(phase.predicted_ms) == ev["predicted_ms"] and list(phase.measured_ms) == ev["measured_ms"]
+        assert (phase.mape_pct, phase.within_10_pct, phase.kendall_tau) == (
+            ev["predictor"]["mape"], ev["predictor"]["within_10"], ev["predictor"]["kendall_tau"])
+    assert "no measurements to compare" in recorded_parity(trials, "iphone15pro")
+
+
+def test_published_fit_parity_uses_the_left_out_predictions():
+    """A target fitted to published measurements: each row's time against the fit that left its model out."""
+    from nas.latency.registry import load_latency_model
+
+    record = load_latency_model("rpi5").parity()
+    assert record["source"].endswith("published_fit.json")
+    for phase in record["phases"]:
+        errors = np.abs(np.array(phase["predicted_ms"]) / np.array(phase["measured_ms"]) - 1) * 100
+        assert phase["mape_pct"] == pytest.approx(errors.mean())
+        assert phase["within_10_pct"] == pytest.approx((errors <= 10).mean() * 100)
 
 
 def test_quality_axis_label(study_trials):
@@ -163,49 +206,44 @@ def test_quality_axis_label(study_trials):
 
 
 def test_no_feasible_trial_still_reports(tmp_path):
+    """A limit no shape meets, on a space searched without its exact stage (which would refuse it)."""
     from nas.report.data import compute_report
-    from nas.study.read import read_study
+    from nas.search import LatencyStage, SearchSettings
+    from nas.study.read import load_study, read_study
 
-    trials = read_study(make_study(None, "tight", n_trials=10, memory_mb=1.0))
-    data = compute_report(trials, with_parity=False)
+    storage = f"sqlite:///{tmp_path / 'nas.db'}"
+    LatencyStage(SearchSettings(targets=("pixel8",), space="tiny", trials=10, storage=storage, study="tight",
+                                exact=False, max_memory_mb=0.01), log=lambda _: None).run(progress=False)
+    data = compute_report(read_study(load_study(storage, "tight")), with_parity=False)
     assert data.pareto == () and data.picks == {} and data.rows == []
     assert any("No feasible trial" in n for n in data.notes)
 
 
+def test_a_study_without_records_says_so(searched):
+    """A study searched before nas recorded parity data and landmarks: the report says so, it never re-derives
+    them from files that may have changed since."""
+    import dataclasses
+
+    from nas.report.data import compute_report
+
+    trials = dataclasses.replace(searched[2], parity=None, landmarks=None)
+    data = compute_report(trials)
+    assert all("recorded no parity data" in why for why in data.parity.values())
+    assert data.landmarks == [] and any("Published models are not drawn" in n for n in data.notes)
+
+
 # ----------------------------------------------------------------------------------------------- draw
-def _fake_predictor(nas_home, target="host-cpu"):
-    path = nas_home / "predictors" / f"{target}__CPUExecutionProvider__int4.json"
-    path.parent.mkdir(parents=True)
-    rng = random.Random(1)
-    meas = [rng.uniform(2, 80) for _ in range(30)]
-    def phase(k):
-        return {"predictor": {"mape": 4.0 * k, "within_5": 70.0 / k, "within_10": 93.0 / k, "kendall_tau": 0.95},
-                "measured_ms": meas, "predicted_ms": [m * rng.uniform(0.9, 1.1) for m in meas]}
-
-    path.write_text(json.dumps({"metadata": {"target": target}, "evaluation": {
-        "metric_units": {"mape": "%"}, "phases": {"prefill": phase(1), "decode": phase(2)}}}))
-    return path
-
-
-def test_build_report_writes_a_self_contained_folder(tmp_path, nas_home, monkeypatch):
-    import nas.report.data
+def test_build_report_writes_a_self_contained_folder(searched, tmp_path):
     from nas.report import build_report
 
-    predictor = _fake_predictor(nas_home)
-
-    def fake_find_parity(target, precision):
-        return nas.report.data.parity_from_predictor(target, predictor)
-
-    monkeypatch.setattr(nas.report.data, "find_parity", fake_find_parity)
-    storage = f"sqlite:///{tmp_path / 'nas.db'}"
-    make_study(storage, "demo", n_trials=70, targets=("pixel8", "host-cpu"))
+    storage = searched[0]
     index = build_report(storage, "demo", tmp_path / "report")
     out = index.parent
     assert index.name == "index.html"
-    for stem in ("pareto_decode", "pareto_prefill", "hypervolume", "parity_host-cpu"):
+    for stem in ("pareto_decode", "pareto_prefill", "hypervolume", "parity_pixel8"):
         for ext in ("png", "svg"):
             assert (out / f"{stem}.{ext}").stat().st_size > 1000, stem
-    assert not (out / "parity_pixel8.png").exists()  # analytic target: nothing measured to compare
+    assert not (out / "parity_iphone15pro.png").exists()  # analytic target: nothing measured to compare
     assert (out / "pareto.csv").read_text().startswith("pick,trial,shape")
     text = index.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text)
@@ -213,34 +251,29 @@ def test_build_report_writes_a_self_contained_folder(tmp_path, nas_home, monkeyp
     assert text.count('src="data:image/png;base64,') >= 4
     assert 'name="viewport"' in text
     assert "knee (recommended)" in text and "nas export --study demo" in text
-    assert "pixel8: no parity plot" in text and "analytic, uncalibrated" in text
+    assert "iphone15pro: no parity plot" in text and "analytic, uncalibrated" in text
 
 
-def test_nas_report_cli(tmp_path, capsys):
-    from nas.cli import main
-
-    storage = f"sqlite:///{tmp_path / 'nas.db'}"
-    make_study(storage, "cli", n_trials=20)
-    assert main(["report", "--study", "cli", "--storage", storage, "--out", str(tmp_path / "r")]) == 0
+def test_nas_report_cli(searched, tmp_path, capsys):
+    storage = searched[0]
+    assert main(["report", "--study", "demo", "--storage", storage, "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "index.html").is_file()
     assert "report written" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case", ["unknown-study", "missing-db", "not-nas", "unwritable"])
-def test_nas_report_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
+def test_nas_report_bad_input_is_one_line_exit_2(searched, tmp_path, capsys, case):
     import optuna
 
-    from nas.cli import main
-
+    shutil.copy(searched[0].removeprefix("sqlite:///"), tmp_path / "nas.db")
     storage = f"sqlite:///{tmp_path / 'nas.db'}"
-    make_study(storage, "real", n_trials=5)
     optuna.create_study(storage=storage, study_name="foreign")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     argv = {"unknown-study": ["--study", "nope", "--storage", storage],
-            "missing-db": ["--study", "real", "--storage", f"sqlite:///{tmp_path / 'none.db'}"],
+            "missing-db": ["--study", "demo", "--storage", f"sqlite:///{tmp_path / 'none.db'}"],
             "not-nas": ["--study", "foreign", "--storage", storage],
-            "unwritable": ["--study", "real", "--storage", storage, "--out", str(blocker / "sub")]}[case]
+            "unwritable": ["--study", "demo", "--storage", storage, "--out", str(blocker / "sub")]}[case]
     capsys.readouterr()
     assert main(["report", *argv]) == 2
     err = capsys.readouterr().err
@@ -249,30 +282,23 @@ def test_nas_report_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     assert not (tmp_path / "none.db").exists()
 
 
-def test_landmarks_are_predicted_as_nas_predict_predicts_them(tmp_path, capsys):
-    import json
-
-    from nas.cli import main
+def test_landmarks_are_placed_as_nas_predict_predicts_them(searched, tmp_path, capsys):
+    """The published models the search recorded sit where `nas predict` puts the same shape at the study's
+    lengths (the pixel8 predictor is gone by now: the record stands, nothing is predicted again)."""
     from nas.core.landmarks import load_landmarks
-    from nas.report.data import landmark_figures
-    from nas.study.schema import Objective, StudyMeta
+    from nas.report.data import recorded_landmarks
 
-    meta = StudyMeta(space="test", space_fingerprint="0", targets=("pixel8", "rpi5"),
-                     precision={"pixel8": "int4", "rpi5": "int4"}, prompt_len=256, context_len=1024,
-                     objectives=(Objective("quality", "maximize"),), constraints={}, latency_sources={},
-                     nas_version="0")
-    landmarks = landmark_figures(meta)
+    landmarks = recorded_landmarks(searched[2])
     assert {lm.name for lm in landmarks} >= {"MobileLLM-125M", "SmolLM2-360M", "Qwen2.5-0.5B", "Llama-3.2-1B"}
     assert len(landmarks) == len(load_landmarks())
     for lm in landmarks[:3]:
         path = tmp_path / f"{lm.name}.json"
         path.write_text(lm.arch.to_json())
         capsys.readouterr()
-        assert main(["predict", "--target", "pixel8", "--target", "rpi5", str(path), "--prompt-len", "256",
-                     "--context-len", "1024", "--json"]) == 0
+        assert main(["predict", "--target", "iphone15pro", str(path), "--prompt-len", str(LENGTHS["prompt_len"]),
+                     "--context-len", str(LENGTHS["context_len"]), "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
         rows = out["targets"] if isinstance(out, dict) and "targets" in out else out
         for row in (rows.values() if isinstance(rows, dict) else rows):
-            target = row["target"]
-            assert row["decode_ms"] == pytest.approx(lm.figures[target].decode_ms, rel=1e-9)
-            assert row["prefill_ms"] == pytest.approx(lm.figures[target].prefill_ms, rel=1e-9)
+            assert row["decode_ms"] == pytest.approx(lm.figures["iphone15pro"].decode_ms, rel=1e-9)
+            assert row["prefill_ms"] == pytest.approx(lm.figures["iphone15pro"].prefill_ms, rel=1e-9)

@@ -11,9 +11,20 @@ import pytest
 
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.quality.model import load_quality_model
-from nas.search.advice import (PROXY_RESOLVES, ProxyScore, ShapeTable, best_at_speed, fixed_speed_picks,
-                               knee_of, knee_stability, landmark_matches, law_check, proxy_move, speed_levels,
-                               trade_words)
+from nas.search.advice import (
+    PROXY_RESOLVES,
+    ProxyScore,
+    ShapeTable,
+    best_at_speed,
+    fixed_speed_picks,
+    knee_of,
+    knee_stability,
+    landmark_matches,
+    law_check,
+    proxy_move,
+    speed_levels,
+    trade_words,
+)
 from nas.search.selection import PARAMS_SLACK, Candidates, near_front, select_shapes
 
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from nas.cli import main
-from nas.search import proxy_study_name
-from nas.study import schema as S
+from nas.study.schema import ARCH_ID, FAIL_REASON, SHAPE, STUDY_PROXY_PLAN, proxy_study_name
+from tests.helpers import killed_if_left
 
 FAST = ["--target", "pixel8", "--space", "tiny", "--trials", "20", "--seed", "2", "--no-progress",
         "--proxy-shapes", "3", "--proxy-tokens", "4096,8192", "--proxy-threads", "1"]
@@ -63,7 +63,7 @@ def test_a_worker_survives_its_database_going_away(postgres_server):
     name = proxy_study_name("lost")
     worker = subprocess.Popen([sys.executable, "-m", "nas", "search", *argv, "--stage", "proxy", "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with killed_if_left(worker):
         _wait(lambda: _running(url, name), what="the worker to claim a shape")
         assert _terminate_connections(url) >= 1  # the worker's (and its heartbeat thread's) connections
         time.sleep(0.5)
@@ -71,24 +71,21 @@ def test_a_worker_survives_its_database_going_away(postgres_server):
         time.sleep(3.0)
         postgres_server.start()
         out, err = worker.communicate(timeout=300)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
     assert worker.returncode == 0, err
     assert "storage: lost the database" in err and "storage: the database is back after" in err, err
     assert "Traceback" not in err, err
     study = optuna.load_study(study_name=name, storage=url)
-    plan = study.user_attrs[S.STUDY_PROXY_PLAN]
+    plan = study.user_attrs[STUDY_PROXY_PLAN]
     trials = study.get_trials(deepcopy=False)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     for arch_id in plan["arch_ids"]:  # each shape trained once (a shape failed and retried counts once), or it
         # failed on its own account (a tiny proxy that collapses), never because the database went away
-        ended = [t for t in trials if t.user_attrs[S.ARCH_ID] == arch_id and t.state in (TrialState.COMPLETE,
+        ended = [t for t in trials if t.user_attrs[ARCH_ID] == arch_id and t.state in (TrialState.COMPLETE,
                                                                                          TrialState.PRUNED)]
-        own = [t for t in trials if t.user_attrs[S.ARCH_ID] == arch_id and t.state == TrialState.FAIL
-               and str(t.user_attrs.get(S.FAIL_REASON, "")).startswith("ProxyDiverged")]
-        assert len(ended) + len(own) == 1, (arch_id, [(t.number, t.state.name, t.user_attrs.get(S.ARCH_ID),
-                                                      t.user_attrs.get(S.FAIL_REASON)) for t in trials])
+        own = [t for t in trials if t.user_attrs[ARCH_ID] == arch_id and t.state == TrialState.FAIL
+               and str(t.user_attrs.get(FAIL_REASON, "")).startswith("ProxyDiverged")]
+        assert len(ended) + len(own) == 1, (arch_id, [(t.number, t.state.name, t.user_attrs.get(ARCH_ID),
+                                                      t.user_attrs.get(FAIL_REASON)) for t in trials])
     data = json.loads(out)
     assert data["proxy"]["done"] and data["proxy"]["pareto"]
 
@@ -145,7 +142,7 @@ def test_a_trial_given_away_while_training_is_left_to_its_retry(tmp_path):
     from nas.proxy.scaling import ProxyRule
     from nas.proxy.train import TrainSettings
     from nas.search import ProxyOptions, Search, SearchSettings
-    from nas.search.proxy import ProxyWorker, _requeue
+    from nas.search.proxy_stage import ProxyWorker, _requeue
 
     tiny = ProxyOptions(shapes=2, rung_tokens=(256,), rule=ProxyRule(shrink=4, head_dim=8), threads=1,
                         train=TrainSettings(batch_size=4, seq_len=32, warmup_tokens=128, eval_windows=4,
@@ -154,7 +151,7 @@ def test_a_trial_given_away_while_training_is_left_to_its_retry(tmp_path):
                               study="g", seed=1)
     search = Search(settings, proxy=tiny, stage="latency", log=lambda _: None)
     search.run(progress=False)
-    storage = search.latency.storage
+    storage = search.storage
     study = optuna.load_study(study_name=proxy_study_name("g"), storage=storage)
     said: list[str] = []
     worker = ProxyWorker(storage, proxy_study_name("g"), tiny, ["maximize"], log=said.append, progress=False)
@@ -168,8 +165,8 @@ def test_a_trial_given_away_while_training_is_left_to_its_retry(tmp_path):
     outcome = worker.run()
     trials = study.get_trials(deepcopy=False)
     assert outcome.done and [t.state for t in trials].count(TrialState.FAIL) == 1
-    assert sorted(t.user_attrs[S.ARCH_ID] for t in trials if t.state == TrialState.COMPLETE) == \
-        sorted(study.user_attrs[S.STUDY_PROXY_PLAN]["arch_ids"])
+    assert sorted(t.user_attrs[ARCH_ID] for t in trials if t.state == TrialState.COMPLETE) == \
+        sorted(study.user_attrs[STUDY_PROXY_PLAN]["arch_ids"])
 
 
 REPORT_ARGV = ["search", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress", "--no-proxy",
@@ -244,12 +241,12 @@ def test_a_claim_from_a_stale_list_skips_a_trial_another_worker_finished(tmp_pat
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     from nas.search import ProxyOptions
-    from nas.search.proxy import ProxyWorker
+    from nas.search.proxy_stage import ProxyWorker
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "q.log")))
     study = optuna.create_study(study_name="q", storage=storage, directions=["minimize", "maximize"])
     for i in range(2):
-        study.enqueue_trial(params={}, user_attrs={S.SHAPE: f"s{i}"}, skip_if_exists=False)
+        study.enqueue_trial(params={}, user_attrs={SHAPE: f"s{i}"}, skip_if_exists=False)
     snapshot = study.get_trials(deepcopy=True, states=(TrialState.WAITING,))
 
     class StaleList:  # the other worker's view: the list it read before the first trial was finished

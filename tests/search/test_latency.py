@@ -19,6 +19,7 @@ import pytest
 from nas.cli import main
 from nas.core.errors import NasUserError
 from nas.search import MAX_ASKS_PER_TRIAL, LatencyStage, SearchSettings
+from nas.search.sampling import AskTell
 from nas.study.pareto import to_minimisation
 from nas.study.schema import FOUND_BY_EXACT
 from tests.helpers import brute_pareto_mask
@@ -36,6 +37,19 @@ def quiet_search(**kw) -> LatencyStage:
     return LatencyStage(settings(**kw), log=lambda _: None)
 
 
+def ctrl_c_at(monkeypatch, n: int) -> None:
+    """Ctrl-C arrives during the n-th evaluation of the ask/tell loop."""
+    real, calls = AskTell._objective, []
+
+    def objective(self, trial):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(self, trial)
+
+    monkeypatch.setattr(AskTell, "_objective", objective)
+
+
 def test_trials_carry_records_and_constraints():
     from nas.core.arch import ArchBatch
     from nas.quality.model import load_quality_model
@@ -44,7 +58,7 @@ def test_trials_carry_records_and_constraints():
     law = load_quality_model()
     search = quiet_search(trials=20)
     result = search.run(progress=False)
-    trials = search._working.get_trials(deepcopy=False)
+    trials = search.loop.working.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert complete and result.pareto
     for t in complete:
@@ -56,11 +70,11 @@ def test_trials_carry_records_and_constraints():
         assert set(t.constraints) == {"memory@pixel8", "space"}
         assert t.values[0] == pytest.approx(rec.loss)  # the objective is the predicted loss, minimised
         assert t.values[1] == pytest.approx(rec.figures["pixel8"].decode_tokens_per_s)
-    meta = search._working.user_attrs["nas_meta"]
+    meta = search.loop.working.user_attrs["nas_meta"]
     assert meta["targets"] == ["pixel8"] and meta["space"] == "tiny"
     assert meta["quality"]["source"] == QUALITY_LAW and meta["quality"]["fingerprint"] == law.fingerprint
     assert meta["quality"]["train_tokens"] == 10**12 and meta["quality"]["band_nats"] == law.band
-    assert search._working.user_attrs["nas_exact"]["front_size"] == len(result.exact.arch_ids)
+    assert search.loop.working.user_attrs["nas_exact"]["front_size"] == len(result.exact.arch_ids)
 
 
 def test_exact_front_is_enqueued_and_study_front_is_exact():
@@ -73,29 +87,29 @@ def test_exact_front_is_enqueued_and_study_front_is_exact():
     assert result.exact.twins > 0 and len(set(map(tuple, result.exact.values))) == len(result.exact.arch_ids)
     assert result.exact_added >= sum(r["found_by"] == FOUND_BY_EXACT for r in result.pareto)
     assert 0 < result.hypervolume_ratio <= 1.0 + 1e-9
-    exact_trials = [t for t in search._working.get_trials(deepcopy=False)
+    exact_trials = [t for t in search.loop.working.get_trials(deepcopy=False)
                     if t.user_attrs.get("found_by") == FOUND_BY_EXACT]
     assert len(exact_trials) == result.exact_added > 0
     for t in exact_trials:  # sampler params that rebuild the same shape, so the dashboard can show them
-        assert search.space.build(t.params).arch_id == t.user_attrs["arch_id"]
+        assert search.problem.space.build(t.params).arch_id == t.user_attrs["arch_id"]
     # The exact front equals a brute-force front over the enumerated space.
-    exact = search.exact_front()
-    batch = search.space.enumerate()
-    values = search.figures(batch).values(search.objectives)
-    brute = brute_pareto_mask(to_minimisation(values, search.directions))
+    exact = search.exact
+    batch = search.problem.space.enumerate()
+    values = search.problem.figures(batch).values(search.problem.objectives)
+    brute = brute_pareto_mask(to_minimisation(values, search.problem.directions))
     assert len(np.unique(values[brute], axis=0)) == len(np.unique(exact.values, axis=0))
 
 
 def test_duplicates_are_never_evaluated_twice():
     search = quiet_search(trials=60, population=10)  # tiny has 327 configs: duplicates are certain
     search.run(progress=False)
-    trials = [t for t in search._working.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
+    trials = [t for t in search.loop.working.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
               and t.user_attrs.get("found_by") != FOUND_BY_EXACT]
     dups = [t for t in trials if "duplicate_of" in t.user_attrs]
     assert dups, "expected the sampler to propose some shape twice"
     ids = [t.user_attrs["arch_id"] for t in trials if "duplicate_of" not in t.user_attrs]
-    assert len(ids) == len(set(ids)) == search.evaluations
-    by_number = {t.number: t for t in search._working.get_trials(deepcopy=False)}
+    assert len(ids) == len(set(ids)) == search.loop.evaluations
+    by_number = {t.number: t for t in search.loop.working.get_trials(deepcopy=False)}
     for t in dups:
         first = by_number[t.user_attrs["duplicate_of"]]
         assert first.user_attrs["arch_id"] == t.user_attrs["arch_id"] and first.values == t.values
@@ -106,14 +120,14 @@ def test_converged_sampler_stops_early():
     search = quiet_search(trials=300, population=10, exact=False)  # NSGA-II converges long before 300
     result = search.run(progress=False)
     assert result.trials_new < 300 and result.notes[0].startswith("stopped early")
-    assert search.asked <= MAX_ASKS_PER_TRIAL * 300 + 100
+    assert search.loop.asked <= MAX_ASKS_PER_TRIAL * 300 + 100
 
 
 def test_seeded_runs_repeat():
     def run(seed):
         search = quiet_search(trials=30, seed=seed)
         result = search.run(progress=False)
-        trials = search._working.get_trials(deepcopy=False)
+        trials = search.loop.working.get_trials(deepcopy=False)
         return [t.params for t in trials], sorted((r["trial"], r["arch_id"]) for r in result.pareto)
 
     first, again, other = run(7), run(7), run(8)
@@ -129,7 +143,7 @@ def test_invalid_combination_fails_alone(tmp_path):
         'head_dim = [64, 128]\nffn_ratio = [2.0, 4.0]\n[fixed]\nvocab_size = 512\nmax_seq_len = 256\n')
     search = quiet_search(space=str(space), trials=25, population=10)
     result = search.run(progress=False)
-    failed = [t for t in search._working.get_trials(deepcopy=False) if t.state.name == "FAIL"]
+    failed = [t for t in search.loop.working.get_trials(deepcopy=False) if t.state.name == "FAIL"]
     assert failed, "hidden sizes not divisible by 128 with head_dim 128 must fail their trials"
     assert all("not divisible" in t.user_attrs["fail_reason"] or "divid" in t.user_attrs["fail_reason"]
                for t in failed)
@@ -139,7 +153,7 @@ def test_invalid_combination_fails_alone(tmp_path):
 def test_constraints_mark_infeasible_trials_with_reasons():
     search = quiet_search(trials=40, max_ttft_ms=1.5, exact=False)
     result = search.run(progress=False)
-    trials = [t for t in search._working.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    trials = [t for t in search.loop.working.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     infeasible = [t for t in trials if t.constraints["ttft@pixel8"] > 0]
     assert infeasible and all(not t.user_attrs["feasible"] for t in infeasible)
     assert any("TTFT" in v and "> 1.5 ms on pixel8" in v for t in infeasible for v in t.user_attrs["violations"])
@@ -154,7 +168,7 @@ def test_params_budget_mode():
 
 def test_multi_target_each_and_worst():
     each = quiet_search(targets=("pixel8", "iphone15pro"), trials=20)
-    assert [o.label for o in each.objectives] == ["predicted_loss", "decode_tokens_per_s@pixel8",
+    assert [o.label for o in each.problem.objectives] == ["predicted_loss", "decode_tokens_per_s@pixel8",
                                                   "decode_tokens_per_s@iphone15pro"]
     result = each.run(progress=False)
     assert all(set(r["targets"]) == {"pixel8", "iphone15pro"} for r in result.pareto)
@@ -222,16 +236,7 @@ def test_ctrl_c_keeps_finished_trials(tmp_path, monkeypatch):
 
     url = f"sqlite:///{tmp_path / 'nas.db'}"
     search = quiet_search(storage=url, trials=50, study="s", exact=False)
-    real = LatencyStage._objective
-    calls = {"n": 0}
-
-    def objective(self, trial):
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise KeyboardInterrupt
-        return real(self, trial)
-
-    monkeypatch.setattr(LatencyStage, "_objective", objective)
+    ctrl_c_at(monkeypatch, 8)
     result = search.run(progress=False)
     assert result.interrupted and result.pareto
     stored = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
@@ -245,7 +250,8 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
     # The schema exists before the search starts: this test's polling reader must not race the search to create
     # the tables of a fresh SQLite file (a race that is not what this test is about).
     optuna.storages.RDBStorage(f"sqlite:///{db}")
-    cmd = [sys.executable, "-m", "nas", "search", "--no-proxy", "--target", "pixel8", "--space", "subbillion", "--trials", "5000",
+    cmd = [sys.executable, "-m", "nas", "search", "--no-proxy", "--target", "pixel8", "--space", "subbillion",
+           "--trials", "5000",
            "--storage", f"sqlite:///{db}", "--study", "k", "--no-report", "--no-progress", "--no-exact"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -272,13 +278,15 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_prints_pareto_table_and_json(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress"])
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report",
+                 "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
     assert "Pareto set:" in out and "decode t/s" in out and "arch id" in out
     assert "study 'pixel8-tiny' saved in sqlite:///runs/nas.db" in out
     assert (tmp_path / "runs" / "nas.db").is_file()
-    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report", "--no-progress",
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "15", "--no-report",
+                 "--no-progress",
                  "--json", "--storage", ":memory:"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["pareto"] and data["exact_front"]["front_size"] == len(data["pareto"])
@@ -293,7 +301,7 @@ def test_cli_writes_report_when_available(tmp_path, monkeypatch, capsys):
     code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "10", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
-    line = next(l for l in out.splitlines() if l.startswith("report: "))
+    line = next(text for text in out.splitlines() if text.startswith("report: "))
     assert line.endswith("index.html") and Path(line[len("report: "):]).is_file(), line
     # tiny's max_seq_len (256) is below the default lengths: said on stdout and on top of the report
     assert "warning: pixel8: all " in out and "max_seq_len below the lengths" in out
@@ -319,32 +327,12 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, monkeypatch, capsys, argv, patt
 
 def test_cli_interrupt_exits_130(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    real = LatencyStage._objective
-    calls = {"n": 0}
-
-    def objective(self, trial):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(self, trial)
-
-    monkeypatch.setattr(LatencyStage, "_objective", objective)
-    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "30", "--no-report", "--no-progress",
+    ctrl_c_at(monkeypatch, 5)
+    code = main(["search", "--no-proxy", "--target", "pixel8", "--space", "tiny", "--trials", "30", "--no-report",
+                 "--no-progress",
                  "--no-exact"])
     out = capsys.readouterr().out
     assert code == 130 and out.startswith("interrupted after") and "Pareto set:" in out
-
-
-def test_cli_defaults_match_settings_and_help_is_light():
-    import nas.commands.search as cmd
-
-    defaults = SearchSettings(targets=("x",))
-    assert (cmd.DEFAULT_SPACE, cmd.DEFAULT_TRIALS, cmd.DEFAULT_PROMPT_LEN, cmd.DEFAULT_CONTEXT_LEN, cmd.DEFAULT_SEED) \
-        == (defaults.space, defaults.trials, defaults.prompt_len, defaults.context_len, defaults.seed)
-    code = ("import sys; from nas.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('numpy', 'optuna', 'torch') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
-    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize("sampler", ["gp", "tpe", "random"])
@@ -410,7 +398,7 @@ def test_stored_trials_show_their_constraints_to_optuna_dashboard(tmp_path):
                for t in complete)
     feasible = [t for t in complete if all(c <= 0 for c in t.system_attrs["constraints"])]
     assert len(feasible) < len(complete)  # the TTFT limit makes some infeasible
-    sign = [-1 if o.direction == "maximize" else 1 for o in search.objectives]  # smaller is better after this
+    sign = [-1 if o.direction == "maximize" else 1 for o in search.problem.objectives]  # smaller is better after this
 
     def better_or_equal(u, t):
         return all(a * k <= b * k for a, b, k in zip(u.values, t.values, sign))
@@ -452,12 +440,20 @@ def test_resume_under_another_latency_model_is_refused_naming_it(tmp_path, monke
                  "--study", "s", "--no-proxy", "--no-report"])
     err = capsys.readouterr().err
     assert code == 2 and "pixel8's latency model" in err and err.count("\n") == 1, err
-    # the report draws published models with today's latency model: not beside points of another one
+    # the report draws published models as the search predicted them (the study's own latency model), never with
+    # today's: beside the study's points, they come from the same model
+    from nas.core.arch import ArchBatch
+    from nas.core.landmarks import landmark_configs
     from nas.report.data import compute_report
+    from nas.search.settings import DEFAULT_CONTEXT_LEN, DEFAULT_PROMPT_LEN
     from nas.study.read import read_study
 
-    notes = compute_report(read_study(optuna.load_study(study_name="s", storage=url)), with_parity=False).notes
-    assert any(n.startswith("Published models are not drawn: pixel8's latency model is now") for n in notes)
+    data = compute_report(read_study(optuna.load_study(study_name="s", storage=url)))
+    drawn = {lm.name: lm.figures["pixel8"].decode_ms for lm in data.landmarks}
+    marks = landmark_configs(DEFAULT_PROMPT_LEN, DEFAULT_CONTEXT_LEN)
+    before = analytic.predict(ArchBatch.from_configs([a for _, a, _ in marks]), DEFAULT_PROMPT_LEN,
+                              DEFAULT_CONTEXT_LEN)["decode_ms"]
+    assert [drawn[name] for name, _, _ in marks] == pytest.approx(list(before), rel=1e-12)
     # a new study under the new model is fine
     assert quiet_search(storage=url, trials=4, study="s2").run(progress=False).trials_new == 4
 

@@ -12,8 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.cli import main
-from nas.search import proxy_study_name
-from nas.study import schema as S
+from nas.study.schema import ARCH_ID, FAIL_REASON, PROXY_WORKER, STUDY_PROXY_PLAN, proxy_study_name
 
 COMMON = ["search", "--target", "pixel8", "--space", "tiny", "--trials", "20", "--seed", "2", "--no-report",
           "--no-progress", "--proxy-shapes", "6", "--proxy-tokens", "16384,32768", "--proxy-threads", "1",
@@ -31,7 +30,7 @@ def _wait_running(storage: str, name: str, pid: int, timeout: float = 120.0) -> 
     while time.time() < deadline:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
-            if any(t.user_attrs.get(S.PROXY_WORKER, "").endswith(f":{pid}")
+            if any(t.user_attrs.get(PROXY_WORKER, "").endswith(f":{pid}")
                    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
                 return True
         except KeyError:
@@ -43,7 +42,7 @@ def _wait_running(storage: str, name: str, pid: int, timeout: float = 120.0) -> 
 def _by_arch(storage: str, name: str) -> dict[str, list]:
     out: dict[str, list] = {}
     for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
-        out.setdefault(t.user_attrs[S.ARCH_ID], []).append(t)
+        out.setdefault(t.user_attrs[ARCH_ID], []).append(t)
     return out
 
 
@@ -59,7 +58,7 @@ def test_three_workers_on_postgres_one_killed(postgres_url, tmp_path, capsys):
     assert workers[0].returncode == -signal.SIGKILL
     assert [w.returncode for w in workers[1:]] == [0, 0], outputs[1:]
 
-    plan = optuna.load_study(study_name=name, storage=postgres_url).user_attrs[S.STUDY_PROXY_PLAN]
+    plan = optuna.load_study(study_name=name, storage=postgres_url).user_attrs[STUDY_PROXY_PLAN]
     by_arch = _by_arch(postgres_url, name)
     assert sorted(by_arch) == sorted(plan["arch_ids"])
     states = [t.state for trials in by_arch.values() for t in trials]
@@ -69,10 +68,11 @@ def test_three_workers_on_postgres_one_killed(postgres_url, tmp_path, capsys):
     failed = [t for trials in by_arch.values() for t in trials if t.state == TrialState.FAIL]
     # The killed worker's trials: the one it was training, and any it had parked between rungs when the kill
     # came (a loaded machine may let it finish a first rung before the kill) ...
-    assert failed and all(t.user_attrs.get(S.PROXY_WORKER, "").endswith(f":{workers[0].pid}") for t in failed), [
-        (t.number, t.user_attrs.get(S.PROXY_WORKER), t.user_attrs.get(S.FAIL_REASON)) for t in failed]
+    assert failed and all(t.user_attrs.get(PROXY_WORKER, "").endswith(f":{workers[0].pid}") for t in failed), [
+        (t.number, t.user_attrs.get(PROXY_WORKER), t.user_attrs.get(FAIL_REASON)) for t in failed]
     for dead in failed:  # ... each retried once, by another worker
-        retried = [t for trials in by_arch.values() for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+        retried = [t for trials in by_arch.values() for t in trials
+                   if t.system_attrs.get("failed_trial") == dead.number]
         assert len(retried) == 1 and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     report = json.loads(outputs[1][0])
     assert report["proxy"]["done"] and any("heartbeats" in f["reason"] for f in report["proxy"]["failed"])

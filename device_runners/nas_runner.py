@@ -248,26 +248,19 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def load_manifest(path):
     try:
-        import numpy as np
-        import onnxruntime as ort
-    except ImportError as exc:
-        die("%s; install with: pip install onnxruntime numpy" % exc)
-    available = ort.get_available_providers()
-    if args.list_providers:
-        print("\n".join(available))
-        return 0
-    try:
-        with open(args.manifest) as fh:
+        with open(path) as fh:
             manifest = json.load(fh)
     except (OSError, ValueError) as exc:
-        die("cannot read manifest %s: %s" % (args.manifest, exc))
+        die("cannot read manifest %s: %s" % (path, exc))
     if manifest.get("runner_version", 1) > RUNNER_VERSION:
         die("manifest needs runner version %s; this runner is %d" % (manifest.get("runner_version"), RUNNER_VERSION))
-    base = os.path.dirname(os.path.abspath(args.manifest))
+    return manifest
 
+
+def choose_provider(args, manifest, available):
+    """The execution provider (--provider, else the manifest's first available one, else CPU) and its options."""
     if args.provider:
         provider = args.provider
     else:
@@ -282,20 +275,24 @@ def main(argv=None):
         if not sep or not key:
             die("--provider-option expects KEY=VALUE, got %r" % item)
         options[key] = value
+    return provider, options
+
+
+def run_protocol(args, manifest):
+    """The manifest's protocol with the command line's overrides (also adb_runner's)."""
     protocol = dict(manifest["protocol"])
     protocol.setdefault("sessions", 1)  # a manifest written before sessions existed: one session
     for name in ("threads", "warmup", "runs", "sessions"):
-        value = getattr(args, name)
+        value = getattr(args, name, None)  # adb_runner takes only --runs and --warmup
         if value is not None:
             if value < (0 if name == "warmup" else 1):
                 die("--%s must be %s, got %d" % (name, ">= 0" if name == "warmup" else ">= 1", value))
             protocol[name] = value
-    threads = protocol["threads"]
-    env = environment(ort, np, manifest.get("nas_version"))
-    env["graph_builder"] = manifest.get("graph_builder", "unknown")
-    precision = manifest["precision"]
-    seed = manifest.get("seed", 0)
+    return protocol
 
+
+def measurement_jobs(manifest, precision, provider, threads):
+    """(graph, measurement, row key) of every measurement in the bundle, in bundle order."""
     jobs = []
     for graph in manifest["graphs"]:
         for m in graph["measurements"]:
@@ -303,116 +300,150 @@ def main(argv=None):
             key = (graph["arch_id"], graph["phase"], length if graph["phase"] == "prefill" else None,
                    length if graph["phase"] == "decode" else None, precision, provider, threads)
             jobs.append((graph, m, key))
-    done = read_done(args.out)
-    todo = [j for j in jobs if j[2] not in done]
-    print("nas_runner: %d measurements in the bundle, %d already done, %d to go; provider %s, %d threads"
-          % (len(jobs), len(jobs) - len(todo), len(todo), provider, threads), flush=True)
+    return jobs
 
-    providers = [(provider, options)] + ([CPU] if provider != CPU else [])
-    out = open(args.out, "a")
-    count = {"ok": 0, "failed": 0}
-    started = time.time()
 
-    def write(graph, m, stats=None, samples=None, error=None, used=(), build_s=None):
-        length = m["length"]
-        row = {"schema": SCHEMA, "target": manifest["target"], "arch": graph["arch"], "arch_id": graph["arch_id"],
-               "phase": graph["phase"], "prompt_len": length if graph["phase"] == "prefill" else None,
-               "context_len": length if graph["phase"] == "decode" else None, "precision": precision,
-               "provider": provider, "providers_used": list(used), "provider_options": options, "threads": threads,
-               "protocol": protocol, "session_options": session_options_dict(protocol),
-               "latency_ms": stats, "samples_ms": samples or [], "env": env,
-               "status": "failed" if error else "ok", "error": error,
-               "build_s": None if build_s is None else round(build_s, 4),
-               "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        out.write(json.dumps(row) + "\n")
-        out.flush()
-        count["failed" if error else "ok"] += 1
-
-    def measure_graph(graph, ms):
-        """All `sessions` rounds of one graph: a fresh session per round, every length timed in each.
-        Returns per measurement (stats, samples, error), the providers used and build_s (first session)."""
-        path = os.path.join(base, graph["file"])
-        errors, samples, feeds = {}, {}, {}
-        used, build_s, sess = [], None, None
-        for _ in range(protocol["sessions"]):
-            sess = None  # one session in memory at a time
-            start = time.perf_counter()
-            try:
-                sess = ort.InferenceSession(path, sess_options=session_options(ort, protocol), providers=providers)
-            except Exception as exc:  # noqa: BLE001 -- recorded as a failed row, the run goes on
-                err = error_text("session", exc)
-                if build_s is None:
-                    build_s = time.perf_counter() - start
-                for i in range(len(ms)):
-                    errors.setdefault(i, err)
-                break
-            if build_s is None:
-                build_s = time.perf_counter() - start
-                used = sess.get_providers()
-            for i, m in enumerate(ms):
-                if i in errors:
-                    continue
-                try:
-                    if i not in feeds:
-                        feeds[i] = make_feeds(np, m["feeds"], seed)
-                    _, run_samples = time_session(sess, feeds[i], protocol)
-                except Exception as exc:  # noqa: BLE001
-                    errors[i] = error_text("run", exc)
-                    feeds.pop(i, None)
-                    continue
-                samples.setdefault(i, []).append(run_samples)
-        sess = None
-        results = []
-        for i in range(len(ms)):
-            if i in errors:
-                results.append((None, None, errors[i]))
-            else:
-                stats, everything = combine_sessions(samples[i])
-                results.append((stats, everything, None))
-        return results, used, build_s
-
-    groups = []  # (graph, [measurement, ...]) in bundle order, only what is still to do
+def group_by_graph(todo):
+    """[(graph, [measurement, ...])] in bundle order, consecutive measurements of one graph together."""
+    groups = []
     for graph, m, _key in todo:
         if groups and groups[-1][0] is graph:
             groups[-1][1].append(m)
         else:
             groups.append((graph, [m]))
-    last_use = {}  # weights file -> index of the last group that needs it
-    for index, (graph, _ms) in enumerate(groups):
-        if graph.get("weights_fill") is not None:
-            last_use[graph["weights"]] = index
-    made = set()
-    i = 0
+    return groups
+
+
+class RowWriter:
+    """Appends one measurement row at a time (flushed), counting ok and failed rows."""
+
+    def __init__(self, path, manifest, provider, options, protocol, env):
+        self.out = open(path, "a")
+        self.manifest, self.provider, self.options, self.protocol, self.env = manifest, provider, options, protocol, env
+        self.count = {"ok": 0, "failed": 0}
+
+    def write(self, graph, m, stats=None, samples=None, error=None, used=(), build_s=None):
+        length, protocol = m["length"], self.protocol
+        row = {"schema": SCHEMA, "target": self.manifest["target"], "arch": graph["arch"],
+               "arch_id": graph["arch_id"], "phase": graph["phase"],
+               "prompt_len": length if graph["phase"] == "prefill" else None,
+               "context_len": length if graph["phase"] == "decode" else None,
+               "precision": self.manifest["precision"], "provider": self.provider, "providers_used": list(used),
+               "provider_options": self.options, "threads": protocol["threads"], "protocol": protocol,
+               "session_options": session_options_dict(protocol), "latency_ms": stats, "samples_ms": samples or [],
+               "env": self.env, "status": "failed" if error else "ok", "error": error,
+               "build_s": None if build_s is None else round(build_s, 4),
+               "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self.out.write(json.dumps(row) + "\n")
+        self.out.flush()
+        self.count["failed" if error else "ok"] += 1
+
+    def close(self):
+        self.out.close()
+
+
+def measure_graph(ort, np, path, ms, protocol, providers, seed):
+    """All `sessions` rounds of one graph: a fresh session per round, every length timed in each.
+    Returns per measurement (stats, samples, error), the providers used and build_s (first session)."""
+    errors, samples, feeds = {}, {}, {}
+    used, build_s, sess = [], None, None
+    for _ in range(protocol["sessions"]):
+        sess = None  # one session in memory at a time
+        start = time.perf_counter()
+        try:
+            sess = ort.InferenceSession(path, sess_options=session_options(ort, protocol), providers=providers)
+        except Exception as exc:  # noqa: BLE001 -- recorded as a failed row, the run goes on
+            err = error_text("session", exc)
+            if build_s is None:
+                build_s = time.perf_counter() - start
+            for i in range(len(ms)):
+                errors.setdefault(i, err)
+            break
+        if build_s is None:
+            build_s = time.perf_counter() - start
+            used = sess.get_providers()
+        time_round(np, sess, ms, protocol, seed, errors, samples, feeds)
+    sess = None
+    results = [(None, None, errors[i]) if i in errors else combine_sessions(samples[i]) + (None,)
+               for i in range(len(ms))]
+    return results, used, build_s
+
+
+def time_round(np, sess, ms, protocol, seed, errors, samples, feeds):
+    """One session: every measurement not failed yet timed (its feeds made once), a failure recorded."""
+    for i, m in enumerate(ms):
+        if i in errors:
+            continue
+        try:
+            if i not in feeds:
+                feeds[i] = make_feeds(np, m["feeds"], seed)
+            _, run_samples = time_session(sess, feeds[i], protocol)
+        except Exception as exc:  # noqa: BLE001
+            errors[i] = error_text("run", exc)
+            feeds.pop(i, None)
+            continue
+        samples.setdefault(i, []).append(run_samples)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError as exc:
+        die("%s; install with: pip install onnxruntime numpy" % exc)
+    available = ort.get_available_providers()
+    if args.list_providers:
+        print("\n".join(available))
+        return 0
+    manifest = load_manifest(args.manifest)
+    base = os.path.dirname(os.path.abspath(args.manifest))
+    provider, options = choose_provider(args, manifest, available)
+    protocol = run_protocol(args, manifest)
+    env = environment(ort, np, manifest.get("nas_version"))
+    env["graph_builder"] = manifest.get("graph_builder", "unknown")
+    jobs = measurement_jobs(manifest, manifest["precision"], provider, protocol["threads"])
+    done = read_done(args.out)
+    todo = [j for j in jobs if j[2] not in done]
+    print("nas_runner: %d measurements in the bundle, %d already done, %d to go; provider %s, %d threads"
+          % (len(jobs), len(jobs) - len(todo), len(todo), provider, protocol["threads"]), flush=True)
+    writer = RowWriter(args.out, manifest, provider, options, protocol, env)
+    providers = [(provider, options)] + ([CPU] if provider != CPU else [])
+    measure_groups(args, np, ort, base, group_by_graph(todo), len(todo), protocol, providers,
+                   manifest.get("seed", 0), writer)
+    writer.close()
+    count = writer.count
+    print("nas_runner: %d measured, %d failed; rows in %s" % (count["ok"], count["failed"], args.out), flush=True)
+    return 0 if count["ok"] or not todo else 1
+
+
+def measure_groups(args, np, ort, base, groups, total, protocol, providers, seed, writer):
+    """Measure each graph's measurements, making its weights file first when the bundle ships none (and
+    removing it after the graph's last use, unless --keep-weights), one progress line a row."""
+    last_use = {graph["weights"]: index for index, (graph, _ms) in enumerate(groups)
+                if graph.get("weights_fill") is not None}
+    made, done, started = set(), 0, time.time()
     for index, (graph, ms) in enumerate(groups):
-        if graph.get("weights_fill") is not None:
-            weights = os.path.join(base, graph["weights"])
+        weights = os.path.join(base, graph["weights"]) if graph.get("weights_fill") is not None else None
+        if weights is not None:
             try:
                 if make_weights(weights, graph["weights_bytes"], graph["weights_fill"]):
                     made.add(weights)
             except OSError as exc:
                 die("cannot write the weights file %s (%.1f GB): %s; free some space" % (
                     weights, graph["weights_bytes"] / 1e9, exc.strerror or exc))
-        results, used, build_s = measure_graph(graph, ms)
-        if graph.get("weights_fill") is not None and last_use[graph["weights"]] == index and not args.keep_weights:
-            weights = os.path.join(base, graph["weights"])
-            if weights in made:
-                os.remove(weights)
+        results, used, build_s = measure_graph(ort, np, os.path.join(base, graph["file"]), ms, protocol, providers,
+                                               seed)
+        if weights in made and last_use[graph["weights"]] == index and not args.keep_weights:
+            os.remove(weights)
         for m, (stats, samples, err) in zip(ms, results):
-            i += 1
+            done += 1
+            writer.write(graph, m, stats=stats, samples=samples, error=err, used=used, build_s=build_s)
+            status = "failed: " + err if err else "%.2f ms" % stats["median"]
             label = "%s %s %s=%d" % (graph["arch_id"], graph["phase"], "P" if graph["phase"] == "prefill" else "C",
                                      m["length"])
-            if err:
-                write(graph, m, error=err, used=used, build_s=build_s)
-                status = "failed: " + err
-            else:
-                write(graph, m, stats=stats, samples=samples, used=used, build_s=build_s)
-                status = "%.2f ms" % stats["median"]
-            elapsed = time.time() - started
-            eta = elapsed / i * (len(todo) - i)
-            print("[%d/%d] %s: %s (eta %ds)" % (i, len(todo), label, status, eta), flush=True)
-    out.close()
-    print("nas_runner: %d measured, %d failed; rows in %s" % (count["ok"], count["failed"], args.out), flush=True)
-    return 0 if count["ok"] or not todo else 1
+            eta = (time.time() - started) / done * (total - done)
+            print("[%d/%d] %s: %s (eta %ds)" % (done, total, label, status, eta), flush=True)
 
 
 if __name__ == "__main__":

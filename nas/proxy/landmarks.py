@@ -1,4 +1,5 @@
-"""Published models trained as proxies, so that they sit on a proxy-quality front where they belong.
+"""Published models trained as proxies, so that they sit on a proxy-quality front where they belong
+(`nas report --landmark-quality` trains them; the report only reads the stored scores).
 
 A proxy study's quality is held-out bits per byte of proxies trained under one rule, budget and corpus; a
 landmark (`reports/landmarks.toml`) gets a comparable score only from the same procedure. `train_landmarks`
@@ -6,13 +7,12 @@ reads the proxy study's settings (`StudyMeta.proxy`, i.e. `ProxyOptions.identity
 proxy straight to the last rung's budget with the seeds the study's finalists had (its `final_seeds`, or
 `repeats` when larger: a proxy's stable phase does not depend on the rungs it passed, so this is the same
 score a finalist gets), and stores the results on the proxy study (STUDY_LANDMARK_PROXY), one landmark at a
-time, so an interrupted run resumes and a second report trains nothing.
+time, so an interrupted run resumes and a second report trains nothing (`nas.study.read.landmark_scores`
+reads them back).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 from typing import Any, Callable, Sequence
@@ -24,22 +24,8 @@ from nas.core.errors import NasUserError
 from nas.proxy.corpus import load_corpus
 from nas.proxy.scaling import ProxyRule
 from nas.proxy.train import ProxyDiverged, ProxyTrainer, TrainSettings
+from nas.study.read import landmark_scores, settings_digest
 from nas.study.schema import STUDY_LANDMARK_PROXY, StudyMeta
-
-
-def settings_digest(identity: dict[str, Any]) -> str:
-    """12 hex digits over a proxy study's training identity: a stored landmark score is reused only under it."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def stored_scores(proxy_study) -> dict[str, dict[str, Any]]:
-    """The landmark scores stored on a proxy study that are still valid for its settings, by landmark name."""
-    meta = StudyMeta.from_user_attrs(proxy_study.user_attrs)
-    if meta is None or not meta.proxy:
-        return {}
-    digest = settings_digest(meta.proxy)
-    stored = proxy_study.user_attrs.get(STUDY_LANDMARK_PROXY) or {}
-    return {name: row for name, row in stored.items() if row.get("settings") == digest}
 
 
 def train_landmarks(proxy_study, landmarks: Sequence[tuple[str, ArchConfig, str]], data: str | None = None,
@@ -68,7 +54,7 @@ def train_landmarks(proxy_study, landmarks: Sequence[tuple[str, ArchConfig, str]
     todo = [(name, arch) for name, arch, _ in landmarks
             if scores.get(name, {}).get("settings") != digest or scores[name].get("arch_id") != arch.arch_id]
     if not todo:
-        return stored_scores(proxy_study), 0
+        return landmark_scores(proxy_study), 0
     torch.set_num_threads(threads or os.cpu_count() or 1)
     torch.use_deterministic_algorithms(True)
     bar = _bar(len(todo), progress)
@@ -96,7 +82,7 @@ def train_landmarks(proxy_study, landmarks: Sequence[tuple[str, ArchConfig, str]
             bar.update(1)
     if bar is not None:
         bar.close()
-    return stored_scores(proxy_study), len(todo)
+    return landmark_scores(proxy_study), len(todo)
 
 
 def _bar(total: int, progress: bool):

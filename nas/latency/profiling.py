@@ -64,12 +64,12 @@ from typing import Any, Iterable, Mapping
 from nas.core.accounting import PHASES, PRECISIONS
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError, one_line
-from nas.core.limits import MAX_THREADS, MAX_TOKENS, shown
+from nas.core.limits import MAX_THREADS, MAX_TOKENS, is_int, shown
 from nas.core.paths import ensure_folder
-from nas.core.userfiles import parse_json, read_user_bytes
+from nas.core.userfiles import parse_json, read_user_text
 from nas.latency import graphs, measure
-from nas.latency import provenance as prov
 from nas.latency.measure import DEFAULT_CONTEXT_LENS, DEFAULT_PROMPT_LENS, STAT_KEYS, Protocol
+from nas.latency.provenance import GENAI_VERSION, row_provenance, stale_reason
 
 SCHEMA = 1
 STATUSES = ("ok", "failed")
@@ -97,7 +97,7 @@ class ProfileSettings:
             raise NasUserError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         for name in ("prompt_lens", "context_lens"):
             values = tuple(getattr(self, name))
-            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_TOKENS]
+            bad = [v for v in values if not is_int(v) or not 0 < v <= MAX_TOKENS]
             if bad:
                 raise NasUserError(f"{name.replace('_', '-')} must be integers from 1 to {MAX_TOKENS:,}, got "
                                    f"{shown(bad[0])}")
@@ -340,21 +340,10 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
     env = {**measure.environment()}
     # Which graph structure was timed and on which runtime: rows of another graph builder or onnxruntime
     # (-genai) describe other graphs or kernels, so they are measured again rather than reused.
-    env.update(prov.row_provenance(env["ort_version"]))
-    genai = env.get(prov.GENAI_VERSION)
-    latest: dict[tuple, dict] = {}
+    env.update(row_provenance(env["ort_version"]))
     result = ProfileRows()
     existing, newline_first = _existing_rows(out_path, target_name)
-    for row in existing:
-        reason = prov.stale_reason(row, env["ort_version"], genai)
-        if reason is not None:
-            result.stale += 1
-            result.stale_reasons[reason] = result.stale_reasons.get(reason, 0) + 1
-            continue
-        key = measurement_key(row)
-        if key not in latest or latest[key]["status"] != "ok":
-            latest[key] = row
-
+    latest = _reusable(existing, env, result)
     result._new_failures = []
     wanted: list[tuple] = []
     bar = _progress_bar(len(configs), f"profile {target_name}", progress)
@@ -370,23 +359,7 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
                 result._new_failures.append(row)
 
         for arch in configs:
-            to_measure: dict[str, list[int]] = {}
-            for phase in PHASES:
-                lengths = []
-                for length in settings.lengths(phase):
-                    if not fits_context(arch, phase, length):
-                        result.out_of_range += 1
-                        continue
-                    key = _key_for(arch.arch_id, phase, length, settings)
-                    wanted.append(key)
-                    if latest.get(key, {}).get("status") == "ok":
-                        result.skipped += 1
-                        if not _same_protocol(latest[key].get("protocol"), settings.protocol):
-                            result.other_protocol += 1
-                    else:
-                        lengths.append(length)
-                if lengths:
-                    to_measure[phase] = lengths
+            to_measure = _to_measure(arch, settings, latest, wanted, result)
             if to_measure:
                 _profile_config(arch, to_measure, settings, target_name, env, append)
             bar.update(1)
@@ -396,6 +369,45 @@ def profile_configs(target, configs, settings: ProfileSettings, out_path, progre
         bar.close()
     result.extend(latest[key] for key in wanted if key in latest)
     return result
+
+
+def _reusable(existing: list[dict], env: dict, result: ProfileRows) -> dict[tuple, dict]:
+    """The rows of `existing` that may be reused, by measurement key (an ok row wins over a failed one); rows of
+    another graph builder or runtime are counted in `result` as stale, with their reasons."""
+    latest: dict[tuple, dict] = {}
+    for row in existing:
+        reason = stale_reason(row, env["ort_version"], env.get(GENAI_VERSION))
+        if reason is not None:
+            result.stale += 1
+            result.stale_reasons[reason] = result.stale_reasons.get(reason, 0) + 1
+            continue
+        key = measurement_key(row)
+        if key not in latest or latest[key]["status"] != "ok":
+            latest[key] = row
+    return latest
+
+
+def _to_measure(arch, settings: ProfileSettings, latest: dict, wanted: list, result: ProfileRows):
+    """Phase -> the lengths of `arch` still to measure; each key goes to `wanted`, the ones already measured and
+    the ones beyond its max_seq_len are counted in `result`."""
+    to_measure: dict[str, list[int]] = {}
+    for phase in PHASES:
+        lengths = []
+        for length in settings.lengths(phase):
+            if not fits_context(arch, phase, length):
+                result.out_of_range += 1
+                continue
+            key = _key_for(arch.arch_id, phase, length, settings)
+            wanted.append(key)
+            if latest.get(key, {}).get("status") == "ok":
+                result.skipped += 1
+                if not _same_protocol(latest[key].get("protocol"), settings.protocol):
+                    result.other_protocol += 1
+            else:
+                lengths.append(length)
+        if lengths:
+            to_measure[phase] = lengths
+    return to_measure
 
 
 def _same_protocol(recorded, protocol: Protocol) -> bool:
@@ -457,25 +469,8 @@ def _profile_config(arch, wanted, settings, target_name, env, append):
             if build_s is None:
                 build_s = time.perf_counter() - start
                 providers_used = session.get_providers()
-                inputs = session.get_inputs()
-                for phase, length in keys:  # built once, fed to every session
-                    try:
-                        feeds[phase, length] = match_feed_dtypes(inputs, graphs.graph_feeds(
-                            arch, phase, prompt_len=length if phase == "prefill" else None,
-                            context_len=length if phase == "decode" else None, seed=settings.seed,
-                            precision=settings.precision))
-                    except Exception as exc:  # noqa: BLE001
-                        errors[phase, length] = _error_text("run", exc)
-            for key in keys:
-                if key in errors:
-                    continue
-                try:
-                    stats = measure.time_session(session, feeds[key], protocol)
-                except Exception as exc:  # noqa: BLE001
-                    errors[key] = _error_text("run", exc)
-                    feeds.pop(key, None)
-                    continue
-                samples[key].append(stats["samples"])
+                feeds = _feeds(arch, keys, session.get_inputs(), settings, errors)  # built once, for every session
+            _time_keys(session, keys, feeds, protocol, errors, samples)
         del session, source
     feeds.clear()
     for phase, length in keys:
@@ -487,6 +482,33 @@ def _profile_config(arch, wanted, settings, target_name, env, append):
                             build_s=build_s))
 
 
+def _feeds(arch, keys, inputs, settings: ProfileSettings, errors: dict) -> dict[tuple[str, int], Any]:
+    """The inputs of each (phase, length), in the session's dtypes; one that cannot be made goes to `errors`."""
+    feeds: dict[tuple[str, int], Any] = {}
+    for phase, length in keys:
+        try:
+            feeds[phase, length] = match_feed_dtypes(inputs, graphs.graph_feeds(
+                arch, phase, prompt_len=length if phase == "prefill" else None,
+                context_len=length if phase == "decode" else None, seed=settings.seed, precision=settings.precision))
+        except Exception as exc:  # noqa: BLE001 -- a failed candidate is recorded, the run goes on
+            errors[phase, length] = _error_text("run", exc)
+    return feeds
+
+
+def _time_keys(session, keys, feeds: dict, protocol: Protocol, errors: dict, samples: dict) -> None:
+    """One session's round: every (phase, length) not failed yet timed, its samples kept, a failure recorded."""
+    for key in keys:
+        if key in errors:
+            continue
+        try:
+            stats = measure.time_session(session, feeds[key], protocol)
+        except Exception as exc:  # noqa: BLE001 -- a failed candidate is recorded, the run goes on
+            errors[key] = _error_text("run", exc)
+            feeds.pop(key, None)
+            continue
+        samples[key].append(stats["samples"])
+
+
 def _progress_bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -495,29 +517,25 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 # ----- reading and validating -----
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 _TYPES = {
-    "schema": (_is_int, "an integer"),
+    "schema": (is_int, "an integer"),
     "target": (lambda v: isinstance(v, str) and v != "", "a target name"),
     "arch": (lambda v: isinstance(v, dict), "an ArchConfig object"),
     "arch_id": (lambda v: isinstance(v, str) and v != "", "an arch id"),
     "phase": (lambda v: v in PHASES, f"one of {', '.join(PHASES)}"),
-    "prompt_len": (lambda v: v is None or (_is_int(v) and 0 < v <= MAX_TOKENS), f"an integer from 1 to {MAX_TOKENS} "
+    "prompt_len": (lambda v: v is None or (is_int(v) and 0 < v <= MAX_TOKENS), f"an integer from 1 to {MAX_TOKENS} "
                                                                                 "or null"),
-    "context_len": (lambda v: v is None or (_is_int(v) and 0 < v <= MAX_TOKENS), f"an integer from 1 to {MAX_TOKENS} "
+    "context_len": (lambda v: v is None or (is_int(v) and 0 < v <= MAX_TOKENS), f"an integer from 1 to {MAX_TOKENS} "
                                                                                   "or null"),
     "precision": (lambda v: isinstance(v, str) and v != "", "a precision name"),
     "provider": (lambda v: isinstance(v, str) and v != "", "an execution provider name"),
     "providers_used": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of names"),
     "provider_options": (lambda v: isinstance(v, dict), "an object"),
-    "threads": (lambda v: _is_int(v) and 0 < v <= MAX_THREADS, f"an integer from 1 to {MAX_THREADS}"),
+    "threads": (lambda v: is_int(v) and 0 < v <= MAX_THREADS, f"an integer from 1 to {MAX_THREADS}"),
     "protocol": (lambda v: isinstance(v, dict), "an object"),
     "session_options": (lambda v: isinstance(v, dict), "an object"),
     "latency_ms": (lambda v: v is None or isinstance(v, dict), "an object or null"),
@@ -591,11 +609,8 @@ def read_measurements(path, target: str | None = None, require_ok: bool = True,
 
 
 def _measurement_text(path: Path, what: str) -> str:
-    """A measurements file's text: a regular file of UTF-8 of bounded size (`read_user_bytes`)."""
-    try:
-        return read_user_bytes(path, what).decode("utf-8")
-    except UnicodeDecodeError:
-        raise NasUserError(f"cannot read {what} {path}: not UTF-8 text (a measurements file is JSONL)") from None
+    """A measurements file's text: a regular file of UTF-8 of bounded size."""
+    return read_user_text(path, what, " (a measurements file is JSONL)")
 
 
 def _parse_rows(text: str, path: Path, target: str | None = None, require_ok: bool = True,

@@ -40,20 +40,16 @@ import numpy as np
 
 from nas.core.arch import ArchConfig
 from nas.core.errors import NasUserError
-from nas.core.limits import MAX_THREADS
+from nas.core.limits import MAX_COUNT, MAX_THREADS, check_int, is_finite_number, is_int
 from nas.proxy import halving
 from nas.proxy.corpus import Corpus, load_corpus
 from nas.proxy.scaling import ProxyRule
 from nas.proxy.train import ProxyDiverged, ProxyTimeout, ProxyTrainer, TrainSettings
-from nas.search.selection import DEFAULT_SHAPES
-from nas.study import schema as S
-from nas.study.schema import Objective, StudyMeta, TrialRecord
+from nas.search.settings import DEFAULT_ETA, DEFAULT_FINAL_SEEDS, DEFAULT_PROXY_SHAPES, DEFAULT_RUNG_TOKENS
+from nas.study import schema
+from nas.study.read import state_counts
 from nas.study.storage import STORAGE_ERRORS
 
-QUALITY_SOURCE = S.QUALITY_PROXY  # TrialRecord.quality is minus the held-out bits per byte (higher is better)
-DEFAULT_RUNG_TOKENS = (40_960, 122_880)  # rung budgets (eta = 3): see README "proxy stage" for the timing
-DEFAULT_ETA = 3.0
-DEFAULT_FINAL_SEEDS = 2  # the shapes that reach the last rung are trained with a second seed: the seed noise
 MAX_PARKED = 32  # runs a worker holds between rungs (in memory) while it trains others' first rungs
 POLL_S = 2.0  # how often an idle worker looks for work while other workers still run trials
 
@@ -62,7 +58,7 @@ POLL_S = 2.0  # how often an idle worker looks for work while other workers stil
 class ProxyOptions:
     """Everything the proxy stage takes; the defaults are the CLI's."""
 
-    shapes: int = DEFAULT_SHAPES
+    shapes: int = DEFAULT_PROXY_SHAPES
     rung_tokens: tuple[int, ...] = DEFAULT_RUNG_TOKENS
     eta: float = DEFAULT_ETA
     repeats: int = 1  # seeds per shape; a shape's score is their mean
@@ -74,27 +70,23 @@ class ProxyOptions:
     deterministic: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.shapes, bool) or not isinstance(self.shapes, int) or self.shapes < 1:
-            raise NasUserError(f"--proxy-shapes must be a positive integer, got {self.shapes!r}")
+        check_int(self.shapes, "--proxy-shapes", 1, MAX_COUNT)
         tokens = tuple(self.rung_tokens)
-        if not tokens or any(not isinstance(t, int) or t <= 0 for t in tokens) or list(tokens) != sorted(set(tokens)):
+        if not tokens or not all(is_int(t) and t > 0 for t in tokens) or list(tokens) != sorted(set(tokens)):
             raise NasUserError(f"--proxy-tokens must be increasing positive token budgets, got {list(tokens)}")
         smallest = 2 * self.train.tokens_per_step
         if tokens[0] < smallest:
             raise NasUserError(f"--proxy-tokens {tokens[0]} is below two training steps ({smallest} tokens at batch "
                                f"{self.train.batch_size} x {self.train.seq_len})")
-        if not (isinstance(self.eta, (int, float)) and self.eta > 1):
+        if not (is_finite_number(self.eta) and self.eta > 1):
             raise NasUserError(f"--eta must be a number above 1, got {self.eta!r}")
-        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
-            raise NasUserError(f"--proxy-repeats must be a positive integer, got {self.repeats!r}")
-        if isinstance(self.final_seeds, bool) or not isinstance(self.final_seeds, int) or self.final_seeds < 1:
-            raise NasUserError(f"--final-seeds must be a positive integer, got {self.final_seeds!r}")
+        check_int(self.repeats, "--proxy-repeats", 1, MAX_COUNT)
+        check_int(self.final_seeds, "--final-seeds", 1, MAX_COUNT)
         limit = self.train.time_limit_s
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
+        if limit is not None and not (is_finite_number(limit) and limit > 0):
             raise NasUserError(f"--proxy-time-limit must be a positive number of seconds, got {limit!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or not 1 <= self.threads <= MAX_THREADS):
-            raise NasUserError(f"--proxy-threads must be an integer from 1 to {MAX_THREADS:,}, got {self.threads!r}")
+        if self.threads is not None:
+            check_int(self.threads, "--proxy-threads", 1, MAX_THREADS)
 
     def identity(self, corpus: Corpus) -> dict[str, Any]:
         """What decides the proxy scores: resuming a proxy study with any of it changed is refused."""
@@ -118,53 +110,26 @@ class ProxyOutcome:
     interrupted: bool = False
 
 
-def proxy_objectives(latency_objectives: Sequence[Objective]) -> tuple[Objective, ...]:
+def proxy_objectives(latency_objectives: Sequence[schema.Objective]) -> tuple[schema.Objective, ...]:
     """Held-out bits per byte (minimised) in place of the latency stage's quality; its other objectives kept."""
-    return (Objective(QUALITY_SOURCE, "minimize"),) + tuple(o for o in latency_objectives if not o.is_quality)
+    speeds = tuple(o for o in latency_objectives if not o.is_quality)
+    return (schema.Objective(schema.QUALITY_PROXY, "minimize"),) + speeds
 
 
 # ------------------------------------------------------------------------------------------------ planning
-def open_proxy_study(storage, name: str, meta: StudyMeta, create: bool):
-    """The proxy study (created when `create` and missing); one line for a study searched otherwise."""
-    import optuna
-
-    directions = [o.direction for o in meta.objectives]
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        if not create:
-            return None
-        try:
-            study = optuna.create_study(study_name=name, storage=storage, directions=directions)
-        except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
-            study = optuna.load_study(study_name=name, storage=storage)
-        else:
-            for key, value in meta.to_user_attrs().items():
-                study.set_user_attr(key, value)
-            with warnings.catch_warnings():  # experimental in Optuna; it names the objectives in optuna-dashboard
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names([o.label for o in meta.objectives])
-            return study
-    old = StudyMeta.from_user_attrs(study.user_attrs)
-    if old is not None and old.identity() != meta.identity():
-        diffs = "; ".join(meta.differences(old)[:3])  # the setting by name and value, as the latency stage says
-        raise NasUserError(f"proxy study {name!r} was trained with other settings ({diffs}); pass --study NEW_NAME, "
-                           "or the same settings to resume it")
-    return study
-
-
-def enqueue(study, records: Sequence[TrialRecord], speeds: Sequence[Sequence[float]], rungs: Sequence[int],
+def enqueue(study, records: Sequence[schema.TrialRecord], speeds: Sequence[Sequence[float]], rungs: Sequence[int],
             picks: frozenset[str] = frozenset()) -> int:
     """Queue one WAITING trial per record whose arch id the study does not hold yet; returns how many. Shapes
-    whose arch id is in `picks` are marked PROXY_PICK: halving never stops them."""
-    have = {t.user_attrs.get(S.ARCH_ID) for t in study.get_trials(deepcopy=False)}
+    whose arch id is in `picks` are marked schema.PROXY_PICK: halving never stops them."""
+    have = {t.user_attrs.get(schema.ARCH_ID) for t in study.get_trials(deepcopy=False)}
     added = 0
     for record, speed in zip(records, speeds):
         if record.arch.arch_id in have:
             continue  # trained (or queued) at this budget already: not again
-        attrs = {**record.to_user_attrs(), S.PROXY_SPEED: [float(v) for v in speed], S.PROXY_RUNGS: list(rungs)}
+        attrs = {**record.to_user_attrs(), schema.PROXY_SPEED: [float(v) for v in speed],
+                 schema.PROXY_RUNGS: list(rungs)}
         if record.arch.arch_id in picks:
-            attrs[S.PROXY_PICK] = True
+            attrs[schema.PROXY_PICK] = True
         study.enqueue_trial(params={}, user_attrs=attrs, skip_if_exists=False)
         have.add(record.arch.arch_id)
         added += 1
@@ -214,26 +179,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class ProxyWorker:
-    """One process's share of the proxy stage (see the module docstring)."""
+class TrialQueue:
+    """The proxy study as a queue shared by every worker: claim a WAITING trial atomically, and fail and requeue
+    the trials of workers that are gone."""
 
-    def __init__(self, storage, study_name: str, options: ProxyOptions, speed_directions: Sequence[str],
-                 log: Callable[[str], None] | None = None, progress: bool = True):
-        self.storage, self.study_name, self.options = storage, study_name, options
-        self.speed_directions = list(speed_directions)
-        self.log = log or (lambda line: print(line, file=sys.stderr))
-        self.progress = progress
-        self.corpus: Corpus | None = None
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.bar = None  # the progress bar while run() runs
+    def __init__(self, storage, worker: str):
+        self.storage, self.worker = storage, worker
 
-    def _study(self):
-        import optuna
-
-        return optuna.load_study(study_name=self.study_name, storage=self.storage)
-
-    # ----------------------------------------------------------------------------------------- claiming
-    def _recover_stale(self, study) -> None:
+    def recover_stale(self, study) -> None:
         """Fail and requeue trials whose worker is gone: by heartbeat on RDB storages, else by process id
         (journal and in-memory storages serve processes on this machine only)."""
         import optuna
@@ -247,7 +200,7 @@ class ProxyWorker:
             return
         host = socket.gethostname()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = str(trial.user_attrs.get(S.PROXY_WORKER, ""))
+            owner = str(trial.user_attrs.get(schema.PROXY_WORKER, ""))
             owner_host, _, pid = owner.rpartition(":")
             if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
                 trial_id = self._trial_id(study, trial.number)
@@ -274,10 +227,30 @@ class ProxyWorker:
                 # killed before its first beat would leave the trial RUNNING for good.
                 if _HeartbeatThread(self.storage, trial_id).enabled:
                     self.storage.record_heartbeat(trial_id)
-                self.storage.set_trial_user_attr(trial_id, S.PROXY_WORKER, self.worker)
+                self.storage.set_trial_user_attr(trial_id, schema.PROXY_WORKER, self.worker)
                 return self.storage.get_trial(trial_id), trial_id
         return None
 
+
+class ProxyWorker(TrialQueue):
+    """One process's share of the proxy stage (see the module docstring)."""
+
+    def __init__(self, storage, study_name: str, options: ProxyOptions, speed_directions: Sequence[str],
+                 log: Callable[[str], None] | None = None, progress: bool = True):
+        super().__init__(storage, f"{socket.gethostname()}:{os.getpid()}")
+        self.study_name, self.options = study_name, options
+        self.speed_directions = list(speed_directions)
+        self.log = log or (lambda line: print(line, file=sys.stderr))
+        self.progress = progress
+        self.corpus: Corpus | None = None
+        self.bar = None  # the progress bar while run() runs
+
+    def _study(self):
+        import optuna
+
+        return optuna.load_study(study_name=self.study_name, storage=self.storage)
+
+    # ----------------------------------------------------------------------------------------- claiming
     # ----------------------------------------------------------------------------------------- the loop
     def run(self) -> ProxyOutcome:
         """Claim and train trials until none is WAITING or RUNNING (other workers' included).
@@ -300,7 +273,7 @@ class ProxyWorker:
         current: _Run | None = None
         try:
             while True:
-                self._recover_stale(study)
+                self.recover_stale(study)
                 claimed = self.claim(study) if len(parked) < MAX_PARKED else None
                 decide_first = claimed is None and bool(parked)
                 if claimed is not None:
@@ -317,7 +290,7 @@ class ProxyWorker:
                     continue
                 result = self._advance(study, current, parked, decide_first)
                 if result is not None:
-                    current = self._count(outcome, bar, current, finished=result)
+                    current = _finished(outcome, bar, current, finished=result)
                 else:
                     parked.append(current)
                     current = None
@@ -330,20 +303,9 @@ class ProxyWorker:
                 run.heartbeat.__exit__(None, None, None)
             if bar is not None:
                 bar.close()
-        outcome.states = _states(study)
+        outcome.states = state_counts(study.get_trials(deepcopy=False))
         outcome.seconds = time.perf_counter() - start
         return outcome
-
-    @staticmethod
-    def _count(outcome: ProxyOutcome, bar, run: "_Run", finished: int) -> None:
-        """A run ended: its heartbeat stops, the counts move on, and the bar drops the rungs it will not train."""
-        run.heartbeat.__exit__(None, None, None)
-        outcome.trained += finished
-        outcome.failed += 1 - finished
-        if bar is not None:
-            bar.total -= len(run.rungs) - len(run.history)
-            bar.set_postfix_str(f"{outcome.trained + outcome.failed} shapes done", refresh=True)
-        return None
 
     def _bar(self, study):
         """Counts rung trainings (shapes x rungs, less what halving stops): rungs go breadth first, so counting
@@ -353,7 +315,7 @@ class ProxyWorker:
         from optuna.trial import TrialState
         from tqdm import tqdm
 
-        todo = sum(len(t.user_attrs.get(S.PROXY_RUNGS) or self.options.rung_tokens)
+        todo = sum(len(t.user_attrs.get(schema.PROXY_RUNGS) or self.options.rung_tokens)
                    for t in study.get_trials(deepcopy=False) if t.state in (TrialState.WAITING, TrialState.RUNNING))
         return tqdm(total=todo, desc="proxy training", unit="rung", file=sys.stderr, dynamic_ncols=True)
 
@@ -376,7 +338,7 @@ class ProxyWorker:
             if t.number == exclude or rung not in t.intermediate_values:
                 continue
             value = t.intermediate_values[rung]
-            speed = t.user_attrs.get(S.PROXY_SPEED)
+            speed = t.user_attrs.get(schema.PROXY_SPEED)
             if speed and math.isfinite(value):
                 losses.append(float(value))
                 speeds.append(self._speed(speed))
@@ -389,9 +351,9 @@ class ProxyWorker:
     def _open(self, frozen, trial_id: int) -> "_Run":
         """A claimed trial, ready to train: its proxies (one per repeat) built, its heartbeat running."""
         heartbeat = _HeartbeatThread(self.storage, trial_id).__enter__()
-        run = _Run(frozen, trial_id, ArchConfig.from_dict(frozen.user_attrs[S.ARCH]),
-                   list(frozen.user_attrs[S.PROXY_SPEED]),
-                   list(frozen.user_attrs.get(S.PROXY_RUNGS) or self.options.rung_tokens), heartbeat)
+        run = _Run(frozen, trial_id, ArchConfig.from_dict(frozen.user_attrs[schema.ARCH]),
+                   list(frozen.user_attrs[schema.PROXY_SPEED]),
+                   list(frozen.user_attrs.get(schema.PROXY_RUNGS) or self.options.rung_tokens), heartbeat)
         return run
 
     def _trainer(self, run: "_Run", seed_offset: int) -> ProxyTrainer:
@@ -421,8 +383,10 @@ class ProxyWorker:
                 if not self._decide(study, run):
                     return 1
         except (optuna.exceptions.UpdateFinishedTrialError, _GivenAway):
-            self.log(f"trial {run.frozen.number} ({run.frozen.user_attrs.get(S.SHAPE)}) was failed and queued again "
-                     "by another worker while this one trained it (its heartbeats were missed); leaving it to the retry")
+            shape = run.frozen.user_attrs.get(schema.SHAPE)
+            self.log(f"trial {run.frozen.number} ({shape}) was failed and queued again "
+                     "by another worker while this one trained it (its heartbeats were missed); leaving it to the "
+                     "retry")
             return 0
         except (ProxyDiverged, ProxyTimeout) as exc:
             return self._fail(study, run, f"{type(exc).__name__}: {exc}")
@@ -450,7 +414,7 @@ class ProxyWorker:
         last = rung == len(run.rungs) - 1
         if not run.trainers:
             run.trainers = [self._trainer(run, r) for r in range(self.options.repeats)]
-            self._set(run, S.PROXY_ARCH, run.trainers[0].proxy.to_dict())
+            self._set(run, schema.PROXY_ARCH, run.trainers[0].proxy.to_dict())
         if last:
             run.trainers += [self._trainer(run, r) for r in range(len(run.trainers), self.options.final_seeds)]
         results = [t.train_to(run.rungs[rung], rung) for t in run.trainers]
@@ -462,9 +426,9 @@ class ProxyWorker:
                             "val_bpb_each": [r.val_bpb for r in results],
                             "seconds": round(sum(r.seconds for r in results), 3),
                             "curve": [[int(a), round(float(b), 5)] for a, b in results[0].curve]})
-        self._set(run, S.PROXY_HISTORY, run.history)
-        self._set(run, S.QUALITY, -bpb)
-        self._set(run, S.QUALITY_SOURCE, QUALITY_SOURCE)
+        self._set(run, schema.PROXY_HISTORY, run.history)
+        self._set(run, schema.QUALITY, -bpb)
+        self._set(run, schema.QUALITY_SOURCE, schema.QUALITY_PROXY)  # quality is minus the held-out bits per byte
 
     def _decide(self, study, run: "_Run") -> bool:
         """Halving after `run`'s latest rung: True when it goes on; otherwise it is told PRUNED (False)."""
@@ -474,22 +438,22 @@ class ProxyWorker:
         losses, peer_speeds = self._peers(study, rung, run.frozen.number)
         decision = halving.decide(run.history[-1]["val_bpb"], self._speed(run.speeds), losses, peer_speeds,
                                   self.options.eta)
-        if not decision.keep and run.frozen.user_attrs.get(S.PROXY_PICK):
+        if not decision.keep and run.frozen.user_attrs.get(schema.PROXY_PICK):
             decision = replace(decision, keep=True, reason="a pick of the latency stage: halving never stops it "
                                                            f"(it would have: {decision.reason})")
         run.history[-1]["decision"] = asdict(decision)
-        self._set(run, S.PROXY_HISTORY, run.history)
+        self._set(run, schema.PROXY_HISTORY, run.history)
         if decision.keep:
             return True
-        self._set(run, S.PRUNED_AT_RUNG, rung)
-        self._set(run, S.PRUNE_REASON, decision.reason)
+        self._set(run, schema.PRUNED_AT_RUNG, rung)
+        self._set(run, schema.PRUNE_REASON, decision.reason)
         self._tell(study, run, state=TrialState.PRUNED)
         return False
 
     def _fail(self, study, run: "_Run", reason: str) -> int:
         from optuna.trial import TrialState
 
-        self._set(run, S.FAIL_REASON, reason)
+        self._set(run, schema.FAIL_REASON, reason)
         self._tell(study, run, state=TrialState.FAIL)
         return 0
 
@@ -525,6 +489,17 @@ class _Run:
     history: list = field(default_factory=list)
 
 
+def _finished(outcome: ProxyOutcome, bar, run: "_Run", finished: int) -> None:
+    """A run ended: its heartbeat stops, the counts move on, and the bar drops the rungs it will not train."""
+    run.heartbeat.__exit__(None, None, None)
+    outcome.trained += finished
+    outcome.failed += 1 - finished
+    if bar is not None:
+        bar.total -= len(run.rungs) - len(run.history)
+        bar.set_postfix_str(f"{outcome.trained + outcome.failed} shapes done", refresh=True)
+    return None
+
+
 class _GivenAway(Exception):
     """This worker's trial was finished by another worker (failed as stale and requeued)."""
 
@@ -546,10 +521,3 @@ def _requeue(study, failed) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, failed)
-
-
-def _states(study) -> dict[str, int]:
-    states: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    return states

@@ -33,17 +33,11 @@ import time
 from datetime import datetime, timezone
 
 # nas_runner is shipped beside this file in every bundle. Run as a script, this folder is already on sys.path;
-# loaded from elsewhere, it is put there only for this import: left there, the package folder's profile.py would
-# shadow the standard library's `profile` for everything imported later.
+# loaded from elsewhere (tests), it is put there for this import.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE in sys.path:
-    import nas_runner
-else:
+if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
-    try:
-        import nas_runner
-    finally:
-        sys.path.remove(_HERE)
+import nas_runner  # noqa: E402
 
 ENGINE = "onnxruntime-genai model_benchmark over adb"
 PROMPT_TEXT = "the quick brown fox jumps over the lazy dog "  # ASCII: one byte, one token
@@ -126,22 +120,12 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        with open(args.manifest) as fh:
-            manifest = json.load(fh)
-    except (OSError, ValueError) as exc:
-        nas_runner.die("cannot read manifest %s: %s" % (args.manifest, exc))
+    manifest = nas_runner.load_manifest(args.manifest)
     base = os.path.dirname(os.path.abspath(args.manifest))
     if not os.path.isfile(os.path.join(args.genai_bin, "model_benchmark")):
         nas_runner.die("--genai-bin %s has no model_benchmark; build it from onnxruntime-genai's benchmark/c for "
                        "the phone's ABI" % args.genai_bin)
-    protocol = dict(manifest["protocol"])
-    for name in ("runs", "warmup"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < (0 if name == "warmup" else 1):
-                nas_runner.die("--%s must be %s, got %d" % (name, ">= 0" if name == "warmup" else ">= 1", value))
-            protocol[name] = value
+    protocol = nas_runner.run_protocol(args, manifest)
     protocol["sessions"] = protocol["runs"]  # each invocation loads the model afresh
     if args.decode_tokens < 1:
         nas_runner.die("--decode-tokens must be >= 1, got %d" % args.decode_tokens)
@@ -170,17 +154,7 @@ def main(argv=None):
                     m["length"] if g["phase"] == "decode" else None, precision, provider, threads) not in done]
         if not todo:
             continue
-        remote = args.remote + "/" + folder
-        device.shell("mkdir -p %s" % shlex.quote(remote))
-        for name in ["model.onnx"] + list(entries[0]["genai_files"]):
-            device.push(os.path.join(base, folder, name), remote + "/" + name)
-        first = entries[0]
-        if first.get("weights_fill") is not None:
-            device.shell(fill_command(remote + "/model.weights", first["weights_bytes"], first["weights_fill"]))
-        else:
-            local = os.path.join(base, folder, "model.onnx.data")
-            if os.path.exists(local):
-                device.push(local, remote + "/model.onnx.data")
+        remote = push_folder(device, args.remote, base, folder, entries[0])
         for graph, m in todo:
             row = measure(device, args, graph, m, remote, folder, protocol)
             row.update({"target": manifest["target"], "precision": precision, "provider": provider,
@@ -198,6 +172,21 @@ def main(argv=None):
     out.close()
     print("adb_runner: %d measured, %d failed; rows in %s" % (count["ok"], count["failed"], args.out), flush=True)
     return 0
+
+
+def push_folder(device, remote_root, base, folder, first):
+    """A model folder on the phone (its weights made there when the bundle ships none); returns its path."""
+    remote = remote_root + "/" + folder
+    device.shell("mkdir -p %s" % shlex.quote(remote))
+    for name in ["model.onnx"] + list(first["genai_files"]):
+        device.push(os.path.join(base, folder, name), remote + "/" + name)
+    if first.get("weights_fill") is not None:
+        device.shell(fill_command(remote + "/model.weights", first["weights_bytes"], first["weights_fill"]))
+    else:
+        local = os.path.join(base, folder, "model.onnx.data")
+        if os.path.exists(local):
+            device.push(local, remote + "/model.onnx.data")
+    return remote
 
 
 def measure(device, args, graph, m, remote, folder, protocol):
