@@ -18,25 +18,16 @@ from nas.quality.model import REFERENCE_STUDY, load_fit, load_quality_model, par
 from nas.quality.runs import load_runs, runs_path, studies_path
 from nas.quality.validate import evaluate, held_out_predictions, pairs
 
-STUDY = """
+STUDY = "".join(f"""
 [[study]]
-name = "a"
+name = "{name}"
 title = "t"
 source = "s"
 data = "d"
 tokenizer = "k"
 metric = "m"
 schedule = "cooled"
-
-[[study]]
-name = "b"
-title = "t"
-source = "s"
-data = "d"
-tokenizer = "k"
-metric = "m"
-schedule = "cooled"
-"""
+""" for name in ("a", "b"))
 
 
 def shape(study, name, hidden, layers, vocab=1000):
