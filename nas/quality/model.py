@@ -223,9 +223,7 @@ class QualityModel:
 
 def load_quality_model(train_tokens: int | str = DEFAULT_TRAIN_TOKENS, path: str | Path | None = None) -> QualityModel:
     """The shipped fit as a QualityModel for `train_tokens` (an int, or text such as '1T')."""
-    tokens = parse_train_tokens(train_tokens) if isinstance(train_tokens, str) else int(train_tokens)
-    if tokens < 10**6:
-        raise NasUserError(f"--train-tokens: {tokens:,} is fewer than 1M tokens")
+    tokens = parse_train_tokens(str(train_tokens))  # one rule for text and counts: at least 1M, bounded
     data = load_fit(path)
     law = FittedLaw.from_dict(data["law"])
     reference = str(data["reference_group"])
