@@ -18,15 +18,15 @@ Show the quality law nas ranks shapes by, or fit it again from the published run
 The law predicts the loss (nats per token, on the reference study's data and tokenizer) a shape reaches after
 D training tokens (--train-tokens of `nas search`, `nas predict`, `nas report`):
 
-  loss = E + B * (D / 1e10)^-beta + A * (N / 1e8)^-alpha + C * layers^-gamma * (N / 1e8)^-delta
+  loss = E + B * (D / 1e10)^-beta + A * (N / 1e8)^-alpha + C * layers^-gamma
 
-(the terms of the chosen form; `nas quality` prints them). Every published study has its own offset and token
-term (data and tokenizers differ); the size and shape terms are shared. N counts the non-embedding parameters
-plus one embedding table at the reference tokenizer's vocabulary, tied or not: an untied head, a larger
-vocabulary, kv heads, FFN kind or ratio and head_dim earn nothing beyond the parameters they add, because no
-published run here isolates them ("no published evidence"). The form is chosen among candidates by
-leave-one-study-out error, never by in-sample fit; the band (90% of held-out errors of predicted loss
-differences) is where two predictions tie.
+(the terms of the shipped form; `nas quality` prints them). Every published study has its own offset and token
+term (data and tokenizers differ); the size and depth terms are shared. N counts the non-embedding parameters
+plus two embedding tables (input and head) at the reference tokenizer's vocabulary, tied or not: a width
+credit, the same for a tied and an untied shape. An untied head, a larger vocabulary, kv heads, FFN kind or
+ratio and head_dim earn nothing beyond the parameters they add, because no published run here isolates them
+("no published evidence"). The form is chosen among candidates by leave-one-study-out order accuracy, never by
+in-sample fit; the band (90% of held-out errors of predicted loss differences) is where two predictions tie.
 """
 
 

@@ -13,7 +13,9 @@ group); with `tokens="shared"` one token term serves all. The size and shape ter
     aspect      C * (ln(hidden / layers) - rho) ** 2          an optimal aspect ratio
 
 The parameters that count (COUNTS): "nonemb" counts the non-embedding parameters; "emb1" adds one embedding
-table (vocab x hidden) whether or not the model ties its head, so an untied head never buys quality. When the
+table (vocab x hidden) and "emb2" two (an input table and a head), whether or not the model ties its head, so an
+untied head never buys quality: the embedding count is a width credit (at equal non-embedding parameters a wider
+shape has a larger table), the same for a tied and an untied shape of one width. When the
 law predicts for a candidate it uses the vocabulary of the reference study (whose data the loss is predicted
 on), not the candidate's: a larger vocabulary is not rewarded either (losses per token of different tokenizers
 do not compare, and no study varies the vocabulary). Attention grouping (kv heads), FFN kind and ratio, and
@@ -37,7 +39,8 @@ from nas.quality.runs import RunTable
 N_SCALE = 1e8  # parameters; keeps the fitted coefficients near 1
 D_SCALE = 1e10  # tokens
 HUBER_NATS = 0.02  # residuals beyond this count linearly: a digitised or mislabelled point cannot dominate
-COUNTS = ("nonemb", "emb1")
+COUNTS = ("nonemb", "emb1", "emb2")
+_TABLES = {"nonemb": 0.0, "emb1": 1.0, "emb2": 2.0}  # embedding tables (vocab x hidden) each count adds
 SHAPE_TERMS = ("depth", "depth_size", "aspect")
 TOKEN_MODES = ("shared", "per_group")
 
@@ -100,7 +103,7 @@ class Features:
     tokens: np.ndarray
 
     def params(self, count: str) -> np.ndarray:
-        return self.non_embedding + (self.vocab * self.hidden if count == "emb1" else 0.0)
+        return self.non_embedding + _TABLES[count] * self.vocab * self.hidden
 
     @classmethod
     def of_runs(cls, runs: RunTable) -> "Features":

@@ -1,10 +1,11 @@
 """The shipped quality model: the law chosen and fitted on the published runs, read back for predictions.
 
 `fit_quality(runs)` evaluates every candidate form by leave-one-study-out (`nas.quality.validate`), chooses the
-one with the smallest band (the 90% quantile of held-out errors of predicted loss differences between
-neighbouring shapes: the error ties are drawn at; a simpler form wins within CHOICE_TOLERANCE), fits it on every
-study's finished runs, and records the band, the ranges the data covers, and BOOTSTRAP fits on resampled shapes
-(for how stable a pick is).
+one that orders held-out neighbouring shapes best (what a search asks of the law: which of two shapes a front
+puts side by side trains to the lower loss; a simpler form wins within CHOICE_TOLERANCE), fits it on every
+study's finished runs, and records its band (the 90% quantile of held-out errors of predicted loss differences
+between neighbouring shapes), the ranges the data covers, and BOOTSTRAP fits on resampled shapes (for how stable
+a pick is).
 `nas quality fit` writes it to `quality_models/quality_fit.json`; `load_quality_model(train_tokens)` reads it
 back as a `QualityModel` that predicts the loss of candidates on the reference study's data and tokenizer.
 """
@@ -30,15 +31,16 @@ FIT_FILE = "quality_fit.json"
 FIT_FORMAT = "nas-quality-fit/1"
 REFERENCE_STUDY = "gemstones"  # the study whose data and tokenizer predicted losses are on
 DEFAULT_TRAIN_TOKENS = 10**12  # MobileLLM's 125M-1B models were pretrained on 1T tokens
-CHOICE_TOLERANCE = 0.001  # nats of band within which the simpler form is kept
+CHOICE_TOLERANCE = 0.005  # held-out order accuracy within which the simpler form is kept
 BOOTSTRAP = 100
 NO_EVIDENCE = {
     "kv_heads": "kv heads (MHA/GQA/MQA) enter only through the parameters they add: no published run here "
                 "compares groupings at equal size",
     "ffn": "FFN ratio and kind enter only through the parameters they add",
     "head_dim": "head_dim does not enter: no published run isolates it",
-    "tying": "tied or untied embeddings predict the same loss: the embedding counts once (an untied head adds "
-             "parameters but, at equal compute, little quality)",
+    "tying": "tied or untied embeddings predict the same loss: the law counts the embedding tables of a shape's "
+             "width the same whether the head is tied or not (an untied head adds parameters but, at equal compute, "
+             "little quality)",
     "vocab": "the vocabulary does not enter: losses are predicted with the reference study's tokenizer",
 }
 
@@ -58,7 +60,7 @@ def fit_quality(runs: RunTable, bootstrap: int = BOOTSTRAP, log: Callable[[str],
     for form in candidate_forms():
         log(f"leave-one-study-out: {form.name}")
         evaluations.append(evaluate(runs, form))
-    chosen = _choose(evaluations)
+    chosen = choose(evaluations)
     log(f"fitting {chosen.form.name} on all {len(runs)} runs")
     law = fit_law(runs, chosen.form)
     log(f"bootstrap: {bootstrap} fits on resampled shapes")
@@ -73,8 +75,8 @@ def fit_quality(runs: RunTable, bootstrap: int = BOOTSTRAP, log: Callable[[str],
         "reference_vocab": _reference_vocab(runs),
         "law": law.to_dict(),
         "band_nats": chosen.band,
-        "chosen_by": "the smallest band: the 90% quantile of leave-one-study-out |errors of predicted loss "
-                     f"differences| over neighbouring shapes; a simpler form wins within {CHOICE_TOLERANCE} nats",
+        "chosen_by": "the best leave-one-study-out order accuracy over neighbouring shapes (non-embedding "
+                     f"parameters within 2x, equal tokens); a simpler form wins within {CHOICE_TOLERANCE}",
         "evaluations": [e.to_dict() for e in evaluations],
         "ranges": _ranges(runs),
         "studies": {s.name: {"title": s.title, "source": s.source, "metric": s.metric, "runs_fitted": int(n),
@@ -86,16 +88,15 @@ def fit_quality(runs: RunTable, bootstrap: int = BOOTSTRAP, log: Callable[[str],
     }
 
 
-def _choose(evaluations):
-    """The evaluation of smallest band; forms are in order of complexity."""
-    def error(e):
-        return e.band if np.isfinite(e.band) else float("inf")
+def choose(evaluations):
+    """The evaluation whose held-out order accuracy over neighbouring shapes is best, or the first (simplest:
+    candidate_forms() lists simpler forms first) within CHOICE_TOLERANCE of it."""
+    def accuracy(e):
+        value = e.overall["neighbours"].order_accuracy
+        return value if value is not None and np.isfinite(e.band) else -1.0
 
-    best = min(evaluations, key=error)
-    for e in evaluations:  # candidate_forms() lists simpler forms first
-        if error(e) <= error(best) + CHOICE_TOLERANCE:
-            return e
-    return best
+    best = max(accuracy(e) for e in evaluations)
+    return next(e for e in evaluations if accuracy(e) >= best - CHOICE_TOLERANCE)
 
 
 def _reference_vocab(runs: RunTable) -> int:

@@ -10,9 +10,9 @@ the law orders pairs of the held-out study's runs at matched training tokens (wi
 - neighbours: non-embedding parameters within NEIGHBOUR_RATIO (shapes a front puts side by side), whose
   prediction errors set the band.
 
-Per pair set: order accuracy (the share of pairs whose predicted order is the published one; a predicted tie
-counts half) and the median |error of the predicted loss difference|, in nats. The band is the BAND_QUANTILE
-quantile of |difference error| over neighbour pairs of held-out studies; its coverage is checked study by
+Per pair set: order accuracy (the share of pairs whose predicted order is the published one; a predicted or a
+published tie counts half) and the median |error of the predicted loss difference|, in nats. The band is the
+BAND_QUANTILE quantile of |difference error| over neighbour pairs of held-out studies; its coverage is checked study by
 study with a band computed without that study (nested), so the figure is not the band's own calibration data.
 """
 
@@ -86,7 +86,7 @@ def score_pairs(predicted: np.ndarray, actual: np.ndarray, p: Pairs, scaled: boo
     if len(p) == 0:
         return PairScore(0, None, None)
     dp, da = predicted[p.i] - predicted[p.j], actual[p.i] - actual[p.j]
-    agree = np.where(dp == 0, 0.5, (np.sign(dp) == np.sign(da)).astype(float))
+    agree = np.where((dp == 0) | (da == 0), 0.5, (np.sign(dp) == np.sign(da)).astype(float))
     errors = np.abs(dp - da)
     return PairScore(len(p), float(agree.mean()), float(np.median(errors)) if scaled else None)
 
@@ -103,9 +103,17 @@ def held_out_predictions(runs: RunTable, form: Form, fit: Callable[..., FittedLa
         if len(set(runs.shape[inside].tolist())) < 2:
             continue  # a study of one shape ranks nothing
         held = runs.subset(inside)
-        law = fit_groups(fit(runs.subset(~inside), form), held)
-        x, groups = Features.of_runs(held), run_groups(held)
-        out[inside] = [law.predict(_row(x, i), groups[i])[0] for i in range(len(held))]
+        out[inside] = predict_runs(fit_groups(fit(runs.subset(~inside), form), held), held)
+    return out
+
+
+def predict_runs(law: FittedLaw, runs: RunTable) -> np.ndarray:
+    """Each run's loss predicted in its own group's terms."""
+    x, groups = Features.of_runs(runs), run_groups(runs)
+    out = np.empty(len(runs))
+    for g in set(groups.tolist()):
+        mine = np.flatnonzero(groups == g)
+        out[mine] = law.predict(_rows(x, mine), g)
     return out
 
 
@@ -165,8 +173,8 @@ def evaluate(runs: RunTable, form: Form, predicted: np.ndarray | None = None) ->
     return Evaluation(form, per_study, overall, band, baseline)
 
 
-def _row(x: Features, i: int) -> Features:
-    return Features(*(getattr(x, f)[i:i + 1] for f in ("layers", "hidden", "non_embedding", "vocab", "tokens")))
+def _rows(x: Features, rows: np.ndarray) -> Features:
+    return Features(*(getattr(x, f)[rows] for f in ("layers", "hidden", "non_embedding", "vocab", "tokens")))
 
 
 def _valid(p: Pairs, ok: np.ndarray) -> Pairs:

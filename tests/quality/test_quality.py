@@ -14,9 +14,17 @@ from nas.cli import main
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.core.errors import NasUserError
 from nas.quality.law import Features, FittedLaw, Form, fit_law
-from nas.quality.model import REFERENCE_STUDY, load_fit, load_quality_model, parse_train_tokens, write_fit
+from nas.quality.model import (
+    CHOICE_TOLERANCE,
+    REFERENCE_STUDY,
+    choose,
+    load_fit,
+    load_quality_model,
+    parse_train_tokens,
+    write_fit,
+)
 from nas.quality.runs import load_runs, runs_path, studies_path
-from nas.quality.validate import evaluate, held_out_predictions, pairs
+from nas.quality.validate import Evaluation, Pairs, PairScore, evaluate, held_out_predictions, pairs, score_pairs
 
 STUDY = "".join(f"""
 [[study]]
@@ -228,15 +236,57 @@ def test_shipped_fit_is_current_and_matches_a_refit():
     assert len(shipped["bootstrap"]) >= 50
 
 
-def test_the_chosen_form_beats_the_shape_blind_law_held_out():
+def test_the_chosen_form_beats_every_shape_blind_law_held_out():
     shipped = load_fit()
     forms = {e["form"]: e for e in shipped["evaluations"]}
     chosen = forms[FittedLaw.from_dict(shipped["law"]).form.name]
-    blind = forms["size [emb1, tokens per group]"]
-    assert chosen["band_nats"] < blind["band_nats"]
-    assert chosen["overall"]["equal_size"]["median_abs_error"] < blind["overall"]["equal_size"]["median_abs_error"]
+    blind = [e for e in shipped["evaluations"] if e["form"].startswith("size [")]
+    assert len(blind) == 6
+    for e in blind:
+        assert chosen["band_nats"] < e["band_nats"], e["form"]
+        for kind in ("equal_size", "neighbours"):
+            mine, theirs = chosen["overall"][kind], e["overall"][kind]
+            assert mine["order_accuracy"] > theirs["order_accuracy"], (e["form"], kind)
+            assert mine["median_abs_error"] < theirs["median_abs_error"], (e["form"], kind)
     params = chosen["params_baseline"]["equal_size"]["order_accuracy"]
     assert chosen["overall"]["equal_size"]["order_accuracy"] > params + 0.2  # parameter count cannot rank these
+
+
+def test_the_shipped_form_is_the_one_the_rule_chooses():
+    shipped = load_fit()
+    accuracy = {e["form"]: e["overall"]["neighbours"]["order_accuracy"] for e in shipped["evaluations"]}
+    best = max(accuracy.values())
+    first_within = next(f for f in accuracy if accuracy[f] >= best - CHOICE_TOLERANCE)  # simpler forms first
+    assert FittedLaw.from_dict(shipped["law"]).form.name == first_within
+
+
+def _evaluation(form: Form, accuracy: float, band: float = 0.05) -> Evaluation:
+    score = PairScore(10, accuracy, 0.01)
+    return Evaluation(form, {}, {"neighbours": score}, band, {})
+
+
+def test_choose_keeps_the_simpler_form_unless_a_richer_one_orders_clearly_better():
+    simple, rich = Form(None, "nonemb"), Form("depth", "emb2")
+    close = choose([_evaluation(simple, 0.90), _evaluation(rich, 0.90 + CHOICE_TOLERANCE / 2)])
+    assert close.form == simple
+    clear = choose([_evaluation(simple, 0.90), _evaluation(rich, 0.90 + 2 * CHOICE_TOLERANCE)])
+    assert clear.form == rich
+    broken = choose([_evaluation(rich, 0.99, band=float("nan")), _evaluation(simple, 0.80)])
+    assert broken.form == simple  # a form that left a study unpredicted is never chosen
+
+
+def test_a_published_or_predicted_tie_counts_half():
+    p = Pairs(np.array([0, 0, 1]), np.array([1, 2, 2]))
+    actual = np.array([2.0, 2.0, 1.5])  # runs 0 and 1 tie in the published losses
+    assert score_pairs(np.array([2.1, 2.0, 1.4]), actual, p).order_accuracy == pytest.approx((0.5 + 1 + 1) / 3)
+    assert score_pairs(np.array([2.0, 2.0, 2.0]), actual, p).order_accuracy == pytest.approx(0.5)
+    assert score_pairs(np.array([1.0, 2.0, 3.0]), actual, p).order_accuracy == pytest.approx(0.5 / 3)
+
+
+def test_each_count_adds_its_embedding_tables_whatever_the_tying():
+    x = Features(np.array([12.0]), np.array([512.0]), np.array([4e7]), np.array([50_000.0]), np.array([1e10]))
+    assert [float(x.params(c)[0]) for c in ("nonemb", "emb1", "emb2")] == [4e7, 4e7 + 512 * 50_000,
+                                                                          4e7 + 2 * 512 * 50_000]
 
 
 def test_quality_fit_writes_a_file_the_model_reads(tmp_path, capsys):
