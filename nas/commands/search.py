@@ -352,9 +352,11 @@ def _advice_lines(rec: dict) -> list[str]:
     stability = rec.get("stability") or {}
     if stability.get("fits"):
         d = stability["depths"]
-        lines.append(f"  stability: in {stability['fits']} refits of the law on resampled published shapes the knee "
-                     f"is this shape in {stability['same_shape']:.0%}; the refits' knees have {d['p10']}-{d['p90']} "
-                     f"layers (10-90%, median {d['median']})")
+        moved = rec["picks"]["knee"].get("moved_from")
+        which = f"the law's knee ({moved})" if moved else "the knee"
+        lines.append(f"  stability: in {stability['fits']} refits of the law on resampled published shapes {which} "
+                     f"is the same shape in {stability['same_shape']:.0%}; the refits' knees have "
+                     f"{d['p10']}-{d['p90']} layers (10-90%, median {d['median']})")
     for lm in rec.get("landmarks") or ():
         match = lm["fastest_match"]
         if match is None:

@@ -82,6 +82,13 @@ def format_table(rows: list[dict[str, Any]], targets: Sequence[str],
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body] + notes)
 
 
+def decode_text(decode: float | None, rel: float | None, target: str) -> str:
+    """A pick's predicted decode speed with its error band, as the recommendation prints it."""
+    if decode is None:
+        return f"no decode speed recorded on {target}"
+    return f"{show(decode, rel, 1)} tokens/s decode on {target}"
+
+
 def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str | None,
               band: dict[str, Any] | None = None, tie: float | None = None, unit: str = "bits/byte",
               tie_what: str = "the seed noise") -> dict[str, Any] | None:
@@ -112,6 +119,6 @@ def recommend(rows: list[dict[str, Any]], target: str, study: str, storage: str 
                      "num_params": row.get("num_params"), "num_layers": row.get("arch", {}).get("num_layers"),
                      "quality": row["quality"], "quality_source": row.get("quality_source"),
                      "decode_tokens_per_s": decode, "decode_error": rel,
-                     "decode_text": f"{show(decode, rel, 1)} tokens/s decode on {target}",
+                     "decode_text": decode_text(decode, rel, target),
                      "export": shlex.join(command) if exportable else None}
     return {"target": target, "study": study, "quality_noise": tie, "tie_unit": unit, "picks": out}

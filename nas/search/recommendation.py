@@ -10,7 +10,7 @@ from typing import Any
 from nas.core.arch import ArchBatch, ArchConfig
 from nas.search import advice
 from nas.search.latency_stage import LatencyStage, SearchResult
-from nas.search.output import recommend
+from nas.search.output import decode_text, recommend
 from nas.study import schema
 from nas.study.read import failure_reason
 
@@ -54,7 +54,6 @@ def recommendation(result: SearchResult, stage: LatencyStage, storage_arg: str |
     table = stage.shape_table(target)
     picks = rec["picks"]
     knee = picks["knee"]
-    rec["trade"] = advice.trade_words(knee, picks["best-quality"], picks["fastest"], law.band)
     rec["band_nats"] = law.band
     rec["train_tokens"] = law.train_tokens
     rec["fixed_speeds"] = advice.fixed_speed_picks(table, law.band)
@@ -64,6 +63,7 @@ def recommendation(result: SearchResult, stage: LatencyStage, storage_arg: str |
     rec["skipped_failed"] = sorted(failed)
     if result.proxy is not None:
         _proxy_check(rec, result, scores, law.band)
+    rec["trade"] = advice.trade_words(picks["knee"], picks["best-quality"], picks["fastest"], law.band)
     for pick in picks.values():
         pick.pop("arch", None)
     return rec
@@ -79,6 +79,8 @@ def _proxy_check(rec: dict[str, Any], result: SearchResult, scores: list[advice.
                            "arch_id": moved.arch_id, "why": why, "predicted_loss": moved.predicted_loss,
                            "trial": moved.trial, "study": result.proxy.study_name,
                            "decode_tokens_per_s": moved.decode_tokens_per_s,
+                           "decode_text": decode_text(moved.decode_tokens_per_s, picks[name]["decode_error"],
+                                                      rec["target"]),
                            "export": picks[name]["export"] and picks[name]["export"].replace(
                                f"--study {result.study_name} --trial {picks[name]['trial']}",
                                f"--study {result.proxy.study_name} --trial {moved.trial}")}

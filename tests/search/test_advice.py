@@ -139,3 +139,22 @@ def test_select_shapes_trains_the_picks_first_then_spreads_along_speed():
     assert select_shapes(c, 12, slack=0.05, first=first) == chosen  # deterministic
     by_params = select_shapes(Candidates.of(t.batch, t.speed), 6, slack=PARAMS_SLACK)
     assert len(by_params) == 6 and select_shapes(c, 0) == []
+
+
+def test_a_moved_pick_carries_the_speed_of_the_shape_it_moved_to():
+    from types import SimpleNamespace
+
+    from nas.search.recommendation import _proxy_check
+
+    noise, band = 0.02, 0.05
+    knee, better = score("k", 3.40, 2.70), replace(score("y", 3.30, 2.72, trial=5), decode_tokens_per_s=31.0)
+    pick = {"shape": "K", "arch_id": "k", "trial": 1, "predicted_loss": 2.70, "decode_tokens_per_s": 50.0,
+            "decode_error": None, "decode_text": "50.0 tokens/s decode on pixel8",
+            "export": "nas export --study s --trial 1 --format hf --out s-knee"}
+    rec = {"target": "pixel8", "picks": {"knee": dict(pick), "best-quality": {**pick, "arch_id": "none"}}}
+    result = SimpleNamespace(study_name="s", proxy=SimpleNamespace(noise=noise, study_name="s:proxy"))
+    _proxy_check(rec, result, [knee, better], band)
+    moved = rec["picks"]["knee"]
+    assert moved["shape"] == "Y" and moved["moved_from"] == "K"
+    assert moved["decode_tokens_per_s"] == 31.0 and moved["decode_text"] == "~31 tokens/s decode on pixel8"
+    assert moved["export"] == "nas export --study s:proxy --trial 5 --format hf --out s-knee"
