@@ -115,14 +115,15 @@ def report(runs, form, noise: dict[str, float], pred: np.ndarray | None = None, 
         floor = np.array([2 * np.sqrt(2) * noise.get(names[s], 0.0) for s in runs.study[p.i]])
         resolved = p.where(np.abs(runs.loss[p.i] - runs.loss[p.j]) > floor)
         size = score_pairs(-np.log(runs.column("num_params")), runs.loss, p, scaled=False)
+        errors = difference_errors(pred, runs.loss, p)
         result["kinds"][kind] = {
             **e.overall[kind].to_dict(),
             "resolved": score_pairs(pred, runs.loss, resolved).to_dict(),
             "params_baseline": size.to_dict(),
             "params_baseline_resolved": score_pairs(-np.log(runs.column("num_params")), runs.loss, resolved,
                                                     scaled=False).to_dict(),
-            "q90_abs_error": float(np.quantile(difference_errors(pred, runs.loss, p), 0.9)) if len(p) else None,
-            "within_printed_band": float((difference_errors(pred, runs.loss, p) <= e.band).mean()) if len(p) else None,
+            "q90_abs_error": float(np.quantile(errors, 0.9)) if len(p) else None,
+            "within_printed_band": float((errors <= e.band).mean()) if len(p) else None,
             "per_study": {s: e.per_study[s][kind].to_dict() for s in e.per_study},
         }
     return result

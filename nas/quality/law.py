@@ -39,8 +39,8 @@ from nas.quality.runs import RunTable
 N_SCALE = 1e8  # parameters; keeps the fitted coefficients near 1
 D_SCALE = 1e10  # tokens
 HUBER_NATS = 0.02  # residuals beyond this count linearly: a digitised or mislabelled point cannot dominate
-COUNTS = ("nonemb", "emb1", "emb2")
 _TABLES = {"nonemb": 0.0, "emb1": 1.0, "emb2": 2.0}  # embedding tables (vocab x hidden) each count adds
+COUNTS = tuple(_TABLES)
 SHAPE_TERMS = ("depth", "depth_size", "aspect")
 TOKEN_MODES = ("shared", "per_group")
 
